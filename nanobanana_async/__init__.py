@@ -1,0 +1,83 @@
+"""nanobanana-async: the asyncio-native (and trio) client for the Nano Banana image API.
+
+>>> from nanobanana_async import AsyncNanoBanana, TextToImage
+>>> async def main() -> None:
+...     async with AsyncNanoBanana() as client:  # NANOBANANA_API_KEY from the environment
+...         result = await client.generate(TextToImage(prompt="a banana"))
+...         await client.save_result(result, "out/")
+"""
+
+from ._client import DEFAULT_BASE_URL, AsyncNanoBanana, OnUpdate
+from ._errors import (
+    ActiveTaskLimitError,
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    DecodeError,
+    DownloadError,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    NanoBananaError,
+    RateLimitError,
+    ServerError,
+    TaskFailedError,
+    TaskNotFoundError,
+    UnprocessableEntityError,
+    WaitTimeoutError,
+)
+from ._limits import TIERS, Limits, LimitsSnapshot, TierLimits
+from ._models import (
+    IMAGE_SIZES,
+    ImageSize,
+    ImageToImage,
+    OutputFormat,
+    Request,
+    Task,
+    TaskResult,
+    TaskState,
+    TextToImage,
+)
+from ._polling import PollPolicy
+from ._retry import RetryPolicy
+from ._version import __version__
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "IMAGE_SIZES",
+    "TIERS",
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "ActiveTaskLimitError",
+    "AsyncNanoBanana",
+    "AuthenticationError",
+    "BadRequestError",
+    "DecodeError",
+    "DownloadError",
+    "ImageSize",
+    "ImageToImage",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "Limits",
+    "LimitsSnapshot",
+    "NanoBananaError",
+    "OnUpdate",
+    "OutputFormat",
+    "PollPolicy",
+    "RateLimitError",
+    "Request",
+    "RetryPolicy",
+    "ServerError",
+    "Task",
+    "TaskFailedError",
+    "TaskNotFoundError",
+    "TaskResult",
+    "TaskState",
+    "TextToImage",
+    "TierLimits",
+    "UnprocessableEntityError",
+    "WaitTimeoutError",
+    "__version__",
+]

@@ -1,0 +1,299 @@
+"""Requests sent to the provider and what it answers, as frozen attrs classes.
+
+The request classes check every rule the provider documents when they are built, so a bad
+request raises `InvalidRequestError` before anything is sent. The answer classes hold what
+the provider said, parsed defensively by the private converter in `_wire`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, ClassVar, Literal, TypeAlias, cast, get_args
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._errors import InvalidRequestError
+
+__all__ = [
+    "IMAGE_SIZES",
+    "ImageSize",
+    "ImageToImage",
+    "OutputFormat",
+    "Request",
+    "Task",
+    "TaskResult",
+    "TaskState",
+    "TextToImage",
+]
+
+ImageSize = Literal["1:1", "9:16", "16:9", "3:4", "4:3", "3:2", "2:3", "5:4", "4:5", "21:9", "auto"]
+"""The output ratios the provider accepts for ``image_size`` (alias ``aspect_ratio``)."""
+
+OutputFormat = Literal["png", "jpeg"]
+"""The output file formats the provider accepts."""
+
+IMAGE_SIZES: tuple[str, ...] = get_args(ImageSize)
+"""Every accepted ``image_size``, in the provider's order."""
+
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+
+MAX_PROMPT_CHARS = 20_000
+MAX_IMAGE_URLS = 10
+
+
+def _check_prompt(_instance: object, _attribute: object, value: Any) -> None:
+    if not isinstance(value, str):
+        raise InvalidRequestError("prompt", f"must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidRequestError("prompt", "is required and must not be blank")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise InvalidRequestError(
+            "prompt", f"must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}"
+        )
+
+
+def _check_image_size(
+    _instance: object, _attribute: attrs.Attribute[Any], value: ImageSize
+) -> None:
+    if value not in IMAGE_SIZES:
+        raise InvalidRequestError(
+            "image_size", f"must be one of {', '.join(IMAGE_SIZES)}; got {value!r}"
+        )
+
+
+def _check_output_format(
+    _instance: object, _attribute: attrs.Attribute[Any], value: OutputFormat
+) -> None:
+    if value not in OUTPUT_FORMATS:
+        hint = " (write 'jpeg')" if str(value) == "jpg" else ""
+        raise InvalidRequestError("output_format", f"must be 'png' or 'jpeg'; got {value!r}{hint}")
+
+
+def _check_nsfw_checker(_instance: object, _attribute: object, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise InvalidRequestError("nsfw_checker", f"must be a bool, not {type(value).__name__}")
+
+
+def _image_urls(value: object) -> tuple[str, ...]:
+    """Check the image URLs of an edit and freeze them into a tuple."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidRequestError("image_urls", "must be a list of https:// URLs")
+    urls: tuple[object, ...] = tuple(cast("Iterable[object]", value))
+    if not 1 <= len(urls) <= MAX_IMAGE_URLS:
+        raise InvalidRequestError(
+            "image_urls", f"must hold 1 to {MAX_IMAGE_URLS} URLs, got {len(urls)}"
+        )
+    for i, url in enumerate(urls):
+        where = f"image_urls[{i}]"
+        if not isinstance(url, str):
+            raise InvalidRequestError(where, f"must be a string, not {type(url).__name__}")
+        if url.startswith("data:"):
+            raise InvalidRequestError(
+                where, "inline data: URLs are not accepted; upload the image and pass its URL"
+            )
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            host, parts = None, None
+        if parts is None or parts.scheme != "https" or not host or any(c.isspace() for c in url):
+            raise InvalidRequestError(
+                where, f"must be a public https:// URL (no local paths or http:); got {url!r}"
+            )
+    return cast("tuple[str, ...]", urls)
+
+
+_DEFAULT_SIZE: ImageSize = "1:1"
+_DEFAULT_FORMAT: OutputFormat = "png"
+
+
+@attrs.frozen(kw_only=True, init=False)
+class TextToImage:
+    """A text-to-image request (model ``nano-banana-text-to-image``).
+
+    Args:
+        prompt: What to draw; 1 to 20000 characters.
+        image_size: The output ratio, one of `IMAGE_SIZES`; default ``"1:1"``.
+        aspect_ratio: Alias of ``image_size``; give one or the other.
+        output_format: ``"png"`` (default) or ``"jpeg"``.
+        nsfw_checker: Whether the provider runs its safety checker; default True.
+
+    Raises:
+        InvalidRequestError: A value breaks one of the provider's rules.
+    """
+
+    model: ClassVar[str] = "nano-banana-text-to-image"
+
+    prompt: str = attrs.field(validator=_check_prompt)
+    image_size: ImageSize = attrs.field(default=_DEFAULT_SIZE, validator=_check_image_size)
+    output_format: OutputFormat = attrs.field(
+        default=_DEFAULT_FORMAT, validator=_check_output_format
+    )
+    nsfw_checker: bool = attrs.field(default=True, validator=_check_nsfw_checker)
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        image_size: ImageSize | None = None,
+        aspect_ratio: ImageSize | None = None,
+        output_format: OutputFormat = "png",
+        nsfw_checker: bool = True,
+    ) -> None:
+        self.__attrs_init__(  # pyright: ignore
+            prompt=prompt,
+            image_size=_pick_size(image_size, aspect_ratio),
+            output_format=output_format,
+            nsfw_checker=nsfw_checker,
+        )
+
+    @property
+    def aspect_ratio(self) -> ImageSize:
+        """The output ratio; the same as ``image_size``."""
+        return self.image_size
+
+
+@attrs.frozen(kw_only=True, init=False)
+class ImageToImage:
+    """An image-to-image (edit) request (model ``nano-banana-image-to-image``).
+
+    Args:
+        prompt: The edit instruction; 1 to 20000 characters.
+        image_urls: 1 to 10 public ``https://`` URLs of JPEG, PNG or WEBP images (at most
+            10 MB each). No local paths, uploads, base64 or ``data:`` URLs.
+        image_size: The output ratio, one of `IMAGE_SIZES`; default ``"1:1"``.
+        aspect_ratio: Alias of ``image_size``; give one or the other.
+        output_format: ``"png"`` (default) or ``"jpeg"``.
+        nsfw_checker: Whether the provider runs its safety checker; default True.
+
+    Raises:
+        InvalidRequestError: A value breaks one of the provider's rules.
+    """
+
+    model: ClassVar[str] = "nano-banana-image-to-image"
+
+    prompt: str = attrs.field(validator=_check_prompt)
+    image_urls: tuple[str, ...] = attrs.field(converter=_image_urls)
+    image_size: ImageSize = attrs.field(default=_DEFAULT_SIZE, validator=_check_image_size)
+    output_format: OutputFormat = attrs.field(
+        default=_DEFAULT_FORMAT, validator=_check_output_format
+    )
+    nsfw_checker: bool = attrs.field(default=True, validator=_check_nsfw_checker)
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        image_urls: Iterable[str],
+        image_size: ImageSize | None = None,
+        aspect_ratio: ImageSize | None = None,
+        output_format: OutputFormat = "png",
+        nsfw_checker: bool = True,
+    ) -> None:
+        self.__attrs_init__(  # pyright: ignore
+            prompt=prompt,
+            image_urls=image_urls,
+            image_size=_pick_size(image_size, aspect_ratio),
+            output_format=output_format,
+            nsfw_checker=nsfw_checker,
+        )
+
+    @property
+    def aspect_ratio(self) -> ImageSize:
+        """The output ratio; the same as ``image_size``."""
+        return self.image_size
+
+
+def _pick_size(image_size: ImageSize | None, aspect_ratio: ImageSize | None) -> ImageSize:
+    if image_size is not None and aspect_ratio is not None and image_size != aspect_ratio:
+        raise InvalidRequestError(
+            "aspect_ratio",
+            f"is an alias of image_size; got both {image_size!r} and {aspect_ratio!r}",
+        )
+    return image_size or aspect_ratio or "1:1"
+
+
+Request: TypeAlias = "TextToImage | ImageToImage"
+"""Any request the client can send."""
+
+
+class TaskState(str, enum.Enum):
+    """The state of a task on the provider.
+
+    ``WAITING``, ``QUEUING`` and ``GENERATING`` are not finished; ``SUCCESS`` and ``FAIL`` are
+    terminal. A state the provider sends that this version does not know becomes ``UNKNOWN``
+    (not finished), and `Task.raw_state` keeps the value as sent.
+    """
+
+    WAITING = "waiting"
+    QUEUING = "queuing"
+    GENERATING = "generating"
+    SUCCESS = "success"
+    FAIL = "fail"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the state is terminal (``SUCCESS`` or ``FAIL``)."""
+        return self in (TaskState.SUCCESS, TaskState.FAIL)
+
+
+@attrs.frozen(kw_only=True)
+class Task:
+    """One answer of ``recordInfo``: a task as the provider sees it.
+
+    Attributes:
+        task_id: The provider's task id (an opaque string).
+        model: The model that runs the task.
+        state: The task's state; see `TaskState`.
+        raw_state: The state exactly as the provider sent it.
+        urls: The result URLs (empty until the task succeeds). They expire within hours.
+        fail_code: The provider's ``failCode`` (a string) or None.
+        fail_message: The provider's ``failMsg`` or None.
+        cost_time: ``costTime`` as sent: milliseconds per the docs, seconds on some servers.
+        create_time: When the task was created (UTC), if the provider said.
+        complete_time: When the task finished (UTC), if the provider said.
+        param: The original request as the provider echoes it, parsed, or None.
+    """
+
+    task_id: str
+    model: str = ""
+    state: TaskState = TaskState.UNKNOWN
+    raw_state: str = ""
+    urls: tuple[str, ...] = ()
+    fail_code: str | None = None
+    fail_message: str | None = None
+    cost_time: float | None = None
+    create_time: datetime | None = None
+    complete_time: datetime | None = None
+    param: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the task reached ``success`` or ``fail``."""
+        return self.state.is_finished
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds from creation to completion from the provider's timestamps, if both exist."""
+        if self.create_time is None or self.complete_time is None:
+            return None
+        return max(0.0, (self.complete_time - self.create_time).total_seconds())
+
+
+@attrs.frozen(kw_only=True)
+class TaskResult:
+    """A finished, successful task.
+
+    Attributes:
+        task_id: The provider's task id.
+        urls: The result image URLs (temporary: download them promptly).
+        task: The last `Task` read, with its timestamps and echoed request.
+    """
+
+    task_id: str
+    urls: tuple[str, ...]
+    task: Task = attrs.field(repr=False)

@@ -1,0 +1,237 @@
+"""The wire format: one private cattrs converter for everything that crosses the network.
+
+Requests unstructure into the provider's ``{"model": ..., "input": {...}}`` body. Answers
+arrive in the envelope ``{"code": C, "msg": "...", "data": ...}`` (some servers write
+``message``); ``recordInfo``'s ``data`` structures into `Task`, surviving every variation
+seen in the field: ``resultJson`` as null, ``""``, a JSON string or an object; ``param``
+double-encoded; ``failCode`` as string, number or null; numeric ids; missing times.
+Anything that cannot be understood raises `DecodeError`, never another exception.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, cast
+
+import attrs
+from cattrs.preconf.json import make_converter
+
+from ._errors import DecodeError
+from ._models import ImageToImage, Task, TaskState, TextToImage
+
+__all__ = [
+    "Envelope",
+    "as_mapping",
+    "converter",
+    "parse_envelope",
+    "request_body",
+    "structure_task",
+    "structure_task_id",
+]
+
+converter = make_converter()
+"""The private converter; never the global one."""
+
+_TIME_MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z, datetime's upper bound
+
+
+@attrs.frozen
+class Envelope:
+    """The provider's answer envelope."""
+
+    code: int | None
+    message: str
+    data: Any
+
+
+def _unstructure_request(request: TextToImage | ImageToImage) -> dict[str, Any]:
+    fields: dict[str, Any] = {"prompt": request.prompt}
+    if isinstance(request, ImageToImage):
+        fields["image_urls"] = list(request.image_urls)
+    fields["image_size"] = request.image_size
+    fields["output_format"] = request.output_format
+    fields["nsfw_checker"] = request.nsfw_checker
+    return {"model": request.model, "input": fields}
+
+
+converter.register_unstructure_hook(TextToImage, _unstructure_request)
+converter.register_unstructure_hook(ImageToImage, _unstructure_request)
+
+
+def request_body(request: TextToImage | ImageToImage) -> dict[str, Any]:
+    """The JSON body of ``createTask`` for a request."""
+    body: dict[str, Any] = converter.unstructure(request)
+    return body
+
+
+def as_mapping(value: object) -> Mapping[str, Any] | None:
+    """``value`` as a JSON object, or None if it is not one."""
+    return cast("Mapping[str, Any]", value) if isinstance(value, Mapping) else None
+
+
+def _as_int_code(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def parse_envelope(content: bytes) -> Envelope | None:
+    """Read the envelope from a body; None when the body is not a JSON object."""
+    try:
+        payload = json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+    body = as_mapping(payload)
+    if body is None:
+        return None
+    message = body.get("msg")
+    if not isinstance(message, str):
+        message = body.get("message")
+    return Envelope(
+        code=_as_int_code(body.get("code")),
+        message=message if isinstance(message, str) else "",
+        data=body.get("data"),
+    )
+
+
+def _json_field(value: object) -> Any:
+    """A field the provider sends as a JSON string: decode it once (or twice) if needed."""
+    for _ in range(2):
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return None
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return None
+    return value
+
+
+def _opt_str(value: object) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (str, int, float)):
+        text = str(value)
+        return text or None
+    return None
+
+
+def _opt_number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _opt_time(value: object) -> datetime | None:
+    millis = _opt_number(value)
+    if millis is None or not 0 < millis <= _TIME_MAX_MS:
+        return None
+    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc)
+
+
+def _result_urls(result: object, state: TaskState) -> tuple[str, ...]:
+    mapping = as_mapping(result)
+    if mapping is None:
+        if state is TaskState.SUCCESS and result is not None:
+            raise DecodeError(f"resultJson is not an object: {result!r:.200}")
+        return ()
+    urls: object = mapping.get("resultUrls")
+    if urls is None:
+        return ()
+    if isinstance(urls, str):
+        urls = [urls]
+    if not isinstance(urls, list):
+        raise DecodeError(f"resultUrls is not a list: {urls!r:.200}")
+    checked: list[str] = []
+    for url in cast("list[object]", urls):
+        if not isinstance(url, str):
+            raise DecodeError(f"a result URL is not a string: {url!r:.200}")
+        checked.append(url)
+    return tuple(checked)
+
+
+def _structure_task(data: object, _cls: object = Task) -> Task:
+    record = as_mapping(data)
+    if record is None:
+        raise DecodeError(f"task data is not an object: {data!r:.200}")
+    task_id = _opt_str(record.get("taskId"))
+    if task_id is None:
+        raise DecodeError("task data carries no taskId")
+    raw_state = _opt_str(record.get("state")) or ""
+    try:
+        state = TaskState(raw_state.lower())
+    except ValueError:
+        state = TaskState.UNKNOWN
+    result = _json_field(record.get("resultJson"))
+    param = as_mapping(_json_field(record.get("param")))
+    if param is not None and "input" in param:
+        param = {**param, "input": _json_field(param["input"])}
+    return Task(
+        task_id=task_id,
+        model=_opt_str(record.get("model")) or "",
+        state=state,
+        raw_state=raw_state,
+        urls=_result_urls(result, state),
+        fail_code=_opt_str(record.get("failCode")),
+        fail_message=_opt_str(record.get("failMsg")),
+        cost_time=_opt_number(record.get("costTime")),
+        create_time=_opt_time(record.get("createTime")),
+        complete_time=_opt_time(record.get("completeTime")),
+        param=param,
+    )
+
+
+converter.register_structure_hook(Task, _structure_task)
+
+
+def structure_task(data: object, *, task_id: str | None = None) -> Task:
+    """Structure ``recordInfo``'s ``data`` into a `Task`.
+
+    Args:
+        data: The envelope's ``data`` member.
+        task_id: The id that was asked for, used when the answer leaves ``taskId`` out.
+
+    Raises:
+        DecodeError: The data cannot be understood.
+    """
+    mapping = as_mapping(data)
+    if task_id is not None and mapping is not None and mapping.get("taskId") in (None, ""):
+        data = {**mapping, "taskId": task_id}
+    try:
+        return converter.structure(data, Task)
+    except DecodeError:
+        raise
+    except Exception as exc:  # a hook bug must still surface as a DecodeError
+        raise DecodeError(f"cannot read task data: {exc}") from exc
+
+
+def structure_task_id(data: object) -> str:
+    """Read ``createTask``'s ``data.taskId``.
+
+    Raises:
+        DecodeError: There is no usable task id.
+    """
+    mapping = as_mapping(data)
+    task_id = _opt_str(mapping.get("taskId")) if mapping is not None else None
+    if task_id is None:
+        raise DecodeError(f"createTask answered without a taskId: {data!r:.200}")
+    return task_id
