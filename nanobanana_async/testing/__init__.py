@@ -1,0 +1,32 @@
+"""A faithful fake of the Nano Banana provider, for testing code that uses `nanobanana_async`.
+
+```python
+from nanobanana_async.testing import FakeNanoBanana, Faults
+
+fake = FakeNanoBanana(tier="basic", time_scale=0.01, faults=Faults(create={"500": 0.1}))
+async with fake.client() as client:  # an AsyncNanoBanana wired to the fake in-process
+    result = await client.generate(TextToImage(prompt="a banana"))
+assert fake.stats.duplicates == 0
+```
+
+Also: ``fake.transport()`` (an httpx transport), ``async with fake.serve() as base_url:`` (a
+real HTTP server on loopback) and the ``nanobanana_fake`` pytest fixture. See
+``docs/testing.md``.
+"""
+
+from ._faults import Endpoint, FaultKind, Faults
+from ._fake import FakeNanoBanana, FakeStats, FakeTask, RequestRecord, TaskState
+from ._limits import TIERS, TierLimits
+
+__all__ = [
+    "TIERS",
+    "Endpoint",
+    "FakeNanoBanana",
+    "FakeStats",
+    "FakeTask",
+    "FaultKind",
+    "Faults",
+    "RequestRecord",
+    "TaskState",
+    "TierLimits",
+]
