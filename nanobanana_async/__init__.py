@@ -7,6 +7,7 @@
 ...         await client.save_result(result, "out/")
 """
 
+from ._batch import BatchOutcome, BatchRunner, BatchStatistics, ProgressHook
 from ._client import DEFAULT_BASE_URL, AsyncNanoBanana, OnUpdate
 from ._errors import (
     ActiveTaskLimitError,
@@ -54,6 +55,9 @@ __all__ = [
     "AsyncNanoBanana",
     "AuthenticationError",
     "BadRequestError",
+    "BatchOutcome",
+    "BatchRunner",
+    "BatchStatistics",
     "DecodeError",
     "DownloadError",
     "ImageSize",
@@ -66,6 +70,7 @@ __all__ = [
     "OnUpdate",
     "OutputFormat",
     "PollPolicy",
+    "ProgressHook",
     "RateLimitError",
     "Request",
     "RetryPolicy",

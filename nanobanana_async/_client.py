@@ -7,9 +7,11 @@ import contextlib
 import inspect
 import ipaddress
 import logging
+import math
 import os
 import random
 import re
+import socket
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
@@ -59,6 +61,7 @@ _MAX_REDIRECTS = 5
 _CONFLICT_WAIT_MAX = 30.0
 _IMAGE_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+_LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$", re.IGNORECASE)
 
 OnUpdate = Callable[[Task], "Awaitable[object] | object"]
 """A callback told of every state change of a task; it may be sync or async."""
@@ -83,22 +86,38 @@ class _Secret:
     __str__ = __repr__
 
 
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names literally, including the legacy IPv4 forms resolvers accept.
+
+    ``127.1``, ``2130706433`` and ``0x7f000001`` all reach 127.0.0.1, so they count as IPs.
+    """
+    host = host.strip("[]").rstrip(".")
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
+        pass
+    if _LEGACY_IPV4.match(host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def _is_loopback_host(host: str) -> bool:
+    name = host.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    address = _ip_address(host)
+    return address is not None and address.is_loopback
 
 
 def _is_internal_host(host: str) -> bool:
     """Loopback, private, link-local and other addresses no public result URL should name."""
     if _is_loopback_host(host):
         return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
+    address = _ip_address(host)
+    if address is None:
         return False
     return (
         address.is_private
@@ -292,11 +311,16 @@ class AsyncNanoBanana:
             APIConnectionError: No answer after every retry.
         """
         deadline = None if timeout is None else anyio.current_time() + timeout
-        return await self._create(request, request_id, deadline, holding=False)
+        return await self._create(request, request_id, deadline)
 
     async def _create(
-        self, request: Request, request_id: str | None, deadline: float | None, *, holding: bool
+        self,
+        request: Request,
+        request_id: str | None,
+        deadline: float | None,
+        holder: object | None = None,
     ) -> str:
+        """Create a task; ``holder`` is the active-task slot the caller holds for it, if any."""
         body = self._body(request)
         request_id = _check_request_id(request_id)
         data = await self._call(
@@ -306,10 +330,12 @@ class AsyncNanoBanana:
             json=body,
             request_id=request_id,
             deadline=deadline,
-            holding=holding,
+            holder=holder,
         )
         task_id = structure_task_id(data)
         self._remember_created(task_id)
+        if holder is not None:
+            self._limits.active.mark_running(holder)
         self._limits.active.on_created()
         logger.debug("created task %s (request id %s)", task_id, request_id)
         return task_id
@@ -351,12 +377,17 @@ class AsyncNanoBanana:
         """
         task_id = _check_task_id(task_id)
         _check_timeout(timeout)
+        return await self._wait(task_id, anyio.current_time() + timeout, timeout, on_update)
+
+    async def _wait(
+        self, task_id: str, deadline: float, timeout: float, on_update: OnUpdate | None
+    ) -> TaskResult:
+        """Poll until the task finishes or ``deadline`` (which may have passed) comes."""
         started = anyio.current_time()
-        deadline = started + timeout
         created = self._created.get(task_id)
         last: Task | None = None
         polls = 0
-        with anyio.move_on_after(timeout):
+        with anyio.CancelScope(deadline=deadline):
             while True:
                 if created is not None or polls:
                     age = anyio.current_time() - (created if created is not None else started)
@@ -417,12 +448,10 @@ class AsyncNanoBanana:
                 f"no active-task slot came free within {timeout:g} s; nothing was created"
             )
         try:
-            task_id = await self._create(request, request_id, deadline, holding=True)
-            return await self.wait_for_result(
-                task_id,
-                timeout=max(0.0, deadline - anyio.current_time()),
-                on_update=on_update,
-            )
+            task_id = await self._create(request, request_id, deadline, holder)
+            # The create may have used up the whole budget: then this is a WaitTimeoutError
+            # that carries the task id, not a complaint about a zero timeout.
+            return await self._wait(task_id, deadline, timeout, on_update)
         finally:
             self._limits.active.release(holder)
 
@@ -548,13 +577,16 @@ class AsyncNanoBanana:
         request_id: str | None = None,
         deadline: float | None = None,
         task_id: str | None = None,
-        holding: bool = False,
+        holder: object | None = None,
     ) -> Any:
         """Send one logical request, with every retry it deserves; returns ``data``."""
         if self._closed:
             raise NanoBananaError("this client is closed")
         limiter = self._limits.endpoint(endpoint)
-        headers = {**self._headers, "Authorization": f"Bearer {self._api_key.reveal()}"}
+        # httpx.Headers masks Authorization in its repr, so even a traceback that shows
+        # locals (Sentry, rich) does not print the key.
+        headers = httpx.Headers(self._headers)
+        headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
         if request_id is not None:
             headers["X-Request-ID"] = request_id
         timeout = self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT
@@ -584,7 +616,7 @@ class AsyncNanoBanana:
                     limiter.on_success()
                     logger.debug("%s %s -> %s", method, url.path, response.status_code)
                     return data
-            delay = self._retry_delay(endpoint, error, attempt, task_id, started, holding)
+            delay = self._retry_delay(endpoint, error, attempt, task_id, started)
             if delay is None:
                 raise error from (cause if cause is not error else None)
             if isinstance(error, RateLimitError):
@@ -598,9 +630,31 @@ class AsyncNanoBanana:
                 raise error from (cause if cause is not error else None)
             logger.info("%s: %s; retrying in %.2f s", endpoint, error, delay)
             if isinstance(error, ActiveTaskLimitError):
-                await self._limits.active.wait_for_release(delay)
+                if not await self._wait_for_slot(holder, delay, deadline):
+                    raise error
             elif delay > 0 and not isinstance(error, RateLimitError):
                 await anyio.sleep(delay)
+
+    async def _wait_for_slot(
+        self, holder: object | None, delay: float, deadline: float | None
+    ) -> bool:
+        """After a 409: queue again for a slot, or wait for some slot to be released.
+
+        A caller holding a slot gives it back and waits its turn for the next one, so callers
+        refused together do not all retry at the next release. While none of our tasks runs,
+        the key is full of someone else's work, and only a timer can tell when it frees.
+
+        Returns:
+            False if the deadline passed before the caller got its slot back.
+        """
+        active = self._limits.active
+        if holder is None or not active.running:
+            await active.wait_for_release(delay)
+            return True
+        active.release(holder)
+        with anyio.move_on_after(math.inf if deadline is None else deadline - anyio.current_time()):
+            await active.acquire(holder)
+        return active.holds(holder)
 
     def _retry_delay(
         self,
@@ -609,7 +663,6 @@ class AsyncNanoBanana:
         attempt: int,
         task_id: str | None,
         started: float,
-        holding: bool,
     ) -> float | None:
         """Seconds to wait before the next try, or None if the error is final."""
         if isinstance(error, RateLimitError):
@@ -627,7 +680,7 @@ class AsyncNanoBanana:
         if isinstance(error, ActiveTaskLimitError) and endpoint == "create":
             body = as_mapping(error.data)
             limit = _positive_number(body.get("limit")) if body is not None else None
-            self._limits.active.on_conflict(None if limit is None else int(limit), holding=holding)
+            self._limits.active.on_conflict(None if limit is None else int(limit))
             return min(_CONFLICT_WAIT_MAX, self._retry.backoff_base * 2.0 ** min(attempt + 2, 10))
         if isinstance(error, APIStatusError) and task_id is not None and is_not_visible_yet(error):
             created = self._created.get(task_id)
@@ -700,6 +753,8 @@ class AsyncNanoBanana:
     @contextlib.asynccontextmanager
     async def _open_download(self, url: str) -> AsyncGenerator[httpx.Response, None]:
         """Open a result URL, following (and re-checking) redirects by hand."""
+        if self._closed:
+            raise NanoBananaError("this client is closed")
         current = self._check_download_url(url)
         for _ in range(_MAX_REDIRECTS + 1):
             request = self._download.build_request(

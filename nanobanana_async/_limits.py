@@ -240,6 +240,7 @@ class ActiveTaskLimiter:
         self._limiter: anyio.CapacityLimiter | None = None
         self._released: anyio.Event | None = None
         self._holders: set[object] = set()
+        self._running: set[object] = set()
         self.known = limit is not None
         self._probe_after = probe_after
         self._accepted_at_cap = 0
@@ -266,6 +267,11 @@ class ActiveTaskLimiter:
         return len(self._holders)
 
     @property
+    def running(self) -> int:
+        """Slots whose task the provider accepted and that have not been seen to finish."""
+        return len(self._running)
+
+    @property
     def waiting(self) -> int:
         """Callers waiting for a slot."""
         return 0 if self._limiter is None else self._limiter.statistics().tasks_waiting
@@ -279,9 +285,27 @@ class ActiveTaskLimiter:
         """Whether ``holder`` holds a slot now."""
         return holder in self._holders
 
+    def mark_running(self, holder: object) -> None:
+        """``holder``'s task was accepted by the provider and now counts as running."""
+        if holder in self._holders:
+            self._running.add(holder)
+
+    def set_limit(self, limit: int) -> None:
+        """Fix the cap to a known value."""
+        if limit < 1:
+            raise ValueError(f"max_active must be at least 1, got {limit}")
+        self.known = True
+        self._resize(limit)
+
     def release(self, holder: object) -> None:
-        """Free ``holder``'s slot (its task finished, or was never created)."""
+        """Free ``holder``'s slot (its task finished, or was never created).
+
+        Releasing a holder that holds no slot does nothing.
+        """
+        if holder not in self._holders:
+            return
         self._holders.discard(holder)
+        self._running.discard(holder)
         self._capacity().release_on_behalf_of(holder)
         if self._released is not None:
             self._released.set()
@@ -300,22 +324,23 @@ class ActiveTaskLimiter:
                 self._accepted_at_cap = 0
                 self._resize(self.limit + 1)
 
-    def on_conflict(self, limit: int | None = None, *, holding: bool = True) -> None:
-        """A create met 409: the provider is full at the level we hold now.
+    def on_conflict(self, limit: int | None = None) -> None:
+        """A create met 409: the provider is full with the tasks we have running now.
 
         Args:
             limit: The cap from the 409's body, when the server says it.
-            holding: Whether the refused create holds one of the slots (then it does not count
-                as running).
         """
         self.conflicts += 1
-        self.known = True
         self._accepted_at_cap = 0
         if limit is not None and limit > 0:
+            self.known = True
             self._resize(limit)
             return
-        observed = self.active - (1 if holding else 0)
-        self._resize(max(1, min(self.limit, observed)))
+        if not self._running:
+            # Nothing of ours runs: another client of the key fills it. Learn nothing.
+            return
+        self.known = True
+        self._resize(max(1, min(self.limit, len(self._running))))
 
     async def wait_for_release(self, timeout: float) -> bool:
         """Wait until some slot is released, at most ``timeout`` seconds.
@@ -368,19 +393,29 @@ class Limits:
     """
 
     def __init__(self, *, tier: str | None = None, max_active: int | None = None) -> None:
-        preset = tier_limits(tier) if tier is not None else None
-        create: tuple[tuple[int, float], ...] = ()
-        query: tuple[tuple[int, float], ...] = ()
-        if preset is not None:
-            create = ((preset.create[0], 1.0), (preset.create[1], 60.0))
-            query = ((preset.query[0], 1.0), (preset.query[1], 60.0))
+        self.create = EndpointLimiter("create")
+        self.query = EndpointLimiter("query")
+        self.active = ActiveTaskLimiter()
+        self.seed(tier=tier, max_active=max_active)
+
+    def seed(self, *, tier: str | None = None, max_active: int | None = None) -> None:
+        """Start from known numbers: a tier's table row and/or an active-task cap.
+
+        Raises:
+            ValueError: The tier is unknown or ``max_active`` is below 1.
+        """
+        if tier is not None:
+            preset = tier_limits(tier)
+            for limiter, (per_second, per_minute) in (
+                (self.create, preset.create),
+                (self.query, preset.query),
+            ):
+                limiter.learn_window(per_second, 1.0)
+                limiter.learn_window(per_minute, 60.0)
             if max_active is None:
                 max_active = preset.active
-        if max_active is not None and max_active < 1:
-            raise ValueError(f"max_active must be at least 1, got {max_active}")
-        self.create = EndpointLimiter("create", create)
-        self.query = EndpointLimiter("query", query)
-        self.active = ActiveTaskLimiter(max_active)
+        if max_active is not None:
+            self.active.set_limit(max_active)
 
     def endpoint(self, name: Endpoint) -> EndpointLimiter:
         """The limiter of one endpoint."""

@@ -213,7 +213,9 @@ def _pick_size(image_size: ImageSize | None, aspect_ratio: ImageSize | None) -> 
             "aspect_ratio",
             f"is an alias of image_size; got both {image_size!r} and {aspect_ratio!r}",
         )
-    return image_size or aspect_ratio or "1:1"
+    if image_size is not None:
+        return image_size
+    return aspect_ratio if aspect_ratio is not None else _DEFAULT_SIZE
 
 
 Request: TypeAlias = "TextToImage | ImageToImage"

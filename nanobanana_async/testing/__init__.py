@@ -14,9 +14,10 @@ real HTTP server on loopback) and the ``nanobanana_fake`` pytest fixture. See
 ``docs/testing.md``.
 """
 
+from ._fake import FakeNanoBanana, FakeStats, RequestRecord
 from ._faults import Endpoint, FaultKind, Faults
-from ._fake import FakeNanoBanana, FakeStats, FakeTask, RequestRecord, TaskState
 from ._limits import TIERS, TierLimits
+from ._tasks import FakeTask, FakeTaskState
 
 __all__ = [
     "TIERS",
@@ -24,9 +25,9 @@ __all__ = [
     "FakeNanoBanana",
     "FakeStats",
     "FakeTask",
+    "FakeTaskState",
     "FaultKind",
     "Faults",
     "RequestRecord",
-    "TaskState",
     "TierLimits",
 ]

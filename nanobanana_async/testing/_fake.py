@@ -9,15 +9,14 @@ and rate windows into real time once, when they are set.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import heapq
 import json
 import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 from urllib.parse import parse_qs
 
 import attrs
@@ -25,6 +24,7 @@ import attrs
 from ._faults import Endpoint, FaultKind, Faults, check_fault
 from ._images import render_image
 from ._limits import TIERS, FixedWindow, TierLimits
+from ._tasks import FakeTask, TaskTable, TaskView
 from ._validation import validate_create
 
 if TYPE_CHECKING:
@@ -36,10 +36,8 @@ __all__ = [
     "DEFAULT_RESULT_BASE_URL",
     "FakeNanoBanana",
     "FakeStats",
-    "FakeTask",
     "Reply",
     "RequestRecord",
-    "TaskState",
 ]
 
 DEFAULT_RESULT_BASE_URL = "https://results.fake-nanobanana.test"
@@ -49,14 +47,8 @@ CREATE_PATH = "/api/v1/jobs/createTask"
 QUERY_PATH = "/api/v1/jobs/recordInfo"
 FILES_PREFIX = "/files/"
 
-WAITING_FRACTION = 0.25
-"""The first part of a task's duration is spent ``waiting``, the rest ``generating``."""
-
 LOG_SIZE = 256
 """How many recent requests `FakeNanoBanana.recent_requests` keeps."""
-
-TaskState = Literal["waiting", "generating", "success", "fail"]
-"""The states the fake's tasks go through, in order (``success`` or ``fail`` last)."""
 
 DurationSpec = float | tuple[float, float] | Callable[[Mapping[str, Any]], float]
 FailSpec = float | Callable[[Mapping[str, Any]], bool]
@@ -78,8 +70,7 @@ _HTML_PAGES = {
 }
 
 
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class Reply:
@@ -206,134 +197,6 @@ _COUNTERS = tuple(
 )
 
 
-class FakeTask:
-    """One task of the fake provider, as planned when it was created.
-
-    Times are real seconds since the fake started (``time_scale`` already applied), so a
-    benchmark can compare them with the wall clock.
-
-    Attributes:
-        request_id: The ``X-Request-ID`` the task was created with, if any.
-        param: The create request's body, as the JSON string reported in ``param``.
-        model: The model asked for.
-        output_format: ``"png"`` or ``"jpeg"``.
-        created_at: When the task was created, in real seconds since the fake started.
-        duration: How long the task runs, in real seconds.
-    """
-
-    __slots__ = (
-        "_complete_time_missing",
-        "_fail_index",
-        "_fake",
-        "_index",
-        "created_at",
-        "duration",
-        "model",
-        "output_format",
-        "param",
-        "request_id",
-    )
-
-    def __init__(
-        self,
-        fake: FakeNanoBanana,
-        index: int,
-        *,
-        request_id: str | None,
-        param: str,
-        model: str,
-        output_format: str,
-        created_at: float,
-        duration: float,
-        fail_index: int,
-        complete_time_missing: bool,
-    ) -> None:
-        self._fake = fake
-        self._index = index
-        self.request_id = request_id
-        self.param = param
-        self.model = model
-        self.output_format = output_format
-        self.created_at = created_at
-        self.duration = duration
-        self._fail_index = fail_index
-        self._complete_time_missing = complete_time_missing
-
-    @property
-    def task_id(self) -> str:
-        """The task's id."""
-        return self._fake._task_id(self._index)  # pyright: ignore[reportPrivateUsage]
-
-    @property
-    def body(self) -> dict[str, Any]:
-        """The create request's body, parsed."""
-        body: dict[str, Any] = json.loads(self.param)
-        return body
-
-    @property
-    def prompt(self) -> str:
-        """The prompt asked for."""
-        prompt: str = self.body["input"]["prompt"]
-        return prompt
-
-    @property
-    def finished_at(self) -> float:
-        """When the task ends (``success`` or ``fail``), in real seconds since the start."""
-        return self.created_at + self.duration
-
-    @property
-    def failed(self) -> bool:
-        """Whether the task ends in ``fail`` (planned when it was created)."""
-        return self._fail_index >= 0
-
-    @property
-    def fail_code(self) -> str | None:
-        """The ``failCode`` reported once it has failed (``None`` for a successful task)."""
-        return self._fake._fail_codes[self._fail_index][0] if self.failed else None  # pyright: ignore[reportPrivateUsage]
-
-    @property
-    def fail_msg(self) -> str | None:
-        """The ``failMsg`` reported once it has failed (``None`` for a successful task)."""
-        return self._fake._fail_codes[self._fail_index][1] if self.failed else None  # pyright: ignore[reportPrivateUsage]
-
-    @property
-    def state(self) -> TaskState:
-        """The task's state now."""
-        return self.state_at(self._fake.elapsed)
-
-    def state_at(self, at: float) -> TaskState:
-        """The task's state at ``at`` real seconds since the fake started."""
-        if at >= self.finished_at:
-            return "fail" if self.failed else "success"
-        if at >= self.created_at + self.duration * WAITING_FRACTION:
-            return "generating"
-        return "waiting"
-
-    def __repr__(self) -> str:
-        return f"<FakeTask {self.task_id} {self.model} {self.state}>"
-
-
-class _TaskView(Mapping[str, FakeTask]):
-    """The fake's tasks by id, read-only, in creation order."""
-
-    __slots__ = ("_fake",)
-
-    def __init__(self, fake: FakeNanoBanana) -> None:
-        self._fake = fake
-
-    def __getitem__(self, task_id: str) -> FakeTask:
-        task = self._fake._find_task(task_id)  # pyright: ignore[reportPrivateUsage]
-        if task is None:
-            raise KeyError(task_id)
-        return task
-
-    def __iter__(self) -> Iterator[str]:
-        return (task.task_id for task in self._fake._tasks)  # pyright: ignore[reportPrivateUsage]
-
-    def __len__(self) -> int:
-        return len(self._fake._tasks)  # pyright: ignore[reportPrivateUsage]
-
-
 def _duration_sampler(
     spec: DurationSpec, rng: random.Random
 ) -> Callable[[Mapping[str, Any]], float]:
@@ -370,7 +233,14 @@ def _limits_for(tier: str | None, overrides: Mapping[str, int | None]) -> TierLi
     for name, value in given.items():
         if value < 1:
             raise ValueError(f"{name} must be >= 1 (or None for the tier's value)")
-    return attrs.evolve(base, **given)
+    return TierLimits(
+        name=base.name,
+        create_per_second=given.get("create_per_second", base.create_per_second),
+        create_per_minute=given.get("create_per_minute", base.create_per_minute),
+        query_per_second=given.get("query_per_second", base.query_per_second),
+        query_per_minute=given.get("query_per_minute", base.query_per_minute),
+        max_active=given.get("max_active", base.max_active),
+    )
 
 
 class FakeNanoBanana:
@@ -458,7 +328,6 @@ class FakeNanoBanana:
         """The limits in force (the tier's, with explicit values applied)."""
         self.result_base_url = result_base_url.rstrip("/") if result_base_url else None
         """Where result URLs point, if fixed at construction."""
-        self._fail_codes = tuple((str(code), str(msg)) for code, msg in fail_codes)
         self._credits = credits
         self._faults = faults if faults is not None else Faults()
         self._clock = clock
@@ -476,7 +345,11 @@ class FakeNanoBanana:
             endpoint: deque() for endpoint in ("create", "query", "result")
         }
         id_prefix = random.Random(f"{seed}/ids").getrandbits(32)  # noqa: S311
-        self._id_prefix = f"task_{id_prefix:08x}"
+        self._tasks = TaskTable(
+            id_prefix=f"task_{id_prefix:08x}",
+            fail_codes=[(str(code), str(msg)) for code, msg in fail_codes],
+            elapsed=lambda: self.elapsed,
+        )
         self._windows = {
             endpoint: [
                 FixedWindow(limit=limit, length=seconds * self.time_scale, nominal_seconds=seconds)
@@ -488,15 +361,12 @@ class FakeNanoBanana:
                 ("query", self.limits.query_per_second, self.limits.query_per_minute),
             )
         }
-        self._tasks: list[FakeTask] = []
-        self._by_request_id: dict[str, int] = {}
-        self._seen_bodies: set[int] = set()
         self._running: list[float] = []  # a heap of the unfinished tasks' end times
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._max_active = 0
         self._authorization_to_result_host = False
         self._log: deque[RequestRecord] = deque(maxlen=LOG_SIZE)
-        self._task_view = _TaskView(self)
+        self._task_view = TaskView(self._tasks)
 
     # -- public state -------------------------------------------------------------------------
 
@@ -610,7 +480,7 @@ class FakeNanoBanana:
         return serve(self, host, port)
 
     @contextlib.asynccontextmanager
-    async def client(self, **kwargs: Any) -> AsyncIterator[AsyncNanoBanana]:
+    async def client(self, **kwargs: Any) -> AsyncGenerator[AsyncNanoBanana, None]:
         """Open an `AsyncNanoBanana` wired to this fake in-process, for API calls and downloads.
 
         Args:
@@ -634,21 +504,6 @@ class FakeNanoBanana:
             yield client
 
     # -- the state machine --------------------------------------------------------------------
-
-    def _task_id(self, index: int) -> str:
-        return f"{self._id_prefix}{index:08x}"
-
-    def _find_task(self, task_id: str) -> FakeTask | None:
-        suffix = task_id[len(self._id_prefix) :]
-        if not task_id.startswith(self._id_prefix) or len(suffix) != 8:
-            return None
-        try:
-            index = int(suffix, 16)
-        except ValueError:
-            return None
-        if index >= len(self._tasks) or self._task_id(index) != task_id:
-            return None
-        return self._tasks[index]
 
     def _expire(self, now: float) -> int:
         """Forget the end times that have passed; return how many tasks are still active."""
@@ -719,19 +574,37 @@ class FakeNanoBanana:
             fault = self._next_fault(endpoint)
             if fault != "ok":
                 self._counts["faults"] += 1
-            reply = self._fault_before(endpoint, fault, now)
-            if reply is None:
-                if endpoint == "create":
-                    reply, task_id = self._create(now, authorization, request_id, body)
-                elif endpoint == "query":
-                    reply, task_id = self._query(now, authorization, query, result_base_url)
-                else:
-                    reply, task_id = self._result(path, authorization)
-                self._fault_after(fault, reply)
+            reply, task_id = self._dispatch(
+                endpoint, fault, now, path, query, authorization, request_id, body, result_base_url
+            )
         self._count_status(reply)
         status = None if reply.action in ("refuse", "drop") else reply.status
         self._log.append(RequestRecord(now, endpoint, status, fault, task_id))
         return reply
+
+    def _dispatch(
+        self,
+        endpoint: Endpoint,
+        fault: FaultKind,
+        now: float,
+        path: str,
+        query: str,
+        authorization: str | None,
+        request_id: str | None,
+        body: bytes,
+        result_base_url: str,
+    ) -> tuple[Reply, str | None]:
+        before = self._fault_before(endpoint, fault, now)
+        if before is not None:
+            return before, None
+        if endpoint == "create":
+            reply, task_id = self._create(now, authorization, request_id, body)
+        elif endpoint == "query":
+            reply, task_id = self._query(now, authorization, query, result_base_url)
+        else:
+            reply, task_id = self._result(path, authorization)
+        self._fault_after(fault, reply)
+        return reply, task_id
 
     def _count_status(self, reply: Reply) -> None:
         name = _STATUS_COUNTERS.get(reply.status)
@@ -825,23 +698,13 @@ class FakeNanoBanana:
         if refused:
             return refused, None
         try:
-            payload = json.loads(body)
+            payload: object = json.loads(body)
         except ValueError:
             return Reply.envelope(400, "Invalid JSON body"), None
         request_id = request_id.strip() if request_id else None
-        digest = (
-            int.from_bytes(
-                hashlib.blake2b(
-                    json.dumps(payload, sort_keys=True, separators=(",", ":")).encode(),
-                    digest_size=8,
-                ).digest(),
-                "big",
-            )
-            if isinstance(payload, dict)
-            else 0
-        )
-        if request_id and request_id in self._by_request_id:
-            return self._replay(self._tasks[self._by_request_id[request_id]], digest)
+        tasks = self._tasks
+        if request_id and request_id in tasks.by_request_id:
+            return self._replay(tasks.by_request_id[request_id], payload)
         problem = validate_create(payload)
         if problem:
             return Reply.envelope(*problem), None
@@ -853,57 +716,47 @@ class FakeNanoBanana:
             self._counts["active_limited"] += 1
             data = {"limit": limit, "active": active}
             return Reply.envelope(409, "Active task limit exceeded", data), None
-        task = self._new_task(now, request_id, payload)
-        if digest in self._seen_bodies:
-            self._counts["duplicates"] += 1
-        else:
-            self._seen_bodies.add(digest)
-        task_id = task.task_id
+        task_id = self._new_task(now, request_id, cast("dict[str, Any]", payload))
         return Reply.envelope(200, "success", {"taskId": task_id}), task_id
 
-    def _replay(self, task: FakeTask, digest: int) -> tuple[Reply, str | None]:
-        task_id = task.task_id
-        same = hashlib.blake2b(
-            json.dumps(task.body, sort_keys=True, separators=(",", ":")).encode(), digest_size=8
-        ).digest()
-        if int.from_bytes(same, "big") != digest:
+    def _replay(self, index: int, payload: object) -> tuple[Reply, str | None]:
+        task_id = self._tasks.task_id(index)
+        if json.loads(self._tasks.params[index]) != payload:
             self._counts["conflicts"] += 1
             msg = "Request conflict: X-Request-ID was already used for a different request"
             return Reply.envelope(409, msg, {"taskId": task_id}), task_id
         self._counts["idempotent_replays"] += 1
         return Reply.envelope(200, "success", {"taskId": task_id}), task_id
 
-    def _new_task(self, now: float, request_id: str | None, payload: dict[str, Any]) -> FakeTask:
+    def _new_task(self, now: float, request_id: str | None, payload: dict[str, Any]) -> str:
         duration = float(self._draw_duration(payload))
-        if duration < 0:
-            raise ValueError(f"the duration callable returned {duration} < 0")
+        if not duration >= 0:
+            raise ValueError(f"the duration callable returned {duration}, not a number >= 0")
         fail_index = -1
         complete_time_missing = False
         if self._draw_failure(payload):
-            fail_index = self._task_rng.randrange(len(self._fail_codes))
+            fail_index = self._task_rng.randrange(len(self._tasks.fail_codes))
             complete_time_missing = self._task_rng.random() < 0.5
-        index = len(self._tasks)
-        task = FakeTask(
-            self,
-            index,
+        param = _dumps(payload)
+        if param in self._tasks.params_seen:
+            self._counts["duplicates"] += 1
+        duration *= self.time_scale
+        index = self._tasks.add(
             request_id=request_id,
-            param=_dumps(payload),
-            model=str(payload["model"]),
-            output_format=str(payload["input"].get("output_format") or "png"),
+            param=param,
+            model=payload["model"],
+            output_format=payload["input"].get("output_format") or "png",
             created_at=now,
-            duration=duration * self.time_scale,
+            duration=duration,
             fail_index=fail_index,
             complete_time_missing=complete_time_missing,
         )
-        self._tasks.append(task)
-        if request_id:
-            self._by_request_id[request_id] = index
         if self._credits is not None:
             self._credits -= 1
         self._counts["tasks_created"] += 1
-        heapq.heappush(self._running, task.finished_at)
+        heapq.heappush(self._running, now + duration)
         self._max_active = max(self._max_active, len(self._running))
-        return task
+        return self._tasks.task_id(index)
 
     def _query(
         self, now: float, authorization: str | None, query: str, result_base_url: str
@@ -914,34 +767,36 @@ class FakeNanoBanana:
         task_ids = parse_qs(query).get("taskId")
         if not task_ids or not task_ids[0].strip():
             return Reply.envelope(400, "taskId is required"), None
-        task = self._find_task(task_ids[0].strip())
-        if task is None:
+        index = self._tasks.find(task_ids[0].strip())
+        if index is None:
             return Reply.envelope(404, "Task not found"), None
-        record = self._record(task, now, self.result_base_url or result_base_url)
-        return Reply.envelope(200, "success", record), task.task_id
+        record = self._record(index, now, self.result_base_url or result_base_url)
+        return Reply.envelope(200, "success", record), record["taskId"]
 
-    def _record(self, task: FakeTask, now: float, base_url: str) -> dict[str, Any]:
-        state = task.state_at(now)
-        create_time = round(self._epoch_ms + task.created_at * 1000)
+    def _record(self, index: int, now: float, base_url: str) -> dict[str, Any]:
+        tasks = self._tasks
+        task_id = tasks.task_id(index)
+        state = tasks.state_at(index, now)
+        create_time = round(self._epoch_ms + tasks.created[index] * 1000)
         cost_time = complete_time = result_json = fail_code = fail_msg = None
         if state == "generating":
             result_json = ""
         elif state in ("success", "fail"):
-            cost_time = round(task.duration * 1000)
+            cost_time = round(tasks.duration[index] * 1000)
             complete_time = create_time + cost_time
             if state == "success":
-                extension = "jpg" if task.output_format == "jpeg" else "png"
-                url = f"{base_url.rstrip('/')}/files/{task.task_id}/0.{extension}"
+                extension = "jpg" if tasks.output_format(index) == "jpeg" else "png"
+                url = f"{base_url.rstrip('/')}/files/{task_id}/0.{extension}"
                 result_json = _dumps({"resultUrls": [url]})
             else:
-                fail_code, fail_msg = task.fail_code, task.fail_msg
-                if task._complete_time_missing:  # pyright: ignore[reportPrivateUsage]
+                fail_code, fail_msg = tasks.fail_codes[tasks.fail[index]]
+                if tasks.complete_time_missing(index):
                     complete_time = None
         return {
-            "taskId": task.task_id,
-            "model": task.model,
+            "taskId": task_id,
+            "model": tasks.model(index),
             "state": state,
-            "param": task.param,
+            "param": tasks.params[index],
             "resultJson": result_json,
             "failCode": fail_code,
             "failMsg": fail_msg,
@@ -954,9 +809,10 @@ class FakeNanoBanana:
         if authorization is not None:
             self._authorization_to_result_host = True
         parts = path[len(FILES_PREFIX) :].split("/")
-        task = self._find_task(parts[0]) if len(parts) == 2 else None
-        if task is None or task.state != "success":
+        index = self._tasks.find(parts[0]) if len(parts) == 2 else None
+        if index is None or self._tasks.state_at(index, self.elapsed) != "success":
             return Reply.envelope(404, "File not found"), None
+        task = FakeTask(self._tasks, index)
         extension = "jpg" if task.output_format == "jpeg" else "png"
         if parts[1] != f"0.{extension}":
             return Reply.envelope(404, "File not found"), task.task_id

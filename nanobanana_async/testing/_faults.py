@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Literal, get_args
 
@@ -55,20 +55,33 @@ def check_fault(endpoint: str, kind: str) -> None:
         raise ValueError("the 'record_null' fault applies to the 'query' endpoint only")
 
 
-def _rates_converter(
-    endpoint: Endpoint,
-) -> Callable[[Mapping[FaultKind, float] | None], Mapping[FaultKind, float]]:
-    def convert(value: Mapping[FaultKind, float] | None) -> Mapping[FaultKind, float]:
-        rates = dict(value or {})
-        for kind, rate in rates.items():
-            check_fault(endpoint, kind)
-            if not (isinstance(rate, (int, float)) and 0.0 <= rate <= 1.0):
-                raise ValueError(f"the rate of {kind!r} on {endpoint!r} must be in [0, 1]")
-        if math.fsum(rates.values()) > 1.0 + 1e-9:
-            raise ValueError(f"the fault rates on {endpoint!r} add up to more than 1")
-        return MappingProxyType(rates)
+def _convert_rates(
+    endpoint: Endpoint, value: Mapping[FaultKind, float] | None
+) -> Mapping[FaultKind, float]:
+    rates = dict(value or {})
+    for kind, rate in rates.items():
+        check_fault(endpoint, kind)
+        if not (isinstance(rate, (int, float)) and 0.0 <= rate <= 1.0):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ValueError(f"the rate of {kind!r} on {endpoint!r} must be in [0, 1]")
+    if math.fsum(rates.values()) > 1.0 + 1e-9:
+        raise ValueError(f"the fault rates on {endpoint!r} add up to more than 1")
+    return MappingProxyType(rates)
 
-    return convert
+
+def _no_rates() -> Mapping[FaultKind, float]:
+    return MappingProxyType({})
+
+
+def _create_rates(value: Mapping[FaultKind, float] | None) -> Mapping[FaultKind, float]:
+    return _convert_rates("create", value)
+
+
+def _query_rates(value: Mapping[FaultKind, float] | None) -> Mapping[FaultKind, float]:
+    return _convert_rates("query", value)
+
+
+def _result_rates(value: Mapping[FaultKind, float] | None) -> Mapping[FaultKind, float]:
+    return _convert_rates("result", value)
 
 
 def _check_slow(_instance: object, _attribute: object, value: float | None) -> None:
@@ -96,13 +109,13 @@ class Faults:
     """
 
     create: Mapping[FaultKind, float] = attrs.field(
-        factory=dict, converter=_rates_converter("create"), hash=False
+        factory=_no_rates, converter=_create_rates, hash=False
     )
     query: Mapping[FaultKind, float] = attrs.field(
-        factory=dict, converter=_rates_converter("query"), hash=False
+        factory=_no_rates, converter=_query_rates, hash=False
     )
     result: Mapping[FaultKind, float] = attrs.field(
-        factory=dict, converter=_rates_converter("result"), hash=False
+        factory=_no_rates, converter=_result_rates, hash=False
     )
     slow_seconds: float | None = attrs.field(default=None, validator=_check_slow)
 

@@ -6,7 +6,6 @@ fixture available. Kept light: the fake is imported only when a test asks for it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -18,16 +17,16 @@ __all__ = ["nanobanana_fake"]
 
 
 @pytest.fixture
-def nanobanana_fake() -> Iterator[FakeNanoBanana]:
+def nanobanana_fake() -> FakeNanoBanana:
     """A fresh `FakeNanoBanana` for one test, 100x faster than real time and without limits.
 
     Tasks take 0.02-0.06 s; tighten it (``nanobanana_fake.faults = ...``, ``.script(...)``,
     ``.credits = ...``) or build your own ``FakeNanoBanana(tier="free", ...)`` for limit tests.
     Works with any async backend (``@pytest.mark.anyio``, asyncio or trio).
 
-    Yields:
+    Returns:
         The fake; use ``.client()``, ``.transport()`` or ``.serve()`` to reach it.
     """
     from nanobanana_async.testing import FakeNanoBanana
 
-    yield FakeNanoBanana(tier=None, time_scale=0.01)
+    return FakeNanoBanana(tier=None, time_scale=0.01)

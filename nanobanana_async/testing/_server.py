@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 import anyio
@@ -25,10 +25,6 @@ MAX_BODY_BYTES = 1 << 20
 _log = logging.getLogger("nanobanana_async.testing")
 _RECEIVE_SIZE = 65536
 _DISCONNECTS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)
-
-
-class _Closed(Exception):
-    """The client went away."""
 
 
 class _Connection:
@@ -136,10 +132,10 @@ class _Connection:
 
 
 @contextlib.asynccontextmanager
-async def serve(fake: FakeNanoBanana, host: str, port: int) -> AsyncIterator[str]:
+async def serve(fake: FakeNanoBanana, host: str, port: int) -> AsyncGenerator[str, None]:
     """Serve ``fake`` on ``host``:``port`` in the current event loop; yield the base URL."""
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-    bound_port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    bound_port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610
     base_url = f"http://[{host}]:{bound_port}" if ":" in host else f"http://{host}:{bound_port}"
 
     async def handle(stream: anyio.abc.SocketStream) -> None:

@@ -1,0 +1,247 @@
+"""The batch journal: an SQLite file that lets an interrupted batch resume without paying twice.
+
+One row per job, keyed by the job's index in the batch, with a fingerprint of its request:
+
+* ``created``: the provider accepted the job; its task id is known. On resume the task is
+  polled, never created again.
+* ``succeeded`` / ``failed`` / ``rejected``: the job is finished (the task ended, or the
+  provider refused the request as invalid). On resume it is skipped, and its outcome is
+  rebuilt from the row.
+
+Each job's ``X-Request-ID`` is derived from the journal's own id and the job, so a create that
+was sent but whose row never reached the disk (the process died in between) is sent again with
+the same id, and the provider answers with the task it already made. That is why writes can be
+grouped and committed every fraction of a second instead of once per request.
+
+sqlite3 is blocking; every call runs in a worker thread through `anyio.to_thread`, one at a
+time under a lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import attrs
+
+__all__ = ["Journal", "JournalRow", "fingerprint"]
+
+Status = Literal["created", "succeeded", "failed", "rejected"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "rejected"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    idx INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    task_id TEXT,
+    status TEXT NOT NULL,
+    urls TEXT,
+    error_type TEXT,
+    error_message TEXT,
+    error_code TEXT,
+    updated_at REAL NOT NULL
+);
+"""
+_FORMAT = "1"
+_UPSERT = """
+INSERT INTO jobs (idx, fingerprint, request_id, task_id, status, urls, error_type,
+                  error_message, error_code, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (idx) DO UPDATE SET
+    fingerprint = excluded.fingerprint, request_id = excluded.request_id,
+    task_id = COALESCE(excluded.task_id, jobs.task_id), status = excluded.status,
+    urls = excluded.urls, error_type = excluded.error_type,
+    error_message = excluded.error_message, error_code = excluded.error_code,
+    updated_at = excluded.updated_at
+"""
+
+
+def fingerprint(body: dict[str, Any]) -> str:
+    """A short, stable digest of a request body."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+@attrs.frozen(kw_only=True)
+class JournalRow:
+    """What the journal knows of one job."""
+
+    index: int
+    fingerprint: str
+    request_id: str
+    task_id: str | None
+    status: Status
+    urls: tuple[str, ...] = ()
+    error_type: str | None = None
+    error_message: str | None = None
+    error_code: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job needs nothing more."""
+        return self.status in FINISHED
+
+
+class Journal:
+    """An open batch journal. Use `Journal.open`, then `aclose` (which flushes)."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, batch_id: str) -> None:
+        self.path = path
+        self.batch_id = batch_id
+        self._db = connection
+        self._lock = anyio.Lock()
+        self._pending: list[tuple[Any, ...]] = []
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> Journal:
+        """Open (or create) the journal at ``path``.
+
+        Raises:
+            ValueError: The file is not a journal of this library.
+        """
+        target = Path(path)
+        return await anyio.to_thread.run_sync(cls._open_sync, target)
+
+    @classmethod
+    def _open_sync(cls, path: Path) -> Journal:
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            found = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            if not found:
+                batch_id = str(uuid.uuid4())
+                db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("format", _FORMAT), ("batch_id", batch_id)],
+                )
+            elif found.get("format") != _FORMAT or "batch_id" not in found:
+                raise ValueError(f"{path} is not a nanobanana-async batch journal")
+            else:
+                batch_id = str(found["batch_id"])
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise ValueError(f"{path} is not a nanobanana-async batch journal: {exc}") from exc
+        except BaseException:
+            db.close()
+            raise
+        return cls(path, db, batch_id)
+
+    def request_id(self, index: int, job_fingerprint: str) -> str:
+        """The X-Request-ID of a job: the same on every run of this journal."""
+        return str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"nanobanana:{self.batch_id}:{index}:{job_fingerprint}")
+        )
+
+    async def rows(self, start: int, count: int) -> list[JournalRow]:
+        """Rows with ``start <= index``, in index order, at most ``count`` of them."""
+        async with self._lock:
+            found = await anyio.to_thread.run_sync(self._rows_sync, start, count)
+        return [_row(record) for record in found]
+
+    def _rows_sync(self, start: int, count: int) -> list[tuple[Any, ...]]:
+        cursor = self._db.execute(
+            "SELECT idx, fingerprint, request_id, task_id, status, urls, error_type, "
+            "error_message, error_code FROM jobs WHERE idx >= ? ORDER BY idx LIMIT ?",
+            (start, count),
+        )
+        return cursor.fetchall()
+
+    def record(
+        self,
+        index: int,
+        job_fingerprint: str,
+        request_id: str,
+        *,
+        status: Status,
+        task_id: str | None = None,
+        urls: Sequence[str] = (),
+        error_type: str | None = None,
+        error_message: str | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        """Queue a row for the next `flush`."""
+        self._pending.append(
+            (
+                index,
+                job_fingerprint,
+                request_id,
+                task_id,
+                status,
+                json.dumps(list(urls)) if urls else None,
+                error_type,
+                error_message,
+                error_code,
+                time.time(),
+            )
+        )
+
+    @property
+    def pending(self) -> int:
+        """Rows waiting for the next flush."""
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        """Write every queued row in one transaction."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._write_sync, batch)
+
+    def _write_sync(self, batch: list[tuple[Any, ...]]) -> None:
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(_UPSERT, batch)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    async def run_flusher(self, interval: float = 0.2) -> None:
+        """Flush every ``interval`` seconds until cancelled."""
+        while True:
+            await anyio.sleep(interval)
+            await self.flush()
+
+    async def aclose(self) -> None:
+        """Flush and close; safe to call more than once, and shielded from cancellation."""
+        if self._closed:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.flush()
+            finally:
+                self._closed = True
+                async with self._lock:
+                    await anyio.to_thread.run_sync(self._db.close)
+
+
+def _row(record: tuple[Any, ...]) -> JournalRow:
+    index, job_fingerprint, request_id, task_id, status, urls, etype, emessage, ecode = record
+    return JournalRow(
+        index=int(index),
+        fingerprint=str(job_fingerprint),
+        request_id=str(request_id),
+        task_id=None if task_id is None else str(task_id),
+        status=status,
+        urls=tuple(json.loads(urls)) if urls else (),
+        error_type=etype,
+        error_message=emessage,
+        error_code=ecode,
+    )
