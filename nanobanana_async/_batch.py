@@ -131,6 +131,7 @@ class _Counters:
         "created",
         "failed",
         "finished_tasks",
+        "polling",
         "polls",
         "rate_limited0",
         "resumed",
@@ -143,7 +144,7 @@ class _Counters:
     def __init__(self) -> None:
         self.submitted = self.created = self.running = 0
         self.succeeded = self.failed = self.resumed = 0
-        self.polls = self.finished_tasks = 0
+        self.polls = self.finished_tasks = self.polling = 0
         self.conflicts0 = self.rate_limited0 = 0
         self.started = 0.0
 
@@ -395,29 +396,37 @@ class BatchRunner:
         started = anyio.current_time()
         deadline = started + self._task_timeout
         polls = 0
+        polling = False
         last: Task | None = None
         error: NanoBananaError | None = None
-        with anyio.move_on_after(self._task_timeout):
-            while True:
-                if polls or created_at is not None:
-                    await anyio.sleep(self._next_poll(created_at, started, polls, last))
-                try:
-                    task = await client._get_task(task_id, deadline=deadline)
-                except (AuthenticationError, TaskNotFoundError, BadRequestError) as exc:
-                    error = exc
-                    break
-                except NanoBananaError:
-                    # The task exists and is paid for: a flaky poll is no reason to drop it.
+        try:
+            with anyio.move_on_after(self._task_timeout):
+                while True:
+                    if polls or created_at is not None:
+                        await anyio.sleep(self._next_poll(created_at, started, polls, last))
+                    if not polling:
+                        polling = True
+                        self._counters.polling += 1
+                    try:
+                        task = await client._get_task(task_id, deadline=deadline)
+                    except (AuthenticationError, TaskNotFoundError, BadRequestError) as exc:
+                        error = exc
+                        break
+                    except NanoBananaError:
+                        # The task exists and is paid for: a flaky poll is no reason to drop it.
+                        polls += 1
+                        continue
+                    finally:
+                        self._counters.polls += 1
                     polls += 1
-                    continue
-                finally:
-                    self._counters.polls += 1
-                polls += 1
-                last = task
-                if task.is_finished:
-                    self._counters.finished_tasks += 1
-                    client._observe_duration(task, created_at)
-                    break
+                    last = task
+                    if task.is_finished:
+                        self._counters.finished_tasks += 1
+                        client._observe_duration(task, created_at)
+                        break
+        finally:
+            if polling:
+                self._counters.polling -= 1
         outcome = BatchOutcome(
             index=job.index, request=job.request, task_id=task_id, request_id=job.request_id
         )
@@ -450,8 +459,10 @@ class BatchRunner:
         delay = client.durations.next_delay(age, polls, client.poll_policy, self._rng)
         rate = client.limits.query.rate
         if rate:
-            running = max(1, client.limits.active.running)
-            delay = max(delay, running / (rate * _POLL_BUDGET_SHARE))
+            # Share the query budget among the tasks that are being polled now (the others
+            # sleep until the fastest tasks tend to finish).
+            polling = max(1, self._counters.polling)
+            delay = max(delay, polling / (rate * _POLL_BUDGET_SHARE))
         return delay
 
     def _on_create_error(self, job: _Job, exc: NanoBananaError, journal: Journal | None) -> None:

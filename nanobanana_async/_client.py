@@ -258,7 +258,9 @@ class AsyncNanoBanana:
                 await self._download.aclose()
 
     def __repr__(self) -> str:
-        return f"<AsyncNanoBanana base_url={str(self._base_url)!r} api_key='***'>"
+        # getattr: a half-built client (one whose __init__ raised) must still have a repr.
+        base_url = getattr(self, "_base_url", None)
+        return f"<AsyncNanoBanana base_url={str(base_url)!r} api_key='***'>"
 
     # -- what the client knows ---------------------------------------------------------------
 
@@ -594,7 +596,7 @@ class AsyncNanoBanana:
         rate_waited = 0.0
         started = anyio.current_time()
         while True:
-            await limiter.acquire()
+            sent_at = await limiter.acquire()
             try:
                 response = await self._http.request(
                     method, url, json=json, params=params, headers=headers, timeout=timeout
@@ -616,7 +618,7 @@ class AsyncNanoBanana:
                     limiter.on_success()
                     logger.debug("%s %s -> %s", method, url.path, response.status_code)
                     return data
-            delay = self._retry_delay(endpoint, error, attempt, task_id, started)
+            delay = self._retry_delay(endpoint, error, attempt, task_id, started, sent_at)
             if delay is None:
                 raise error from (cause if cause is not error else None)
             if isinstance(error, RateLimitError):
@@ -663,6 +665,7 @@ class AsyncNanoBanana:
         attempt: int,
         task_id: str | None,
         started: float,
+        sent_at: float,
     ) -> float | None:
         """Seconds to wait before the next try, or None if the error is final."""
         if isinstance(error, RateLimitError):
@@ -672,7 +675,10 @@ class AsyncNanoBanana:
                 limit = _positive_number(body.get("limit"))
                 window = _positive_number(body.get("windowSeconds"))
             self._limits.endpoint(endpoint).on_rate_limited(
-                error.retry_after, limit=None if limit is None else int(limit), window=window
+                error.retry_after,
+                limit=None if limit is None else int(limit),
+                window=window,
+                sent_at=sent_at,
             )
             if error.retry_after is not None:
                 return error.retry_after

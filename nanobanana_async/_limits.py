@@ -78,11 +78,12 @@ def tier_limits(tier: str) -> TierLimits:
 class _Window:
     """A sliding-window log: the send times of the last ``limit`` requests."""
 
-    __slots__ = ("limit", "seconds", "sent")
+    __slots__ = ("learned_at", "limit", "seconds", "sent")
 
-    def __init__(self, limit: int, seconds: float) -> None:
+    def __init__(self, limit: int, seconds: float, learned_at: float) -> None:
         self.limit = limit
         self.seconds = seconds
+        self.learned_at = learned_at
         self.sent: collections.deque[float] = collections.deque(maxlen=limit)
 
     def earliest(self, margin: float) -> float:
@@ -151,9 +152,10 @@ class EndpointLimiter:
         limit = max(1, int(limit))
         window = self._windows.get(seconds)
         if window is None:
-            self._windows[seconds] = _Window(limit, seconds)
+            self._windows[seconds] = _Window(limit, seconds, self._clock())
         elif window.limit != limit:
             window.resize(limit)
+            window.learned_at = self._clock()
 
     def _next_slot(self, now: float) -> float:
         at = max(now, self._blocked_until, self._last_reserved)
@@ -163,8 +165,12 @@ class EndpointLimiter:
             at = max(at, self._sent_recent[-1] + 1.0 / self._rate)
         return at
 
-    async def acquire(self) -> None:
-        """Wait until a request may go, and count it as sent at that moment."""
+    async def acquire(self) -> float:
+        """Wait until a request may go, and count it as sent at that moment.
+
+        Returns:
+            The moment the request was let go, for `on_rate_limited`.
+        """
         now = self._clock()
         at = self._next_slot(now)
         self._last_reserved = at
@@ -176,6 +182,7 @@ class EndpointLimiter:
             await anyio.sleep(at - now)
         else:
             await anyio.lowlevel.checkpoint()
+        return at
 
     def on_success(self) -> None:
         """Grow the fallback rate along the cubic curve after an accepted request."""
@@ -189,7 +196,12 @@ class EndpointLimiter:
         self._rate = max(self._rate, min(cubic, ceiling))
 
     def on_rate_limited(
-        self, retry_after: float | None, *, limit: int | None = None, window: float | None = None
+        self,
+        retry_after: float | None,
+        *,
+        limit: int | None = None,
+        window: float | None = None,
+        sent_at: float | None = None,
     ) -> None:
         """Learn from a 429: block until ``retry_after`` and tighten the pacing.
 
@@ -197,6 +209,7 @@ class EndpointLimiter:
             retry_after: Seconds the provider asked to wait, if it said.
             limit: The window's request limit from the 429 body, if given.
             window: The window's length in seconds from the 429 body, if given.
+            sent_at: When the refused request was let go (what `acquire` returned).
         """
         self.rate_limited += 1
         now = self._clock()
@@ -204,9 +217,14 @@ class EndpointLimiter:
             self._blocked_until = max(self._blocked_until, now + retry_after)
         if limit is not None and window is not None and limit > 0 and window > 0:
             known = self._windows.get(window)
-            if known is not None and known.limit == limit:
-                # We kept to the window and still overshot: the clocks disagree more than the
-                # margin allows, so widen it.
+            if (
+                known is not None
+                and known.limit == limit
+                and sent_at is not None
+                and sent_at > known.learned_at
+            ):
+                # Paced by this very window and still refused: the provider's window and our
+                # clock disagree by more than the margin (latency jitter), so widen it.
                 self._margin = min(self._MAX_MARGIN, self._margin * 2.0)
             self.learn_window(limit, window)
             return

@@ -60,9 +60,9 @@ class DurationModel:
     """
 
     #: The share of a task's expected remaining spread between two polls near its likely end.
-    RESOLUTION = 0.04
+    RESOLUTION = 0.025
 
-    def __init__(self, size: int = 512, min_samples: int = 3) -> None:
+    def __init__(self, size: int = 512, min_samples: int = 1) -> None:
         self._recent: collections.deque[float] = collections.deque(maxlen=size)
         self._sorted: list[float] = []
         self._min_samples = min_samples

@@ -1,10 +1,134 @@
-"""Shared fixtures: every async test runs on asyncio and on trio."""
+"""Shared fixtures: every async test runs on asyncio and on trio.
+
+`api` is a respx router standing in for the provider and for the result hosts, injected into
+the client as a transport (never patched in globally), with builders for the provider's
+answers and a factory for clients with tiny retry and poll intervals, so the suite stays fast.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
 import pytest
+import respx
+
+from nanobanana_async import DEFAULT_BASE_URL, AsyncNanoBanana, PollPolicy, RetryPolicy
+
+#: A distinctive key: tests search every text the library produces for it.
+API_KEY = "sk-nb-SECRET-0xC0FFEE-d41d8cd98f00b204"
+CREATE_URL = f"{DEFAULT_BASE_URL}/api/v1/jobs/createTask"
+QUERY_URL = f"{DEFAULT_BASE_URL}/api/v1/jobs/recordInfo"
+RESULT_URL = "https://cdn.example.com/results/task_1.png"
+T2I = "nano-banana-text-to-image"
+I2I = "nano-banana-image-to-image"
+
+FAST_RETRY = RetryPolicy(
+    max_retries=3, backoff_base=0.001, backoff_max=0.004, not_found_grace=5.0
+)
+FAST_POLL = PollPolicy(initial=0.001, factor=1.5, maximum=0.005, jitter=0.1, min_interval=0.001)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+class Api:
+    """The provider and its result hosts, as a respx router the client reaches by transport."""
+
+    key = API_KEY
+    create_url = CREATE_URL
+    query_url = QUERY_URL
+    result_url = RESULT_URL
+
+    def __init__(self) -> None:
+        self.router = respx.Router(assert_all_called=False)
+        self.transport = httpx.MockTransport(self.router.async_handler)
+        self.create = self.router.post(CREATE_URL, name="create")
+        self.query = self.router.get(QUERY_URL, name="query")
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def http(self, **kwargs: Any) -> httpx.AsyncClient:
+        """An httpx client whose requests reach this router."""
+        return httpx.AsyncClient(transport=self.transport, **kwargs)
+
+    def client(self, **kwargs: Any) -> AsyncNanoBanana:
+        """A client on this router with tiny retry and poll intervals."""
+        kwargs.setdefault("api_key", API_KEY)
+        kwargs.setdefault("http_client", self.http())
+        kwargs.setdefault("download_client", self.http())
+        kwargs.setdefault("retry", FAST_RETRY)
+        kwargs.setdefault("poll", FAST_POLL)
+        return AsyncNanoBanana(**kwargs)
+
+    # -- answers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def ok(data: Any) -> httpx.Response:
+        return httpx.Response(200, json={"code": 200, "msg": "success", "data": data})
+
+    @staticmethod
+    def created(task_id: str = "task_1") -> httpx.Response:
+        return Api.ok({"taskId": task_id})
+
+    @staticmethod
+    def error(
+        code: int,
+        msg: str = "nope",
+        *,
+        status: int | None = None,
+        data: Any = None,
+        key: str = "msg",
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """An error envelope; ``status`` 200 puts the error inside a successful answer."""
+        return httpx.Response(
+            code if status is None else status,
+            json={"code": code, key: msg, "data": data},
+            headers=headers,
+        )
+
+    @staticmethod
+    def record(
+        task_id: str = "task_1",
+        state: str = "success",
+        urls: Iterable[str] | None = (RESULT_URL,),
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """The ``data`` of a ``recordInfo`` answer."""
+        finished = state == "success"
+        data: dict[str, Any] = {
+            "taskId": task_id,
+            "model": T2I,
+            "state": state,
+            "param": json.dumps({"model": T2I, "input": {"prompt": "a banana"}}),
+            "resultJson": json.dumps({"resultUrls": list(urls)})
+            if finished and urls is not None
+            else "",
+            "failCode": None,
+            "failMsg": None,
+            "costTime": 12000 if finished else None,
+            "completeTime": 1757584176490 if finished else None,
+            "createTime": 1757584164490,
+        }
+        data.update(extra)
+        return data
+
+    @staticmethod
+    def task(task_id: str = "task_1", state: str = "success", **extra: Any) -> httpx.Response:
+        return Api.ok(Api.record(task_id, state, **extra))
+
+    @staticmethod
+    def states(*states: str, task_id: str = "task_1") -> list[httpx.Response]:
+        """Successive ``recordInfo`` answers walking through ``states``."""
+        return [Api.task(task_id, state) for state in states]
+
+
+@pytest.fixture
+def api() -> Api:
+    """The provider and result hosts on a respx router, injected into clients by transport."""
+    return Api()

@@ -30,7 +30,7 @@ from ._validation import validate_create
 if TYPE_CHECKING:
     import httpx
 
-    from .._client import AsyncNanoBanana
+    from .. import AsyncNanoBanana
 
 __all__ = [
     "DEFAULT_RESULT_BASE_URL",
@@ -483,20 +483,45 @@ class FakeNanoBanana:
     async def client(self, **kwargs: Any) -> AsyncGenerator[AsyncNanoBanana, None]:
         """Open an `AsyncNanoBanana` wired to this fake in-process, for API calls and downloads.
 
+        The client's clocks run at the fake's speed: unless given, its request timeout
+        (60 s), poll intervals and retry backoffs are its defaults times ``time_scale``, so a
+        test at ``time_scale=0.01`` behaves like production, 100 times faster.
+
         Args:
-            **kwargs: Passed to `AsyncNanoBanana` (``api_key`` defaults to the fake's).
+            **kwargs: Passed to `AsyncNanoBanana`; ``api_key`` defaults to the fake's.
 
         Yields:
             The client; it and its HTTP clients are closed when the context exits.
         """
         import httpx
 
-        from .. import AsyncNanoBanana
+        from .. import AsyncNanoBanana, PollPolicy, RetryPolicy
 
+        scale = self.time_scale
         kwargs.setdefault("api_key", self.api_key)
+        if "poll" not in kwargs:
+            poll = PollPolicy()
+            kwargs["poll"] = attrs.evolve(
+                poll,
+                initial=poll.initial * scale,
+                maximum=poll.maximum * scale,
+                min_interval=poll.min_interval * scale,
+            )
+        if "retry" not in kwargs:
+            retry = RetryPolicy()
+            kwargs["retry"] = attrs.evolve(
+                retry,
+                backoff_base=retry.backoff_base * scale,
+                backoff_max=retry.backoff_max * scale,
+                max_rate_limit_wait=retry.max_rate_limit_wait * scale,
+                not_found_grace=retry.not_found_grace * scale,
+            )
+        # In-process, only the "slow" fault consults the timeout (httpx leaves timeouts to
+        # the transport), so scaling it just makes slow answers time out sooner.
+        timeout = httpx.Timeout(60.0 * scale, connect=10.0 * scale)
         async with (
-            httpx.AsyncClient(transport=self.transport()) as http_client,
-            httpx.AsyncClient(transport=self.transport()) as download_client,
+            httpx.AsyncClient(transport=self.transport(), timeout=timeout) as http_client,
+            httpx.AsyncClient(transport=self.transport(), timeout=timeout) as download_client,
             AsyncNanoBanana(
                 http_client=http_client, download_client=download_client, **kwargs
             ) as client,
@@ -701,7 +726,7 @@ class FakeNanoBanana:
             payload: object = json.loads(body)
         except ValueError:
             return Reply.envelope(400, "Invalid JSON body"), None
-        request_id = request_id.strip() if request_id else None
+        request_id = (request_id or "").strip() or None
         tasks = self._tasks
         if request_id and request_id in tasks.by_request_id:
             return self._replay(tasks.by_request_id[request_id], payload)

@@ -76,7 +76,8 @@ class FixedWindow:
         self._count = 0
 
     def _roll(self, now: float) -> None:
-        index = math.floor(now / self.length)
+        # The epsilon absorbs float error, so waiting exactly `retryAfter` always suffices.
+        index = math.floor(now / self.length + 1e-9)
         if index != self._index:
             self._index = index
             self._count = 0

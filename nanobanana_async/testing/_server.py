@@ -147,9 +147,14 @@ async def serve(fake: FakeNanoBanana, host: str, port: int) -> AsyncGenerator[st
             except Exception:  # a server must outlive one bad connection
                 _log.exception("fake provider: error while serving a connection")
 
+    failure: Exception | None = None
     async with listener, anyio.create_task_group() as task_group:
         task_group.start_soon(listener.serve, handle)
         try:
             yield base_url
+        except Exception as error:  # raised below, not wrapped in the task group's group
+            failure = error
         finally:
             task_group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure

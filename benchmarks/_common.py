@@ -1,0 +1,239 @@
+"""Shared pieces of the batch benchmarks: scenarios, the oracle, and the two baselines."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from nanobanana_async import PollPolicy, RetryPolicy
+from nanobanana_async.testing import FakeNanoBanana, Faults
+
+
+def job_prompt(index: int) -> str:
+    return f"benchmark banana number {index}"
+
+
+def planned_duration(low: float, high: float) -> Callable[[Mapping[str, Any]], float]:
+    """A duration fixed by the prompt, so every client meets the same task lengths."""
+
+    def draw(body: Mapping[str, Any]) -> float:
+        prompt = str(body.get("input", {}).get("prompt", ""))
+        fraction = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        return low + (high - low) * fraction
+
+    return draw
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    jobs: int
+    tier: str
+    duration: tuple[float, float]
+    time_scale: float
+    overrides: Mapping[str, int] = field(default_factory=dict)
+    faults: Faults | None = None
+
+    def fake(self, seed: int = 0) -> FakeNanoBanana:
+        return FakeNanoBanana(
+            api_key="sk-bench",
+            tier=self.tier,
+            duration=planned_duration(*self.duration),
+            time_scale=self.time_scale,
+            seed=seed,
+            faults=self.faults,
+            **self.overrides,  # type: ignore[arg-type]
+        )
+
+    def durations(self) -> list[float]:
+        draw = planned_duration(*self.duration)
+        return [draw({"input": {"prompt": job_prompt(i)}}) for i in range(self.jobs)]
+
+    def scaled_policies(self) -> dict[str, Any]:
+        """The client's default poll and retry policies, in the scenario's scaled time."""
+        s = self.time_scale
+        return {
+            "poll": PollPolicy(initial=1.0 * s, maximum=10.0 * s, min_interval=0.05 * s),
+            "retry": RetryPolicy(
+                backoff_base=0.5 * s,
+                backoff_max=8.0 * s,
+                max_rate_limit_wait=300.0,
+                not_found_grace=10.0 * s,
+            ),
+        }
+
+
+def oracle_makespan(scenario: Scenario, fake: FakeNanoBanana, offset: float = 0.0) -> float:
+    """Provider seconds an all-knowing client needs: every limit and task end known ahead.
+
+    It creates in input order the moment a slot is free and both fixed create windows (aligned
+    to the fake's start, as the fake counts them; the client starts ``offset`` provider seconds
+    after that) have room; polls cost it nothing. The better of input order and longest-first
+    is taken, so the ceiling is never flattering.
+    """
+    limits = fake.limits
+    windows = [
+        (limit, seconds)
+        for limit, seconds in (
+            (limits.create_per_second, 1.0),
+            (limits.create_per_minute, 60.0),
+        )
+        if limit is not None
+    ]
+    durations = scenario.durations()
+    return min(
+        _greedy(durations, limits.max_active, windows, offset),
+        _greedy(sorted(durations, reverse=True), limits.max_active, windows, offset),
+    ) - offset
+
+
+def _greedy(
+    durations: list[float],
+    max_active: int | None,
+    windows: list[tuple[int, float]],
+    offset: float = 0.0,
+) -> float:
+    running: list[float] = []
+    counts: list[dict[int, int]] = [{} for _ in windows]
+    t = offset
+    end = 0.0
+    for duration in durations:
+        if max_active is not None and len(running) >= max_active:
+            t = max(t, heapq.heappop(running))
+        while True:
+            moved = False
+            for (limit, seconds), count in zip(windows, counts, strict=True):
+                slot = math.floor(t / seconds + 1e-9)
+                if count.get(slot, 0) >= limit:
+                    t = (slot + 1) * seconds
+                    moved = True
+            if not moved:
+                break
+        for (_, seconds), count in zip(windows, counts, strict=True):
+            slot = math.floor(t / seconds + 1e-9)
+            count[slot] = count.get(slot, 0) + 1
+        heapq.heappush(running, t + duration)
+        end = max(end, t + duration)
+    return end
+
+
+# -- baselines: what people write by hand, told the limits --------------------------------
+
+
+@dataclass
+class BaselineResult:
+    succeeded: int = 0
+    failed: int = 0
+
+
+async def _naive_job(
+    http: httpx.AsyncClient,
+    base_url: str,
+    index: int,
+    poll_every: float,
+    scale: float,
+    create_gate: Callable[[], Any] | None,
+    result: BaselineResult,
+) -> None:
+    headers = {"Authorization": "Bearer sk-bench", "User-Agent": "baseline"}
+    body = {"model": "nano-banana-text-to-image", "input": {"prompt": job_prompt(index)}}
+    request_id = str(uuid.uuid4())  # the careful baseline keeps one id across its retries
+    task_id = None
+    while task_id is None:
+        if create_gate is not None:
+            await create_gate()
+        try:
+            response = await http.post(
+                f"{base_url}/api/v1/jobs/createTask",
+                json=body,
+                headers={**headers, "X-Request-ID": request_id},
+            )
+            payload = response.json()
+        except (httpx.HTTPError, ValueError):
+            await asyncio.sleep(0.5 * scale)
+            continue
+        code = payload.get("code") if isinstance(payload, dict) else None
+        if code == 200:
+            task_id = payload["data"]["taskId"]
+        elif code == 429:
+            await asyncio.sleep(float(payload["data"]["retryAfter"]))
+        else:  # 409 and 5xx: wait a second and try again
+            await asyncio.sleep(1.0 * scale)
+    while True:
+        await asyncio.sleep(poll_every)
+        try:
+            response = await http.get(
+                f"{base_url}/api/v1/jobs/recordInfo", params={"taskId": task_id}, headers=headers
+            )
+            payload = response.json()
+        except (httpx.HTTPError, ValueError):
+            continue
+        if not isinstance(payload, dict) or payload.get("code") != 200:
+            if isinstance(payload, dict) and payload.get("code") == 429:
+                await asyncio.sleep(float(payload["data"]["retryAfter"]))
+            continue
+        state = payload["data"]["state"]
+        if state == "success":
+            result.succeeded += 1
+            return
+        if state == "fail":
+            result.failed += 1
+            return
+
+
+async def run_gather_baseline(
+    http: httpx.AsyncClient, base_url: str, scenario: Scenario, fake: FakeNanoBanana
+) -> BaselineResult:
+    """(a) asyncio.gather + a semaphore of the active limit + fixed 1 s polls."""
+    result = BaselineResult()
+    semaphore = asyncio.Semaphore(fake.limits.max_active or 1000)
+    s = scenario.time_scale
+
+    async def one(index: int) -> None:
+        async with semaphore:
+            await _naive_job(http, base_url, index, 1.0 * s, s, None, result)
+
+    await asyncio.gather(*(one(i) for i in range(scenario.jobs)))
+    return result
+
+
+async def run_aiolimiter_baseline(
+    http: httpx.AsyncClient, base_url: str, scenario: Scenario, fake: FakeNanoBanana
+) -> BaselineResult:
+    """(b) aiolimiter pacing at the per-minute create rate + a semaphore + 0.5 s polls."""
+    from aiolimiter import AsyncLimiter
+
+    limits = fake.limits
+    s = scenario.time_scale
+    per_minute = limits.create_per_minute or 10**9
+    per_second = limits.create_per_second or 10**9
+    rate = min(per_second, per_minute / 60.0)
+    limiter = AsyncLimiter(max(1.0, rate), time_period=1.0 * s)
+    if rate < 1.0:
+        limiter = AsyncLimiter(1, time_period=s / rate)
+    semaphore = asyncio.Semaphore(limits.max_active or 1000)
+    result = BaselineResult()
+
+    async def gate() -> None:
+        await limiter.acquire()
+
+    async def one(index: int) -> None:
+        async with semaphore:
+            await _naive_job(http, base_url, index, 0.5 * s, s, gate, result)
+
+    await asyncio.gather(*(one(i) for i in range(scenario.jobs)))
+    return result
+
+
+def now() -> float:
+    return time.perf_counter()

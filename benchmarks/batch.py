@@ -1,0 +1,292 @@
+"""BatchRunner against hand-written baselines and the oracle, on the fake provider over loopback.
+
+    python benchmarks/batch.py                 # every scenario, writes docs/benchmarks.md
+    python benchmarks/batch.py --only basic    # one scenario, prints only
+    python benchmarks/batch.py --rss           # peak RSS of a lazy 100 000-job batch
+
+Each scenario runs the fake provider at a scaled time (``time_scale``), so a minute of
+provider time passes in a few real seconds; every number below is in provider seconds.
+
+* runner: ``BatchRunner(client)``, told no limit at all.
+* gather: ``asyncio.gather`` + a semaphore of the active limit + fixed 1 s polls.
+* aiolimiter: aiolimiter pacing at the create limit + a semaphore + 0.5 s polls.
+* oracle: the makespan of a client that knows every limit and when every task ends.
+
+Efficiency is oracle makespan / measured makespan (1.0 is the ceiling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import (  # noqa: E402
+    BaselineResult,
+    Scenario,
+    job_prompt,
+    oracle_makespan,
+    run_aiolimiter_baseline,
+    run_gather_baseline,
+)
+
+import httpx  # noqa: E402
+
+from nanobanana_async import AsyncNanoBanana, BatchRunner, TextToImage  # noqa: E402
+from nanobanana_async.testing import Faults  # noqa: E402
+
+SCENARIOS = [
+    Scenario(
+        name="basic",
+        description="basic tier (5 active, 5/s and 180/min creates), tasks 2-6 s: "
+        "the active limit binds",
+        jobs=150,
+        tier="basic",
+        duration=(2.0, 6.0),
+        time_scale=0.1,
+    ),
+    Scenario(
+        name="pro-short",
+        description="pro tier (30 active, 20/s and 1200/min creates), tasks 0.5-1.5 s: "
+        "many short tasks, the create rate binds",
+        jobs=600,
+        tier="pro",
+        duration=(0.5, 1.5),
+        time_scale=0.1,
+    ),
+    Scenario(
+        name="tight-minute",
+        description="basic tier with a 40/min create window, tasks 2-6 s: "
+        "the per-minute create window binds",
+        jobs=100,
+        tier="basic",
+        duration=(2.0, 6.0),
+        time_scale=0.1,
+        overrides={"create_per_minute": 40, "max_active": 50},
+    ),
+    Scenario(
+        name="faults",
+        description="basic tier, tasks 2-6 s, with 5% 500s and 3% dropped connections on "
+        "polls, 3% errors inside 200 envelopes on creates and polls",
+        jobs=150,
+        tier="basic",
+        duration=(2.0, 6.0),
+        time_scale=0.1,
+        faults=Faults(
+            create={"200_500": 0.03, "200_429": 0.0},
+            query={"500": 0.05, "drop_before": 0.03, "200_500": 0.03},
+        ),
+    ),
+]
+
+
+async def run_runner(
+    client: AsyncNanoBanana, scenario: Scenario
+) -> tuple[BaselineResult, Any]:
+    result = BaselineResult()
+    runner = BatchRunner(client)
+    requests = (TextToImage(prompt=job_prompt(i)) for i in range(scenario.jobs))
+    async with runner.stream(requests) as outcomes:
+        async for outcome in outcomes:
+            if outcome.ok:
+                result.succeeded += 1
+            else:
+                result.failed += 1
+    return result, runner.statistics()
+
+
+async def measure(scenario: Scenario, contender: str) -> dict[str, Any]:
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).parent / "_fake_server.py"),
+        scenario.name,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    base_url, fake_started = (await server.stdout.readline()).decode().split()
+    fake = scenario.fake()  # the same settings, for the limits the baselines and oracle know
+    stats = None
+    # Clients are built before the clock starts: their start-up (TLS contexts, pools) is the
+    # same whatever the batch, and would be magnified by the time scale.
+    async with AsyncNanoBanana(
+        "sk-bench", base_url=base_url, timeout=30.0, **scenario.scaled_policies()
+    ) as client, httpx.AsyncClient(
+        timeout=30.0, limits=httpx.Limits(max_connections=100)
+    ) as http:
+        offset = (time.time() - float(fake_started)) / scenario.time_scale
+        started = time.perf_counter()
+        if contender == "runner":
+            result, stats = await run_runner(client, scenario)
+        elif contender == "gather":
+            result = await run_gather_baseline(http, base_url, scenario, fake)
+        else:
+            result = await run_aiolimiter_baseline(http, base_url, scenario, fake)
+        wall = time.perf_counter() - started
+    server.stdin.close()
+    fs = json.loads(await server.stdout.readline())
+    await server.wait()
+    requests = fs["create_requests"] + fs["query_requests"]
+    wasted = fs["active_limited"] + fs["rate_limited"]
+    makespan = wall / scenario.time_scale
+    oracle = oracle_makespan(scenario, fake, offset)
+    return {
+        "scenario": scenario.name,
+        "contender": contender,
+        "makespan": makespan,
+        "oracle": oracle,
+        "efficiency": oracle / makespan,
+        "requests": requests,
+        "wasted": wasted / requests if requests else 0.0,
+        "conflicts": fs["active_limited"],
+        "rate_limited": fs["rate_limited"],
+        "polls_per_task": fs["query_requests"] / scenario.jobs,
+        "duplicates": fs["duplicates"],
+        "lost": scenario.jobs - result.succeeded,
+        "learned": None
+        if stats is None
+        else f"active {stats.max_active}, creates {stats.create_rate or 0:.1f}/s "
+        f"(scaled), polls {stats.query_rate or 0:.1f}/s (scaled)",
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| scenario | client | makespan (s) | oracle (s) | efficiency | 409+429 share "
+        "| polls/task | duplicates | lost |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['scenario']} | {row['contender']} | {row['makespan']:.1f} "
+            f"| {row['oracle']:.1f} | {row['efficiency']:.3f} | {row['wasted']:.2%} "
+            f"| {row['polls_per_task']:.1f} | {row['duplicates']} | {row['lost']} |"
+        )
+    return "\n".join(lines)
+
+
+def peak_rss_child(jobs: int) -> None:
+    """Run a lazy batch of ``jobs`` on the in-process fake; print peak RSS in MB."""
+    from nanobanana_async import PollPolicy
+    from nanobanana_async.testing import FakeNanoBanana
+
+    async def main() -> None:
+        fake = FakeNanoBanana(
+            tier="enterprise", duration=(2.0, 6.0), time_scale=0.0005, seed=3
+        )
+        scale = fake.time_scale
+        done = 0
+        async with fake.client(
+            poll=PollPolicy(initial=scale, maximum=10 * scale, min_interval=0.05 * scale)
+        ) as client:
+            runner = BatchRunner(client)
+            requests = (TextToImage(prompt=f"rss banana {i}") for i in range(jobs))
+            async with runner.stream(requests) as outcomes:
+                async for outcome in outcomes:
+                    done += outcome.ok
+        gc.collect()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{done} {peak:.1f}")
+
+    asyncio.run(main())
+
+
+def measure_rss(jobs: int) -> tuple[int, float, float]:
+    started = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", str(jobs)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return int(out[0]), float(out[1]), time.perf_counter() - started
+
+
+def write_docs(rows: list[dict[str, Any]], command: str, rss: tuple[int, float, float] | None):
+    path = Path(__file__).parent.parent / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start_marker = "<!-- batch:start -->"
+    end_marker = "<!-- batch:end -->"
+    scenario_lines = "\n".join(f"- **{s.name}** ({s.jobs} jobs): {s.description}." for s in SCENARIOS)
+    section = [
+        start_marker,
+        "## Batches: BatchRunner against the oracle",
+        "",
+        f"Produced by `{command}` on the project's 2-core machine, against the fake provider",
+        "over loopback (served from its own process) at a scaled time; times are provider",
+        "seconds.",
+        "",
+        scenario_lines,
+        "",
+        "Contenders: **runner** is `BatchRunner(client)` told no limit at all; **gather** is "
+        "`asyncio.gather` + a semaphore of the active limit + fixed 1 s polls; **aiolimiter** "
+        "is aiolimiter pacing at the create limit + a semaphore + 0.5 s polls (both baselines "
+        "are told the limits and keep one X-Request-ID per job). The **oracle** knows every "
+        "limit and each task's end: efficiency = oracle makespan / measured makespan.",
+        "",
+        table(rows),
+    ]
+    if rss is not None:
+        done, peak, wall = rss
+        section += [
+            "",
+            f"Lazy 100 000-job batch on the in-process fake (`python benchmarks/batch.py --rss`): "
+            f"{done} jobs succeeded, peak RSS **{peak:.0f} MB**, {wall:.0f} s wall.",
+        ]
+    section.append(end_marker)
+    block = "\n".join(section) + "\n"
+    if start_marker in text:
+        head, rest = text.split(start_marker, 1)
+        tail = rest.split(end_marker, 1)[1].lstrip("\n")
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", help="run one scenario by name; nothing is written")
+    parser.add_argument("--contenders", default="runner,gather,aiolimiter")
+    parser.add_argument("--rss", action="store_true", help="measure the 100 000-job batch too")
+    parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        peak_rss_child(args.rss_child)
+        return
+    scenarios = [s for s in SCENARIOS if args.only in (None, s.name)]
+    rows = []
+    for scenario in scenarios:
+        for contender in args.contenders.split(","):
+            row = asyncio.run(measure(scenario, contender))
+            rows.append(row)
+            print(
+                f"{row['scenario']:>13} {row['contender']:>10}: efficiency {row['efficiency']:.3f}"
+                f"  makespan {row['makespan']:.1f}s (oracle {row['oracle']:.1f}s)"
+                f"  409+429 {row['wasted']:.2%}  polls/task {row['polls_per_task']:.1f}"
+                f"  dup {row['duplicates']}  lost {row['lost']}"
+                + (f"  [{row['learned']}]" if row["learned"] else ""),
+                flush=True,
+            )
+    rss = None
+    if args.rss:
+        rss = measure_rss(100_000)
+        print(f"100000-job lazy batch: {rss[0]} ok, peak RSS {rss[1]:.1f} MB, {rss[2]:.0f} s")
+    print()
+    print(table(rows))
+    if args.only is None and args.contenders == "runner,gather,aiolimiter":
+        command = "python benchmarks/batch.py" + (" --rss" if args.rss else "")
+        write_docs(rows, command, rss)
+
+
+if __name__ == "__main__":
+    main()

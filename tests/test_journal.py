@@ -1,0 +1,228 @@
+"""The SQLite batch journal on its own: rows, ids, flushing, and files that are not journals."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+from nanobanana_async._journal import Journal, JournalRow, fingerprint
+
+pytestmark = pytest.mark.anyio
+
+BODY = {"model": "nano-banana-text-to-image", "input": {"prompt": "a banana"}}
+
+
+async def reopen_rows(path: Path) -> list[JournalRow]:
+    journal = await Journal.open(path)
+    try:
+        return await journal.rows(0, 1000)
+    finally:
+        await journal.aclose()
+
+
+def test_fingerprint_is_stable_and_ignores_key_order() -> None:
+    same = {"input": {"prompt": "a banana"}, "model": "nano-banana-text-to-image"}
+    assert fingerprint(BODY) == fingerprint(same)
+    assert len(fingerprint(BODY)) == 32
+    other = {"model": "nano-banana-text-to-image", "input": {"prompt": "a banana!"}}
+    assert fingerprint(other) != fingerprint(BODY)
+    assert fingerprint({"input": {"prompt": "plátano"}}) == fingerprint({"input": {"prompt": "plátano"}})
+
+
+async def test_open_creates_the_file_and_its_folders(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "batch.sqlite"
+    journal = await Journal.open(path)
+    await journal.aclose()
+    assert path.is_file()
+    assert journal.path == path
+
+
+async def test_batch_id_and_request_ids_survive_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    fp = fingerprint(BODY)
+    first = await Journal.open(str(path))
+    ids = [first.request_id(i, fp) for i in range(3)]
+    batch_id = first.batch_id
+    await first.aclose()
+
+    second = await Journal.open(path)
+    assert second.batch_id == batch_id
+    assert [second.request_id(i, fp) for i in range(3)] == ids
+    await second.aclose()
+
+    assert len(set(ids)) == 3  # one id per job
+    assert first.request_id(0, fingerprint({"other": 1})) != ids[0]  # and per request
+    elsewhere = await Journal.open(tmp_path / "other.sqlite")
+    assert elsewhere.batch_id != batch_id
+    assert elsewhere.request_id(0, fp) != ids[0]  # and per journal
+    await elsewhere.aclose()
+    for request_id in ids:
+        assert 1 <= len(request_id) <= 128
+        assert request_id.isascii()
+        assert " " not in request_id
+
+
+async def test_rows_round_trip_in_index_order(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    journal = await Journal.open(path)
+    fp = fingerprint(BODY)
+    journal.record(5, fp, "rid-5", status="created", task_id="task_5")
+    journal.record(
+        2, fp, "rid-2", status="succeeded", task_id="task_2", urls=["https://x/1", "https://x/2"]
+    )
+    journal.record(
+        7,
+        fp,
+        "rid-7",
+        status="failed",
+        task_id="task_7",
+        error_type="TaskFailedError",
+        error_message="nsfw",
+        error_code="501",
+    )
+    journal.record(9, fp, "rid-9", status="rejected", error_message="bad", error_code="400")
+    assert journal.pending == 4
+    await journal.flush()
+    assert journal.pending == 0
+
+    rows = await journal.rows(0, 100)
+    assert [row.index for row in rows] == [2, 5, 7, 9]
+    by_index = {row.index: row for row in rows}
+    assert by_index[2] == JournalRow(
+        index=2,
+        fingerprint=fp,
+        request_id="rid-2",
+        task_id="task_2",
+        status="succeeded",
+        urls=("https://x/1", "https://x/2"),
+    )
+    assert by_index[5].urls == ()
+    assert not by_index[5].finished
+    assert by_index[7].finished
+    assert (by_index[7].error_type, by_index[7].error_message, by_index[7].error_code) == (
+        "TaskFailedError",
+        "nsfw",
+        "501",
+    )
+    assert by_index[9].task_id is None
+    assert by_index[9].finished
+    assert [row.index for row in await journal.rows(6, 100)] == [7, 9]
+    assert [row.index for row in await journal.rows(0, 2)] == [2, 5]
+    assert await journal.rows(10, 100) == []
+    await journal.aclose()
+
+
+async def test_a_later_row_replaces_the_earlier_but_keeps_the_task_id(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    journal = await Journal.open(path)
+    fp = fingerprint(BODY)
+    journal.record(0, fp, "rid", status="created", task_id="task_0")
+    await journal.flush()
+    journal.record(0, fp, "rid", status="rejected", error_message="later")
+    await journal.flush()
+    await journal.aclose()
+    (row,) = await reopen_rows(path)
+    assert row.status == "rejected"
+    assert row.task_id == "task_0"
+    assert row.error_message == "later"
+
+
+async def test_aclose_flushes_and_can_be_called_twice(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    journal = await Journal.open(path)
+    journal.record(0, "fp", "rid", status="created", task_id="t")
+    await journal.aclose()
+    await journal.aclose()
+    assert [row.task_id for row in await reopen_rows(path)] == ["t"]
+
+
+async def test_aclose_flushes_even_when_cancelled(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    journal = await Journal.open(path)
+    journal.record(0, "fp", "rid", status="created", task_id="t")
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await journal.aclose()
+    assert [row.task_id for row in await reopen_rows(path)] == ["t"]
+
+
+async def test_flush_with_nothing_pending_writes_nothing(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path / "batch.sqlite")
+    await journal.flush()
+    assert await journal.rows(0, 10) == []
+    await journal.aclose()
+
+
+async def test_the_flusher_writes_rows_in_the_background(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    journal = await Journal.open(path)
+    async with anyio.create_task_group() as group:
+        group.start_soon(journal.run_flusher, 0.001)
+        journal.record(0, "fp", "rid", status="created", task_id="t")
+        with anyio.fail_after(20):
+            while journal.pending:
+                await anyio.sleep(0.001)
+        assert [row.task_id for row in await journal.rows(0, 10)] == ["t"]
+        group.cancel_scope.cancel()
+    await journal.aclose()
+
+
+async def test_a_failed_write_rolls_back_and_keeps_earlier_rows(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    journal = await Journal.open(path)
+    journal.record(0, "fp", "rid", status="created", task_id="t")
+    await journal.flush()
+    journal.record(1, "fp", "rid-1", status="created", task_id="t1")
+    journal.record("not an index", "fp", "rid", status="created")  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.Error):
+        await journal.flush()
+    assert [row.index for row in await journal.rows(0, 10)] == [0]  # the whole batch rolled back
+    journal.record(1, "fp", "rid-1", status="created", task_id="t1")
+    await journal.flush()
+    await journal.aclose()
+    assert [row.index for row in await reopen_rows(path)] == [0, 1]
+
+
+async def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    text = "these are my notes\n" * 200
+    path.write_text(text)
+    with pytest.raises(ValueError, match="is not a nanobanana-async batch journal"):
+        await Journal.open(path)
+    assert path.read_text() == text
+
+
+async def test_a_journal_of_another_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    journal = await Journal.open(path)
+    await journal.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'format'")
+        db.commit()
+    with pytest.raises(ValueError, match="is not a nanobanana-async batch journal"):
+        await Journal.open(path)
+
+
+async def test_a_journal_without_a_batch_id_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    journal = await Journal.open(path)
+    await journal.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("DELETE FROM meta WHERE key = 'batch_id'")
+        db.commit()
+    with pytest.raises(ValueError, match="is not a nanobanana-async batch journal"):
+        await Journal.open(path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a path sqlite cannot open raises a bare sqlite3.OperationalError that names no path",
+)
+async def test_a_path_that_cannot_be_opened_gives_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises((ValueError, OSError), match=re.escape(str(tmp_path))):
+        await Journal.open(tmp_path)  # a folder
