@@ -61,16 +61,16 @@ SCENARIOS = [
         jobs=600,
         tier="pro",
         duration=(0.5, 1.5),
-        time_scale=0.1,
+        time_scale=0.5,
     ),
     Scenario(
         name="tight-minute",
         description="basic tier with a 40/min create window, tasks 2-6 s: "
         "the per-minute create window binds",
-        jobs=100,
+        jobs=150,
         tier="basic",
         duration=(2.0, 6.0),
-        time_scale=0.1,
+        time_scale=0.2,
         overrides={"create_per_minute": 40, "max_active": 50},
     ),
     Scenario(

@@ -52,6 +52,9 @@ DEFAULT_BASE_URL = "https://aigptimage.com"
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEFAULT_MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+# Keep every pooled connection alive: httpx's default keeps 20, and a batch with more requests
+# in flight than that would open and close a connection per request.
+DEFAULT_POOL = httpx.Limits(max_connections=64, max_keepalive_connections=64)
 _CREATE_PATH = "/api/v1/jobs/createTask"
 _QUERY_PATH = "/api/v1/jobs/recordInfo"
 _MAX_REQUEST_ID = 128
@@ -218,7 +221,7 @@ class AsyncNanoBanana:
         self._timeout: httpx.Timeout | None = timeout
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
-            timeout=timeout or DEFAULT_TIMEOUT, follow_redirects=False
+            timeout=timeout or DEFAULT_TIMEOUT, follow_redirects=False, limits=DEFAULT_POOL
         )
         self._owns_download = download_client is None
         self._download = download_client or httpx.AsyncClient(
@@ -473,11 +476,13 @@ class AsyncNanoBanana:
         async with self._open_download(url) as response:
             limit = self._check_size(response, max_bytes)
             size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise DownloadError(f"result file is larger than {limit} bytes")
-                chunks.append(chunk)
+            # aclosing: leaving the loop early must not leave httpx's generator to the GC.
+            async with contextlib.aclosing(response.aiter_bytes()) as stream:
+                async for chunk in stream:
+                    size += len(chunk)
+                    if size > limit:
+                        raise DownloadError(f"result file is larger than {limit} bytes")
+                    chunks.append(chunk)
         return b"".join(chunks)
 
     async def save_result(
@@ -774,10 +779,10 @@ class AsyncNanoBanana:
             except httpx.TransportError as exc:
                 raise APIConnectionError(f"download failed: {type(exc).__name__}: {exc}") from exc
             try:
-                if response.is_redirect:
-                    current = self._check_download_url(
-                        current.join(response.headers.get("location", ""))
-                    )
+                # has_redirect_location, not is_redirect: a 3xx without a Location would
+                # otherwise fetch the same URL again until the redirect limit.
+                if response.has_redirect_location:
+                    current = self._check_download_url(current.join(response.headers["location"]))
                     continue
                 if response.status_code != 200:
                     raise DownloadError(
@@ -801,8 +806,11 @@ class AsyncNanoBanana:
             partial = folder / f".{name}{suffix}.{uuid.uuid4().hex[:8]}.part"
             size = 0
             try:
-                async with await anyio.open_file(partial, "wb") as file:
-                    async for chunk in response.aiter_bytes():
+                async with (
+                    await anyio.open_file(partial, "wb") as file,
+                    contextlib.aclosing(response.aiter_bytes()) as stream,
+                ):
+                    async for chunk in stream:
                         size += len(chunk)
                         if size > limit:
                             raise DownloadError(f"result file is larger than {limit} bytes")

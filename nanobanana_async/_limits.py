@@ -76,21 +76,102 @@ def tier_limits(tier: str) -> TierLimits:
 
 
 class _Window:
-    """A sliding-window log: the send times of the last ``limit`` requests."""
+    """What is known of one of the provider's windows: ``limit`` requests per ``seconds``.
 
-    __slots__ = ("learned_at", "limit", "seconds", "sent")
+    Two models, from the safest to the fastest:
+
+    * sliding: the send times of the last ``limit`` requests; the next may go once the oldest
+      is ``seconds`` (plus a margin) old. Safe whatever the provider counts.
+    * fixed: once a 429 has told when the provider's window resets (a precise
+      ``retryAfter``), windows are known to start at ``phase + k * seconds``, and each may
+      take ``limit`` requests, as the provider counts them, bursts at each start included. A
+      request sent within ``margin`` of a boundary counts in both windows. If the provider
+      refuses what this model allowed twice, the window falls back to sliding for good.
+    """
+
+    __slots__ = (
+        "base_margin",
+        "counts",
+        "learned_at",
+        "limit",
+        "margin",
+        "misses",
+        "phase",
+        "seconds",
+        "sent",
+    )
 
     def __init__(self, limit: int, seconds: float, learned_at: float) -> None:
         self.limit = limit
         self.seconds = seconds
         self.learned_at = learned_at
+        # Seconds of slack for latency jitter between our clock and the provider's windows;
+        # absolute, since jitter does not grow with the window.
+        self.base_margin = min(0.02 * seconds, 0.05)
+        self.margin = self.base_margin
         self.sent: collections.deque[float] = collections.deque(maxlen=limit)
+        self.phase: float | None = None
+        self.counts: dict[int, int] = {}
+        self.misses = 0
 
-    def earliest(self, margin: float) -> float:
-        """The earliest time the next request may go under this window."""
+    def _span(self, t: float) -> range:
+        """The provider windows a request sent at ``t`` may land in."""
+        assert self.phase is not None
+        low = math.floor((t - self.margin - self.phase) / self.seconds)
+        high = math.floor((t + self.margin - self.phase) / self.seconds)
+        return range(low, high + 1)
+
+    def earliest(self, now: float) -> float:
+        """The earliest time from ``now`` on that the next request may go."""
+        if self.phase is not None:
+            full = [k for k in self._span(now) if self.counts.get(k, 0) >= self.limit]
+            if not full:
+                return now
+            return self.phase + (max(full) + 1) * self.seconds + self.margin
         if len(self.sent) < self.limit:
             return -math.inf
-        return self.sent[0] + self.seconds * (1.0 + margin)
+        return self.sent[0] + self.seconds + self.margin
+
+    def record(self, t: float) -> None:
+        """Count a request sent at ``t``."""
+        self.sent.append(t)
+        if self.phase is not None:
+            span = self._span(t)
+            for k in span:
+                self.counts[k] = self.counts.get(k, 0) + 1
+            for old in [k for k in self.counts if k < span.start - 1]:
+                del self.counts[old]
+
+    def align(self, boundary: float) -> None:
+        """The provider said this window resets at ``boundary``: adopt its grid."""
+        if self.misses >= 2:
+            return
+        if self.phase is None:
+            self.phase = boundary
+            self.counts = {}
+        # The window that ends at the boundary is full, whatever we counted.
+        current = math.floor((boundary - self.phase) / self.seconds + 0.5) - 1
+        self.counts[current] = self.limit
+
+    @property
+    def rate(self) -> float:
+        """Sustained requests per second under this window."""
+        if self.phase is not None:
+            return self.limit / self.seconds
+        return self.limit / (self.seconds + self.margin)
+
+    def widen(self) -> None:
+        """Paced by this window and still refused: allow for more jitter."""
+        self.margin = min(0.25 * self.seconds, self.margin * 2.0 + self.base_margin)
+        if self.phase is not None:
+            self.misses += 1
+            if self.misses >= 2:
+                self.phase = None
+                self.counts = {}
+
+    def relax(self) -> None:
+        """A run of accepted requests: give back some of the extra margin."""
+        self.margin = max(self.base_margin, self.margin * 0.9)
 
     def resize(self, limit: int) -> None:
         self.limit = limit
@@ -108,8 +189,7 @@ class EndpointLimiter:
 
     _BETA = 0.7
     _SCALE = 0.4
-    _MARGIN = 0.02
-    _MAX_MARGIN = 0.5
+    _RELAX_EVERY = 50
 
     def __init__(
         self,
@@ -121,11 +201,9 @@ class EndpointLimiter:
         self.name = name
         self._clock = clock
         self._windows: dict[float, _Window] = {}
-        for limit, seconds in windows:
-            self.learn_window(limit, seconds)
-        self._margin = self._MARGIN
+        self._accepted = 0
         self._blocked_until = -math.inf
-        self._last_reserved = -math.inf
+        self._gate: anyio.Lock | None = None
         # CUBIC fallback, used only when a 429 does not say which window it hit.
         self._rate: float | None = None
         self._last_max = 0.0
@@ -133,6 +211,8 @@ class EndpointLimiter:
         self._sent_recent: collections.deque[float] = collections.deque(maxlen=256)
         self.rate_limited = 0
         self.requests = 0
+        for limit, seconds in windows:
+            self.learn_window(limit, seconds)
 
     @property
     def windows(self) -> dict[float, int]:
@@ -142,7 +222,7 @@ class EndpointLimiter:
     @property
     def rate(self) -> float | None:
         """The sustained requests per second this limiter allows, or None if unlimited."""
-        rates = [w.limit / (w.seconds * (1.0 + self._margin)) for w in self._windows.values()]
+        rates = [w.rate for w in self._windows.values()]
         if self._rate is not None:
             rates.append(self._rate)
         return min(rates) if rates else None
@@ -150,42 +230,58 @@ class EndpointLimiter:
     def learn_window(self, limit: int, seconds: float) -> None:
         """Record that at most ``limit`` requests may go in any ``seconds`` seconds."""
         limit = max(1, int(limit))
+        # Before the first request there is nothing to date, and maybe no event loop yet (a
+        # client seeded from a tier may be built outside one): -inf is "known from the start".
+        now = self._clock() if self._sent_recent else -math.inf
         window = self._windows.get(seconds)
         if window is None:
-            self._windows[seconds] = _Window(limit, seconds, self._clock())
+            window = self._windows[seconds] = _Window(limit, seconds, now)
+            # The requests already sent in the window count against it too.
+            window.sent.extend(t for t in self._sent_recent if t > now - seconds)
         elif window.limit != limit:
             window.resize(limit)
-            window.learned_at = self._clock()
+            window.learned_at = now
 
     def _next_slot(self, now: float) -> float:
-        at = max(now, self._blocked_until, self._last_reserved)
+        at = max(now, self._blocked_until)
         for window in self._windows.values():
-            at = max(at, window.earliest(self._margin))
+            at = max(at, window.earliest(at))
         if self._rate is not None and self._sent_recent:
             at = max(at, self._sent_recent[-1] + 1.0 / self._rate)
         return at
 
     async def acquire(self) -> float:
-        """Wait until a request may go, and count it as sent at that moment.
+        """Wait until a request may go, and count it as sent now.
+
+        Callers pass one at a time, in order, and each is counted at the moment it is let
+        through, not at a moment planned ahead: a busy event loop that wakes a sleeper late
+        cannot bunch requests together beyond what the windows allow.
 
         Returns:
-            The moment the request was let go, for `on_rate_limited`.
+            When the request was let through (to tell `on_rate_limited` whether the
+            request was paced by what the limiter knew at the time).
         """
-        now = self._clock()
-        at = self._next_slot(now)
-        self._last_reserved = at
-        for window in self._windows.values():
-            window.sent.append(at)
-        self._sent_recent.append(at)
-        self.requests += 1
-        if at > now:
-            await anyio.sleep(at - now)
-        else:
-            await anyio.lowlevel.checkpoint()
-        return at
+        if self._gate is None:
+            self._gate = anyio.Lock()
+        async with self._gate:
+            while True:
+                now = self._clock()
+                at = self._next_slot(now)
+                if at <= now:
+                    break
+                await anyio.sleep(at - now)
+            for window in self._windows.values():
+                window.record(now)
+            self._sent_recent.append(now)
+            self.requests += 1
+        return now
 
     def on_success(self) -> None:
-        """Grow the fallback rate along the cubic curve after an accepted request."""
+        """After an accepted request: relax the margins now and then; grow the fallback rate."""
+        self._accepted += 1
+        if self._accepted % self._RELAX_EVERY == 0:
+            for window in self._windows.values():
+                window.relax()
         if self._rate is None:
             return
         elapsed = self._clock() - self._last_throttle
@@ -225,8 +321,11 @@ class EndpointLimiter:
             ):
                 # Paced by this very window and still refused: the provider's window and our
                 # clock disagree by more than the margin (latency jitter), so widen it.
-                self._margin = min(self._MAX_MARGIN, self._margin * 2.0)
+                known.widen()
             self.learn_window(limit, window)
+            if retry_after is not None and not float(retry_after).is_integer():
+                # A precise wait tells where the provider's fixed window ends.
+                self._windows[window].align(now + retry_after)
             return
         measured = self._measured_rate() or 1.0
         current = self._rate if self._rate is not None else measured
@@ -253,7 +352,7 @@ class ActiveTaskLimiter:
         probe_after: Creates accepted at the learned cap before trying one more slot.
     """
 
-    def __init__(self, limit: int | None = None, *, initial: int = 8, probe_after: int = 200):
+    def __init__(self, limit: int | None = None, *, initial: int = 2, probe_after: int = 200):
         self._total = limit if limit is not None else initial
         self._limiter: anyio.CapacityLimiter | None = None
         self._released: anyio.Event | None = None
@@ -333,7 +432,9 @@ class ActiveTaskLimiter:
         """A create was accepted: raise the cap while learning, re-probe once in a while."""
         at_cap = self.active >= self.limit
         if not self.known:
-            if at_cap:
+            # Grow only when the slots hold running tasks: slots held by creates that wait on
+            # the rate limiter say nothing about room on the provider.
+            if at_cap and len(self._running) >= self.limit - 1:
                 self._resize(self.limit + 1)
             return
         if at_cap and self.waiting:

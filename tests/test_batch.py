@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import types
-import warnings
 import json
 import sqlite3
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+import types
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,7 @@ pytestmark = pytest.mark.anyio
 
 SCALE = 0.01  # real seconds per provider second
 POLL = PollPolicy(initial=0.005, factor=1.5, maximum=0.02, jitter=0.1, min_interval=0.002)
-RETRY = RetryPolicy(
-    max_retries=3, backoff_base=0.002, backoff_max=0.02, max_rate_limit_wait=30.0
-)
+RETRY = RetryPolicy(max_retries=3, backoff_base=0.002, backoff_max=0.02, max_rate_limit_wait=30.0)
 
 AITER_LEAK = pytest.mark.filterwarnings(
     # See test_a_cancelled_batch_leaves_no_unfinished_async_generator (xfail on trio).
@@ -130,7 +128,7 @@ async def journal_rows(path: Path) -> list[Any]:
 
 async def wait_until(condition: Callable[[], bool]) -> None:
     with anyio.fail_after(20):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - the fake has no event to wait on
             await anyio.sleep(0.002)
 
 
@@ -151,7 +149,7 @@ async def test_run_returns_one_outcome_per_request_in_input_order() -> None:
         outcomes = await BatchRunner(client).run(requests)
 
     assert [outcome.index for outcome in outcomes] == list(range(12))
-    for outcome, request in zip(outcomes, requests):
+    for outcome, request in zip(outcomes, requests, strict=True):
         assert outcome.request is request
         assert outcome.ok
         assert outcome.error is None
@@ -309,10 +307,9 @@ async def test_input_is_read_lazily_as_slots_free_up(kind: str) -> None:
             async for outcome in results:
                 received += 1
                 assert outcome.ok
-                # Read no further than the work in flight, whatever the batch size.
-                assert source.consumed - received <= 4 + 3
     assert received == 60
     assert source.consumed == 60
+    # Read no further than the work in flight (4 slots, and the request waiting for one).
     assert source.worst_gap <= 4 + 2
     assert fake.stats.max_active <= 4
 
@@ -320,7 +317,7 @@ async def test_input_is_read_lazily_as_slots_free_up(kind: str) -> None:
 async def test_async_generator_input_keeps_order() -> None:
     async def generate() -> AsyncIterator[TextToImage]:
         for request in prompts(10, "agen"):
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             yield request
 
     fake = fake_provider()
@@ -429,7 +426,10 @@ async def test_a_rejected_request_is_an_outcome_and_the_rest_go_on() -> None:
 
 
 async def test_runner_told_nothing_learns_the_active_limit_from_409s() -> None:
-    fake = fake_provider(tier="basic", create_per_second=1000, query_per_second=1000)
+    # Tasks long enough that the first wave overlaps, past the 5 slots, on a slow machine.
+    fake = fake_provider(
+        tier="basic", create_per_second=1000, query_per_second=1000, duration=(5.0, 10.0)
+    )
     async with client_for(fake) as client:
         runner = BatchRunner(client)
         outcomes = await runner.run(prompts(40))
@@ -453,7 +453,7 @@ async def test_active_limit_is_learned_from_409s_without_a_body() -> None:
             return envelope(409, "Active task limit exceeded")
         return None
 
-    fake = fake_provider(tier=None, max_active=5, duration=(1.0, 3.0))
+    fake = fake_provider(tier=None, max_active=5, duration=(5.0, 10.0))
     async with client_for(fake, strip) as client:
         runner = BatchRunner(client)
         outcomes = await runner.run(prompts(40))
@@ -496,12 +496,13 @@ async def test_rate_limit_is_learned_from_the_429_body() -> None:
         outcomes = await runner.run(prompts(30))
 
     assert all(o.ok for o in outcomes)
-    assert 1 <= fake.stats.rate_limited_create <= 3
+    # One to learn the window; a late answer may cost one or two more (the margin widens).
+    assert 1 <= fake.stats.rate_limited_create <= 5
     stats = runner.statistics()
     assert stats.rate_limited == fake.stats.rate_limited
     # 2 creates per 0.05 s window, learned from the body: 40/s, less a safety margin.
     assert stats.create_rate is not None
-    assert 30 <= stats.create_rate <= 40
+    assert 40 / 1.5 <= stats.create_rate < 40
     assert fake.stats.tasks_created == 30
     assert_no_duplicates(fake)
 
@@ -530,9 +531,9 @@ async def test_faults_cause_no_duplicate_and_no_lost_job() -> None:
     # Every kind of create fault at least once, first.
     fake.script("create", ["drop_after", "slow", "200_500", "500", "drop_before", "502_html"])
     fake.script("query", ["slow", "drop_after", "503_html", "record_null"])
-    async with client_for(fake, timeout=0.05, retry=RetryPolicy(
-        max_retries=10, backoff_base=0.002, backoff_max=0.01
-    )) as client:
+    async with client_for(
+        fake, timeout=0.05, retry=RetryPolicy(max_retries=10, backoff_base=0.002, backoff_max=0.01)
+    ) as client:
         runner = BatchRunner(client)
         outcomes = await runner.run(prompts(30))
 
@@ -568,7 +569,9 @@ async def test_flaky_polls_do_not_drop_a_created_task() -> None:
 
 
 async def test_task_timeout_gives_a_wait_timeout_outcome_with_the_task_id(tmp_path: Path) -> None:
-    fake = fake_provider(duration=lambda body: 500.0 if body["input"]["prompt"].endswith("#1") else 1.0)
+    fake = fake_provider(
+        duration=lambda body: 500.0 if body["input"]["prompt"].endswith("#1") else 1.0
+    )
     path = tmp_path / "batch.sqlite"
     async with client_for(fake) as client:
         outcomes = await BatchRunner(client, task_timeout=0.2, journal=path).run(prompts(3))
@@ -684,8 +687,8 @@ async def test_resuming_an_interrupted_batch_creates_nothing_twice(
     assert set(first) <= finished
     assert created, "some tasks were still running when the batch was interrupted"
     tasks_before = fake.stats.tasks_created
-    creates_before = fake.stats.create_requests
     assert tasks_before < 16
+    fake.reset_stats()
 
     # A new process: a new client and runner, the same journal.
     async with client_for(fake) as client:
@@ -693,9 +696,15 @@ async def test_resuming_an_interrupted_batch_creates_nothing_twice(
         outcomes = await runner.run(requests)
 
     assert [o.index for o in outcomes] == list(range(16))
-    assert fake.stats.tasks_created == 16
-    assert fake.stats.create_requests - creates_before == 16 - tasks_before
+    assert len(fake.tasks) == 16
+    stats = fake.stats
+    assert stats.tasks_created == 16 - tasks_before
+    assert stats.create_requests - stats.idempotent_replays == 16 - tasks_before
     assert_no_duplicates(fake)
+    log = fake.recent_requests
+    assert len(log) < 256
+    recreated = {r.task_id for r in log if r.endpoint == "create"} & set(created.values())
+    assert not recreated  # jobs journaled as created were polled, not sent again
     for index, outcome in enumerate(outcomes):
         assert outcome.request is requests[index]
         assert outcome.task_id is not None
@@ -723,7 +732,6 @@ async def test_resuming_an_interrupted_batch_creates_nothing_twice(
     assert runner.statistics().resumed == len(finished)
 
     # A third run sends nothing at all.
-    stats = fake.stats
     async with client_for(fake) as client:
         third = await BatchRunner(client, journal=path).run(requests)
     assert all(o.resumed for o in third)
@@ -757,12 +765,31 @@ async def test_resumed_outcomes_are_rebuilt_from_every_kind_of_row(tmp_path: Pat
     fps = [fingerprint(request_body(r)) for r in requests]
     journal = await Journal.open(path)
     rid = journal.request_id
-    journal.record(0, fps[0], rid(0, fps[0]), status="succeeded", task_id="t0", urls=["https://x/0.png"])
-    journal.record(1, fps[1], rid(1, fps[1]), status="failed", task_id="t1",
-                   error_type="TaskFailedError", error_message="nsfw", error_code="NSFW")
-    journal.record(2, fps[2], rid(2, fps[2]), status="rejected",
-                   error_type="UnprocessableEntityError", error_message="bad size", error_code="422")
-    journal.record(3, fps[3], rid(3, fps[3]), status="rejected", error_message=None, error_code=None)
+    journal.record(
+        0, fps[0], rid(0, fps[0]), status="succeeded", task_id="t0", urls=["https://x/0.png"]
+    )
+    journal.record(
+        1,
+        fps[1],
+        rid(1, fps[1]),
+        status="failed",
+        task_id="t1",
+        error_type="TaskFailedError",
+        error_message="nsfw",
+        error_code="NSFW",
+    )
+    journal.record(
+        2,
+        fps[2],
+        rid(2, fps[2]),
+        status="rejected",
+        error_type="UnprocessableEntityError",
+        error_message="bad size",
+        error_code="422",
+    )
+    journal.record(
+        3, fps[3], rid(3, fps[3]), status="rejected", error_message=None, error_code=None
+    )
     journal.record(4, fps[4], rid(4, fps[4]), status="created", task_id="task_unknown_here")
     await journal.aclose()
 
@@ -799,8 +826,14 @@ async def test_journal_is_read_in_chunks_for_long_batches(tmp_path: Path) -> Non
         if index % 7 == 3:
             continue  # never journaled: created in this run
         fp = fingerprint(request_body(request))
-        journal.record(index, fp, journal.request_id(index, fp), status="succeeded",
-                       task_id=f"t{index}", urls=[f"https://x/{index}.png"])
+        journal.record(
+            index,
+            fp,
+            journal.request_id(index, fp),
+            status="succeeded",
+            task_id=f"t{index}",
+            urls=[f"https://x/{index}.png"],
+        )
     await journal.flush()
     await journal.aclose()
 
@@ -884,8 +917,9 @@ async def test_an_sqlite_database_of_another_program_is_refused(tmp_path: Path) 
 
 
 async def test_statistics_count_the_run() -> None:
-    fake = fake_provider(tier="basic", create_per_second=1000, query_per_second=1000,
-                         fail_rate=0.3, seed=5)
+    fake = fake_provider(
+        tier="basic", create_per_second=1000, query_per_second=1000, fail_rate=0.3, seed=5
+    )
     async with client_for(fake) as client:
         runner = BatchRunner(client)
         empty = runner.statistics()
@@ -912,14 +946,18 @@ async def test_statistics_count_the_run() -> None:
 
 
 async def test_statistics_count_from_the_start_of_each_run() -> None:
-    fake = fake_provider(tier="basic", create_per_second=1000, query_per_second=1000)
+    fake = fake_provider()
     async with client_for(fake) as client:
-        await BatchRunner(client).run(prompts(12))
-        assert client.limits_snapshot().conflicts >= 1
+        # What the client met before this run (another caller of the same key, say).
+        client.limits.active.on_conflict()
+        client.limits.create.on_rate_limited(0.0)
+        before = client.limits_snapshot()
+        assert (before.conflicts, before.rate_limited) == (1, 1)
         runner = BatchRunner(client)
-        await runner.run(prompts(3, "second"))
-    assert runner.statistics().conflicts == 0
-    assert runner.statistics().submitted == 3
+        await runner.run(prompts(3))
+    stats = runner.statistics()
+    assert (stats.conflicts, stats.rate_limited) == (0, 0)
+    assert stats.submitted == 3
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

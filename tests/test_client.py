@@ -132,6 +132,10 @@ class TestConstruction:
             AsyncNanoBanana(API_KEY, **kwargs)
         assert info.value.field == field
 
+    def test_can_be_built_outside_an_event_loop(self) -> None:
+        client = AsyncNanoBanana(API_KEY, tier="pro")
+        assert client.limits_snapshot().create_windows == {1.0: 20, 60.0: 1200}
+
     async def test_tier_and_max_active_seed_the_limits(self) -> None:
         async with AsyncNanoBanana(API_KEY, tier="Basic") as client:
             snapshot = client.limits_snapshot()

@@ -31,7 +31,9 @@ def test_fingerprint_is_stable_and_ignores_key_order() -> None:
     assert len(fingerprint(BODY)) == 32
     other = {"model": "nano-banana-text-to-image", "input": {"prompt": "a banana!"}}
     assert fingerprint(other) != fingerprint(BODY)
-    assert fingerprint({"input": {"prompt": "plátano"}}) == fingerprint({"input": {"prompt": "plátano"}})
+    assert fingerprint({"input": {"prompt": "plátano"}}) == fingerprint(
+        {"input": {"prompt": "plátano"}}
+    )
 
 
 async def test_open_creates_the_file_and_its_folders(tmp_path: Path) -> None:
@@ -165,7 +167,7 @@ async def test_the_flusher_writes_rows_in_the_background(tmp_path: Path) -> None
         group.start_soon(journal.run_flusher, 0.001)
         journal.record(0, "fp", "rid", status="created", task_id="t")
         with anyio.fail_after(20):
-            while journal.pending:
+            while journal.pending:  # noqa: ASYNC110 - the journal has no event to wait on
                 await anyio.sleep(0.001)
         assert [row.task_id for row in await journal.rows(0, 10)] == ["t"]
         group.cancel_scope.cancel()

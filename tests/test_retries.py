@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import httpx
 import pytest
 
@@ -201,10 +202,10 @@ class TestRateLimit:
         assert api.query.call_count == 2
 
     async def test_retry_after_header_on_a_bare_429(self, api: Api) -> None:
-        api.query.mock(return_value=httpx.Response(429, headers={"Retry-After": "30"}))
+        api.create.mock(return_value=httpx.Response(429, headers={"Retry-After": "30"}))
         async with api.client() as client:
             with pytest.raises(RateLimitError) as info:
-                await client.get_task("task_1", )
+                await client.create_task(REQUEST, timeout=1.0)
         assert info.value.retry_after == 30.0
         assert info.value.message == "Too Many Requests"
 
@@ -315,6 +316,21 @@ class TestNotVisibleYet:
         assert info.value.code == 404
         assert api.query.call_count >= 2
 
+    async def test_only_recent_creates_are_remembered(
+        self, api: Api, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from nanobanana_async import _client
+
+        monkeypatch.setattr(_client, "_REMEMBERED_CREATES", 2)
+        api.create.mock(side_effect=[api.created(f"task_{n}") for n in range(3)])
+        api.query.mock(return_value=api.error(404, "Task not found"))
+        async with api.client() as client:
+            for _ in range(3):
+                await client.create_task(REQUEST)
+            with pytest.raises(TaskNotFoundError):
+                await client.get_task("task_0")  # forgotten: no grace
+            assert api.query.call_count == 1
+
     async def test_no_grace_for_tasks_this_client_did_not_create(self, api: Api) -> None:
         api.query.mock(return_value=api.error(422, "recordInfo is null"))
         async with api.client() as client:
@@ -367,6 +383,67 @@ class TestActiveTaskLimit:
             snapshot = client.limits_snapshot()
         assert snapshot.max_active == 4
         assert snapshot.max_active_known
+
+    @pytest.mark.parametrize("limit", ["4", True, 0, -3, None])
+    async def test_409_with_an_unusable_limit_learns_nothing(self, api: Api, limit: Any) -> None:
+        api.create.mock(side_effect=[api.error(409, "full", data={"limit": limit}), api.created()])
+        async with api.client() as client:
+            await client.create_task(REQUEST)
+            snapshot = client.limits_snapshot()
+        assert snapshot.conflicts == 1
+        assert not snapshot.max_active_known
+
+    async def test_409_while_our_task_runs_waits_for_it_to_finish(self, api: Api) -> None:
+        first_done = anyio.Event()
+        api.create.mock(
+            side_effect=[
+                api.created("task_a"),
+                api.error(409, "Active task limit exceeded"),
+                api.created("task_b"),
+            ]
+        )
+
+        async def query(request: httpx.Request) -> httpx.Response:
+            task_id = request.url.params["taskId"]
+            if task_id == "task_a" and not first_done.is_set():
+                return api.task(task_id, "generating")
+            return api.task(task_id)
+
+        api.query.mock(side_effect=query)
+        results: list[str] = []
+        async with api.client() as client:
+
+            async def generate() -> None:
+                results.append((await client.generate(REQUEST)).task_id)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(generate)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(generate)
+                while api.create.call_count < 2:
+                    await anyio.sleep(0.001)
+                await anyio.wait_all_tasks_blocked()
+                # Refused while task_a runs: the cap is learned and the second call queues.
+                assert client.limits_snapshot().max_active == 1
+                assert api.create.call_count == 2
+                first_done.set()
+            assert client.limits.active.active == 0
+        assert sorted(results) == ["task_a", "task_b"]
+        ids = request_ids(api.create)
+        assert ids[1] == ids[2]  # the retried create kept its request id
+
+    async def test_409_while_our_task_runs_until_the_deadline(self, api: Api) -> None:
+        api.create.mock(
+            side_effect=[api.created("task_a"), api.error(409, "Active task limit exceeded")]
+        )
+        api.query.mock(return_value=api.task("task_a", "generating"))
+        async with api.client() as client, anyio.create_task_group() as tg:
+            tg.start_soon(lambda: client.generate(REQUEST, timeout=30))
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(ActiveTaskLimitError):
+                await client.generate(REQUEST, timeout=0.1)
+            assert api.create.call_count == 2
+            tg.cancel_scope.cancel()
 
     async def test_409_until_the_deadline(self, api: Api) -> None:
         api.create.mock(return_value=api.error(409, "Active task limit exceeded"))

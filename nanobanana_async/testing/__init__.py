@@ -1,6 +1,7 @@
 """A faithful fake of the Nano Banana provider, for testing code that uses `nanobanana_async`.
 
 ```python
+from nanobanana_async import TextToImage
 from nanobanana_async.testing import FakeNanoBanana, Faults
 
 fake = FakeNanoBanana(tier="basic", time_scale=0.01, faults=Faults(create={"500": 0.1}))
@@ -14,7 +15,7 @@ real HTTP server on loopback) and the ``nanobanana_fake`` pytest fixture. See
 ``docs/testing.md``.
 """
 
-from ._fake import FakeNanoBanana, FakeStats, RequestRecord
+from ._fake import FakeNanoBanana, FakeStats, Reply, RequestRecord
 from ._faults import Endpoint, FaultKind, Faults
 from ._limits import TIERS, TierLimits
 from ._tasks import FakeTask, FakeTaskState
@@ -28,6 +29,7 @@ __all__ = [
     "FakeTaskState",
     "FaultKind",
     "Faults",
+    "Reply",
     "RequestRecord",
     "TierLimits",
 ]

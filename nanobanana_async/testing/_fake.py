@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 import attrs
 
@@ -68,6 +68,15 @@ _HTML_PAGES = {
     502: "Bad Gateway",
     503: "Service Temporarily Unavailable",
 }
+
+
+def _query_value(query: str, name: str) -> str:
+    """The first value of ``name`` in a query string ("" if absent); cheaper than parse_qs."""
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if unquote_plus(key) == name:
+            return unquote_plus(value)
+    return ""
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -222,6 +231,13 @@ def _fail_decider(spec: FailSpec, rng: random.Random) -> Callable[[Mapping[str, 
     return lambda _body: rng.random() < rate
 
 
+def _check_limits(limits: TierLimits) -> None:
+    for field in attrs.fields(TierLimits):
+        value = getattr(limits, field.name)
+        if field.name != "name" and value is not None and value < 1:
+            raise ValueError(f"{field.name} must be >= 1 (or None for no limit)")
+
+
 def _limits_for(tier: str | None, overrides: Mapping[str, int | None]) -> TierLimits:
     if tier is None:
         base = TierLimits(name="custom")
@@ -230,10 +246,7 @@ def _limits_for(tier: str | None, overrides: Mapping[str, int | None]) -> TierLi
     else:
         raise ValueError(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)} or None")
     given = {name: value for name, value in overrides.items() if value is not None}
-    for name, value in given.items():
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1 (or None for the tier's value)")
-    return TierLimits(
+    limits = TierLimits(
         name=base.name,
         create_per_second=given.get("create_per_second", base.create_per_second),
         create_per_minute=given.get("create_per_minute", base.create_per_minute),
@@ -241,6 +254,8 @@ def _limits_for(tier: str | None, overrides: Mapping[str, int | None]) -> TierLi
         query_per_minute=given.get("query_per_minute", base.query_per_minute),
         max_active=given.get("max_active", base.max_active),
     )
+    _check_limits(limits)
+    return limits
 
 
 class FakeNanoBanana:
@@ -313,9 +328,8 @@ class FakeNanoBanana:
             raise ValueError("credits must be >= 0 or None")
         self.api_key = api_key
         """The API key the fake accepts."""
-        self.time_scale = float(time_scale)
-        """Real seconds per provider second."""
-        self.limits = _limits_for(
+        self._time_scale = float(time_scale)
+        self._limits = _limits_for(
             tier,
             {
                 "create_per_second": create_per_second,
@@ -325,7 +339,6 @@ class FakeNanoBanana:
                 "max_active": max_active,
             },
         )
-        """The limits in force (the tier's, with explicit values applied)."""
         self.result_base_url = result_base_url.rstrip("/") if result_base_url else None
         """Where result URLs point, if fixed at construction."""
         self._credits = credits
@@ -350,17 +363,7 @@ class FakeNanoBanana:
             fail_codes=[(str(code), str(msg)) for code, msg in fail_codes],
             elapsed=lambda: self.elapsed,
         )
-        self._windows = {
-            endpoint: [
-                FixedWindow(limit=limit, length=seconds * self.time_scale, nominal_seconds=seconds)
-                for limit, seconds in ((per_second, 1), (per_minute, 60))
-                if limit is not None
-            ]
-            for endpoint, per_second, per_minute in (
-                ("create", self.limits.create_per_second, self.limits.create_per_minute),
-                ("query", self.limits.query_per_second, self.limits.query_per_minute),
-            )
-        }
+        self._windows = self._build_windows()
         self._running: list[float] = []  # a heap of the unfinished tasks' end times
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._max_active = 0
@@ -369,6 +372,27 @@ class FakeNanoBanana:
         self._task_view = TaskView(self._tasks)
 
     # -- public state -------------------------------------------------------------------------
+
+    @property
+    def time_scale(self) -> float:
+        """Real seconds per provider second."""
+        return self._time_scale
+
+    @property
+    def limits(self) -> TierLimits:
+        """The limits in force: the tier's, with explicit values applied.
+
+        Assign new `TierLimits` (e.g. ``attrs.evolve(fake.limits, max_active=10)``) to change
+        them while the fake runs, as a provider raising a key's tier would; the rate windows
+        then start afresh.
+        """
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: TierLimits) -> None:
+        _check_limits(limits)
+        self._limits = limits
+        self._windows = self._build_windows()
 
     @property
     def tier(self) -> str:
@@ -529,6 +553,20 @@ class FakeNanoBanana:
             yield client
 
     # -- the state machine --------------------------------------------------------------------
+
+    def _build_windows(self) -> dict[str, list[FixedWindow]]:
+        limits = self._limits
+        return {
+            endpoint: [
+                FixedWindow(limit=limit, length=seconds * self._time_scale, nominal_seconds=seconds)
+                for limit, seconds in ((per_second, 1), (per_minute, 60))
+                if limit is not None
+            ]
+            for endpoint, per_second, per_minute in (
+                ("create", limits.create_per_second, limits.create_per_minute),
+                ("query", limits.query_per_second, limits.query_per_minute),
+            )
+        }
 
     def _expire(self, now: float) -> int:
         """Forget the end times that have passed; return how many tasks are still active."""
@@ -789,10 +827,10 @@ class FakeNanoBanana:
         refused = self._check_auth(authorization) or self._check_rate("query", now)
         if refused:
             return refused, None
-        task_ids = parse_qs(query).get("taskId")
-        if not task_ids or not task_ids[0].strip():
+        task_id = _query_value(query, "taskId").strip()
+        if not task_id:
             return Reply.envelope(400, "taskId is required"), None
-        index = self._tasks.find(task_ids[0].strip())
+        index = self._tasks.find(task_id)
         if index is None:
             return Reply.envelope(404, "Task not found"), None
         record = self._record(index, now, self.result_base_url or result_base_url)

@@ -9,6 +9,7 @@ from nanobanana_async import (
     AsyncNanoBanana,
     AuthenticationError,
     InsufficientCreditsError,
+    PollPolicy,
     RetryPolicy,
     ServerError,
     TaskFailedError,
@@ -88,7 +89,9 @@ async def test_generate_and_download_over_loopback() -> None:
     fake = FakeNanoBanana(tier="basic", time_scale=0.01)
     async with (
         fake.serve() as base_url,
-        AsyncNanoBanana(api_key=fake.api_key, base_url=base_url) as client,
+        AsyncNanoBanana(
+            api_key=fake.api_key, base_url=base_url, poll=PollPolicy(initial=0.02)
+        ) as client,
     ):
         result = await client.generate(TextToImage(prompt="a banana", output_format="jpeg"))
         image = await client.download(result.urls[0])

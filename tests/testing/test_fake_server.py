@@ -179,6 +179,38 @@ async def test_dropped_connections() -> None:
         assert response.status_code == 200  # the server is still there
 
 
+async def test_request_ids_over_loopback() -> None:
+    fake = FakeNanoBanana(tier=None)
+    async with (
+        fake.serve() as base_url,
+        httpx.AsyncClient(base_url=base_url, headers=AUTH) as client,
+    ):
+        headers = {"X-Request-ID": "the-one"}
+        first = await client.post("/api/v1/jobs/createTask", json=BODY, headers=headers)
+        second = await client.post("/api/v1/jobs/createTask", json=BODY, headers=headers)
+    assert first.json() == second.json()
+    assert fake.stats.idempotent_replays == 1
+    assert fake.tasks[first.json()["data"]["taskId"]].request_id == "the-one"
+
+
+async def test_a_client_gone_before_its_answers_is_harmless(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeNanoBanana(tier=None)
+    with caplog.at_level(logging.ERROR, logger="nanobanana_async.testing"):
+        async with fake.serve() as base_url:
+            stream = await anyio.connect_tcp("127.0.0.1", port_of(base_url))
+            await stream.send(raw_request("GET", "/files/none/0.png") * 200)
+            await stream.aclose()  # the server's answers meet a closed socket
+            with anyio.fail_after(10):
+                while fake.stats.result_requests < 2:  # noqa: ASYNC110 - polls the fake
+                    await anyio.sleep(0.01)
+            async with httpx.AsyncClient(base_url=base_url, headers=AUTH) as client:
+                response = await client.post("/api/v1/jobs/createTask", json=BODY)
+                assert response.status_code == 200
+    assert "error while serving" not in caplog.text
+
+
 async def test_truncated_download_over_loopback() -> None:
     fake = FakeNanoBanana(tier=None, duration=0.0)
     async with (
