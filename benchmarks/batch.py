@@ -52,7 +52,7 @@ SCENARIOS = [
         jobs=150,
         tier="basic",
         duration=(2.0, 6.0),
-        time_scale=0.1,
+        time_scale=0.2,
     ),
     Scenario(
         name="pro-short",
@@ -80,7 +80,7 @@ SCENARIOS = [
         jobs=150,
         tier="basic",
         duration=(2.0, 6.0),
-        time_scale=0.1,
+        time_scale=0.2,
         faults=Faults(
             create={"200_500": 0.03, "200_429": 0.0},
             query={"500": 0.05, "drop_before": 0.03, "200_500": 0.03},

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import os
 import random
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
@@ -28,6 +29,7 @@ from ._errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
+    DecodeError,
     InsufficientCreditsError,
     InvalidRequestError,
     NanoBananaError,
@@ -47,6 +49,7 @@ __all__ = ["BatchOutcome", "BatchRunner", "BatchStatistics", "ProgressHook"]
 
 _JOURNAL_CHUNK = 512
 _POLL_BUDGET_SHARE = 0.9
+_MAX_UNREADABLE = 3
 
 
 @attrs.frozen(kw_only=True)
@@ -139,12 +142,14 @@ class _Counters:
         "started",
         "submitted",
         "succeeded",
+        "weights",
     )
 
     def __init__(self) -> None:
         self.submitted = self.created = self.running = 0
         self.succeeded = self.failed = self.resumed = 0
         self.polls = self.finished_tasks = self.polling = 0
+        self.weights = 0.0
         self.conflicts0 = self.rate_limited0 = 0
         self.started = 0.0
 
@@ -396,14 +401,16 @@ class BatchRunner:
         started = anyio.current_time()
         deadline = started + self._task_timeout
         polls = 0
+        unreadable = 0
         polling = False
+        slot = _PollSlot()
         last: Task | None = None
         error: NanoBananaError | None = None
         try:
             with anyio.move_on_after(self._task_timeout):
                 while True:
                     if polls or created_at is not None:
-                        await anyio.sleep(self._next_poll(created_at, started, polls, last))
+                        await anyio.sleep(self._next_poll(created_at, started, polls, last, slot))
                     if not polling:
                         polling = True
                         self._counters.polling += 1
@@ -412,6 +419,14 @@ class BatchRunner:
                     except (AuthenticationError, TaskNotFoundError, BadRequestError) as exc:
                         error = exc
                         break
+                    except DecodeError as exc:
+                        # An answer we cannot read will most likely read the same next time.
+                        unreadable += 1
+                        if unreadable >= _MAX_UNREADABLE:
+                            error = exc
+                            break
+                        polls += 1
+                        continue
                     except NanoBananaError:
                         # The task exists and is paid for: a flaky poll is no reason to drop it.
                         polls += 1
@@ -427,6 +442,7 @@ class BatchRunner:
         finally:
             if polling:
                 self._counters.polling -= 1
+            self._counters.weights -= slot.weight
         outcome = BatchOutcome(
             index=job.index, request=job.request, task_id=task_id, request_id=job.request_id
         )
@@ -445,7 +461,12 @@ class BatchRunner:
         return attrs.evolve(outcome, result=result)
 
     def _next_poll(
-        self, created_at: float | None, started: float, polls: int, last: Task | None
+        self,
+        created_at: float | None,
+        started: float,
+        polls: int,
+        last: Task | None,
+        slot: _PollSlot,
     ) -> float:
         """Seconds until the next poll of a task: its likely end, within the query budget."""
         client = self._client
@@ -457,12 +478,19 @@ class BatchRunner:
         else:
             age = now - started
         delay = client.durations.next_delay(age, polls, client.poll_policy, self._rng)
+        remaining = client.durations.expected_remaining(age)
+        weight = 1.0 / math.sqrt(max(remaining or 1.0, client.poll_policy.min_interval))
+        c = self._counters
+        c.weights += weight - slot.weight
+        slot.weight = weight
         rate = client.limits.query.rate
         if rate:
-            # Share the query budget among the tasks that are being polled now (the others
-            # sleep until the fastest tasks tend to finish).
-            polling = max(1, self._counters.polling)
-            delay = max(delay, polling / (rate * _POLL_BUDGET_SHARE))
+            # Share the query budget among the tasks being polled now (the others sleep until
+            # the fastest tasks tend to finish), each in proportion to the square root of its
+            # chance to be done (1 / expected remaining time): the split that makes the
+            # expected delay before a finished task is seen smallest for a given budget.
+            share = max(c.weights, weight) / (rate * _POLL_BUDGET_SHARE)
+            delay = max(delay, share / weight)
         return delay
 
     def _on_create_error(self, job: _Job, exc: NanoBananaError, journal: Journal | None) -> None:
@@ -523,6 +551,15 @@ class BatchRunner:
             called = self._on_progress(self.statistics())
             if inspect.isawaitable(called):
                 await called
+
+
+class _PollSlot:
+    """One polled task's share of the query budget."""
+
+    __slots__ = ("weight",)
+
+    def __init__(self) -> None:
+        self.weight = 0.0
 
 
 @attrs.define

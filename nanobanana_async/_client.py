@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 import httpx
@@ -477,7 +477,7 @@ class AsyncNanoBanana:
             limit = self._check_size(response, max_bytes)
             size = 0
             # aclosing: leaving the loop early must not leave httpx's generator to the GC.
-            async with contextlib.aclosing(response.aiter_bytes()) as stream:
+            async with contextlib.aclosing(_chunks(response)) as stream:
                 async for chunk in stream:
                     size += len(chunk)
                     if size > limit:
@@ -808,7 +808,7 @@ class AsyncNanoBanana:
             try:
                 async with (
                     await anyio.open_file(partial, "wb") as file,
-                    contextlib.aclosing(response.aiter_bytes()) as stream,
+                    contextlib.aclosing(_chunks(response)) as stream,
                 ):
                     async for chunk in stream:
                         size += len(chunk)
@@ -821,6 +821,11 @@ class AsyncNanoBanana:
                     await anyio.Path(partial).unlink(missing_ok=True)
                 raise
         return target
+
+
+def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body's chunks: httpx makes a generator, though it types it as a mere iterator."""
+    return cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
 
 
 def _suffix_from_url(url: httpx.URL) -> str | None:

@@ -261,6 +261,11 @@ class EndpointLimiter:
             When the request was let through (to tell `on_rate_limited` whether the
             request was paced by what the limiter knew at the time).
         """
+        now = self._clock()
+        if (self._gate is None or not self._gate.locked()) and self._next_slot(now) <= now:
+            # Nobody queues (a held gate would show it) and nothing holds the request back:
+            # let it through as taking the gate would, without a trip round the event loop.
+            return self._let_through(now)
         if self._gate is None:
             self._gate = anyio.Lock()
         async with self._gate:
@@ -270,10 +275,13 @@ class EndpointLimiter:
                 if at <= now:
                     break
                 await anyio.sleep(at - now)
-            for window in self._windows.values():
-                window.record(now)
-            self._sent_recent.append(now)
-            self.requests += 1
+            return self._let_through(now)
+
+    def _let_through(self, now: float) -> float:
+        for window in self._windows.values():
+            window.record(now)
+        self._sent_recent.append(now)
+        self.requests += 1
         return now
 
     def on_success(self) -> None:

@@ -87,6 +87,20 @@ class DurationModel:
         index = min(len(self._sorted) - 1, max(0, int(q * len(self._sorted))))
         return self._sorted[index]
 
+    def expected_remaining(self, age: float) -> float | None:
+        """Roughly how much longer a task of ``age`` seconds will run, or None without samples.
+
+        It is the median of the recent durations longer than ``age``, minus ``age``.
+        """
+        if len(self._sorted) < self._min_samples:
+            return None
+        above = bisect.bisect_right(self._sorted, age)
+        if above >= len(self._sorted):
+            # Older than every task seen: assume it runs as long again as the typical one.
+            return self._sorted[len(self._sorted) // 2]
+        middle = above + (len(self._sorted) - above) // 2
+        return max(0.0, self._sorted[middle] - age)
+
     def next_delay(self, age: float, polls: int, policy: PollPolicy, rng: random.Random) -> float:
         """Seconds from now until a task of ``age`` seconds, polled ``polls`` times, is polled.
 

@@ -25,9 +25,7 @@ RESULT_URL = "https://cdn.example.com/results/task_1.png"
 T2I = "nano-banana-text-to-image"
 I2I = "nano-banana-image-to-image"
 
-FAST_RETRY = RetryPolicy(
-    max_retries=3, backoff_base=0.001, backoff_max=0.004, not_found_grace=5.0
-)
+FAST_RETRY = RetryPolicy(max_retries=3, backoff_base=0.001, backoff_max=0.004, not_found_grace=5.0)
 FAST_POLL = PollPolicy(initial=0.001, factor=1.5, maximum=0.005, jitter=0.1, min_interval=0.001)
 
 

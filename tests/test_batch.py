@@ -388,6 +388,7 @@ async def test_insufficient_credits_stop_creation_and_created_tasks_still_finish
     assert fake.stats.insufficient_credits <= 8
     assert fake.stats.create_requests == 4 + fake.stats.insufficient_credits
     assert runner.statistics().created == 4
+    assert_no_duplicates(fake)
 
 
 async def test_a_wrong_key_stops_the_batch_after_a_handful_of_creates() -> None:
@@ -502,7 +503,7 @@ async def test_rate_limit_is_learned_from_the_429_body() -> None:
     assert stats.rate_limited == fake.stats.rate_limited
     # 2 creates per 0.05 s window, learned from the body: 40/s, less a safety margin.
     assert stats.create_rate is not None
-    assert 40 / 1.5 <= stats.create_rate < 40
+    assert 40 / 1.5 <= stats.create_rate <= 40
     assert fake.stats.tasks_created == 30
     assert_no_duplicates(fake)
 
@@ -615,6 +616,49 @@ async def test_errors_while_following_a_task_are_outcomes() -> None:
     assert all(o.task_id is not None for o in outcomes)
 
 
+async def test_unreadable_answers_while_polling_end_the_job_only_if_they_persist() -> None:
+    garbled: dict[str, int] = {}
+
+    def garble(request: httpx.Request, _response: httpx.Response) -> httpx.Response | None:
+        if is_create(request):
+            return None
+        prompt = fake.tasks[request.url.params["taskId"]].prompt
+        if prompt.endswith("#0") or (prompt.endswith("#1") and garbled.get(prompt, 0) < 2):
+            garbled[prompt] = garbled.get(prompt, 0) + 1
+            return httpx.Response(200, text="<html>try again</html>")
+        return None
+
+    fake = fake_provider()
+    async with client_for(fake, garble) as client:
+        outcomes = await BatchRunner(client).run(prompts(3))
+
+    assert isinstance(outcomes[0].error, DecodeError)
+    assert outcomes[0].task_id is not None
+    assert outcomes[1].ok  # two unreadable answers, then a good one
+    assert outcomes[2].ok
+
+
+async def test_a_resumed_task_whose_first_poll_fails_is_still_followed(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    request = TextToImage(prompt="resumed")
+    fake = fake_provider()
+    fp = fingerprint(request_body(request))
+    journal = await Journal.open(path)
+    async with client_for(fake) as client:
+        task_id = await client.create_task(request, request_id=journal.request_id(0, fp))
+    journal.record(0, fp, journal.request_id(0, fp), status="created", task_id=task_id)
+    await journal.aclose()
+
+    fake.script("query", ["500", "drop_before"])
+    async with client_for(fake, max_retries=0) as client:
+        (outcome,) = await BatchRunner(client, journal=path).run([request])
+    assert outcome.ok
+    assert outcome.task_id == task_id
+    assert not outcome.resumed
+    assert fake.stats.tasks_created == 1
+    assert fake.stats.create_requests == 1
+
+
 # -- cancellation and resume -------------------------------------------------------------------
 
 
@@ -652,6 +696,7 @@ async def test_cancelling_a_run_leaves_nothing_running_and_journals_every_task(
         # The runner is free again.
         assert await runner.run([]) == []
 
+    assert_no_duplicates(fake)
     rows = await journal_rows(path)
     journaled = {row.task_id for row in rows if row.task_id is not None}
     assert 6 <= len(fake.tasks) < 40

@@ -307,7 +307,8 @@ class TestLifecycle:
 
     async def test_repr_without_the_key(self) -> None:
         async with AsyncNanoBanana(API_KEY) as client:
-            assert repr(client) == "<AsyncNanoBanana base_url='https://aigptimage.com' api_key='***'>"
+            expected = "<AsyncNanoBanana base_url='https://aigptimage.com' api_key='***'>"
+            assert repr(client) == expected
             assert API_KEY not in str(client)
             assert API_KEY not in repr(vars(client))
 
@@ -353,9 +354,7 @@ class TestAnswers:
         assert info.value.request_id is None
 
     async def test_code_as_a_string_in_the_body(self, api: Api) -> None:
-        api.create.mock(
-            return_value=httpx.Response(200, json={"code": "402", "msg": "no credits"})
-        )
+        api.create.mock(return_value=httpx.Response(200, json={"code": "402", "msg": "no credits"}))
         async with api.client() as client:
             with pytest.raises(InsufficientCreditsError) as info:
                 await client.create_task(REQUEST)
@@ -393,7 +392,8 @@ class TestAnswers:
         assert info.value.message == "moved"
 
     async def test_body_code_201_is_success(self, api: Api) -> None:
-        api.create.mock(return_value=httpx.Response(200, json={"code": 201, "data": {"taskId": "t"}}))
+        body = {"code": 201, "data": {"taskId": "t"}}
+        api.create.mock(return_value=httpx.Response(200, json=body))
         async with api.client() as client:
             assert await client.create_task(REQUEST) == "t"
 

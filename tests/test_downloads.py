@@ -279,7 +279,7 @@ class TestSaveResult:
     async def test_several_images_keep_their_order(self, api: Api, tmp_path: Path) -> None:
         urls = [f"https://cdn.example.com/r/{n}" for n in range(3)]
         kinds = ["image/jpeg", "image/webp; charset=binary", "IMAGE/PNG"]
-        for n, (url, kind) in enumerate(zip(urls, kinds)):
+        for n, (url, kind) in enumerate(zip(urls, kinds, strict=True)):
             api.router.get(url).mock(return_value=image(bytes([n]) * 10, kind))
         async with api.client() as client:
             paths = await client.save_result(result(*urls), tmp_path, stem="banana")

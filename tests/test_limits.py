@@ -24,9 +24,7 @@ class TestTiers:
         assert TIERS["standard"] == TierLimits(create=(10, 600), query=(50, 3000), active=15)
         assert TIERS["pro"] == TierLimits(create=(20, 1200), query=(100, 6000), active=30)
         assert TIERS["ultra"] == TierLimits(create=(50, 3000), query=(200, 12000), active=80)
-        assert TIERS["enterprise"] == TierLimits(
-            create=(100, 6000), query=(500, 30000), active=300
-        )
+        assert TIERS["enterprise"] == TierLimits(create=(100, 6000), query=(500, 30000), active=300)
 
     def test_lookup_ignores_case(self) -> None:
         assert tier_limits("PRO") is TIERS["pro"]
@@ -121,7 +119,8 @@ class TestEndpointLimiter:
             tg.start_soon(second)
             await anyio.wait_all_tasks_blocked()
             refused_at = anyio.current_time()
-            limiter.on_rate_limited(0.4, limit=1, window=0.3)  # outlasts the second request's turn in the window
+            # The wait outlasts the second request's turn in the window.
+            limiter.on_rate_limited(0.4, limit=1, window=0.3)
         assert let_through
         assert let_through[0] - refused_at >= 0.4
         assert limiter.requests == 2

@@ -1,8 +1,8 @@
 """The learned limits of one key (`_limits.py`), driven by an injected clock where possible.
 
 `EndpointLimiter` reads time from the clock it is given and sleeps with anyio; a test moves the
-clock by hand and asks whether an acquire would wait (it is started in a task, and found
-still blocked once every task is blocked), so no test depends on how fast the machine is.
+clock by hand and asks whether an acquire would wait (it is started in a task and found still
+waiting after a few scheduler passes), so no test depends on how fast the machine is.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ class Clock:
 async def would_wait(limiter: EndpointLimiter) -> bool:
     """Whether ``limiter.acquire()`` waits now.
 
-    If it goes, the request counts as sent; if it waits, it is cancelled, but keeps the slot it
-    reserved, so a test goes on with a fresh limiter.
+    The attempt runs beside this task for a few scheduler passes, plenty for a request that
+    may go at once; one still waiting then is cancelled. If it went, it counts as sent; if it
+    waited, it may keep what it reserved, so a test goes on with a fresh limiter.
     """
     went = False
 
@@ -60,7 +61,8 @@ async def would_wait(limiter: EndpointLimiter) -> bool:
 
     async with anyio.create_task_group() as group:
         group.start_soon(attempt)
-        await wait_all_tasks_blocked()
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
         group.cancel_scope.cancel()
     return not went
 
@@ -169,24 +171,68 @@ async def test_a_429_body_teaches_the_window_and_retry_after_blocks() -> None:
 
 
 async def test_a_429_while_waiting_sends_the_request_after_the_providers_wait() -> None:
-    # The real clock here: one request per 20 ms, and a 429 asking for 50 ms more while the
-    # second request waits its turn.
-    limiter = EndpointLimiter("create", ((1, 0.02),))
+    # The real clock here: one request per 0.3 s, and a 429 asking for 0.5 s while the second
+    # request waits its turn. Sleeps never end early, so the bound below cannot flake.
+    limiter = EndpointLimiter("create", ((1, 0.3),))
     await limiter.acquire()
     got: list[float] = []
-    throttled_at = 0.0
 
     async def second() -> None:
         got.append(await limiter.acquire())
 
     async with anyio.create_task_group() as group:
         group.start_soon(second)
-        await wait_all_tasks_blocked()
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        assert not got
         throttled_at = anyio.current_time()
-        limiter.on_rate_limited(0.05)
-    # It queued again after the 429 instead of going at the time it had reserved.
-    assert got[0] >= throttled_at
+        limiter.on_rate_limited(0.5, limit=1, window=0.3)
+    assert got[0] >= throttled_at + 0.5  # not at the slot it was waiting for
     assert limiter.requests == 2
+
+
+async def test_a_precise_retry_after_lets_the_next_window_start_on_time() -> None:
+    clock = Clock(0.0)
+    limiter = fresh(clock, ((3, 10.0),))
+    await sent_at(limiter, clock, 0.0, 5.0, 6.0)
+    clock.now = 7.0
+    # The provider's window ends at 9.5: a fixed window, not a sliding one.
+    limiter.on_rate_limited(2.5, limit=3, window=10.0, sent_at=6.0)
+    clock.now = 9.49
+    assert await would_wait(limiter)
+    limiter = fresh(clock, ((3, 10.0),))
+    await sent_at(limiter, clock, 0.0, 5.0, 6.0)
+    clock.now = 7.0
+    limiter.on_rate_limited(2.5, limit=3, window=10.0, sent_at=6.0)
+    # A sliding window would hold the next request until 10 s after the first one.
+    await sent_at(limiter, clock, 9.7, 9.8, 9.9)
+    clock.now = 12.0
+    assert await would_wait(limiter)  # three in the provider's window [9.5, 19.5)
+
+
+async def test_fixed_windows_fall_back_to_sliding_when_the_provider_disagrees() -> None:
+    clock = Clock(0.0)
+    limiter = fresh(clock)
+    await sent_at(limiter, clock, 0.0)
+    clock.now = 1.0
+    limiter.on_rate_limited(2.5, limit=3, window=10.0)  # a precise wait: fixed windows
+    fixed = limiter.rate
+    assert fixed == pytest.approx(3 / 10.0)  # no margin needed on a known grid
+    clock.now = 13.0
+    limiter.on_rate_limited(0.5, limit=3, window=10.0)  # another precise wait: same grid
+    assert limiter.rate == fixed
+
+    # Refused twice for requests the fixed model let through: back to sliding windows, for good.
+    limiter.on_rate_limited(1.0, limit=3, window=10.0, sent_at=5.0)
+    assert limiter.rate == fixed
+    limiter.on_rate_limited(1.0, limit=3, window=10.0, sent_at=6.0)
+    sliding = limiter.rate
+    assert sliding is not None
+    assert sliding < fixed
+    assert_window_rate(sliding, 3, 10.0)
+    clock.now = 20.0
+    limiter.on_rate_limited(2.5, limit=3, window=10.0)
+    assert limiter.rate == sliding
 
 
 async def test_retry_after_alone_blocks_until_it_passes() -> None:
@@ -222,23 +268,26 @@ async def test_a_changed_limit_resizes_the_window() -> None:
 
 async def test_a_429_inside_a_window_it_kept_widens_the_margin_within_bounds() -> None:
     clock = Clock(0.0)
-    limiter = fresh(clock, ((10, 1.0),))
+    limiter = fresh(clock)
+    await limiter.acquire()
+    clock.now = 5.0
+    limiter.learn_window(10, 1.0)
     before = limiter.rate
     assert before is not None
     # Refused for a request sent before the window was known: nothing to learn about clocks.
-    limiter.on_rate_limited(0.1, limit=10, window=1.0, sent_at=-1.0)
-    limiter.on_rate_limited(0.1, limit=10, window=1.0)
+    limiter.on_rate_limited(1.0, limit=10, window=1.0, sent_at=4.0)
+    limiter.on_rate_limited(1.0, limit=10, window=1.0)
     assert limiter.rate == before
 
-    clock.now = 1.0
+    clock.now = 7.0
     sent = await limiter.acquire()
-    limiter.on_rate_limited(0.1, limit=10, window=1.0, sent_at=sent)
+    limiter.on_rate_limited(1.0, limit=10, window=1.0, sent_at=sent)
     after = limiter.rate
     assert after is not None
     assert after < before
     rates = [after]
     for _ in range(30):
-        limiter.on_rate_limited(0.1, limit=10, window=1.0, sent_at=sent)
+        limiter.on_rate_limited(1.0, limit=10, window=1.0, sent_at=sent)
         rate = limiter.rate
         assert rate is not None
         rates.append(rate)
@@ -256,7 +305,7 @@ async def test_a_run_of_accepted_requests_gives_the_margin_back() -> None:
     clock.now = 1.0
     sent = await limiter.acquire()
     for _ in range(5):
-        limiter.on_rate_limited(0.1, limit=10, window=1.0, sent_at=sent)
+        limiter.on_rate_limited(1.0, limit=10, window=1.0, sent_at=sent)
     widened = limiter.rate
     assert widened is not None
     assert start is not None
@@ -369,10 +418,13 @@ async def test_an_unknown_cap_grows_while_creates_succeed() -> None:
     assert not limiter.known
     assert limiter.waiting == 0  # no capacity limiter made yet
     holders = await hold(limiter, 2)
+    for holder in holders:
+        limiter.mark_running(holder)
     limiter.on_created()  # below the cap: nothing to learn
     assert limiter.limit == 3
     holders += await hold(limiter, 1)
     assert limiter.active == 3
+    limiter.mark_running(holders[-1])
     limiter.on_created()
     assert limiter.limit == 4
     holders += await hold(limiter, 1)  # the new slot is usable at once
@@ -380,6 +432,16 @@ async def test_an_unknown_cap_grows_while_creates_succeed() -> None:
     for holder in holders:
         limiter.release(holder)
     assert limiter.active == 0
+
+
+async def test_an_unknown_cap_does_not_grow_on_slots_still_creating() -> None:
+    # Slots held by creates still waiting on the rate limiter say nothing about the provider.
+    limiter = ActiveTaskLimiter(initial=3)
+    holders = await hold(limiter, 3)
+    limiter.on_created()
+    assert limiter.limit == 3
+    for holder in holders:
+        limiter.release(holder)
 
 
 async def test_a_409_cuts_the_cap_to_what_runs_now() -> None:
@@ -526,11 +588,6 @@ async def test_wait_for_release_times_out_without_a_release() -> None:
 # -- Limits and tiers --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Limits(tier=...) reads the anyio clock in learn_window: AsyncNanoBanana(tier=...) "
-    "can no longer be built outside an event loop (NoEventLoopError)",
-)
 def test_limits_with_a_tier_can_be_built_outside_an_event_loop() -> None:
     limits = Limits(tier="basic")
     assert limits.active.limit == 5

@@ -7,6 +7,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
@@ -40,8 +41,10 @@ def states(updates: list[Task]) -> list[str]:
 class TestWaitForResult:
     async def test_polls_until_success_and_reports_each_change(self, api: Api) -> None:
         api.query.mock(
-            side_effect=api.states("waiting", "waiting", "queuing", "generating", "generating")
-            + [api.task(urls=["https://cdn.example.com/a.png", "https://cdn.example.com/b.png"])]
+            side_effect=[
+                *api.states("waiting", "waiting", "queuing", "generating", "generating"),
+                api.task(urls=["https://cdn.example.com/a.png", "https://cdn.example.com/b.png"]),
+            ]
         )
         updates: list[Task] = []
         async with api.client() as client:
@@ -58,7 +61,7 @@ class TestWaitForResult:
         updates: list[str] = []
 
         async def on_update(task: Task) -> None:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             updates.append(task.raw_state)
 
         async with api.client() as client:
@@ -422,6 +425,15 @@ class TestDurationModel:
         much_later = model.next_delay(age=600.0, polls=7, policy=self.POLICY, rng=rng)
         assert near < later < much_later
         assert much_later == self.POLICY.maximum
+
+    def test_expected_remaining(self) -> None:
+        assert DurationModel(min_samples=2).expected_remaining(1.0) is None
+        model = self.model([10.0, 20.0, 30.0, 40.0])
+        assert model.expected_remaining(0.0) == 30.0 - 0.0  # median of all four (upper middle)
+        assert model.expected_remaining(25.0) == 40.0 - 25.0  # of those still running: 30, 40
+        assert model.expected_remaining(39.0) == 40.0 - 39.0
+        # Older than every task seen: about as long again as a typical one.
+        assert model.expected_remaining(100.0) == 30.0
 
     def test_keeps_only_recent_durations(self) -> None:
         model = DurationModel(size=3, min_samples=1)

@@ -47,9 +47,7 @@ class TestBackoff:
         [
             httpx.Response(500, json={"code": 500, "msg": "Internal server error"}),
             httpx.Response(200, json={"code": 500, "msg": "provider error"}),
-            httpx.Response(
-                502, text="<html><h1>502 Bad Gateway</h1></html>", headers={"content-type": "text/html"}
-            ),
+            httpx.Response(502, text="<h1>Bad Gateway</h1>", headers={"content-type": "text/html"}),
             httpx.Response(503),
             httpx.ConnectError("connection refused"),
             httpx.RemoteProtocolError("peer closed connection"),
@@ -59,9 +57,7 @@ class TestBackoff:
         ids=["500", "500-in-200", "html-502", "503", "connect", "dropped", "read-timeout",
              "connect-timeout"],
     )  # fmt: skip
-    async def test_create_is_retried_with_the_same_request_id(
-        self, api: Api, failure: Any
-    ) -> None:
+    async def test_create_is_retried_with_the_same_request_id(self, api: Api, failure: Any) -> None:
         api.create.mock(side_effect=[failure, failure, api.created("task_7")])
         async with api.client() as client:
             assert await client.create_task(REQUEST) == "task_7"
@@ -394,14 +390,22 @@ class TestActiveTaskLimit:
         assert not snapshot.max_active_known
 
     async def test_409_while_our_task_runs_waits_for_it_to_finish(self, api: Api) -> None:
-        first_done = anyio.Event()
-        api.create.mock(
-            side_effect=[
+        first_done, refused = anyio.Event(), anyio.Event()
+        answers = iter(
+            [
                 api.created("task_a"),
                 api.error(409, "Active task limit exceeded"),
                 api.created("task_b"),
             ]
         )
+
+        def create(request: httpx.Request) -> httpx.Response:
+            response = next(answers)
+            if response.status_code == 409:
+                refused.set()
+            return response
+
+        api.create.mock(side_effect=create)
 
         async def query(request: httpx.Request) -> httpx.Response:
             task_id = request.url.params["taskId"]
@@ -420,8 +424,7 @@ class TestActiveTaskLimit:
                 tg.start_soon(generate)
                 await anyio.wait_all_tasks_blocked()
                 tg.start_soon(generate)
-                while api.create.call_count < 2:
-                    await anyio.sleep(0.001)
+                await refused.wait()
                 await anyio.wait_all_tasks_blocked()
                 # Refused while task_a runs: the cap is learned and the second call queues.
                 assert client.limits_snapshot().max_active == 1

@@ -1,0 +1,88 @@
+"""The public names of the package: a change to them is a deliberate, visible act."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import nanobanana_async as nb
+
+PUBLIC = [
+    "DEFAULT_BASE_URL",
+    "IMAGE_SIZES",
+    "TIERS",
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "ActiveTaskLimitError",
+    "AsyncNanoBanana",
+    "AuthenticationError",
+    "BadRequestError",
+    "BatchOutcome",
+    "BatchRunner",
+    "BatchStatistics",
+    "DecodeError",
+    "DownloadError",
+    "ImageSize",
+    "ImageToImage",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "Limits",
+    "LimitsSnapshot",
+    "NanoBananaError",
+    "OnUpdate",
+    "OutputFormat",
+    "PollPolicy",
+    "ProgressHook",
+    "RateLimitError",
+    "Request",
+    "RetryPolicy",
+    "ServerError",
+    "Task",
+    "TaskFailedError",
+    "TaskNotFoundError",
+    "TaskResult",
+    "TaskState",
+    "TextToImage",
+    "TierLimits",
+    "UnprocessableEntityError",
+    "WaitTimeoutError",
+    "__version__",
+]
+
+
+def isort_style(name: str) -> tuple[int, str]:
+    """ruff's RUF022 order: CONSTANTS, then Classes, then everything else."""
+    if name.isupper():
+        return (0, name)
+    if name[0].isupper():
+        return (1, name)
+    return (2, name)
+
+
+def test_all_is_exactly_the_public_api() -> None:
+    assert nb.__all__ == PUBLIC
+
+
+def test_all_is_sorted() -> None:
+    assert nb.__all__ == sorted(nb.__all__, key=isort_style)
+
+
+def test_every_name_exists() -> None:
+    for name in nb.__all__:
+        assert getattr(nb, name) is not None
+
+
+def test_no_public_name_is_left_out_of_all() -> None:
+    # "@py_..." names come from pytest rewriting the package's asserts (it ships a plugin).
+    public = {name for name in vars(nb) if not name.startswith(("_", "@"))}
+    assert public - set(nb.__all__) <= {"testing"}
+
+
+def test_the_names_the_spec_fixes() -> None:
+    for name in ("AsyncNanoBanana", "TextToImage", "ImageToImage", "BatchRunner", "Task",
+                 "TaskState", "TaskResult", "BatchOutcome"):  # fmt: skip
+        assert name in nb.__all__
+
+
+def test_version_matches_the_distribution() -> None:
+    assert nb.__version__ == importlib.metadata.version("nanobanana-async")
