@@ -18,6 +18,7 @@ import inspect
 import math
 import os
 import random
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -198,6 +199,7 @@ class BatchRunner:
         self._counters = _Counters()
         self._stop: APIStatusError | None = None
         self._running = False
+        self._progress_lock: anyio.Lock | None = None
 
     # -- public ------------------------------------------------------------------------------
 
@@ -264,14 +266,20 @@ class BatchRunner:
         snapshot = self._client.limits.snapshot()
         self._counters.conflicts0 = snapshot.conflicts
         self._counters.rate_limited0 = snapshot.rate_limited
-        send, receive = anyio.create_memory_object_stream[BatchOutcome](64)
         try:
-            async with anyio.create_task_group() as group, receive:
-                group.start_soon(self._drive, requests, send)
-                try:
-                    yield receive
-                finally:
-                    group.cancel_scope.cancel()
+            # Opened here, so that a bad journal raises as itself, not inside a task group.
+            journal = None if self._journal_path is None else await Journal.open(self._journal_path)
+            try:
+                send, receive = anyio.create_memory_object_stream[BatchOutcome](64)
+                async with anyio.create_task_group() as group, receive:
+                    group.start_soon(self._drive, requests, journal, send)
+                    try:
+                        yield receive
+                    finally:
+                        group.cancel_scope.cancel()
+            finally:
+                if journal is not None:
+                    await journal.aclose()
         finally:
             self._running = False
 
@@ -280,10 +288,10 @@ class BatchRunner:
     async def _drive(
         self,
         requests: Iterable[Request] | AsyncIterable[Request],
+        journal: Journal | None,
         send: MemoryObjectSendStream[BatchOutcome],
     ) -> None:
         async with send:
-            journal = None if self._journal_path is None else await Journal.open(self._journal_path)
             try:
                 async with anyio.create_task_group() as background:
                     if journal is not None:
@@ -293,7 +301,9 @@ class BatchRunner:
                     background.cancel_scope.cancel()
             finally:
                 if journal is not None:
-                    await journal.aclose()
+                    # Every outcome is on disk before the consumer sees the stream end.
+                    with anyio.CancelScope(shield=True):
+                        await journal.flush()
 
     async def _feed(
         self,
@@ -303,51 +313,65 @@ class BatchRunner:
         send: MemoryObjectSendStream[BatchOutcome],
     ) -> None:
         rows = _JournalCursor(journal)
-        active = self._client.limits.active
         index = -1
-        async for request in _aiter(requests):
-            index += 1
-            self._counters.submitted += 1
-            if not isinstance(request, (TextToImage, ImageToImage)):
-                error = InvalidRequestError(
-                    "request",
-                    f"must be a TextToImage or ImageToImage, not {type(request).__name__}",
-                )
-                await self._emit(send, BatchOutcome(index=index, request=request, error=error))
-                continue
-            body = request_body(request)
-            job_fingerprint = fingerprint(body)
-            row = await rows.get(index)
-            if row is not None and row.fingerprint != job_fingerprint:
-                error = InvalidRequestError(
-                    "journal",
-                    f"job {index} differs from the request journaled at that place; "
-                    "use a new journal for a different batch",
-                )
-                await self._emit(send, BatchOutcome(index=index, request=request, error=error))
-                continue
-            if row is not None and row.finished:
-                await self._emit(send, _resumed_outcome(row, request))
-                continue
-            request_id = journal.request_id(index, job_fingerprint) if journal is not None else None
-            task_id = row.task_id if row is not None else None
-            if task_id is None and self._stop is not None:
-                await self._emit(send, self._stopped(index, request))
-                continue
-            holder = object()
-            await active.acquire(holder)
-            if task_id is None and self._stop is not None:
-                active.release(holder)
-                await self._emit(send, self._stopped(index, request))
-                continue
-            self._counters.running += 1
-            jobs.start_soon(
-                self._job,
-                _Job(index, request, job_fingerprint, request_id, task_id),
-                holder,
-                journal,
-                send,
+        async with contextlib.aclosing(_aiter(requests)) as items:
+            async for request in items:
+                index += 1
+                await self._admit(index, request, rows, journal, jobs, send)
+
+    async def _admit(
+        self,
+        index: int,
+        request: object,
+        rows: _JournalCursor,
+        journal: Journal | None,
+        jobs: anyio.abc.TaskGroup,
+        send: MemoryObjectSendStream[BatchOutcome],
+    ) -> None:
+        """Take one request: answer it from the journal, or start its job once a slot frees."""
+        active = self._client.limits.active
+        self._counters.submitted += 1
+        if not isinstance(request, (TextToImage, ImageToImage)):
+            error = InvalidRequestError(
+                "request", f"must be a TextToImage or ImageToImage, not {type(request).__name__}"
             )
+            await self._emit(send, BatchOutcome(index=index, request=request, error=error))
+            return
+        job_fingerprint = fingerprint(request_body(request))
+        row = await rows.get(index)
+        if row is not None and row.fingerprint != job_fingerprint:
+            error = InvalidRequestError(
+                "journal",
+                f"job {index} differs from the request journaled at that place; "
+                "use a new journal for a different batch",
+            )
+            await self._emit(send, BatchOutcome(index=index, request=request, error=error))
+            return
+        if row is not None and row.finished:
+            await self._emit(send, _resumed_outcome(row, request))
+            return
+        # With a journal, the id is derived from it, so a rerun sends the same one.
+        request_id = (
+            journal.request_id(index, job_fingerprint) if journal is not None else str(uuid.uuid4())
+        )
+        task_id = row.task_id if row is not None else None
+        if task_id is None and self._stop is not None:
+            await self._emit(send, self._stopped(index, request))
+            return
+        holder = object()
+        await active.acquire(holder)
+        if task_id is None and self._stop is not None:
+            active.release(holder)
+            await self._emit(send, self._stopped(index, request))
+            return
+        self._counters.running += 1
+        jobs.start_soon(
+            self._job,
+            _Job(index, request, job_fingerprint, request_id, task_id),
+            holder,
+            journal,
+            send,
+        )
 
     async def _job(
         self,
@@ -379,7 +403,7 @@ class BatchRunner:
                 )
             created_at = anyio.current_time()
             self._counters.created += 1
-            if journal is not None and job.request_id is not None:
+            if journal is not None:
                 journal.record(
                     job.index,
                     job.fingerprint,
@@ -507,7 +531,7 @@ class BatchRunner:
         exc: NanoBananaError | None = None,
         urls: tuple[str, ...] = (),
     ) -> None:
-        if journal is None or job.request_id is None:
+        if journal is None:
             return
         code: str | None = None
         if isinstance(exc, TaskFailedError):
@@ -548,9 +572,13 @@ class BatchRunner:
             self._counters.failed += 1
         await send.send(outcome)
         if self._on_progress is not None:
-            called = self._on_progress(self.statistics())
-            if inspect.isawaitable(called):
-                await called
+            # One call at a time, so the hook sees the counts grow in order.
+            if self._progress_lock is None:
+                self._progress_lock = anyio.Lock()
+            async with self._progress_lock:
+                called = self._on_progress(self.statistics())
+                if inspect.isawaitable(called):
+                    await called
 
 
 class _PollSlot:
@@ -567,7 +595,7 @@ class _Job:
     index: int
     request: Request
     fingerprint: str
-    request_id: str | None
+    request_id: str
     task_id: str | None
 
 
@@ -634,7 +662,9 @@ def _wall_age(task: Task) -> float:
     return time.time() - task.create_time.timestamp()
 
 
-async def _aiter(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterator[object]:
+async def _aiter(
+    requests: Iterable[Request] | AsyncIterable[Request],
+) -> AsyncGenerator[object, None]:
     if isinstance(requests, AsyncIterable):
         async for request in cast("AsyncIterable[object]", requests):
             yield request

@@ -653,6 +653,8 @@ class BatchReport:
     stop: NanoBananaError | None = None
     failures: list[tuple[str, str, str]] = attrs.field(factory=list["tuple[str, str, str]"])
     unlisted_failures: int = 0
+    final: BatchStatistics | None = None
+    last_running: int = 0
 
     def fail(self, where: str, task_id: str | None, message: str) -> None:
         """Note a failed job, keeping only the first few for the summary."""
@@ -662,8 +664,10 @@ class BatchReport:
             self.unlisted_failures += 1
 
     def statistics(self) -> BatchStatistics | None:
-        """The runner's statistics, if it started."""
-        return None if self.runner is None else self.runner.statistics()
+        """The runner's statistics (as they were when it ended), if it started."""
+        if self.final is not None or self.runner is None:
+            return self.final
+        return self.runner.statistics()
 
     def exit_code(self) -> int:
         """3 if the key or credits stopped the batch, 2 for invalid rows, 1 for failures."""
@@ -775,6 +779,7 @@ class _BatchView:
         stats = report.statistics()
         if stats is None:
             return
+        report.last_running = stats.running
         self._progress.update(
             self._bar,
             completed=stats.done,
@@ -873,22 +878,26 @@ async def run_batch(
             pending[index] = row
             yield row.item
 
-    with _progress(ui) as progress:
-        bar = progress.add_task(
-            "batch", total=report.total, ok=0, failed=0, running=0, limits="limits: learning"
-        )
-        view = _BatchView(ui, report, progress, bar, client, what=what, quiet=quiet)
-        async with anyio.create_task_group() as background:
-            background.start_soon(view.ticker)
-            async with anyio.create_task_group() as saves:
-                # A BadRow is not a request: the runner makes it a failed outcome at its own
-                # index without sending anything, so rows keep their places in the journal.
-                batch = cast("Iterable[Request]", requests())
-                async with runner.stream(batch) as results:
-                    async for outcome in results:
-                        await view.take(outcome, pending.pop(outcome.index), saves)
-            background.cancel_scope.cancel()
-        view.refresh()
+    try:
+        with _progress(ui) as progress:
+            bar = progress.add_task(
+                "batch", total=report.total, ok=0, failed=0, running=0, limits="limits: learning"
+            )
+            view = _BatchView(ui, report, progress, bar, client, what=what, quiet=quiet)
+            async with anyio.create_task_group() as background:
+                background.start_soon(view.ticker)
+                async with anyio.create_task_group() as saves:
+                    # A BadRow is not a request: the runner makes it a failed outcome at its
+                    # own index without sending anything, so rows keep their journal places.
+                    batch = cast("Iterable[Request]", requests())
+                    async with runner.stream(batch) as results:
+                        async for outcome in results:
+                            await view.take(outcome, pending.pop(outcome.index), saves)
+                background.cancel_scope.cancel()
+            view.refresh()
+    finally:
+        # Read now: after an interrupt the summary is printed outside the event loop.
+        report.final = runner.statistics()
 
 
 def print_summary(ui: Ui, report: BatchReport, *, what: str = "line") -> None:
@@ -948,15 +957,19 @@ def _interrupted_batch(ui: Ui, report: BatchReport, journal: Path | None) -> Non
         return
     total = "?" if report.total is None else str(report.total)
     ui.error(
-        f"interrupted: {stats.done} of {total} done, {stats.running} still running on the provider"
+        f"interrupted: {stats.done} of {total} done, {report.last_running} in flight "
+        "(tasks already created go on at the provider)"
     )
     command = shlex.join(["nanobanana", *sys.argv[1:]])
     if journal is not None:
-        ui.info(f"their task ids are in the journal {journal}; to resume, run again: {command}")
+        ui.info(
+            f"The journal {journal} holds every task id created so far. "
+            f"To resume without paying twice, run the same command again: {command}"
+        )
     else:
         ui.info(
-            "no journal was kept, so a re-run would create them again: "
-            "pass --journal PATH to make a batch resumable"
+            "No journal was kept, so running the batch again creates every unfinished task "
+            "again: pass --journal PATH to make a batch resumable."
         )
 
 
@@ -1046,7 +1059,6 @@ def _build_app() -> "typer.Typer":
 
     app = typer.Typer(
         name="nanobanana",
-        help="Generate and edit images with the Nano Banana API.",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,

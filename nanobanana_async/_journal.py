@@ -109,7 +109,7 @@ class Journal:
         """Open (or create) the journal at ``path``.
 
         Raises:
-            ValueError: The file is not a journal of this library.
+            ValueError: The file cannot be opened, or is not a journal of this library.
         """
         target = Path(path)
         return await anyio.to_thread.run_sync(cls._open_sync, target)
@@ -118,8 +118,14 @@ class Journal:
     def _open_sync(cls, path: Path) -> Journal:
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ValueError(f"cannot open the batch journal {path}: {exc}") from exc
+        try:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+            if tables and "meta" not in tables:
+                raise ValueError(f"{path} is not a nanobanana-async batch journal")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)

@@ -96,6 +96,23 @@ class TestEndpointLimiter:
         assert limiter.requests == 3
 
     @pytest.mark.anyio
+    async def test_requests_go_in_arrival_order(self) -> None:
+        limiter = EndpointLimiter("create", ((1, 0.02),))
+        order: list[int] = []
+
+        async def request(n: int) -> None:
+            await limiter.acquire()
+            order.append(n)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(5):
+                tg.start_soon(request, n)
+                # Each arrives while the ones before it still wait for the window.
+                await anyio.wait_all_tasks_blocked()
+        assert order == [0, 1, 2, 3, 4]
+        assert limiter.requests == 5
+
+    @pytest.mark.anyio
     async def test_retry_after_blocks_every_caller(self) -> None:
         limiter = EndpointLimiter("query")
         await limiter.acquire()
