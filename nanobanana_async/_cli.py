@@ -172,6 +172,10 @@ def describe(exc: BaseException) -> str:
     return _one_line(str(exc)) or type(exc).__name__
 
 
+def _os_error(exc: OSError) -> str:
+    return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+
+
 def exit_code_for(exc: BaseException) -> int:
     """The exit code for an error that ended a command."""
     if isinstance(exc, CliError):
@@ -470,31 +474,30 @@ def execute(
     """Run ``work`` on anyio and turn what it raises into one line and an exit code."""
     try:
         return anyio.run(work)
-    except KeyboardInterrupt:
-        pass
-    except Exception as exc:
+    except BaseException as exc:
+        # Errors from inside task groups arrive wrapped in exception groups.
         leaf = _leaf(exc)
+        if not isinstance(leaf, (Exception, KeyboardInterrupt)):
+            raise
         if isinstance(leaf, KeyboardInterrupt):
-            pass
-        elif isinstance(leaf, (NanoBananaError, CliError)):
+            if on_interrupt is not None:
+                on_interrupt()
+            else:
+                ui.error("interrupted")
+            return EXIT_INTERRUPTED
+        if isinstance(leaf, (NanoBananaError, CliError)):
             ui.error(describe(leaf))
             return exit_code_for(leaf)
-        elif isinstance(leaf, OSError):
-            ui.error(f"{leaf.strerror or leaf}" + (f": {leaf.filename}" if leaf.filename else ""))
+        if isinstance(leaf, OSError):
+            ui.error(_os_error(leaf))
             return EXIT_FAILURE
-        elif ui.verbose:
+        if ui.verbose:
             raise
-        else:
-            ui.error(
-                f"unexpected {type(leaf).__name__}: {describe(leaf)} "
-                "(run with --verbose for the traceback)"
-            )
-            return EXIT_FAILURE
-    if on_interrupt is not None:
-        on_interrupt()
-    else:
-        ui.error("interrupted")
-    return EXIT_INTERRUPTED
+        ui.error(
+            f"unexpected {type(leaf).__name__}: {describe(leaf)} "
+            "(run with --verbose for the traceback)"
+        )
+        return EXIT_FAILURE
 
 
 def open_client(settings: Settings, **kwargs: Any) -> AsyncNanoBanana:
@@ -554,12 +557,22 @@ async def generate_image(
                     task_id, timeout=remaining, on_update=_on_update(status, task_id)
                 )
             except WaitTimeoutError as exc:
+                state = f" (last state: {exc.task.raw_state})" if exc.task else ""
                 raise CliError(
-                    f"{exc}; it may still finish: nanobanana download {task_id} --wait",
+                    f"task {task_id} did not finish within {timeout:g} s{state}; "
+                    f"it may still finish: nanobanana download {task_id} --wait",
                     EXIT_FAILURE,
                 ) from None
             status.update(f"task {task_id}: saving")
-            paths = await client.save_result(result, out)
+            try:
+                paths = await client.save_result(result, out)
+            except (OSError, NanoBananaError) as exc:
+                detail = describe(exc) if isinstance(exc, NanoBananaError) else _os_error(exc)
+                raise CliError(
+                    f"task {task_id} succeeded but its image was not saved ({detail}); "
+                    f"try again: nanobanana download {task_id} --out DIR",
+                    EXIT_FAILURE,
+                ) from None
     ui.info(f"task {task_id} succeeded")
     for path in paths:
         ui.result(str(path))
@@ -750,6 +763,7 @@ class _BatchView:
         report: BatchReport,
         progress: "Progress",
         bar: "TaskID",
+        runner: BatchRunner,
         client: AsyncNanoBanana,
         *,
         what: str,
@@ -759,6 +773,7 @@ class _BatchView:
         self._report = report
         self._progress = progress
         self._bar = bar
+        self._runner = runner
         self._client = client
         self._what = what
         self._quiet = quiet
@@ -776,9 +791,7 @@ class _BatchView:
 
     def refresh(self) -> None:
         report = self._report
-        stats = report.statistics()
-        if stats is None:
-            return
+        stats = self._runner.statistics()
         report.last_running = stats.running
         self._progress.update(
             self._bar,
@@ -883,7 +896,7 @@ async def run_batch(
             bar = progress.add_task(
                 "batch", total=report.total, ok=0, failed=0, running=0, limits="limits: learning"
             )
-            view = _BatchView(ui, report, progress, bar, client, what=what, quiet=quiet)
+            view = _BatchView(ui, report, progress, bar, runner, client, what=what, quiet=quiet)
             async with anyio.create_task_group() as background:
                 background.start_soon(view.ticker)
                 async with anyio.create_task_group() as saves:
@@ -904,9 +917,8 @@ def print_summary(ui: Ui, report: BatchReport, *, what: str = "line") -> None:
     """The summary table (stdout) and the one-line error of a stopped batch (stderr)."""
     from rich.table import Table
 
-    stats = report.statistics()
-    if stats is None:
-        return
+    stats = report.final
+    assert stats is not None, "print_summary comes after run_batch"
     table = Table(title="Batch summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -952,12 +964,10 @@ def print_summary(ui: Ui, report: BatchReport, *, what: str = "line") -> None:
 
 def _interrupted_batch(ui: Ui, report: BatchReport, journal: Path | None) -> None:
     stats = report.statistics()
-    if stats is None:
-        ui.error("interrupted")
-        return
+    done = 0 if stats is None else stats.done
     total = "?" if report.total is None else str(report.total)
     ui.error(
-        f"interrupted: {stats.done} of {total} done, {report.last_running} in flight "
+        f"interrupted: {done} of {total} done, {report.last_running} in flight "
         "(tasks already created go on at the provider)"
     )
     command = shlex.join(["nanobanana", *sys.argv[1:]])
@@ -1281,8 +1291,8 @@ def _build_app() -> "typer.Typer":
                     task_timeout=timeout,
                     quiet=quiet,
                 )
-            stats = report.statistics()
-            if stats is not None and stats.submitted == 0:
+            assert report.final is not None
+            if report.final.submitted == 0:
                 raise CliError(f"{file} holds no requests")
             print_summary(ui, report)
             return report.exit_code()
@@ -1359,11 +1369,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="nanobanana")
     except SystemExit as exc:
-        code = exc.code
-        if code is None:
-            return EXIT_OK
-        if isinstance(code, int):
-            return code
-        sys.stderr.write(f"{code}\n")
-        return EXIT_FAILURE
-    return EXIT_OK
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    return EXIT_OK  # pragma: no cover - typer always ends with SystemExit

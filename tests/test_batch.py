@@ -370,6 +370,22 @@ async def test_insufficient_credits_stop_creation_and_created_tasks_still_finish
     assert_no_duplicates(fake)
 
 
+@pytest.mark.parametrize("refusal", ["credits", "key"])
+async def test_one_slot_means_exactly_one_refused_create(refusal: str) -> None:
+    # The next request waits for the slot the refused create holds, and is not sent after it.
+    fake = fake_provider(credits=1 if refusal == "credits" else None)
+    kwargs = {"api_key": "sk-wrong"} if refusal == "key" else {}
+    async with client_for(fake, **kwargs) as client:
+        outcomes = await BatchRunner(client, max_active=1).run(prompts(5))
+    refused = fake.stats.insufficient_credits + fake.stats.unauthorized
+    assert refused == 1
+    expected = InsufficientCreditsError if refusal == "credits" else AuthenticationError
+    first_refused = 1 if refusal == "credits" else 0
+    assert all(o.ok for o in outcomes[:first_refused])
+    assert all(isinstance(o.error, expected) for o in outcomes[first_refused:])
+    assert fake.stats.create_requests == first_refused + 1
+
+
 async def test_a_wrong_key_stops_the_batch_after_a_handful_of_creates() -> None:
     fake = fake_provider()
     async with client_for(fake, api_key="sk-wrong") as client:
@@ -756,7 +772,7 @@ async def test_resuming_an_interrupted_batch_creates_nothing_twice(
     # A third run sends nothing at all.
     async with client_for(fake) as client:
         third = await BatchRunner(client, journal=path).run(requests)
-    assert all(o.resumed for o in third)
+    assert [o.index for o in third if not o.resumed] == []
     assert fake.stats.create_requests == stats.create_requests
     assert fake.stats.query_requests == stats.query_requests
 

@@ -2,12 +2,14 @@
 
 Every command runs as ``python -m nanobanana_async ...`` with ``NANOBANANA_API_KEY`` and
 ``NANOBANANA_BASE_URL`` pointing at a `FakeNanoBanana` served on loopback from a background
-thread of this process, so the tests can look at what the fake received. The batch-file readers
-are also tested in-process, for the corner cases of CSV and JSONL.
+thread of this process (a fresh one per test), so the tests can look at what the fake received.
+Independent invocations of one test run side by side, to keep the file fast. The batch-file
+readers are also tested in-process, for the corner cases of CSV and JSONL.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import json
@@ -18,7 +20,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +29,21 @@ import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from nanobanana_async import IMAGE_SIZES, ImageToImage, TextToImage
+from nanobanana_async import _cli as cli
 from nanobanana_async._cli import (
     BadRow,
     CliError,
     count_rows,
     csv_rows,
     jsonl_rows,
+    main,
     open_batch_file,
     request_from_fields,
 )
 from nanobanana_async.testing import FakeNanoBanana, FakeStats
 
 KEY = "sk-test"
+Popen = subprocess.Popen[str]
 PYTHON = [sys.executable, "-m", "nanobanana_async"]
 
 
@@ -66,7 +71,7 @@ def serve(portal: BlockingPortal, fake: FakeNanoBanana) -> Iterator[Served]:
         yield Served(fake, base_url, portal)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def served(portal: BlockingPortal) -> Iterator[Served]:
     """The fake of the 'basic' tier, 100 times faster than the real service."""
     with serve(portal, FakeNanoBanana(api_key=KEY, time_scale=0.01)) as served:
@@ -82,18 +87,60 @@ def env_for(served: Served | None, **extra: str) -> dict[str, str]:
     return env
 
 
-def nanobanana(
-    *args: str | Path, served: Served | None, cwd: Path, **env: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+Result = subprocess.CompletedProcess[str]
+
+
+def start(args: Sequence[str | Path], served: Served | None, cwd: Path, **env: str) -> Popen:
+    return subprocess.Popen(
         [*PYTHON, *map(str, args)],
         env=env_for(served, **env),
         cwd=cwd,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
-        check=False,
     )
+
+
+def finish(process: Popen) -> Result:
+    stdout, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def nanobanana(*args: str | Path, served: Served | None, cwd: Path, **env: str) -> Result:
+    """Run one command to its end."""
+    return finish(start(args, served, cwd, **env))
+
+
+def side_by_side(
+    *commands: Sequence[str | Path], served: Served | None, cwd: Path, **env: str
+) -> list[Result]:
+    """Run independent commands at the same time; their results in the same order."""
+    return [finish(p) for p in [start(args, served, cwd, **env) for args in commands]]
+
+
+@attrs.define
+class InProcess:
+    """Runs `main` in this process (cheaper than a subprocess) for the variants of a command."""
+
+    monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str]
+
+    def __call__(self, *args: str | Path, served: Served | None, cwd: Path, **env: str) -> Result:
+        with self.monkeypatch.context() as patch:
+            for name in [name for name in os.environ if name.startswith("NANOBANANA_")]:
+                patch.delenv(name)
+            for name, value in env_for(served, **env).items():
+                if name.startswith("NANOBANANA_") or name == "COLUMNS":
+                    patch.setenv(name, value)
+            patch.chdir(cwd)
+            code = main([str(arg) for arg in args])
+        out, err = self.capsys.readouterr()
+        return subprocess.CompletedProcess([str(arg) for arg in args], code, out, err)
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcess:
+    return InProcess(monkeypatch, capsys)
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -130,7 +177,7 @@ def test_importing_the_library_imports_no_cli_dependency(tmp_path: Path) -> None
     code = (
         "import sys; cli = {'typer', 'rich', 'click', 'rich.progress'}; import httpx; "
         "before = cli & set(sys.modules); "
-        "import nanobanana_async, nanobanana_async.testing, nanobanana_async._cli; "
+        "import nanobanana_async, nanobanana_async.testing, nanobanana_async.__main__; "
         "print(sorted((cli & set(sys.modules)) - before))"
     )
     result = subprocess.run(
@@ -151,44 +198,43 @@ def test_without_the_cli_extra_main_says_what_to_install(tmp_path: Path) -> None
     assert "pip install 'nanobanana-async[cli]'" in one_error_line(result)
 
 
-def test_help_lists_every_command_and_version_prints_the_version(tmp_path: Path) -> None:
-    result = nanobanana("--help", served=None, cwd=tmp_path)
-    assert result.returncode == 0
+def test_help_version_and_usage_errors(tmp_path: Path, in_process: InProcess) -> None:
+    helped = nanobanana("--help", served=None, cwd=tmp_path)
+    assert helped.returncode == 0
     for command in ("generate", "edit", "batch", "status", "download", "demo"):
-        assert command in result.stdout
-    version = nanobanana("--version", served=None, cwd=tmp_path)
+        assert command in helped.stdout
+    version = in_process("--version", served=None, cwd=tmp_path)
     assert version.returncode == 0
     assert version.stdout.startswith("nanobanana-async ")
-
-
-def test_an_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
-    result = nanobanana("generate", "a banana", "--colour", "red", served=None, cwd=tmp_path)
-    assert result.returncode == 2
-    assert "--colour" in result.stderr
+    unknown = in_process("generate", "a banana", "--colour", "red", served=None, cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "--colour" in unknown.stderr
 
 
 # -- generate, edit, status, download ---------------------------------------------------------
 
 
-def test_generate_saves_the_image_and_prints_its_path(served: Served, tmp_path: Path) -> None:
-    before = served.stats().tasks_created
-    result = nanobanana("generate", "a banana", "--out", "images", served=served, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    [printed] = result.stdout.splitlines()
+def test_generate_and_edit_save_the_images_asked_for(served: Served, tmp_path: Path) -> None:
+    urls = ["https://example.com/a.png", "https://example.com/b.png"]
+    plain, wide, edited = side_by_side(
+        ["generate", "a banana", "--out", "images"],
+        ["generate", "a wide banana", "--size", "16:9", "--format", "jpeg", "--no-nsfw-checker"],
+        ["edit", "make it gold", "--image", urls[0], "-i", urls[1], "-o", "edits"],
+        served=served,
+        cwd=tmp_path,
+    )
+    for result in (plain, wide, edited):
+        assert result.returncode == 0, result.stderr
+        assert "succeeded" in result.stderr
+    assert served.stats().tasks_created == 3
+
+    [printed] = plain.stdout.splitlines()
     path = tmp_path / printed
     assert path.parent == tmp_path / "images"
+    assert path.suffix == ".png"
     assert_image(path)
-    assert served.stats().tasks_created == before + 1
-    assert "succeeded" in result.stderr
 
-
-def test_generate_sends_the_size_and_format_asked_for(served: Served, tmp_path: Path) -> None:
-    result = nanobanana(
-        "generate", "a wide banana", "--size", "16:9", "--format", "jpeg", "--no-nsfw-checker",
-        served=served, cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    path = tmp_path / result.stdout.strip()
+    path = tmp_path / wide.stdout.strip()
     assert path.suffix == ".jpg"
     assert_image(path)
     task = served.portal.call(lambda: served.fake.tasks[path.stem])
@@ -199,112 +245,117 @@ def test_generate_sends_the_size_and_format_asked_for(served: Served, tmp_path: 
         "nsfw_checker": False,
     }
 
-
-def test_edit_sends_the_image_urls_and_saves_the_result(served: Served, tmp_path: Path) -> None:
-    urls = ["https://example.com/a.png", "https://example.com/b.png"]
-    result = nanobanana(
-        "edit", "make it gold", "--image", urls[0], "-i", urls[1], "-o", "edits",
-        served=served, cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    path = tmp_path / result.stdout.strip()
+    path = tmp_path / edited.stdout.strip()
+    assert path.parent == tmp_path / "edits"
     assert_image(path)
     task = served.portal.call(lambda: served.fake.tasks[path.stem])
     assert task.model == "nano-banana-image-to-image"
     assert task.body["input"]["image_urls"] == urls
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["generate", "a banana", "--size", "7:3"], "image_size: must be one of"),
-        (["generate", "a banana", "--format", "jpg"], "write 'jpeg'"),
-        (["generate", "   "], "prompt: is required"),
-        (["generate", "a banana", "--timeout", "0"], "--timeout must be more than 0"),
-        (["edit", "gold", "--image", "http://example.com/a.png"], "image_urls[0]"),
-        (["edit", "gold", "--image", "/home/me/a.png"], "no local paths"),
-    ],
-)
+INVALID = [
+    (["generate", "a banana", "--size", "7:3"], "image_size: must be one of"),
+    (["generate", "a banana", "--format", "jpg"], "write 'jpeg'"),
+    (["generate", "   "], "prompt: is required"),
+    (["generate", "a banana", "--timeout", "0"], "--timeout must be more than 0"),
+    (["edit", "gold", "--image", "http://example.com/a.png"], "image_urls[0]"),
+    (["edit", "gold", "--image", "/home/me/a.png"], "no local paths"),
+]
+
+
 def test_invalid_requests_are_one_line_exit_2_and_send_nothing(
-    served: Served, tmp_path: Path, args: list[str], message: str
+    served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
-    before = served.stats().create_requests
+    (args, message), *variants = INVALID
     result = nanobanana(*args, served=served, cwd=tmp_path)
     assert result.returncode == 2
     assert message in one_error_line(result)
-    assert served.stats().create_requests == before
+    for args, message in variants:
+        result = in_process(*args, served=served, cwd=tmp_path)
+        assert result.returncode == 2, args
+        assert message in one_error_line(result)
+    assert served.stats().create_requests == 0
 
 
-def test_a_missing_key_is_one_line_exit_3(tmp_path: Path) -> None:
-    result = nanobanana("generate", "a banana", served=None, cwd=tmp_path)
-    assert result.returncode == 3
-    line = one_error_line(result)
-    assert "--api-key" in line
-    assert "NANOBANANA_API_KEY" in line
-
-
-def test_a_wrong_key_is_one_line_exit_3_that_never_shows_the_key(
-    served: Served, tmp_path: Path
+def test_key_and_connection_errors_are_one_line(
+    served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
     wrong = "sk-WRONG-0xDEADBEEF"
-    for args in (["generate", "a banana"], ["status", "task_1"]):
-        result = nanobanana("--api-key", wrong, *args, served=served, cwd=tmp_path)
-        assert result.returncode == 3
-        assert "API key was refused" in one_error_line(result)
-        assert wrong not in result.stderr + result.stdout
-
-
-def test_an_unreachable_api_is_exit_1(tmp_path: Path) -> None:
-    result = nanobanana(
-        "status", "task_1", served=None, cwd=tmp_path,
-        NANOBANANA_API_KEY=KEY, NANOBANANA_BASE_URL="http://127.0.0.1:9",
+    processes = [
+        start(["--api-key", wrong, "generate", "a banana"], served, tmp_path),
+        start(["generate", "a banana"], None, tmp_path),
+    ]
+    unreachable = in_process(
+        "--api-key", KEY, "--base-url", "http://127.0.0.1:9", "status", "task_1",
+        served=None, cwd=tmp_path,
     )  # fmt: skip
-    assert result.returncode == 1
-    assert "could not reach the API" in one_error_line(result)
+    bad_status = in_process("--api-key", wrong, "status", "task_1", served=served, cwd=tmp_path)
+    bad_generate, missing = map(finish, processes)
+    assert missing.returncode == 3
+    line = one_error_line(missing)
+    assert "no API key" in line
+    assert "--api-key" in line
+    assert "NANOBANANA_API_KEY" in line
+    for refused in (bad_generate, bad_status):
+        assert refused.returncode == 3
+        assert "API key was refused" in one_error_line(refused)
+        assert wrong not in refused.stderr + refused.stdout
+    assert served.stats().tasks_created == 0
+    assert unreachable.returncode == 1
+    assert "could not reach the API" in one_error_line(unreachable)
 
 
-def test_no_wait_then_status_and_download(served: Served, tmp_path: Path) -> None:
+def test_unknown_tasks_are_exit_1_and_verbose_never_logs_the_key(
+    served: Served, tmp_path: Path, in_process: InProcess
+) -> None:
+    status, verbose = side_by_side(
+        ["status", "task_does_not_exist"],
+        ["--verbose", "status", "task_nope"],
+        served=served,
+        cwd=tmp_path,
+    )
+    download = in_process("download", "task_does_not_exist", served=served, cwd=tmp_path)
+    for result in (status, download):
+        assert result.returncode == 1
+        assert "task 'task_does_not_exist' not found" in one_error_line(result)
+    assert verbose.returncode == 1
+    assert "recordInfo" in verbose.stderr
+    assert "error: task 'task_nope' not found" in verbose.stderr
+    assert KEY not in verbose.stderr + verbose.stdout
+
+
+def test_no_wait_then_download_and_status(
+    served: Served, tmp_path: Path, in_process: InProcess
+) -> None:
     created = nanobanana("generate", "a banana later", "--no-wait", served=served, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     task_id = created.stdout.strip()
     assert task_id in served.portal.call(lambda: list(served.fake.tasks))
 
-    downloaded = nanobanana(
-        "download", task_id, "--wait", "--out", "dl", served=served, cwd=tmp_path
+    waited, status = side_by_side(
+        ["download", task_id, "--wait", "--out", "dl"],
+        ["status", task_id],
+        served=served,
+        cwd=tmp_path,
     )
-    assert downloaded.returncode == 0, downloaded.stderr
-    path = tmp_path / downloaded.stdout.strip()
+    assert waited.returncode == 0, waited.stderr
+    path = tmp_path / waited.stdout.strip()
     assert path == tmp_path / "dl" / f"{task_id}.png"
     assert_image(path)
-
-    again = nanobanana("download", task_id, "--out", "dl2", served=served, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert_image(tmp_path / again.stdout.strip())
-
-    status = nanobanana("status", task_id, served=served, cwd=tmp_path)
+    url = f"{served.base_url}/files/{task_id}/0.png"
     assert status.returncode == 0, status.stderr
     assert "success" in status.stdout
-    assert f"{served.base_url}/files/{task_id}/0.png" in status.stdout
+    assert url in status.stdout
 
-    as_json = nanobanana("status", task_id, "--json", served=served, cwd=tmp_path)
+    again = in_process("download", task_id, "--out", "dl2", served=served, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert_image(tmp_path / again.stdout.strip())
+    as_json = in_process("status", task_id, "--json", served=served, cwd=tmp_path)
     record = json.loads(as_json.stdout)
     assert record["task_id"] == task_id
     assert record["state"] == "success"
-    assert record["urls"] == [f"{served.base_url}/files/{task_id}/0.png"]
-
-
-def test_status_and_download_of_an_unknown_task_are_exit_1(served: Served, tmp_path: Path) -> None:
-    for command in ("status", "download"):
-        result = nanobanana(command, "task_does_not_exist", served=served, cwd=tmp_path)
-        assert result.returncode == 1
-        assert "task 'task_does_not_exist' not found" in one_error_line(result)
-
-
-def test_verbose_logs_requests_but_never_the_key(served: Served, tmp_path: Path) -> None:
-    result = nanobanana("--verbose", "status", "task_nope", served=served, cwd=tmp_path)
-    assert result.returncode == 1
-    assert "recordInfo" in result.stderr
-    assert KEY not in result.stderr + result.stdout
+    assert record["urls"] == [url]
+    assert served.stats().tasks_created == 1
 
 
 # -- batch ---------------------------------------------------------------------------------
@@ -320,126 +371,119 @@ JSONL = """\
 {"prompt": "a typo", "size": "1:1"}
 """
 
+CSV = (
+    "prompt,image_urls,image_size,nsfw_checker\n"
+    '"a cat, sitting",,1:1,yes\n'
+    "gold,https://example.com/a.png | https://example.com/b.png,4:3,\n"
+    "a bad size,,7:3,\n"
+    '"two\nlines",https://example.com/a.png https://example.com/c.png,,false\n'
+    "not sure,,,maybe\n"
+)
 
-def test_batch_jsonl_reports_bad_rows_by_line_and_never_sends_them(
+
+def test_batch_files_name_bad_rows_by_line_and_never_send_them(
     served: Served, tmp_path: Path
 ) -> None:
     (tmp_path / "requests.jsonl").write_text(JSONL, encoding="utf-8")
-    before = served.stats()
-    result = nanobanana("batch", "requests.jsonl", "--out", "out", served=served, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert "line 4  invalid: is not valid JSON" in result.stderr
-    assert "line 5  invalid: image_size: must be one of" in result.stderr
-    assert 'line 7  invalid: must be a JSON object with a "prompt"' in result.stderr
-    assert "line 8  invalid: unknown field 'size'" in result.stderr
-    assert "Traceback" not in result.stderr
-    after = served.stats()
-    assert after.tasks_created - before.tasks_created == 3
-    assert after.invalid == before.invalid  # nothing invalid reached the provider
+    (tmp_path / "requests.csv").write_text(CSV, encoding="utf-8")
+    jsonl, csv = side_by_side(
+        ["batch", "requests.jsonl", "--out", "out"],
+        ["batch", "requests.csv", "--out", "out-csv"],
+        served=served,
+        cwd=tmp_path,
+    )
+    assert jsonl.returncode == 2, jsonl.stderr
+    assert "line 4  invalid: is not valid JSON" in jsonl.stderr
+    assert "line 5  invalid: image_size: must be one of" in jsonl.stderr
+    assert 'line 7  invalid: must be a JSON object with a "prompt"' in jsonl.stderr
+    assert "line 8  invalid: unknown field 'size'" in jsonl.stderr
+    assert "Batch summary" in jsonl.stdout
+    assert "4 invalid" in jsonl.stdout
     saved = sorted(path.name for path in (tmp_path / "out").iterdir())
     assert saved == ["line-0001.png", "line-0006.png", "wide.jpg"]
-    for name in saved:
-        assert_image(tmp_path / "out" / name)
-    assert "Batch summary" in result.stdout
-    assert "4 invalid" in result.stdout
 
+    assert csv.returncode == 2, csv.stderr
+    assert "line 4  invalid: image_size: must be one of" in csv.stderr
+    assert "line 7  invalid: nsfw_checker: must be true or false, got 'maybe'" in csv.stderr
+    saved_csv = sorted(path.name for path in (tmp_path / "out-csv").iterdir())
+    assert saved_csv == ["line-0002.png", "line-0003.png", "line-0005.png"]
 
-def test_batch_csv_splits_image_urls_and_names_a_bad_size(served: Served, tmp_path: Path) -> None:
-    (tmp_path / "requests.csv").write_text(
-        "prompt,image_urls,image_size,nsfw_checker\n"
-        '"a cat, sitting",,1:1,yes\n'
-        "gold,https://example.com/a.png | https://example.com/b.png,4:3,\n"
-        "a bad size,,7:3,\n"
-        '"two\nlines",https://example.com/a.png https://example.com/c.png,,false\n'
-        "not sure,,,maybe\n",
-        encoding="utf-8",
+    for path in [*(tmp_path / "out").iterdir(), *(tmp_path / "out-csv").iterdir()]:
+        assert_image(path)
+    for result in (jsonl, csv):
+        assert "Traceback" not in result.stderr
+    stats = served.stats()
+    assert stats.tasks_created == 6
+    assert stats.invalid == 0  # nothing invalid reached the provider
+    edits = served.portal.call(
+        lambda: sorted(
+            tuple(task.body["input"]["image_urls"])
+            for task in served.fake.tasks.values()
+            if "image_urls" in task.body["input"]
+        )
     )
-    before = served.stats().tasks_created
-    result = nanobanana("batch", "requests.csv", "--out", "out", served=served, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert "line 4  invalid: image_size: must be one of" in result.stderr
-    assert "line 7  invalid: nsfw_checker: must be true or false, got 'maybe'" in result.stderr
-    assert served.stats().tasks_created - before == 3
-    saved = sorted(path.name for path in (tmp_path / "out").iterdir())
-    assert saved == ["line-0002.png", "line-0003.png", "line-0005.png"]
-    tasks = served.portal.call(lambda: list(served.fake.tasks.values())[-3:])
-    urls = sorted(tuple(task.body["input"].get("image_urls", ())) for task in tasks)
-    assert urls == [
-        (),
+    assert edits == [
+        ("https://example.com/a.png",),
         ("https://example.com/a.png", "https://example.com/b.png"),
         ("https://example.com/a.png", "https://example.com/c.png"),
     ]
 
 
-def test_batch_without_out_prints_the_urls_and_exits_0(served: Served, tmp_path: Path) -> None:
-    (tmp_path / "r.jsonl").write_text('{"prompt": "one"}\n{"prompt": "two"}\n', encoding="utf-8")
-    result = nanobanana("batch", "r.jsonl", served=served, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.count(f"{served.base_url}/files/") == 2
-    quiet = nanobanana("batch", "r.jsonl", "--quiet", served=served, cwd=tmp_path)
-    assert quiet.returncode == 0
-    assert quiet.stderr == ""
-
-
-@pytest.mark.parametrize(
-    ("setup", "message"),
-    [
-        (lambda d: None, "cannot read missing.jsonl: No such file or directory"),
-        (lambda d: (d / "missing.jsonl").mkdir(), "cannot read missing.jsonl: Is a directory"),
-        (
-            lambda d: (d / "missing.jsonl").write_text(""),
-            "missing.jsonl holds no requests",
-        ),
-    ],
-)
-def test_batch_of_an_unreadable_or_empty_file_is_exit_2(
-    served: Served, tmp_path: Path, setup: Any, message: str
+def test_batch_without_out_prints_the_urls_and_exits_0(
+    served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
-    setup(tmp_path)
-    result = nanobanana("batch", "missing.jsonl", served=served, cwd=tmp_path)
-    assert result.returncode == 2
-    assert message in one_error_line(result)
+    (tmp_path / "r.jsonl").write_text('{"prompt": "one"}\n{"prompt": "two"}\n', encoding="utf-8")
+    loud = nanobanana("batch", "r.jsonl", served=served, cwd=tmp_path)
+    assert loud.returncode == 0, loud.stderr
+    assert loud.stderr.count(f"{served.base_url}/files/") == 2
+    quiet = in_process("batch", "r.jsonl", "--quiet", served=served, cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    assert "succeeded" in quiet.stdout
 
 
-def test_batch_csv_with_an_unknown_column_sends_nothing(served: Served, tmp_path: Path) -> None:
+def test_batch_input_errors_are_one_line_and_send_nothing(
+    served: Served, tmp_path: Path, in_process: InProcess
+) -> None:
+    missing = nanobanana("batch", "missing.jsonl", served=served, cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "cannot read missing.jsonl: No such file or directory" in one_error_line(missing)
+
+    (tmp_path / "folder.jsonl").mkdir()
+    (tmp_path / "empty.jsonl").write_text("\n\n", encoding="utf-8")
     (tmp_path / "r.csv").write_text("prompt,size\na banana,1:1\n", encoding="utf-8")
-    before = served.stats().create_requests
-    result = nanobanana("batch", "r.csv", served=served, cwd=tmp_path)
-    assert result.returncode == 2
-    assert "r.csv: line 1: unknown column 'size'" in one_error_line(result)
-    assert served.stats().create_requests == before
-
-
-def test_batch_with_a_wrong_key_stops_and_says_so_once(served: Served, tmp_path: Path) -> None:
     (tmp_path / "r.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b"}\n', encoding="utf-8")
-    result = nanobanana("--api-key", "sk-nope", "batch", "r.jsonl", served=served, cwd=tmp_path)
-    assert result.returncode == 3
-    line = one_error_line(result)
+    for args, message in [
+        (["folder.jsonl"], "cannot read folder.jsonl: Is a directory"),
+        (["empty.jsonl"], "empty.jsonl holds no requests"),
+        (["r.csv"], "r.csv: line 1: unknown column 'size'"),
+        (["r.jsonl", "--journal", "r.csv"], "cannot use the journal r.csv"),
+        (["r.jsonl", "--tier", "platinum"], "tier: unknown tier 'platinum'"),
+    ]:
+        result = in_process("batch", *args, served=served, cwd=tmp_path)
+        assert result.returncode == 2, args
+        assert message in one_error_line(result)
+    assert served.stats().create_requests == 0
+
+    refused = in_process("--api-key", "sk-nope", "batch", "r.jsonl", served=served, cwd=tmp_path)
+    assert refused.returncode == 3
+    line = one_error_line(refused)
     assert "API key was refused" in line
     assert "2 requests were not sent" in line
 
 
-def test_batch_rejects_a_file_that_is_not_a_journal(served: Served, tmp_path: Path) -> None:
-    (tmp_path / "r.jsonl").write_text('{"prompt": "a"}\n', encoding="utf-8")
-    result = nanobanana("batch", "r.jsonl", "--journal", "r.jsonl", served=served, cwd=tmp_path)
-    assert result.returncode == 2
-    assert "cannot use the journal r.jsonl" in one_error_line(result)
-
-
 def test_batch_with_a_journal_resumes_without_creating_again(
-    served: Served, tmp_path: Path
+    served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
     lines = "".join(json.dumps({"prompt": f"banana {i}"}) + "\n" for i in range(6))
     (tmp_path / "r.jsonl").write_text(lines, encoding="utf-8")
     args = ("batch", "r.jsonl", "--journal", "j.db", "--out", "out", "--tier", "basic")
-    first = nanobanana(*args, served=served, cwd=tmp_path)
+    first = in_process(*args, served=served, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     (tmp_path / "out" / "line-0003.png").unlink()
-    before = served.stats()
     second = nanobanana(*args, served=served, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    after = served.stats()
-    assert after.create_requests == before.create_requests
+    assert served.stats().create_requests == 6
     assert second.stderr.count("(from the journal)") == 6
     assert len(list((tmp_path / "out").iterdir())) == 6
     assert_image(tmp_path / "out" / "line-0003.png")
@@ -448,7 +492,7 @@ def test_batch_with_a_journal_resumes_without_creating_again(
 def journal_task_ids(path: Path) -> dict[int, str]:
     if not path.exists():
         return {}
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         try:
             rows = db.execute("SELECT idx, task_id FROM jobs WHERE task_id IS NOT NULL")
             return dict(rows.fetchall())
@@ -460,45 +504,34 @@ def journal_task_ids(path: Path) -> dict[int, str]:
 def test_ctrl_c_keeps_the_journal_and_the_rerun_pays_nothing_twice(
     portal: BlockingPortal, tmp_path: Path
 ) -> None:
-    fake = FakeNanoBanana(api_key=KEY, time_scale=0.15, seed=3)
-    with serve(portal, fake) as slow:
-        interrupt_and_resume(slow, tmp_path)
+    with serve(portal, FakeNanoBanana(api_key=KEY, time_scale=0.1, seed=3)) as slow:
+        lines = "".join(json.dumps({"prompt": f"slow banana {i}"}) + "\n" for i in range(10))
+        (tmp_path / "r.jsonl").write_text(lines, encoding="utf-8")
+        args = ["batch", "r.jsonl", "--journal", "j.db", "--out", "out"]
+        process = start(args, slow, tmp_path)
+        deadline = time.monotonic() + 20
+        while not journal_task_ids(tmp_path / "j.db") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        interrupted = finish(process)
+        assert interrupted.returncode == 130, interrupted.stderr
+        assert "interrupted:" in interrupted.stderr
+        assert "run the same command again: nanobanana batch r.jsonl --journal j.db" in (
+            interrupted.stderr
+        )
+        assert "Traceback" not in interrupted.stderr
+        kept = journal_task_ids(tmp_path / "j.db")
+        assert kept
+        assert slow.stats().tasks_created < 10
 
-
-def interrupt_and_resume(slow: Served, tmp_path: Path) -> None:
-    lines = "".join(json.dumps({"prompt": f"slow banana {i}"}) + "\n" for i in range(10))
-    (tmp_path / "r.jsonl").write_text(lines, encoding="utf-8")
-    command = [*PYTHON, "batch", "r.jsonl", "--journal", "j.db", "--out", "out"]
-    process = subprocess.Popen(
-        command,
-        env=env_for(slow),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 20
-    while not journal_task_ids(tmp_path / "j.db") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130, stderr
-    assert "interrupted:" in stderr
-    assert "run the same command again: nanobanana batch r.jsonl --journal j.db" in stderr
-    assert "Traceback" not in stderr
-    kept = journal_task_ids(tmp_path / "j.db")
-    assert kept
-    assert slow.stats().tasks_created < 10
-
-    resumed = subprocess.run(
-        command, env=env_for(slow), cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    stats = slow.stats()
-    assert stats.tasks_created == 10
-    assert stats.duplicates == 0
-    assert journal_task_ids(tmp_path / "j.db") | kept == journal_task_ids(tmp_path / "j.db")
-    assert len(list((tmp_path / "out").glob("line-*.png"))) == 10
+        resumed = nanobanana(*args, served=slow, cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr
+        stats = slow.stats()
+        assert stats.tasks_created == 10
+        assert stats.duplicates == 0
+        final = journal_task_ids(tmp_path / "j.db")
+        assert final.items() >= kept.items()  # the tasks created before Ctrl-C were resumed
+        assert len(list((tmp_path / "out").glob("line-*.png"))) == 10
 
 
 # -- demo ----------------------------------------------------------------------------------
@@ -514,6 +547,184 @@ def test_demo_writes_real_images_without_a_key_or_network(tmp_path: Path) -> Non
     assert "Batch summary" in result.stdout
     assert "active-task limit" in result.stdout
     assert "fake provider on http://127.0.0.1:" in result.stderr
+
+
+# -- failures and interruptions, in-process ---------------------------------------------------
+
+
+def outcome_by_prompt(body: dict[str, Any]) -> float:
+    """Tasks whose prompt says "slow" take a long while; the others a moment."""
+    return 10_000.0 if "slow" in body["input"]["prompt"] else 1.0
+
+
+@pytest.fixture
+def moody(portal: BlockingPortal) -> Iterator[Served]:
+    """A fake whose tasks fail or hang when their prompt says so, with one credit left."""
+    fake = FakeNanoBanana(
+        api_key=KEY,
+        time_scale=0.01,
+        duration=outcome_by_prompt,
+        fail_rate=lambda body: "fail" in body["input"]["prompt"],
+        fail_codes=[("500", "Internal error, please try again later.")],
+    )
+    with serve(portal, fake) as served:
+        yield served
+
+
+def test_failed_and_unfinished_tasks_are_exit_1(
+    moody: Served, tmp_path: Path, in_process: InProcess
+) -> None:
+    failing = in_process("generate", "fail me", "--no-wait", served=moody, cwd=tmp_path)
+    slow = in_process("generate", "slow me", "--no-wait", served=moody, cwd=tmp_path)
+    failed_id, slow_id = failing.stdout.strip(), slow.stdout.strip()
+    time.sleep(0.1)
+
+    result = in_process("download", failed_id, served=moody, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"task {failed_id} failed [500]: Internal error" in one_error_line(result)
+    result = in_process("status", failed_id, served=moody, cwd=tmp_path)
+    assert result.returncode == 0
+    assert "fail code" in result.stdout
+    assert "Internal error" in result.stdout
+    result = in_process("download", slow_id, served=moody, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "is not finished yet (" in one_error_line(result)
+    assert "pass --wait" in result.stderr
+    result = in_process("generate", "slow again", "--timeout", "0.2", served=moody, cwd=tmp_path)
+    assert result.returncode == 1
+    line = result.stderr.splitlines()[-1]
+    assert "did not finish within 0.2 s" in line
+    assert "it may still finish: nanobanana download task_" in line
+
+
+def test_a_batch_with_failed_and_timed_out_tasks_is_exit_1(
+    moody: Served, tmp_path: Path, in_process: InProcess
+) -> None:
+    rows = ["a banana", "fail this banana", "a slow banana"]
+    (tmp_path / "r.jsonl").write_text(
+        "".join(json.dumps({"prompt": prompt}) + "\n" for prompt in rows), encoding="utf-8"
+    )
+    (tmp_path / "out" / "line-0001.png").mkdir(parents=True)  # in the way of the image
+    result = in_process(
+        "batch", "r.jsonl", "--out", "out", "--timeout", "1.6", served=moody, cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert "line 1  task_" in result.stderr
+    assert "not saved:" in result.stderr
+    assert "task failed [500]: Internal error" in result.stderr
+    assert "did not finish within 1.6 s" in result.stderr
+    assert "1 not saved" in result.stdout
+
+
+def test_a_batch_that_runs_out_of_credits_stops_creating_exit_3(
+    moody: Served, tmp_path: Path, in_process: InProcess
+) -> None:
+    moody.portal.call(setattr, moody.fake, "credits", 1)
+    lines = "".join(json.dumps({"prompt": f"banana {i}"}) + "\n" for i in range(4))
+    (tmp_path / "r.jsonl").write_text(lines, encoding="utf-8")
+    result = in_process("batch", "r.jsonl", "--max-active", "1", served=moody, cwd=tmp_path)
+    assert result.returncode == 3
+    assert result.stderr.count("error: ") == 1
+    assert "error: the account is out of credits (402: Insufficient credits)" in result.stderr
+    assert "3 requests were not sent" in result.stderr
+    assert moody.stats().tasks_created == 1
+
+
+def test_many_invalid_rows_are_listed_up_to_twenty(
+    served: Served, tmp_path: Path, in_process: InProcess
+) -> None:
+    (tmp_path / "r.jsonl").write_text('{"prompt": ""}\n' * 23, encoding="utf-8")
+    result = in_process("batch", "r.jsonl", "--quiet", served=served, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout.count("prompt: is required") == 20
+    assert "and 3 more" in result.stdout
+    assert served.stats().create_requests == 0
+
+
+def test_an_os_error_is_one_line_exit_1(
+    served: Served, tmp_path: Path, in_process: InProcess
+) -> None:
+    (tmp_path / "taken").write_text("not a folder")
+    (tmp_path / "r.jsonl").write_text('{"prompt": "a banana"}\n', encoding="utf-8")
+    result = in_process("batch", "r.jsonl", "--out", "taken", served=served, cwd=tmp_path)
+    assert result.returncode == 1
+    assert one_error_line(result) == "error: File exists: taken"
+    result = in_process("generate", "a banana", "--out", "taken", served=served, cwd=tmp_path)
+    assert result.returncode == 1
+    [task_id] = served.portal.call(lambda: list(served.fake.tasks))
+    assert result.stderr.splitlines()[-1] == (
+        f"error: task {task_id} succeeded but its image was not saved (File exists: taken); "
+        f"try again: nanobanana download {task_id} --out DIR"
+    )
+
+
+def test_unexpected_errors_are_one_line_unless_verbose(
+    served: Served, tmp_path: Path, in_process: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "show_status", broken)
+    monkeypatch.setattr(cli, "_setup_logging", lambda console: None)
+    result = in_process("status", "task_1", served=served, cwd=tmp_path)
+    assert result.returncode == 1
+    assert one_error_line(result) == (
+        "error: unexpected RuntimeError: a bug (run with --verbose for the traceback)"
+    )
+    with pytest.raises(RuntimeError, match="a bug"):
+        in_process("--verbose", "status", "task_1", served=served, cwd=tmp_path)
+
+
+def test_exception_groups_are_reported_by_their_first_error() -> None:
+    if sys.version_info < (3, 11):
+        pytest.skip("ExceptionGroup is new in Python 3.11")
+    group_type = builtins.ExceptionGroup
+    group = group_type("outer", [group_type("inner", [KeyError("k"), ValueError()])])
+    assert isinstance(cli._leaf(group), KeyError)
+    assert cli._leaf(ValueError("plain")).args == ("plain",)
+
+
+def interrupt(*args: object, **kwargs: object) -> Any:
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_generate_names_the_task_to_fetch_later(
+    served: Served, tmp_path: Path, in_process: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli.AsyncNanoBanana, "wait_for_result", interrupt)
+    result = in_process("generate", "a banana", served=served, cwd=tmp_path)
+    assert result.returncode == 130
+    [task_id] = served.portal.call(lambda: list(served.fake.tasks))
+    assert result.stderr.splitlines()[-1] == (
+        f"error: interrupted; task {task_id} goes on at the provider: "
+        f"nanobanana download {task_id} --wait"
+    )
+    monkeypatch.setattr(cli.AsyncNanoBanana, "create_task", interrupt)
+    result = in_process("generate", "a banana", served=served, cwd=tmp_path)
+    assert result.returncode == 130
+    assert one_error_line(result) == "error: interrupted; no task was created"
+    monkeypatch.setattr(cli.AsyncNanoBanana, "get_task", interrupt)
+    result = in_process("status", "task_1", served=served, cwd=tmp_path)
+    assert result.returncode == 130
+    assert one_error_line(result) == "error: interrupted"
+
+
+def test_ctrl_c_in_a_batch_without_a_journal_says_a_rerun_pays_again(
+    served: Served, tmp_path: Path, in_process: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli._BatchView, "take", interrupt)
+    (tmp_path / "r.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b"}\n', encoding="utf-8")
+    result = in_process("batch", "r.jsonl", served=served, cwd=tmp_path)
+    assert result.returncode == 130
+    assert "error: interrupted: 0 of 2 done" in result.stderr
+    assert "No journal was kept" in result.stderr
+    assert "pass --journal PATH" in result.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc")
+def test_a_file_that_opens_but_cannot_be_read_is_an_input_error() -> None:
+    with pytest.raises(CliError, match="cannot read /proc/self/mem"):
+        open_batch_file(Path("/proc/self/mem"))
 
 
 # -- the batch-file readers, in-process ---------------------------------------------------------

@@ -153,6 +153,22 @@ async def test_aclose_flushes_even_when_cancelled(tmp_path: Path) -> None:
     assert [row.task_id for row in await reopen_rows(path)] == ["t"]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="Journal.flush takes the queued rows before it waits for the lock: cancelled there "
+    "(the background flusher when a batch ends or is interrupted), it drops them",
+)
+async def test_a_cancelled_flush_loses_no_row(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    journal = await Journal.open(path)
+    journal.record(0, "fp", "rid", status="created", task_id="t")
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await journal.flush()
+    await journal.aclose()  # flushes whatever is still queued
+    assert [row.task_id for row in await reopen_rows(path)] == ["t"]
+
+
 async def test_flush_with_nothing_pending_writes_nothing(tmp_path: Path) -> None:
     journal = await Journal.open(tmp_path / "batch.sqlite")
     await journal.flush()
@@ -199,6 +215,28 @@ async def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path: Path
     assert path.read_text() == text
 
 
+async def test_an_sqlite_database_of_another_program_is_refused_untouched(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "app.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+        db.commit()
+    with pytest.raises(ValueError, match="is not a nanobanana-async batch journal"):
+        await Journal.open(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert tables == {"users"}
+
+
+async def test_an_empty_file_becomes_a_journal(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    path.touch()
+    journal = await Journal.open(path)
+    assert journal.batch_id
+    await journal.aclose()
+
+
 async def test_a_journal_of_another_format_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "batch.sqlite"
     journal = await Journal.open(path)
@@ -221,10 +259,6 @@ async def test_a_journal_without_a_batch_id_is_refused(tmp_path: Path) -> None:
         await Journal.open(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a path sqlite cannot open raises a bare sqlite3.OperationalError that names no path",
-)
 async def test_a_path_that_cannot_be_opened_gives_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises((ValueError, OSError), match=re.escape(str(tmp_path))):
         await Journal.open(tmp_path)  # a folder

@@ -224,6 +224,9 @@ class TestEndpointLimiter:
         for _ in range(300):
             limiter.on_rate_limited(None)  # floors at 0.05/s
         assert limiter.rate == pytest.approx(0.05)
+        clock.now += 20.0  # one interval at 0.05/s has passed since the last request
+        assert await limiter.acquire() == clock.now
+        assert limiter.requests == 3
 
 
 class TestActiveTaskLimiter:
