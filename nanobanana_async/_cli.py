@@ -151,14 +151,10 @@ def _one_line(text: str) -> str:
 
 def _leaf(exc: BaseException) -> BaseException:
     """The first real error inside (nested) exception groups, or ``exc`` itself."""
-    while True:
-        inner: object = getattr(exc, "exceptions", None)
-        if not isinstance(inner, tuple) or not inner:
-            return exc
-        members = [e for e in cast("tuple[object, ...]", inner) if isinstance(e, BaseException)]
-        if not members:
-            return exc
+    while isinstance(group := getattr(exc, "exceptions", None), tuple) and group:
+        members = cast("tuple[BaseException, ...]", group)
         exc = next((e for e in members if isinstance(e, Exception)), members[0])
+    return exc
 
 
 def describe(exc: BaseException) -> str:
@@ -657,7 +653,6 @@ class BatchReport:
     """What a batch did, as the command line saw it: for the summary and the exit code."""
 
     total: int | None = None
-    runner: BatchRunner | None = None
     out: Path | None = None
     saved: int = 0
     save_failed: int = 0
@@ -676,15 +671,9 @@ class BatchReport:
         else:
             self.unlisted_failures += 1
 
-    def statistics(self) -> BatchStatistics | None:
-        """The runner's statistics (as they were when it ended), if it started."""
-        if self.final is not None or self.runner is None:
-            return self.final
-        return self.runner.statistics()
-
     def exit_code(self) -> int:
         """3 if the key or credits stopped the batch, 2 for invalid rows, 1 for failures."""
-        stats = self.statistics()
+        stats = self.final
         if self.stop is not None:
             return EXIT_AUTH
         if self.invalid:
@@ -881,7 +870,6 @@ async def run_batch(
     runner = BatchRunner(
         client, tier=tier, max_active=max_active, journal=journal, task_timeout=task_timeout
     )
-    report.runner = runner
     if report.out is not None:
         await anyio.Path(report.out).mkdir(parents=True, exist_ok=True)
     pending: dict[int, Row] = {}
@@ -963,7 +951,7 @@ def print_summary(ui: Ui, report: BatchReport, *, what: str = "line") -> None:
 
 
 def _interrupted_batch(ui: Ui, report: BatchReport, journal: Path | None) -> None:
-    stats = report.statistics()
+    stats = report.final
     done = 0 if stats is None else stats.done
     total = "?" if report.total is None else str(report.total)
     ui.error(

@@ -32,6 +32,7 @@ from ._errors import (
     InvalidRequestError,
     NanoBananaError,
     RateLimitError,
+    ServerError,
     TaskFailedError,
     WaitTimeoutError,
     error_for_status,
@@ -391,13 +392,23 @@ class AsyncNanoBanana:
         started = anyio.current_time()
         created = self._created.get(task_id)
         last: Task | None = None
+        failure: NanoBananaError | None = None
         polls = 0
         with anyio.CancelScope(deadline=deadline):
             while True:
                 if created is not None or polls:
                     age = anyio.current_time() - (created if created is not None else started)
                     await anyio.sleep(self._durations.next_delay(age, polls, self._poll, self._rng))
-                task = await self._get_task(task_id, deadline=deadline)
+                try:
+                    task = await self._get_task(task_id, deadline=deadline)
+                except (APIConnectionError, ServerError, RateLimitError) as exc:
+                    # The task runs on regardless: a poll that failed even after its retries
+                    # (or whose next retry would pass the deadline) is no reason to give up
+                    # the wait. Poll again on schedule; the deadline decides.
+                    logger.info("polling task %s failed, will poll again: %s", task_id, exc)
+                    failure = exc
+                    polls += 1
+                    continue
                 polls += 1
                 if last is None or task.raw_state != last.raw_state:
                     if task.state is TaskState.UNKNOWN:
@@ -411,7 +422,7 @@ class AsyncNanoBanana:
                 if task.is_finished:
                     self._observe_duration(task, created)
                     return self._result(task)
-        raise WaitTimeoutError(task_id, timeout, last)
+        raise WaitTimeoutError(task_id, timeout, last) from failure
 
     async def generate(
         self,

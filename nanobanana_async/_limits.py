@@ -335,8 +335,12 @@ class EndpointLimiter:
                 # A precise wait tells where the provider's fixed window ends.
                 self._windows[window].align(now + retry_after)
             return
-        measured = self._measured_rate() or 1.0
-        current = self._rate if self._rate is not None else measured
+        measured = self._measured_rate()
+        if self._rate is None and not measured and retry_after is not None:
+            # Too few requests to measure a rate, but the provider said how long to wait:
+            # that wait is all there is to go on (inventing a rate would only slow us down).
+            return
+        current = self._rate if self._rate is not None else (measured or 1.0)
         self._last_max = current
         self._rate = max(0.05, current * self._BETA)
         self._last_throttle = now

@@ -674,6 +674,12 @@ def test_unexpected_errors_are_one_line_unless_verbose(
     with pytest.raises(RuntimeError, match="a bug"):
         in_process("--verbose", "status", "task_1", served=served, cwd=tmp_path)
 
+    async def leaves(*args: object, **kwargs: object) -> int:
+        raise SystemExit(5)
+
+    monkeypatch.setattr(cli, "show_status", leaves)
+    assert in_process("status", "task_1", served=served, cwd=tmp_path).returncode == 5
+
 
 def test_exception_groups_are_reported_by_their_first_error() -> None:
     if sys.version_info < (3, 11):
@@ -716,7 +722,7 @@ def test_ctrl_c_in_a_batch_without_a_journal_says_a_rerun_pays_again(
     (tmp_path / "r.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b"}\n', encoding="utf-8")
     result = in_process("batch", "r.jsonl", served=served, cwd=tmp_path)
     assert result.returncode == 130
-    assert "error: interrupted: 0 of 2 done" in result.stderr
+    assert "error: interrupted: 1 of 2 done" in result.stderr
     assert "No journal was kept" in result.stderr
     assert "pass --journal PATH" in result.stderr
 

@@ -33,6 +33,7 @@ from nanobanana_async import (
     TaskState,
     TextToImage,
     UnprocessableEntityError,
+    WaitTimeoutError,
     __version__,
 )
 
@@ -562,9 +563,11 @@ async def test_rate_limit_error_attributes(api: Api) -> None:
     data = {"retryAfter": 30, "limit": 2, "tier": "free", "windowSeconds": 1}
     api.query.mock(return_value=api.error(429, "Rate limit exceeded", data=data))
     async with api.client() as client:
-        with pytest.raises(RateLimitError) as info:
+        with pytest.raises(WaitTimeoutError) as timed_out:
             await client.wait_for_result("task_1", timeout=1.0)
-    error = info.value
+    # The wait ends at its deadline, not at the first refused poll; the 429 is its cause.
+    error = timed_out.value.__cause__
+    assert isinstance(error, RateLimitError)
     assert (error.code, error.http_status, error.retry_after) == (429, 429, 30.0)
     assert error.data == data
     assert api.query.call_count == 1  # 30 s would pass the deadline: no wait at all

@@ -239,6 +239,7 @@ async def test_retry_after_alone_blocks_until_it_passes() -> None:
     clock = Clock(100.0)
     limiter = fresh(clock)
     limiter.on_rate_limited(5.0, limit=None, window=None)
+    assert limiter.rate is None  # nothing measured: the wait is all there is to go on
     clock.now = 104.0
     assert await would_wait(limiter)
 
