@@ -91,10 +91,13 @@ def oracle_makespan(scenario: Scenario, fake: FakeNanoBanana, offset: float = 0.
         if limit is not None
     ]
     durations = scenario.durations()
-    return min(
-        _greedy(durations, limits.max_active, windows, offset),
-        _greedy(sorted(durations, reverse=True), limits.max_active, windows, offset),
-    ) - offset
+    return (
+        min(
+            _greedy(durations, limits.max_active, windows, offset),
+            _greedy(sorted(durations, reverse=True), limits.max_active, windows, offset),
+        )
+        - offset
+    )
 
 
 def _greedy(

@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import anyio
-import attrs
 import anyio.to_thread
+import attrs
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from batch import SCENARIOS  # noqa: E402
+from batch import SCENARIOS
 
 
 async def main(name: str) -> None:

@@ -30,7 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import (  # noqa: E402
+import httpx
+from _common import (
     BaselineResult,
     Scenario,
     job_prompt,
@@ -39,10 +40,8 @@ from _common import (  # noqa: E402
     run_gather_baseline,
 )
 
-import httpx  # noqa: E402
-
-from nanobanana_async import AsyncNanoBanana, BatchRunner, TextToImage  # noqa: E402
-from nanobanana_async.testing import Faults  # noqa: E402
+from nanobanana_async import AsyncNanoBanana, BatchRunner, TextToImage
+from nanobanana_async.testing import Faults
 
 SCENARIOS = [
     Scenario(
@@ -89,9 +88,7 @@ SCENARIOS = [
 ]
 
 
-async def run_runner(
-    client: AsyncNanoBanana, scenario: Scenario
-) -> tuple[BaselineResult, Any]:
+async def run_runner(client: AsyncNanoBanana, scenario: Scenario) -> tuple[BaselineResult, Any]:
     result = BaselineResult()
     runner = BatchRunner(client)
     requests = (TextToImage(prompt=job_prompt(i)) for i in range(scenario.jobs))
@@ -112,17 +109,19 @@ async def measure(scenario: Scenario, contender: str) -> dict[str, Any]:
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    assert server.stdin is not None and server.stdout is not None
+    assert server.stdin is not None
+    assert server.stdout is not None
     base_url, fake_started = (await server.stdout.readline()).decode().split()
     fake = scenario.fake()  # the same settings, for the limits the baselines and oracle know
     stats = None
     # Clients are built before the clock starts: their start-up (TLS contexts, pools) is the
     # same whatever the batch, and would be magnified by the time scale.
-    async with AsyncNanoBanana(
-        "sk-bench", base_url=base_url, timeout=30.0, **scenario.scaled_policies()
-    ) as client, httpx.AsyncClient(
-        timeout=30.0, limits=httpx.Limits(max_connections=100)
-    ) as http:
+    async with (
+        AsyncNanoBanana(
+            "sk-bench", base_url=base_url, timeout=30.0, **scenario.scaled_policies()
+        ) as client,
+        httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=100)) as http,
+    ):
         offset = (time.time() - float(fake_started)) / scenario.time_scale
         started = time.perf_counter()
         if contender == "runner":
@@ -180,9 +179,7 @@ def peak_rss_child(jobs: int) -> None:
     from nanobanana_async.testing import FakeNanoBanana
 
     async def main() -> None:
-        fake = FakeNanoBanana(
-            tier="enterprise", duration=(2.0, 6.0), time_scale=0.0005, seed=3
-        )
+        fake = FakeNanoBanana(tier="enterprise", duration=(2.0, 6.0), time_scale=0.0005, seed=3)
         scale = fake.time_scale
         done = 0
         async with fake.client(
@@ -216,7 +213,9 @@ def write_docs(rows: list[dict[str, Any]], command: str, rss: tuple[int, float, 
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     start_marker = "<!-- batch:start -->"
     end_marker = "<!-- batch:end -->"
-    scenario_lines = "\n".join(f"- **{s.name}** ({s.jobs} jobs): {s.description}." for s in SCENARIOS)
+    scenario_lines = "\n".join(
+        f"- **{s.name}** ({s.jobs} jobs): {s.description}." for s in SCENARIOS
+    )
     section = [
         start_marker,
         "## Batches: BatchRunner against the oracle",

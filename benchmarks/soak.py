@@ -23,10 +23,10 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import Scenario, job_prompt, oracle_makespan  # noqa: E402
+from _common import Scenario, job_prompt, oracle_makespan
 
-from nanobanana_async import BatchRunner, TextToImage  # noqa: E402
-from nanobanana_async.testing import Faults  # noqa: E402
+from nanobanana_async import BatchRunner, TextToImage
+from nanobanana_async.testing import Faults
 
 FAULTS = Faults(
     create={
@@ -108,7 +108,8 @@ def write_docs(result: dict[str, float], command: str) -> None:
             f"| {result['jobs']:.0f} | {result['succeeded']:.0f} | {result['lost']:.0f} "
             f"| {result['duplicates']:.0f} | {result['tasks_created']:.0f} "
             f"| {result['faults']:.0f} | {result['requests']:.0f} "
-            f"| {result['peak_rss_mb']:.0f} MB | {result['wall']:.1f} s | {result['oracle']:.1f} s |",
+            f"| {result['peak_rss_mb']:.0f} MB | {result['wall']:.1f} s "
+            f"| {result['oracle']:.1f} s |",
             "",
             "The wall time is bound by the CPU (client and fake share one Python process), not by",
             "the limits; the oracle's makespan is given for scale.",

@@ -206,9 +206,11 @@ class Journal:
         """Write every queued row in one transaction."""
         if not self._pending:
             return
-        batch, self._pending = self._pending, []
         async with self._lock:
-            await anyio.to_thread.run_sync(self._write_sync, batch)
+            # Taken inside the lock: a flush cancelled while it waits loses no row.
+            batch, self._pending = self._pending, []
+            if batch:
+                await anyio.to_thread.run_sync(self._write_sync, batch)
 
     def _write_sync(self, batch: list[tuple[Any, ...]]) -> None:
         self._db.execute("BEGIN")

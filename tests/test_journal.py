@@ -153,11 +153,6 @@ async def test_aclose_flushes_even_when_cancelled(tmp_path: Path) -> None:
     assert [row.task_id for row in await reopen_rows(path)] == ["t"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Journal.flush takes the queued rows before it waits for the lock: cancelled there "
-    "(the background flusher when a batch ends or is interrupted), it drops them",
-)
 async def test_a_cancelled_flush_loses_no_row(tmp_path: Path) -> None:
     path = tmp_path / "batch.sqlite"
     journal = await Journal.open(path)
