@@ -609,8 +609,11 @@ class _JournalCursor:
         self._exhausted = journal is None
 
     async def get(self, index: int) -> JournalRow | None:
+        """The row of job ``index``; indexes must be asked for in increasing order."""
         if self._journal is None:
             return None
+        # Past the chunk in hand: read on (the loop ends once the chunk covers ``index``, or
+        # the journal has no more rows).
         while not self._exhausted and index >= self._next:
             rows = await self._journal.rows(self._next, _JOURNAL_CHUNK)
             self._rows = {row.index: row for row in rows}
@@ -618,9 +621,7 @@ class _JournalCursor:
                 self._exhausted = True
             else:
                 self._next = rows[-1].index + 1
-        if index < self._next or self._exhausted:
-            return self._rows.pop(index, None)
-        return None
+        return self._rows.pop(index, None)
 
 
 def _resumed_outcome(row: JournalRow, request: Request) -> BatchOutcome:

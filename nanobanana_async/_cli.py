@@ -368,7 +368,7 @@ def _csv_records(reader: Any, columns: list[str], bad: set[int]) -> Iterator[Row
 
 def _is_csv(path: Path, file: BinaryIO) -> bool:
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
+    if suffix == ".csv":
         return True
     if suffix in (".jsonl", ".ndjson", ".json"):
         return False

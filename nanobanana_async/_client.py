@@ -732,7 +732,13 @@ class AsyncNanoBanana:
             message = envelope.message if envelope is not None else ""
             if not message:
                 kind = response.headers.get("content-type", "").split(";")[0].strip()
-                message = response.reason_phrase + (f" ({kind} body)" if kind else "")
+                # HTTP/2 has no reason phrase, and HTTP/1.1 servers may send an empty one.
+                reason = (
+                    response.reason_phrase
+                    or httpx.codes.get_reason_phrase(status)
+                    or f"HTTP {status}"
+                )
+                message = reason + (f" ({kind} body)" if kind else "")
             data = envelope.data if envelope is not None else None
             retry_after = retry_after_seconds(data, response.headers) if code == 429 else None
             raise error_for_status(

@@ -1,0 +1,232 @@
+"""The FastAPI recipe in ``examples/``, served by a real uvicorn on loopback.
+
+The app reaches a `FakeNanoBanana` (the 'basic' tier: at most 5 active tasks) served on
+loopback from another thread, through ``NANOBANANA_BASE_URL``: the same code a user runs, the
+same HTTP on both sides.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from anyio.from_thread import start_blocking_portal
+
+from nanobanana_async.testing import FakeNanoBanana, FakeStats
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fastapi_app.py"
+KEY = "sk-example"
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fastapi_app_example", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Stack:
+    """The fake provider and the app, each on loopback in a thread of its own."""
+
+    def __init__(self, fake: FakeNanoBanana, app_url: str, stats: Any) -> None:
+        self.fake = fake
+        self.app_url = app_url
+        self._stats = stats
+
+    def stats(self) -> FakeStats:
+        result: FakeStats = self._stats()
+        return result
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    fake = FakeNanoBanana(api_key=KEY, time_scale=0.01)
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(fake.serve()) as base_url,
+    ):
+        monkeypatch.setenv("NANOBANANA_API_KEY", KEY)
+        monkeypatch.setenv("NANOBANANA_BASE_URL", base_url)
+        config = uvicorn.Config(
+            load_example().app, host="127.0.0.1", port=0, log_level="warning", ws="none"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), "uvicorn did not start"
+            assert time.monotonic() < deadline, "uvicorn did not start in time"
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            yield Stack(fake, f"http://127.0.0.1:{port}", lambda: portal.call(lambda: fake.stats))
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_concurrent_images_share_the_keys_limits(stack: Stack) -> None:
+    answers: list[httpx.Response] = []
+
+    async def post(client: httpx.AsyncClient, i: int) -> None:
+        body = {"prompt": f"banana {i}", "image_size": "16:9"}
+        answers.append(await client.post("/images", json=body))
+
+    async def main() -> None:
+        async with (
+            httpx.AsyncClient(base_url=stack.app_url, timeout=30) as client,
+            anyio.create_task_group() as group,
+        ):
+            for i in range(10):
+                group.start_soon(post, client, i)
+
+    anyio.run(main)
+    assert [answer.status_code for answer in answers] == [200] * 10
+    task_ids = {answer.json()["task_id"] for answer in answers}
+    assert len(task_ids) == 10
+    for answer in answers:
+        [url] = answer.json()["urls"]
+        assert url.startswith(stack.fake.result_base_url or "http://127.0.0.1:")
+    stats = stack.stats()
+    assert stats.tasks_created == 10
+    assert stats.duplicates == 0
+    assert stats.max_active <= 5  # the 'basic' tier's limit, shared by the ten requests
+
+
+def test_an_idempotency_key_returns_the_task_already_made(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.app_url, timeout=30) as client:
+        headers = {"Idempotency-Key": "order-42"}
+        first = client.post("/images", json={"prompt": "a banana"}, headers=headers)
+        again = client.post("/images", json={"prompt": "a banana"}, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.json()["task_id"] == again.json()["task_id"]
+    assert stack.stats().tasks_created == 1
+
+
+def test_invalid_requests_are_422_and_send_nothing(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.app_url, timeout=30) as client:
+        http_url = client.post(
+            "/images", json={"prompt": "gold", "image_urls": ["http://example.com/a.png"]}
+        )
+        bad_size = client.post("/images", json={"prompt": "a banana", "image_size": "7:3"})
+        bad_batch = client.post(
+            "/batches", json={"requests": [{"prompt": "ok"}, {"prompt": "   "}]}
+        )
+        missing = client.get("/batches/nope")
+    assert http_url.status_code == 422
+    assert http_url.json()["field"] == "image_urls[0]"
+    assert bad_size.status_code == 422
+    assert bad_batch.status_code == 422
+    assert bad_batch.json()["field"] == "prompt"
+    assert missing.status_code == 404
+    assert stack.stats().create_requests == 0
+
+
+def test_a_batch_runs_in_the_background_and_reports_progress(stack: Stack) -> None:
+    requests = [{"prompt": f"banana {i}"} for i in range(7)]
+    requests.append({"prompt": "edit", "image_urls": ["https://example.com/a.png"]})
+    with httpx.Client(base_url=stack.app_url, timeout=30) as client:
+        started = client.post("/batches", json={"requests": requests})
+        assert started.status_code == 202
+        batch_id = started.json()["batch_id"]
+        seen_running = False
+        deadline = time.monotonic() + 30
+        while True:
+            report = client.get(f"/batches/{batch_id}").json()
+            if report["state"] != "running":
+                break
+            seen_running = True
+            assert report["statistics"]["done"] == len(report["outcomes"])
+            assert time.monotonic() < deadline, report
+            time.sleep(0.1)
+    assert seen_running
+    assert report["state"] == "finished"
+    assert report["total"] == 8
+    assert [outcome["index"] for outcome in report["outcomes"]] == list(range(8))
+    assert all(outcome["error"] is None for outcome in report["outcomes"])
+    assert all(len(outcome["urls"]) == 1 for outcome in report["outcomes"])
+    statistics = report["statistics"]
+    assert statistics["succeeded"] == statistics["created"] == statistics["done"] == 8
+    assert statistics["max_active"] >= 1
+    assert stack.stats().tasks_created == 8
+
+
+# -- the scripts of the how-to guides ---------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "how-to"
+
+
+def scripts_of(page: str) -> list[str]:
+    """The complete programs of a page: its Python blocks that call ``anyio.run``."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+    return [block for block in blocks if "anyio.run(" in block]
+
+
+def test_the_batch_and_resume_guides_run_as_written(tmp_path: Path) -> None:
+    run_all, stream = scripts_of("batches.md")
+    [resume] = scripts_of("resume.md")
+    fake = FakeNanoBanana(api_key=KEY, time_scale=0.01)
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(fake.serve()) as base_url,
+    ):
+        env = {**os.environ, "NANOBANANA_API_KEY": KEY, "NANOBANANA_BASE_URL": base_url}
+
+        def start(script: str, name: str) -> subprocess.Popen[str]:
+            folder = tmp_path / name
+            folder.mkdir(exist_ok=True)
+            (folder / "prompts.txt").write_text("a banana\n\ntwo bananas\nthree bananas\n")
+            return subprocess.Popen(
+                [sys.executable, "-c", script],
+                cwd=folder,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+
+        def finish(process: subprocess.Popen[str]) -> str:
+            stdout, stderr = process.communicate(timeout=60)
+            assert process.returncode == 0, stderr
+            return stdout
+
+        outputs = [
+            finish(process)
+            for process in [start(run_all, "run"), start(stream, "stream"), start(resume, "resume")]
+        ]
+        printed_run, printed_stream, first = outputs
+        second = finish(start(resume, "resume"))
+        stats = portal.call(lambda: fake.stats)
+
+    assert [line.split()[0] for line in printed_run.splitlines()] == ["0", "1", "2", "3"]
+    assert "3 done (3 ok, 0 failed)" in printed_stream
+    assert sorted(path.name for path in (tmp_path / "stream" / "images").iterdir()) == [
+        "00000.png",
+        "00001.png",
+        "00002.png",
+    ]
+    assert first.strip() == "0 outcomes from the journal, 8 tasks created now"
+    assert second.strip() == "8 outcomes from the journal, 0 tasks created now"
+    assert stats.tasks_created == 4 + 3 + 8
+    assert stats.duplicates == 0
