@@ -63,6 +63,9 @@ _REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]+$")
 _REMEMBERED_CREATES = 10_000
 _MAX_REDIRECTS = 5
 _CONFLICT_WAIT_MAX = 30.0
+# The most a refusal's body may teach: larger limits and windows are not believed.
+_MAX_LEARNED_LIMIT = 1_000_000
+_MAX_LEARNED_WINDOW = 86_400.0
 _IMAGE_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$", re.IGNORECASE)
@@ -688,8 +691,8 @@ class AsyncNanoBanana:
             body = as_mapping(error.data)
             limit = window = None
             if body is not None:
-                limit = _positive_number(body.get("limit"))
-                window = _positive_number(body.get("windowSeconds"))
+                limit = _positive_number(body.get("limit"), _MAX_LEARNED_LIMIT)
+                window = _positive_number(body.get("windowSeconds"), _MAX_LEARNED_WINDOW)
             self._limits.endpoint(endpoint).on_rate_limited(
                 error.retry_after,
                 limit=None if limit is None else int(limit),
@@ -701,7 +704,11 @@ class AsyncNanoBanana:
             return self._retry.backoff(attempt, self._rng)
         if isinstance(error, ActiveTaskLimitError) and endpoint == "create":
             body = as_mapping(error.data)
-            limit = _positive_number(body.get("limit")) if body is not None else None
+            limit = (
+                _positive_number(body.get("limit"), _MAX_LEARNED_LIMIT)
+                if body is not None
+                else None
+            )
             self._limits.active.on_conflict(None if limit is None else int(limit))
             return min(_CONFLICT_WAIT_MAX, self._retry.backoff_base * 2.0 ** min(attempt + 2, 10))
         if isinstance(error, APIStatusError) and task_id is not None and is_not_visible_yet(error):
@@ -854,10 +861,15 @@ def _suffix_from_url(url: httpx.URL) -> str | None:
     return None
 
 
-def _positive_number(value: object) -> float | None:
+def _positive_number(value: object, maximum: float) -> float | None:
+    """A number from a provider's body, if it is positive and at most ``maximum``.
+
+    Bigger values are a server bug (or hostile), and learning them would break the pacing:
+    ``1e400`` is infinite and ``10**400`` does not even convert to a float.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if value > 0 else None
+    return float(value) if 0 < value <= maximum else None
 
 
 def _check_request_id(request_id: object) -> str:

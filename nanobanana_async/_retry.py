@@ -94,14 +94,17 @@ def retry_after_seconds(data: object, headers: httpx.Headers) -> float | None:
 def _seconds(value: object) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        try:
+    if isinstance(value, int):
+        # An int beyond any float is as absurd as a large one: cap it like the others.
+        value = max(-1, min(value, 10**9))
+    try:
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        elif isinstance(value, str):
             seconds = float(value.strip())
-        except ValueError:
+        else:
             return None
-    else:
+    except ValueError:
         return None
     if not math.isfinite(seconds) or seconds < 0:
         return None

@@ -77,8 +77,11 @@ def _as_int_code(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    # isascii: str.isdigit also accepts digits int() refuses ("²"); the length keeps int()
+    # within its digit limit. A code is three digits.
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        text = value.strip()
+        return int(text) if len(text) <= 9 else None
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return None
@@ -129,14 +132,12 @@ def _opt_str(value: object) -> str | None:
 def _opt_number(value: object) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, (int, float, str)):
             number = float(value)
-        except ValueError:
+        else:
             return None
-    else:
+    except (ValueError, OverflowError):  # OverflowError: an int beyond any float
         return None
     return number if math.isfinite(number) else None
 

@@ -156,7 +156,8 @@ def test_a_batch_runs_in_the_background_and_reports_progress(stack: Stack) -> No
             if report["state"] != "running":
                 break
             seen_running = True
-            assert report["statistics"]["done"] == len(report["outcomes"])
+            # An outcome is counted when the runner emits it, a moment before the app reads it.
+            assert report["statistics"]["done"] >= len(report["outcomes"])
             assert time.monotonic() < deadline, report
             time.sleep(0.1)
     assert seen_running
