@@ -13,7 +13,7 @@ import random
 import re
 import socket
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -617,9 +617,11 @@ class AsyncNanoBanana:
         while True:
             sent_at = await limiter.acquire()
             try:
-                response = await self._http.request(
+                request = self._http.build_request(
                     method, url, json=json, params=params, headers=headers, timeout=timeout
                 )
+                request.stream = _Body(request.content)
+                response = await self._http.send(request)
             except httpx.TimeoutException as exc:
                 error: NanoBananaError = APITimeoutError(
                     f"{endpoint}: {type(exc).__name__} after the client's timeout"
@@ -845,6 +847,41 @@ class AsyncNanoBanana:
                     await anyio.Path(partial).unlink(missing_ok=True)
                 raise
         return target
+
+
+class _Body(httpx.AsyncByteStream):
+    """A request body sent without an async generator.
+
+    httpx iterates its own request bodies through an async generator; a request cancelled
+    while its body is being sent leaves that generator to the garbage collector, and trio
+    warns of it (encode/httpx#3686). This one has nothing to finalize.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _Once(self._data)
+
+
+class _Once:
+    """An async iterator yielding one chunk (none if it is empty)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data or None
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, None
+        if data is None:
+            raise StopAsyncIteration
+        return data
 
 
 def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:

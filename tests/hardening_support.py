@@ -24,9 +24,7 @@ from nanobanana_async.testing import FakeNanoBanana
 KEY = "sk-SECRET-hardening-7f3a9c1e5b2d4f60"
 SCALE = 0.01  # real seconds per provider second
 POLL = PollPolicy(initial=0.005, factor=1.5, maximum=0.02, jitter=0.1, min_interval=0.002)
-RETRY = RetryPolicy(
-    max_retries=12, backoff_base=0.002, backoff_max=0.01, max_rate_limit_wait=30.0
-)
+RETRY = RetryPolicy(max_retries=12, backoff_base=0.002, backoff_max=0.01, max_rate_limit_wait=30.0)
 
 
 def prompts(count: int, prefix: str) -> list[TextToImage]:
@@ -106,7 +104,7 @@ async def raw_server(
     """
     received: list[RawRequest] = []
     listener = await anyio.create_tcp_listener(local_host=host, local_port=0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
 
     async def handle(stream: anyio.abc.SocketStream) -> None:
         async with stream:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from hardening_support import KEY, RETRY
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from nanobanana_async import (
@@ -28,6 +28,7 @@ from nanobanana_async import (
     Task,
     TextToImage,
 )
+from nanobanana_async._models import IMAGE_SIZES
 from nanobanana_async._wire import parse_envelope, request_body, structure_task, structure_task_id
 from nanobanana_async.testing._validation import validate_create
 
@@ -46,7 +47,8 @@ scalars = (
     )
 )  # fmt: skip
 anything = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=12) | st.tuples(inner) | st.sets(st.text()),
+    scalars,
+    lambda inner: st.lists(inner, max_size=12) | st.tuples(inner) | st.sets(st.text()),
     max_leaves=15,
 )
 
@@ -55,23 +57,28 @@ def _build(cls: type[Any], fields: dict[str, Any]) -> Any:
     try:
         return cls(**fields)
     except InvalidRequestError as exc:
-        assert exc.field
-        assert str(exc).startswith(exc.field)
-        return None
+        error = exc
+    assert error.field
+    assert str(error).startswith(error.field)
+    return None
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(
     fields=st.fixed_dictionaries(
-        {"prompt": anything},
+        {"prompt": st.text(min_size=1, max_size=50) | anything},
         optional={
-            "image_size": anything,
-            "aspect_ratio": anything,
-            "output_format": anything,
-            "nsfw_checker": anything,
+            "image_size": st.sampled_from(IMAGE_SIZES) | anything,
+            "aspect_ratio": st.sampled_from(IMAGE_SIZES) | anything,
+            "output_format": st.sampled_from(["png", "jpeg"]) | anything,
+            "nsfw_checker": st.booleans() | anything,
         },
     ),
-    urls=anything,
+    urls=anything
+    | st.lists(
+        st.sampled_from(["https://cdn.example.com/a.png", "https://img.example.org/b.webp?x=1"]),
+        max_size=11,
+    ),
     edit=st.booleans(),
 )
 def test_any_field_values_build_a_request_the_fake_accepts_or_raise_invalid_request(
@@ -82,6 +89,7 @@ def test_any_field_values_build_a_request_the_fake_accepts_or_raise_invalid_requ
         request = _build(TextToImage, fields)
     if request is None:
         return
+    event(f"built {type(request).__name__}")
     body = request_body(request)
     # What the library sends is what the provider (as the fake reads its pages) accepts...
     assert validate_create(json.loads(json.dumps(body))) is None
@@ -105,11 +113,15 @@ HOSTILE_BODIES = [
     DEEP.encode(),
     b'{"code": 200, "data": {"taskId": "t", "state": "success", "costTime": 1'
     + b"0" * 400
-    + b', "createTime": 1e400, "completeTime": -1' + b"0" * 400 + b"}}",
+    + b', "createTime": 1e400, "completeTime": -1'
+    + b"0" * 400
+    + b"}}",
     b'{"code": 200, "data": {"taskId": "t", "state": "success", "resultJson": "'
-    + b"[" * 5000 + b'"}}',
+    + b"[" * 5000
+    + b'"}}',
     b'{"code": 200, "data": {"taskId": "t", "state": "generating", "param": "{\\"input\\": \\"'
-    + b"[" * 3000 + b'\\"}"}}',
+    + b"[" * 3000
+    + b'\\"}"}}',
     b'{"code": 200, "data": {"taskId": ' + b"7" * 4000 + b', "state": "NaN"}}',
     b'{"code": "200", "data": {"taskId": "t", "state": "Infinity", "costTime": "1e999",'
     b' "failCode": -0.0, "createTime": "NaN"}}',
@@ -161,12 +173,16 @@ hostile_leaves = (
 )  # fmt: skip
 hostile_json = st.recursive(
     hostile_leaves,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=12,
 )
 members = ("code", "msg", "message", "data")
-task_members = ("taskId", "model", "state", "param", "resultJson", "failCode", "failMsg",
-                "costTime", "completeTime", "createTime", "retryAfter", "limit", "windowSeconds")  # fmt: skip
+task_members = (
+    "taskId", "model", "state", "param", "resultJson", "failCode", "failMsg", "costTime",
+    "completeTime", "createTime", "retryAfter", "limit", "windowSeconds",
+)  # fmt: skip
 
 
 def _dumps(value: Any) -> bytes:
@@ -186,7 +202,8 @@ def _dumps(value: Any) -> bytes:
             "data": st.fixed_dictionaries(
                 {},
                 optional=dict.fromkeys(
-                    task_members, hostile_json | st.builds(lambda v: _dumps(v).decode(), hostile_json)
+                    task_members,
+                    hostile_json | st.builds(lambda v: _dumps(v).decode(), hostile_json),
                 ),
             )
             | hostile_json,
@@ -270,5 +287,5 @@ def test_internal_addresses_in_any_spelling_are_refused_for_a_public_api(
     client = _public_client()
     for host in _spellings(address):
         for scheme in ("https", "http"):
-            with pytest.raises(DownloadError, match="internal address|https only"):
+            with pytest.raises(DownloadError, match=r"internal address|https only"):
                 client._check_download_url(f"{scheme}://{host}{path}")

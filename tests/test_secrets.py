@@ -1,0 +1,170 @@
+"""Secrets: the API key shows nowhere, and never travels to a result host.
+
+The client, its limits, a batch runner, its statistics and outcomes, every exception of the
+fault scenarios (with their causes, contexts and tracebacks, locals included), every log record
+at DEBUG (httpx and httpcore included) and the journal file are searched for the key, after a
+run through the fake over loopback with faults on every endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+
+import httpx
+import pytest
+from hardening_support import (
+    KEY,
+    RawRequest,
+    fake_provider,
+    http_response,
+    loopback,
+    prompts,
+    raw_server,
+)
+
+from nanobanana_async import (
+    APITimeoutError,
+    AsyncNanoBanana,
+    AuthenticationError,
+    BatchRunner,
+    DownloadError,
+    NanoBananaError,
+    ServerError,
+    TaskFailedError,
+    TextToImage,
+    WaitTimeoutError,
+)
+from nanobanana_async.testing import Faults
+
+pytestmark = pytest.mark.anyio
+
+WRONG_KEY = "sk-SECRET-wrong-key-0b9e27d1c4a8"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+def texts_of(error: BaseException) -> list[str]:
+    """Everything an exception shows: str, repr, args, attributes, chained causes, traceback."""
+    texts: list[str] = []
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current), repr(current.args), repr(vars(current))]
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    texts.append("".join(traceback.format_exception(error)))
+    exception = traceback.TracebackException.from_exception(error, capture_locals=True)
+    texts.append("".join(exception.format()))
+    return texts
+
+
+async def test_the_key_shows_nowhere_after_a_faulty_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore", "nanobanana_async", "nanobanana_async.testing"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    fake = fake_provider(
+        seed=4,
+        fail_rate=lambda body: "doomed" in body["input"]["prompt"],
+        faults=Faults(
+            create={"500": 0.1, "drop_after": 0.1, "200_429": 0.05},
+            query={"500": 0.1, "drop_before": 0.05, "502_html": 0.05, "record_null": 0.05},
+        ),
+    )
+    journal = tmp_path / "batch.sqlite"
+    errors: list[BaseException] = []
+    texts: list[str] = []
+    async with loopback(fake, timeout=0.2) as client:
+        runner = BatchRunner(client, journal=journal)
+        outcomes = await runner.run([*prompts(12, "secret"), TextToImage(prompt="doomed")])
+        errors += [o.error for o in outcomes if o.error is not None]
+        texts += [repr(client), str(client), repr(client.limits), repr(client.limits_snapshot())]
+        texts += [repr(runner), repr(runner.statistics()), *map(repr, outcomes)]
+        result = outcomes[0].result
+        assert result is not None
+        await client.save_result(result, tmp_path / "images")
+
+        fake.faults = Faults(slow_seconds=None)
+        fake.script("create", ["slow"] * 2 + ["502_html"] * 20)
+        scenarios = [
+            lambda: client.create_task(TextToImage(prompt="slow"), timeout=0.3),
+            lambda: client.create_task(TextToImage(prompt="proxy")),
+            lambda: client.wait_for_result(outcomes[0].task_id or "", timeout=1e-9),
+            lambda: client.get_task("no-such-task"),
+            lambda: client.download("file:///etc/passwd"),
+            lambda: client.generate(TextToImage(prompt="doomed again"), timeout=0.0001),
+        ]
+        for call in scenarios:
+            with pytest.raises(NanoBananaError) as info:
+                await call()
+            errors.append(info.value)
+    async with (
+        fake_provider().serve() as base_url,
+        AsyncNanoBanana(api_key=WRONG_KEY, base_url=base_url) as wrong,
+    ):
+        texts.append(repr(wrong))
+        with pytest.raises(AuthenticationError) as refused:
+            await wrong.create_task(TextToImage(prompt="wrong key"))
+        errors.append(refused.value)
+
+    kinds = {type(error) for error in errors}
+    assert {TaskFailedError, APITimeoutError, ServerError, AuthenticationError} <= kinds
+    assert {WaitTimeoutError, DownloadError} <= kinds
+    for error in errors:
+        texts += texts_of(error)
+    texts.append(caplog.text)
+    texts += [repr(record.args) for record in caplog.records]
+    texts += [repr(vars(record)) for record in caplog.records]
+    assert {record.name.split(".")[0] for record in caplog.records} >= {"httpx", "httpcore"}
+    assert any("retrying" in record.getMessage() for record in caplog.records)
+    for text in texts:
+        assert KEY not in text
+        assert WRONG_KEY not in text
+    for file in journal.parent.glob(journal.name + "*"):
+        assert KEY.encode() not in file.read_bytes()
+    assert fake.stats.authorization_sent_to_result_host is False
+
+
+async def test_result_hosts_never_see_the_key_not_even_the_api_host() -> None:
+    fake = fake_provider()
+    # Over loopback the result files live on the API's own host and port.
+    async with loopback(fake) as client:
+        result = await client.generate(TextToImage(prompt="same host"), timeout=30)
+        assert result.urls[0].startswith(str(client.base_url))
+        assert (await client.download(result.urls[0])).startswith(b"\x89PNG")
+    assert fake.stats.result_requests == 1
+    assert fake.stats.authorization_sent_to_result_host is False
+
+
+@pytest.mark.parametrize("own_download_client", [False, True])
+async def test_no_key_across_a_redirect_to_another_host(own_download_client: bool) -> None:
+    def final(_request: RawRequest) -> bytes:
+        return http_response(200, PNG, content_type="image/png")
+
+    async with raw_server(final, host="127.0.0.2") as (other_host, at_other):
+
+        def hop(_request: RawRequest) -> bytes:
+            return http_response(302, headers={"Location": f"{other_host}/real.png"})
+
+        async with raw_server(hop) as (first_host, at_first):
+            # A download client that carries the key by mistake is stripped of it, too.
+            headers = {"Authorization": f"Bearer {KEY}"} if own_download_client else None
+            async with (
+                httpx.AsyncClient(headers=headers) as download,
+                AsyncNanoBanana(
+                    api_key=KEY,
+                    base_url=first_host,
+                    download_client=download if own_download_client else None,
+                ) as client,
+            ):
+                assert await client.download(f"{first_host}/files/task_1/0.png") == PNG
+    assert [r.target for r in at_first] == ["/files/task_1/0.png"]
+    assert [r.target for r in at_other] == ["/real.png"]
+    for request in [*at_first, *at_other]:
+        assert "authorization" not in request.headers
+        assert KEY not in repr(request)
