@@ -15,7 +15,6 @@ Three kinds of trouble are retried, each on its own terms:
 
 from __future__ import annotations
 
-import math
 import random
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -24,7 +23,7 @@ import attrs
 import httpx
 
 from ._errors import APIStatusError, ServerError, TaskNotFoundError, UnprocessableEntityError
-from ._wire import as_mapping
+from ._wire import as_mapping, opt_number
 
 __all__ = ["RetryPolicy", "is_not_visible_yet", "retry_after_seconds"]
 
@@ -92,20 +91,10 @@ def retry_after_seconds(data: object, headers: httpx.Headers) -> float | None:
 
 
 def _seconds(value: object) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         # An int beyond any float is as absurd as a large one: cap it like the others.
         value = max(-1, min(value, 10**9))
-    try:
-        if isinstance(value, (int, float)):
-            seconds = float(value)
-        elif isinstance(value, str):
-            seconds = float(value.strip())
-        else:
-            return None
-    except ValueError:
-        return None
-    if not math.isfinite(seconds) or seconds < 0:
+    seconds = opt_number(value)
+    if seconds is None or seconds < 0:
         return None
     return min(seconds, _MAX_RETRY_AFTER)

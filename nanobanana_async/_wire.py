@@ -25,6 +25,7 @@ from ._models import ImageToImage, Task, TaskState, TextToImage
 __all__ = [
     "Envelope",
     "as_mapping",
+    "opt_number",
     "converter",
     "parse_envelope",
     "request_body",
@@ -129,7 +130,8 @@ def _opt_str(value: object) -> str | None:
     return None
 
 
-def _opt_number(value: object) -> float | None:
+def opt_number(value: object) -> float | None:
+    """A finite number from a JSON value (a number or a numeric string), else None."""
     if isinstance(value, bool):
         return None
     try:
@@ -143,7 +145,7 @@ def _opt_number(value: object) -> float | None:
 
 
 def _opt_time(value: object) -> datetime | None:
-    millis = _opt_number(value)
+    millis = opt_number(value)
     if millis is None or not 0 < millis <= _TIME_MAX_MS:
         return None
     return datetime.fromtimestamp(millis / 1000, tz=timezone.utc)
@@ -194,7 +196,7 @@ def _structure_task(data: object, _cls: object = Task) -> Task:
         urls=_result_urls(result, state),
         fail_code=_opt_str(record.get("failCode")),
         fail_message=_opt_str(record.get("failMsg")),
-        cost_time=_opt_number(record.get("costTime")),
+        cost_time=opt_number(record.get("costTime")),
         create_time=_opt_time(record.get("createTime")),
         complete_time=_opt_time(record.get("completeTime")),
         param=param,

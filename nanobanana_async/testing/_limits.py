@@ -8,6 +8,8 @@ from types import MappingProxyType
 
 import attrs
 
+from .._limits import TIERS as _DOCUMENTED  # one table of the provider's tiers
+
 __all__ = ["TIERS", "FixedWindow", "TierLimits"]
 
 
@@ -47,14 +49,7 @@ def _tier(name: str, cs: int, cm: int, qs: int, qm: int, active: int) -> TierLim
 
 
 TIERS: Mapping[str, TierLimits] = MappingProxyType(
-    {
-        "free": _tier("free", 1, 10, 2, 60, 1),
-        "basic": _tier("basic", 5, 180, 20, 1000, 5),
-        "standard": _tier("standard", 10, 600, 50, 3000, 15),
-        "pro": _tier("pro", 20, 1200, 100, 6000, 30),
-        "ultra": _tier("ultra", 50, 3000, 200, 12000, 80),
-        "enterprise": _tier("enterprise", 100, 6000, 500, 30000, 300),
-    }
+    {name: _tier(name, *row.create, *row.query, row.active) for name, row in _DOCUMENTED.items()}
 )
 """The documented limits of each tier, by tier name."""
 
