@@ -18,6 +18,7 @@ import inspect
 import math
 import os
 import random
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
@@ -135,7 +136,6 @@ class _Counters:
         "created",
         "failed",
         "finished_tasks",
-        "polling",
         "polls",
         "rate_limited0",
         "resumed",
@@ -149,7 +149,7 @@ class _Counters:
     def __init__(self) -> None:
         self.submitted = self.created = self.running = 0
         self.succeeded = self.failed = self.resumed = 0
-        self.polls = self.finished_tasks = self.polling = 0
+        self.polls = self.finished_tasks = 0
         self.weights = 0.0
         self.conflicts0 = self.rate_limited0 = 0
         self.started = 0.0
@@ -426,7 +426,6 @@ class BatchRunner:
         deadline = started + self._task_timeout
         polls = 0
         unreadable = 0
-        polling = False
         slot = _PollSlot()
         last: Task | None = None
         error: NanoBananaError | None = None
@@ -435,9 +434,6 @@ class BatchRunner:
                 while True:
                     if polls or created_at is not None:
                         await anyio.sleep(self._next_poll(created_at, started, polls, last, slot))
-                    if not polling:
-                        polling = True
-                        self._counters.polling += 1
                     try:
                         task = await client._get_task(task_id, deadline=deadline)
                     except (AuthenticationError, TaskNotFoundError, BadRequestError) as exc:
@@ -464,8 +460,6 @@ class BatchRunner:
                         client._observe_duration(task, created_at)
                         break
         finally:
-            if polling:
-                self._counters.polling -= 1
             self._counters.weights -= slot.weight
         outcome = BatchOutcome(
             index=job.index, request=job.request, task_id=task_id, request_id=job.request_id
@@ -502,6 +496,8 @@ class BatchRunner:
         else:
             age = now - started
         delay = client.durations.next_delay(age, polls, client.poll_policy, self._rng)
+        if not polls:
+            return delay  # the first sleep: until the fastest tasks tend to finish
         remaining = client.durations.expected_remaining(age)
         weight = 1.0 / math.sqrt(max(remaining or 1.0, client.poll_policy.min_interval))
         c = self._counters
@@ -657,8 +653,6 @@ def _resumed_outcome(row: JournalRow, request: Request) -> BatchOutcome:
 
 
 def _wall_age(task: Task) -> float:
-    import time
-
     assert task.create_time is not None
     return time.time() - task.create_time.timestamp()
 
