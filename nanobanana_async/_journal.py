@@ -207,10 +207,12 @@ class Journal:
         if not self._pending:
             return
         async with self._lock:
-            # Taken inside the lock: a flush cancelled while it waits loses no row.
+            # Taken inside the lock, written under a shield: a flush cancelled while it waits
+            # for the lock, or for a worker thread, loses no row.
             batch, self._pending = self._pending, []
             if batch:
-                await anyio.to_thread.run_sync(self._write_sync, batch)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._write_sync, batch)
 
     def _write_sync(self, batch: list[tuple[Any, ...]]) -> None:
         self._db.execute("BEGIN")
