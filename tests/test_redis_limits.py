@@ -178,7 +178,8 @@ async def test_a_dead_process_slots_come_back_after_the_lease(redis_url: str, ke
             await limits.active.acquire(holder)
         waited = anyio.current_time() - start
         assert 0.3 <= waited < 1.5
-        assert limits.active.held_anywhere == 1
+        # Ours, and maybe the dead one's second slot, taken a moment after its first.
+        assert limits.active.held_anywhere in (1, 2)
 
 
 @pytest.mark.anyio
