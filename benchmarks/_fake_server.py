@@ -20,10 +20,11 @@ import attrs
 sys.path.insert(0, str(Path(__file__).parent))
 
 from batch import SCENARIOS
+from multiprocess import SCENARIO as MULTIPROCESS
 
 
 async def main(name: str) -> None:
-    scenario = next(s for s in SCENARIOS if s.name == name)
+    scenario = next(s for s in [*SCENARIOS, MULTIPROCESS] if s.name == name)
     fake = scenario.fake()
     async with fake.serve() as base_url:
         # The wall-clock moment the fake's windows started, for the parent's oracle.

@@ -28,7 +28,7 @@ from ._errors import (
     UnprocessableEntityError,
     WaitTimeoutError,
 )
-from ._limits import TIERS, Limits, LimitsSnapshot, TierLimits
+from ._limits import TIERS, Limits, LimitsBackend, LimitsSnapshot, TierLimits
 from ._models import (
     IMAGE_SIZES,
     ImageSize,
@@ -41,6 +41,7 @@ from ._models import (
     TextToImage,
 )
 from ._polling import PollPolicy
+from ._redis_limits import RedisLimits
 from ._retry import RetryPolicy
 from ._version import __version__
 
@@ -65,6 +66,7 @@ __all__ = [
     "InsufficientCreditsError",
     "InvalidRequestError",
     "Limits",
+    "LimitsBackend",
     "LimitsSnapshot",
     "NanoBananaError",
     "OnUpdate",
@@ -72,6 +74,7 @@ __all__ = [
     "PollPolicy",
     "ProgressHook",
     "RateLimitError",
+    "RedisLimits",
     "Request",
     "RetryPolicy",
     "ServerError",

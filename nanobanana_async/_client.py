@@ -37,7 +37,7 @@ from ._errors import (
     WaitTimeoutError,
     error_for_status,
 )
-from ._limits import Limits, LimitsSnapshot
+from ._limits import Limits, LimitsBackend, LimitsSnapshot
 from ._models import ImageToImage, Request, Task, TaskResult, TaskState, TextToImage
 from ._polling import DurationModel, PollPolicy
 from ._retry import RetryPolicy, is_not_visible_yet, retry_after_seconds
@@ -154,6 +154,9 @@ class AsyncNanoBanana:
         tier: Seed the limits from this tier of the provider's table (e.g. ``"basic"``);
             without it every limit is learned from the provider's answers.
         max_active: A known cap on active tasks (overrides the tier's).
+        limits: Where the key's limits live: your `Limits`, or a `RedisLimits` shared by
+            several processes (``tier`` and ``max_active`` then seed it). Default: a new
+            in-process `Limits`.
         retry: Finer control of retries; ``max_retries`` overrides its count.
         poll: How to poll before any task duration has been seen.
         max_download_bytes: The largest result file accepted.
@@ -177,6 +180,7 @@ class AsyncNanoBanana:
         retry: RetryPolicy | None = None,
         poll: PollPolicy | None = None,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        limits: LimitsBackend | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("NANOBANANA_API_KEY")
         if not key or not key.strip():
@@ -216,7 +220,11 @@ class AsyncNanoBanana:
             raise InvalidRequestError("max_download_bytes", "must be at least 1")
         self._max_download_bytes = max_download_bytes
         try:
-            self._limits = Limits(tier=tier, max_active=max_active)
+            if limits is None:
+                self._limits: LimitsBackend = Limits(tier=tier, max_active=max_active)
+            else:
+                limits.seed(tier=tier, max_active=max_active)
+                self._limits = limits
         except ValueError as exc:
             raise InvalidRequestError("tier" if tier else "max_active", str(exc)) from None
 
@@ -277,7 +285,7 @@ class AsyncNanoBanana:
         return self._base_url
 
     @property
-    def limits(self) -> Limits:
+    def limits(self) -> LimitsBackend:
         """The limits of this client's key, shared by every caller of the client."""
         return self._limits
 

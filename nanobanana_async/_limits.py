@@ -20,16 +20,19 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Literal, Protocol
 
 import anyio
 import attrs
 
 __all__ = [
     "TIERS",
+    "ActiveSlots",
     "ActiveTaskLimiter",
     "EndpointLimiter",
+    "EndpointPacer",
     "Limits",
+    "LimitsBackend",
     "LimitsSnapshot",
     "TierLimits",
 ]
@@ -565,3 +568,99 @@ class Limits:
             conflicts=self.active.conflicts,
             rate_limited=self.create.rate_limited + self.query.rate_limited,
         )
+
+
+class EndpointPacer(Protocol):
+    """What the client needs of one endpoint's pacer (`EndpointLimiter` or a shared one)."""
+
+    @property
+    def rate(self) -> float | None:
+        """Sustained requests per second allowed, or None if unlimited."""
+        ...
+
+    async def acquire(self) -> float:
+        """Wait until a request may go; return when it was let through."""
+        ...
+
+    def on_success(self) -> None:
+        """An accepted request."""
+        ...
+
+    def on_rate_limited(
+        self,
+        retry_after: float | None,
+        *,
+        limit: int | None = None,
+        window: float | None = None,
+        sent_at: float | None = None,
+    ) -> None:
+        """A 429: block for ``retry_after`` and learn the window."""
+        ...
+
+
+class ActiveSlots(Protocol):
+    """What the client and the runner need of an active-task cap."""
+
+    @property
+    def limit(self) -> int:
+        """The current cap."""
+        ...
+
+    @property
+    def running(self) -> int:
+        """Slots of this process whose task is running on the provider."""
+        ...
+
+    async def acquire(self, holder: object) -> None:
+        """Wait for a free slot and hold it for ``holder``."""
+        ...
+
+    def holds(self, holder: object) -> bool:
+        """Whether ``holder`` holds a slot now."""
+        ...
+
+    def mark_running(self, holder: object) -> None:
+        """``holder``'s task was accepted by the provider."""
+        ...
+
+    def release(self, holder: object) -> None:
+        """Free ``holder``'s slot; nothing if it holds none."""
+        ...
+
+    def on_created(self) -> None:
+        """A create was accepted."""
+        ...
+
+    def on_conflict(self, limit: int | None = None) -> None:
+        """A create met 409."""
+        ...
+
+    async def wait_for_release(self, timeout: float) -> bool:
+        """Wait until some slot is released, at most ``timeout`` seconds."""
+        ...
+
+
+class LimitsBackend(Protocol):
+    """The interface of a key's limits: in-process `Limits`, or a shared `RedisLimits`."""
+
+    @property
+    def query(self) -> EndpointPacer:
+        """The ``recordInfo`` pacer."""
+        ...
+
+    @property
+    def active(self) -> ActiveSlots:
+        """The active-task cap."""
+        ...
+
+    def seed(self, *, tier: str | None = None, max_active: int | None = None) -> None:
+        """Start from known numbers."""
+        ...
+
+    def endpoint(self, name: Endpoint) -> EndpointPacer:
+        """The pacer of one endpoint."""
+        ...
+
+    def snapshot(self) -> LimitsSnapshot:
+        """What is known now."""
+        ...

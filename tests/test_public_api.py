@@ -27,6 +27,7 @@ PUBLIC = [
     "InsufficientCreditsError",
     "InvalidRequestError",
     "Limits",
+    "LimitsBackend",
     "LimitsSnapshot",
     "NanoBananaError",
     "OnUpdate",
@@ -34,6 +35,7 @@ PUBLIC = [
     "PollPolicy",
     "ProgressHook",
     "RateLimitError",
+    "RedisLimits",
     "Request",
     "RetryPolicy",
     "ServerError",
@@ -86,3 +88,13 @@ def test_the_names_the_spec_fixes() -> None:
 
 def test_version_matches_the_distribution() -> None:
     assert nb.__version__ == importlib.metadata.version("nanobanana-async")
+
+
+def test_the_package_does_not_import_redis() -> None:
+    """redis (the [redis] extra) is imported only when a RedisLimits is entered."""
+    import subprocess
+    import sys
+
+    code = "import sys, nanobanana_async; print('redis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

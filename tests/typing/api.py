@@ -184,3 +184,16 @@ def constants() -> None:
     assert_type(TIERS["free"].create, tuple[int, int])
     assert_type(RetryPolicy().max_retries, int)
     assert_type(PollPolicy().initial, float)
+
+
+async def shared_limits() -> None:
+    limits: nb.LimitsBackend = nb.Limits(tier="basic")
+    async with nb.RedisLimits("redis://localhost:6379/0", key="k", lease=10.0) as shared:
+        assert_type(shared, nb.RedisLimits)
+        limits = shared
+        async with AsyncNanoBanana("sk", limits=limits) as client:
+            assert_type(client.limits, nb.LimitsBackend)
+            assert_type(client.limits.snapshot(), LimitsSnapshot)
+        async with AsyncNanoBanana("sk", limits=nb.Limits()):
+            pass
+        AsyncNanoBanana("sk", limits="redis://")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]

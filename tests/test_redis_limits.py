@@ -1,0 +1,357 @@
+"""RedisLimits against a real redis-server on loopback, started for the session.
+
+Two `RedisLimits` on one key stand for two processes: what one learns paces the other, their
+active slots are one pool, and the slots of a process that stops renewing come back.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+import redis
+
+from nanobanana_async import AsyncNanoBanana, BatchRunner, RedisLimits, TextToImage
+from nanobanana_async._redis_limits import _TAKE, _Connection
+from nanobanana_async.testing import FakeNanoBanana
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None,
+    reason="redis-server is not on PATH (Debian: apt-get install redis-server); "
+    "CI installs it and runs these tests",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    probe = redis.Redis.from_url(url)
+    try:
+        for _ in range(200):
+            try:
+                probe.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        else:  # pragma: no cover - the server did not start
+            pytest.fail("redis-server did not answer")
+        yield url
+    finally:
+        probe.close()
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture
+def key() -> str:
+    """A fresh key prefix: one API key's worth of Redis state per test."""
+    return f"test-{uuid.uuid4().hex}"
+
+
+def _pair(url: str, key: str, **kwargs: Any) -> tuple[RedisLimits, RedisLimits]:
+    return RedisLimits(url, key=key, **kwargs), RedisLimits(url, key=key, **kwargs)
+
+
+@pytest.mark.anyio
+async def test_a_429_learned_by_one_process_paces_the_other(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        sent = await a.create.acquire()
+        a.create.on_rate_limited(0.2, limit=2, window=0.5, sent_at=sent)
+        assert a.create.windows == {0.5: 2}
+        await a._flush()  # what a's background task does at once
+        start = anyio.current_time()
+        await b.create.acquire()  # blocked by the shared retryAfter
+        assert anyio.current_time() - start >= 0.15
+        await b.refresh()
+        assert b.create.windows == {0.5: 2}
+        assert b.create.rate is not None
+        assert b.create.rate < 4.0
+        # The window, known to b from a's 429, lets 2 through per 0.5 s.
+        t1 = await b.create.acquire()
+        t2 = await b.create.acquire()
+        assert t2 - t1 >= 0.45
+        assert a.snapshot().rate_limited == 1
+        assert b.snapshot().rate_limited == 0
+        await b.refresh()
+        assert b.shared_counts() == {"rate_limited_create": 1}
+
+
+@pytest.mark.anyio
+async def test_pacing_is_atomic_across_processes(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key)
+    times: list[float] = []
+    async with a, b:
+        a.create.learn_window(3, 0.3)
+        await a._flush()
+        await b.refresh()
+
+        async def one(limits: RedisLimits) -> None:
+            times.append(await limits.create.acquire())
+
+        async with anyio.create_task_group() as tg:
+            for i in range(12):
+                tg.start_soon(one, (a, b)[i % 2])
+    times.sort()
+    assert len(times) == 12
+    # In any 0.3 s of Redis time, at most 3 were let through, by both processes together.
+    for i, t in enumerate(times):
+        assert sum(1 for u in times[i:] if u < t + 0.3) <= 3
+    assert times[-1] - times[0] >= 0.9
+
+
+@pytest.mark.anyio
+async def test_active_slots_are_shared_and_capped(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key, max_active=3, poll_interval=0.01)
+    held = 0
+    most = 0
+    async with a, b:
+
+        async def job(limits: RedisLimits) -> None:
+            nonlocal held, most
+            holder = object()
+            await limits.active.acquire(holder)
+            assert limits.active.holds(holder)
+            limits.active.mark_running(holder)
+            held += 1
+            most = max(most, held)
+            await anyio.sleep(0.03)
+            held -= 1
+            limits.active.release(holder)
+            limits.active.release(holder)  # a second release does nothing
+
+        async with anyio.create_task_group() as tg:
+            for i in range(16):
+                tg.start_soon(job, (a, b)[i % 2])
+        assert a.active.limit == 3
+        assert a.active.active == 0
+        assert a.active.waiting == 0
+    assert most == 3
+
+
+@pytest.mark.anyio
+async def test_a_dead_process_slots_come_back_after_the_lease(redis_url: str, key: str) -> None:
+    # The "dead process" takes both slots through its own client and never renews them.
+    dead = _Connection(redis_url)
+    lease = 0.5
+    for member in ("dead:1", "dead:2"):
+        taken, *_ = await dead.script(
+            _TAKE,
+            [f"{key}:active:slots", f"{key}:active:running", f"{key}:active:state"],
+            [member, repr(lease), 2],
+        )
+        assert taken == 1
+    await dead.aclose()
+    async with RedisLimits(redis_url, key=key, max_active=2, poll_interval=0.02) as limits:
+        start = anyio.current_time()
+        holder = object()
+        with anyio.fail_after(5):
+            await limits.active.acquire(holder)
+        waited = anyio.current_time() - start
+        assert 0.3 <= waited < 1.5
+        # Ours, and maybe the dead one's second slot, taken a moment after its first.
+        assert limits.active.held_anywhere in (1, 2)
+
+
+@pytest.mark.anyio
+async def test_a_live_process_renews_its_leases(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key, max_active=1, lease=0.3, poll_interval=0.02)
+    async with a, b:
+        holder = object()
+        await a.active.acquire(holder)
+        # Three leases long: only the renewal keeps the slot a's.
+        with anyio.move_on_after(0.9):
+            await b.active.acquire(object())
+            pytest.fail("b took a slot a still holds")
+        a.active.release(holder)
+        with anyio.fail_after(2):
+            await b.active.acquire(object())
+
+
+@pytest.mark.anyio
+async def test_closing_gives_the_slots_back(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key, max_active=1, poll_interval=0.01)
+    async with b:
+        async with a:
+            await a.active.acquire(object())
+            assert not await b.active.wait_for_release(0.05)
+        with anyio.fail_after(1):
+            await b.active.acquire(object())
+
+
+@pytest.mark.anyio
+async def test_wait_for_release_sees_another_process_release(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key, max_active=2, poll_interval=0.01)
+    async with a, b:
+        holder = object()
+        await a.active.acquire(holder)
+        async with anyio.create_task_group() as tg:
+
+            async def release_soon() -> None:
+                await anyio.sleep(0.05)
+                a.active.release(holder)
+
+            tg.start_soon(release_soon)
+            assert await b.active.wait_for_release(2.0)
+
+
+@pytest.mark.anyio
+async def test_a_409_teaches_every_process(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        assert not a.active.known
+        assert a.active.limit == 2  # learning starts low
+        holders = [object(), object()]
+        for h in holders:
+            await a.active.acquire(h)
+            a.active.mark_running(h)
+        a.active.on_created()  # every slot runs: the cap grows, for everyone
+        await a._flush()
+        await b.refresh()
+        assert b.active.limit == 3
+        assert not b.active.known
+        a.active.on_conflict()  # full with the 2 tasks running everywhere
+        await a._flush()
+        await b.refresh()
+        assert (b.active.limit, b.active.known) == (2, True)
+        a.active.on_created()  # known now: no growth
+        b.active.on_conflict(4)  # a 409 that states the cap
+        await b._flush()
+        await a.refresh()
+        assert (a.active.limit, a.active.known) == (4, True)
+        assert a.snapshot().conflicts == 1
+        assert a.shared_counts()["conflicts"] == 2
+
+
+@pytest.mark.anyio
+async def test_a_bare_429_blocks_everyone_for_a_second(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        a.query.on_rate_limited(None)
+        await a._flush()
+        probe = redis.Redis.from_url(redis_url)
+        try:
+            ttl = probe.pttl(f"{key}:query:blocked")
+        finally:
+            probe.close()
+        assert 1000 <= int(ttl) <= 2000  # type: ignore[arg-type]
+        with anyio.move_on_after(0.5):
+            await b.query.acquire()
+            pytest.fail("b went through a's block")
+
+
+@pytest.mark.anyio
+async def test_refused_while_paced_widens_the_margin(redis_url: str, key: str) -> None:
+    async with RedisLimits(redis_url, key=key) as limits:
+        limiter = limits.endpoint("create")
+        sent = await limiter.acquire()
+        limiter.on_rate_limited(0.001, limit=10, window=0.2, sent_at=sent)
+        await limits._flush()
+        before = limiter.rate
+        sent = await limiter.acquire()
+        limiter.on_rate_limited(0.001, limit=10, window=0.2, sent_at=sent)
+        await limits._flush()
+        after = limiter.rate
+        assert before is not None
+        assert after is not None
+        assert after < before
+        for _ in range(200):
+            limiter.on_success()
+        assert limiter.rate == pytest.approx(before)
+        assert limits.endpoint("query") is limits.query
+
+
+@pytest.mark.anyio
+async def test_seeded_from_a_tier_for_every_process(redis_url: str, key: str) -> None:
+    a = RedisLimits(redis_url, key=key, tier="pro")
+    b = RedisLimits(redis_url, key=key)
+    async with a, b:
+        snapshot = b.snapshot()
+        assert snapshot.create_windows == {1.0: 20, 60.0: 1200}
+        assert snapshot.query_windows == {1.0: 100, 60.0: 6000}
+        assert (snapshot.max_active, snapshot.max_active_known) == (30, True)
+        assert snapshot.create_rate is not None
+        assert snapshot.query_rate is not None
+        assert "lease=30" in repr(a)
+
+
+@pytest.mark.anyio
+async def test_misuse_is_refused(redis_url: str, key: str) -> None:
+    with pytest.raises(ValueError, match="lease"):
+        RedisLimits(redis_url, lease=0)
+    with pytest.raises(ValueError, match="poll_interval"):
+        RedisLimits(redis_url, poll_interval=0)
+    with pytest.raises(ValueError, match="max_active"):
+        RedisLimits(redis_url, max_active=0)
+    with pytest.raises(ValueError, match="unknown tier"):
+        RedisLimits(redis_url, tier="gold")
+    limits = RedisLimits(redis_url, key=key)
+    with pytest.raises(RuntimeError, match="enter the RedisLimits"):
+        await limits.create.acquire()
+    await limits.aclose()  # closing what was never opened does nothing
+    async with limits:
+        with pytest.raises(RuntimeError, match="already entered"):
+            await limits.__aenter__()
+    with pytest.raises(redis.ConnectionError):
+        async with RedisLimits(f"redis://127.0.0.1:{_free_port()}/0"):
+            pass  # pragma: no cover
+
+
+@pytest.mark.anyio
+async def test_clients_in_two_processes_share_one_key(redis_url: str, key: str) -> None:
+    fake = FakeNanoBanana(api_key="sk-redis", tier="basic", duration=(0.05, 0.15), time_scale=0.2)
+    a, b = _pair(redis_url, key, poll_interval=0.01)
+    async with fake.serve() as base_url, a, b:
+
+        async def batch(limits: RedisLimits, offset: int) -> list[Any]:
+            async with AsyncNanoBanana(api_key="sk-redis", base_url=base_url, limits=limits) as c:
+                assert c.limits is limits
+                requests = [TextToImage(prompt=f"banana {offset + i}") for i in range(15)]
+                return await BatchRunner(c).run(requests)
+
+        outcomes: list[Any] = []
+
+        async def run(limits: RedisLimits, offset: int) -> None:
+            outcomes.extend(await batch(limits, offset))
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run, a, 0)
+                tg.start_soon(run, b, 100)
+        async with AsyncNanoBanana(api_key="sk-redis", base_url=base_url, limits=a) as client:
+            result = await client.generate(TextToImage(prompt="one more banana"), timeout=30)
+            assert result.urls
+    assert len(outcomes) == 30
+    assert all(o.error is None for o in outcomes)
+    stats = fake.stats
+    assert stats.tasks_created == 31
+    assert stats.max_active <= 5
