@@ -10,12 +10,33 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from nanobanana_async import PollPolicy, RetryPolicy
 from nanobanana_async.testing import FakeNanoBanana, Faults
+
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def write_docs_section(name: str, lines: list[str]) -> Path:
+    """Put one benchmark's section into docs/benchmarks.md, replacing only its earlier version.
+
+    A section stands between ``<!-- name:start -->`` and ``<!-- name:end -->``; a new one is
+    appended at the end.
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = "\n".join([start, *lines, end])
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    BENCHMARKS_MD.write_text(text)
+    return BENCHMARKS_MD
 
 
 def job_prompt(index: int) -> str:

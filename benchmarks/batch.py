@@ -38,6 +38,7 @@ from _common import (
     oracle_makespan,
     run_aiolimiter_baseline,
     run_gather_baseline,
+    write_docs_section,
 )
 
 from nanobanana_async import AsyncNanoBanana, BatchRunner, TextToImage
@@ -209,16 +210,11 @@ def measure_rss(jobs: int) -> tuple[int, float, float]:
 
 
 def write_docs(rows: list[dict[str, Any]], command: str, rss: tuple[int, float, float] | None):
-    path = Path(__file__).parent.parent / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start_marker = "<!-- batch:start -->"
-    end_marker = "<!-- batch:end -->"
     scenario_lines = "\n".join(
         f"- **{s.name}** ({s.jobs} jobs, `time_scale={s.time_scale}`): {s.description}."
         for s in SCENARIOS
     )
     section = [
-        start_marker,
         "## Batches: BatchRunner against the oracle",
         "",
         f"Produced by `{command}` on the project's 2-core machine, against the fake provider",
@@ -244,15 +240,7 @@ def write_docs(rows: list[dict[str, Any]], command: str, rss: tuple[int, float, 
             f"Lazy 100 000-job batch on the in-process fake (`python benchmarks/batch.py --rss`): "
             f"{done} jobs succeeded, peak RSS **{peak:.0f} MB**, {wall:.0f} s wall.",
         ]
-    section.append(end_marker)
-    block = "\n".join(section) + "\n"
-    if start_marker in text:
-        head, rest = text.split(start_marker, 1)
-        tail = rest.split(end_marker, 1)[1].lstrip("\n")
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+    write_docs_section("batch", section)
 
 
 def main() -> None:

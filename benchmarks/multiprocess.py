@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import Scenario, job_prompt, oracle_makespan
+from _common import Scenario, job_prompt, oracle_makespan, write_docs_section
 
 from nanobanana_async import AsyncNanoBanana, BatchRunner, RedisLimits, TextToImage
 
@@ -181,12 +181,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_docs(rows: list[dict[str, Any]], command: str) -> None:
-    path = HERE.parent / "docs" / "benchmarks.md"
-    text = path.read_text()
-    start, end = "<!-- multiprocess:start -->", "<!-- multiprocess:end -->"
-    block = "\n".join(
+    write_docs_section(
+        "multiprocess",
         [
-            start,
             "## Many processes, one key: shared limits on Redis",
             "",
             f"Produced by `{command}` on the project's 2-core machine. One fake provider "
@@ -199,15 +196,8 @@ def write_docs(rows: list[dict[str, Any]], command: str) -> None:
             "the median run of each mode is shown.",
             "",
             table(rows),
-            end,
-        ]
+        ],
     )
-    if start in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def main() -> None:

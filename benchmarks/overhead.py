@@ -29,11 +29,11 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
+from _common import write_docs_section
 
 from nanobanana_async import AsyncNanoBanana, Task, TextToImage, __version__
 
@@ -44,7 +44,6 @@ CREATE_URL = httpx.URL(f"{BASE}/api/v1/jobs/createTask")
 QUERY_URL = httpx.URL(f"{BASE}/api/v1/jobs/recordInfo")
 TARGET = 1.3
 SECTION = "## Client overhead"
-START, END = "<!-- overhead:start -->", "<!-- overhead:end -->"
 
 CREATED = json.dumps({"code": 200, "msg": "success", "data": {"taskId": "task_bench"}}).encode()
 RECORD = json.dumps(
@@ -188,26 +187,6 @@ def report(
     return ratio, lines
 
 
-def write_section(lines: list[str]) -> Path:
-    """Put the section into docs/benchmarks.md, replacing only its own earlier version."""
-    path = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-    block = "\n".join([START, *lines, END])
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + block + tail
-    elif SECTION in text:
-        head, rest = text.split(SECTION, 1)
-        following = [i for i in (rest.find("\n## "), rest.find("\n<!-- ")) if i >= 0]
-        tail = rest[min(following) :] if following else "\n"
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-    return path
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=1000, help="cycles per round")
@@ -220,7 +199,8 @@ def main() -> int:
     _, lines = report(raw_times, client_times, args.cycles, args.backend, command)
     print("\n".join(lines[2:]))
     if not args.no_write and args.backend == "asyncio":
-        print(f"\nwrote {write_section(lines)}")
+        path = write_docs_section("overhead", lines)
+        print(f"\nwrote {path}")
     return 0
 
 

@@ -23,7 +23,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import Scenario, job_prompt, oracle_makespan
+from _common import Scenario, job_prompt, oracle_makespan, write_docs_section
 
 from nanobanana_async import BatchRunner, TextToImage
 from nanobanana_async.testing import Faults
@@ -89,12 +89,9 @@ async def soak(jobs: int) -> dict[str, float]:
 
 
 def write_docs(result: dict[str, float], command: str) -> None:
-    path = Path(__file__).parent.parent / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = "<!-- soak:start -->", "<!-- soak:end -->"
-    block = "\n".join(
+    write_docs_section(
+        "soak",
         [
-            start,
             "## Soak: 20 000 jobs with 5 % faults",
             "",
             f"Produced by `{command}`: BatchRunner on the in-process fake (enterprise tier, tasks",
@@ -113,15 +110,8 @@ def write_docs(result: dict[str, float], command: str) -> None:
             "",
             "The wall time is bound by the CPU (client and fake share one Python process), not by",
             "the limits; the oracle's makespan is given for scale.",
-            end,
-        ]
+        ],
     )
-    if start in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def main() -> None:
