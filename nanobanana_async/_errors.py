@@ -4,21 +4,29 @@ Every exception the library raises on purpose derives from `NanoBananaError`::
 
     NanoBananaError
     ├── InvalidRequestError (also ValueError)   bad input, caught before anything is sent
+    │   └── ConfigurationError                  a client, runner or limits setting is wrong
     ├── APIConnectionError                      the request did not get an answer
     │   └── APITimeoutError                     ... because a timeout elapsed
     ├── APIStatusError                          the provider answered with an error code
     │   ├── BadRequestError                 400
     │   ├── AuthenticationError             401
     │   ├── InsufficientCreditsError        402
-    │   ├── TaskNotFoundError               404 (and 422 "recordInfo is null")
-    │   ├── ActiveTaskLimitError            409
-    │   ├── UnprocessableEntityError        422
+    │   ├── TaskNotFoundError               404
+    │   ├── ActiveTaskLimitError            409 the key's active-task limit
+    │   ├── RequestConflictError            409 the request id was used for another request
+    │   ├── UnprocessableEntityError        422 (a 422 "recordInfo is null" right after a
+    │   │                                        create is retried like a 404 first)
     │   ├── RateLimitError                  429
     │   └── ServerError                     5xx
     ├── TaskFailedError                         the task ended in state ``fail``
     ├── WaitTimeoutError (also TimeoutError)    the task was not finished by the deadline
     ├── DownloadError                           a result file could not be fetched safely
-    └── DecodeError                             an answer could not be understood
+    ├── DecodeError                             an answer could not be understood
+    │   └── ResponseTooLargeError               ... because it was larger than the cap
+    ├── JournalError                            a batch journal cannot be opened or used
+    └── UsageError (also RuntimeError)          an object used out of its lifecycle (a
+                                                closed client, a RedisLimits not entered,
+                                                a runner already running)
 
 The provider reports errors with an HTTP status equal to the body's ``code``; other servers of
 the same API family answer HTTP 200 with the error in the body. `error_for_status` reads both.
@@ -38,18 +46,24 @@ __all__ = [
     "ActiveTaskLimitError",
     "AuthenticationError",
     "BadRequestError",
+    "ConfigurationError",
     "DecodeError",
     "DownloadError",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "JournalError",
     "NanoBananaError",
     "RateLimitError",
+    "RequestConflictError",
+    "ResponseTooLargeError",
     "ServerError",
     "TaskFailedError",
     "TaskNotFoundError",
     "UnprocessableEntityError",
+    "UsageError",
     "WaitTimeoutError",
     "error_for_status",
+    "is_request_conflict",
 ]
 
 
@@ -69,12 +83,28 @@ class InvalidRequestError(NanoBananaError, ValueError):
         super().__init__(f"{field}: {message}")
 
 
+class ConfigurationError(InvalidRequestError):
+    """A setting of a client, runner or limits object is missing or out of range.
+
+    Raised when the object is built, before anything is sent (a missing API key, say).
+    """
+
+
 class APIConnectionError(NanoBananaError):
-    """The request did not receive an answer (connection refused, reset or dropped)."""
+    """The request did not receive an answer (connection refused, reset or dropped).
+
+    Attributes:
+        request_id: The ``X-Request-ID`` the request carried, if any: retrying a create with
+            it cannot bill twice.
+    """
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        self.request_id = request_id
+        super().__init__(message)
 
 
 class APITimeoutError(APIConnectionError):
-    """A connect, read, write or pool timeout elapsed before an answer arrived."""
+    """The call's deadline (or a connect, read, write or pool timeout) passed first."""
 
 
 class APIStatusError(NanoBananaError):
@@ -128,7 +158,15 @@ class TaskNotFoundError(APIStatusError):
 
 
 class ActiveTaskLimitError(APIStatusError):
-    """409: too many tasks are running for this key, or the request conflicts."""
+    """409: too many tasks are running for this key; the client waits for a slot."""
+
+
+class RequestConflictError(APIStatusError):
+    """409: the ``X-Request-ID`` was already used for a different request.
+
+    Raised at once, never waited on: sending the same id again cannot succeed. Use a new
+    request id for a new request.
+    """
 
 
 class UnprocessableEntityError(APIStatusError):
@@ -209,7 +247,31 @@ class DownloadError(NanoBananaError):
 
 
 class DecodeError(NanoBananaError):
-    """An answer from the provider could not be understood."""
+    """An answer from the provider could not be understood.
+
+    Attributes:
+        request_id: The ``X-Request-ID`` the request carried, if any.
+    """
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        self.request_id = request_id
+        super().__init__(message)
+
+
+class ResponseTooLargeError(DecodeError):
+    """An answer was larger than the client's cap; the connection was dropped."""
+
+
+class JournalError(NanoBananaError):
+    """A batch journal cannot be opened, is not a journal, or does not match the batch."""
+
+
+class UsageError(NanoBananaError, RuntimeError):
+    """An object was used outside its lifecycle.
+
+    For example a closed client, a `RedisLimits` not entered (or entered twice), or a
+    `BatchRunner` asked to run two batches at once.
+    """
 
 
 _BY_CODE: dict[int, type[APIStatusError]] = {
@@ -221,6 +283,18 @@ _BY_CODE: dict[int, type[APIStatusError]] = {
     422: UnprocessableEntityError,
     429: RateLimitError,
 }
+
+
+_CONFLICT_WORDS = ("different request", "already used", "request id", "request_id", "idempoten")
+
+
+def is_request_conflict(message: str) -> bool:
+    """Whether a 409's message says the request id was used for another request.
+
+    Without such words a 409 is the active-task limit, the provider's usual meaning.
+    """
+    text = message.lower().replace("-", " ")
+    return any(word in text for word in _CONFLICT_WORDS)
 
 
 def error_for_status(
@@ -255,6 +329,8 @@ def error_for_status(
             retry_after=retry_after,
         )
     cls = _BY_CODE.get(code)
+    if code == 409 and is_request_conflict(message):
+        cls = RequestConflictError
     if cls is None:
         cls = ServerError if code >= 500 else APIStatusError
     return cls(message, code=code, http_status=http_status, data=data, request_id=request_id)
