@@ -7,8 +7,9 @@
 ...         await client.save_result(result, "out/")
 """
 
-from ._batch import BatchOutcome, BatchRunner, BatchStatistics, ProgressHook
-from ._client import DEFAULT_BASE_URL, AsyncNanoBanana, OnUpdate
+from ._batch import BatchRunner
+from ._client import AsyncNanoBanana
+from ._config import DEFAULT_BASE_URL
 from ._errors import (
     ActiveTaskLimitError,
     APIConnectionError,
@@ -45,7 +46,8 @@ from ._models import (
     TaskState,
     TextToImage,
 )
-from ._polling import PollPolicy
+from ._outcomes import BatchOutcome, BatchStatistics, ProgressHook
+from ._polling import OnUpdate, PollPolicy
 from ._redis_limits import RedisLimits
 from ._retry import RetryPolicy
 from ._version import __version__

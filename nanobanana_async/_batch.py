@@ -2,26 +2,24 @@
 
 The runner reads requests lazily, one per free active-task slot, so memory grows with the work
 in flight, not with the batch. Each job is a small task in one task group: hold a slot, create
-(the client paces creates and learns the limits), then poll on a schedule drawn from the task
-durations seen so far and spread within the key's query budget; the slot is released the moment
-the task is seen finished, and the next request is read at once.
+through the client's engine (which paces creates and learns the limits), then follow the task
+with the same poll loop as ``wait_for_result``, its polls sharing the key's query budget; the
+slot is released the moment the task is seen finished, and the next request is read at once.
 
 A job that fails becomes an outcome with ``error``; the batch goes on. A 401 or 402 stops all
-further creates: every job not yet created gets an outcome with that error, and the tasks
-already running are still followed to their end (they are paid for).
+further creates, including those already waiting on pacing, a 429 or a 409: every job not yet
+created gets an outcome with that error, and the tasks already running are still followed to
+their end (they are paid for).
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 import os
-import random
-import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import attrs
@@ -31,103 +29,27 @@ from ._errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
-    DecodeError,
+    ConfigurationError,
     InsufficientCreditsError,
     InvalidRequestError,
+    JournalError,
     NanoBananaError,
     TaskFailedError,
-    TaskNotFoundError,
     UnprocessableEntityError,
-    WaitTimeoutError,
+    UsageError,
 )
-from ._journal import Journal, JournalRow, fingerprint
-from ._models import ImageToImage, Request, Task, TaskResult, TaskState, TextToImage
-from ._wire import request_body
+from ._journal import Journal, JournalRow, Status, error_columns, fingerprint, outcome_from_row
+from ._outcomes import BatchOutcome, BatchStatistics, ProgressHook
+from ._polling import result_of
+from ._wire import CreateBody, create_body
 
 if TYPE_CHECKING:
     from ._client import AsyncNanoBanana
+    from ._models import Request
 
-__all__ = ["BatchOutcome", "BatchRunner", "BatchStatistics", "ProgressHook"]
+__all__ = ["BatchRunner"]
 
 _JOURNAL_CHUNK = 512
-_POLL_BUDGET_SHARE = 0.9
-_MAX_UNREADABLE = 3
-
-
-@attrs.frozen(kw_only=True)
-class BatchOutcome:
-    """What became of one request of a batch.
-
-    Attributes:
-        index: The request's position in the input (0-based).
-        request: The request as given.
-        task_id: The provider's task id, if a task was created.
-        result: The result, if the task succeeded.
-        error: Why the job has no result, if it has none.
-        request_id: The ``X-Request-ID`` the create carried.
-        resumed: True when the outcome was read from the journal, with no request sent.
-    """
-
-    index: int
-    request: Any
-    task_id: str | None = None
-    result: TaskResult | None = None
-    error: NanoBananaError | None = None
-    request_id: str | None = None
-    resumed: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """Whether the job produced a result."""
-        return self.result is not None
-
-
-@attrs.frozen(kw_only=True)
-class BatchStatistics:
-    """A runner's counts at one moment, and what it has learned of the key's limits.
-
-    Attributes:
-        submitted: Requests read from the input.
-        created: Tasks created by this run.
-        running: Jobs holding a slot now (being created or running on the provider).
-        succeeded: Outcomes with a result.
-        failed: Outcomes with an error.
-        resumed: Outcomes taken from the journal without any request.
-        polls: ``recordInfo`` calls made for this run's jobs.
-        polls_per_task: ``polls`` divided by the tasks seen finished.
-        conflicts: 409 answers seen by the client since the run started.
-        rate_limited: 429 answers seen by the client since the run started.
-        max_active: The active-task cap in use now.
-        max_active_known: Whether that cap is learned (or given) rather than still growing.
-        create_rate: Creates per second the client allows now, or None if unlimited.
-        query_rate: Polls per second the client allows now, or None if unlimited.
-        elapsed: Seconds since the run started.
-    """
-
-    submitted: int
-    created: int
-    running: int
-    succeeded: int
-    failed: int
-    resumed: int
-    polls: int
-    polls_per_task: float
-    conflicts: int
-    rate_limited: int
-    max_active: int
-    max_active_known: bool
-    create_rate: float | None
-    query_rate: float | None
-    elapsed: float
-
-    @property
-    def done(self) -> int:
-        """Outcomes so far, whatever they were."""
-        return self.succeeded + self.failed
-
-
-ProgressHook = Callable[[BatchStatistics], object]
-"""Called with fresh statistics after every outcome; it may be sync or async."""
 
 
 class _Counters:
@@ -143,14 +65,12 @@ class _Counters:
         "started",
         "submitted",
         "succeeded",
-        "weights",
     )
 
     def __init__(self) -> None:
         self.submitted = self.created = self.running = 0
         self.succeeded = self.failed = self.resumed = 0
         self.polls = self.finished_tasks = 0
-        self.weights = 0.0
         self.conflicts0 = self.rate_limited0 = 0
         self.started = 0.0
 
@@ -172,7 +92,7 @@ class BatchRunner:
         on_progress: Called with `BatchStatistics` after every outcome (sync or async).
 
     Raises:
-        InvalidRequestError: ``tier`` or ``max_active`` is not valid.
+        ConfigurationError: ``tier``, ``max_active`` or ``task_timeout`` is not valid.
     """
 
     def __init__(
@@ -188,14 +108,14 @@ class BatchRunner:
         try:
             client.limits.seed(tier=tier, max_active=max_active)
         except ValueError as exc:
-            raise InvalidRequestError("tier" if tier else "max_active", str(exc)) from None
+            raise ConfigurationError("tier" if tier else "max_active", str(exc)) from None
         if not task_timeout > 0:
-            raise InvalidRequestError("task_timeout", "must be more than 0 seconds")
+            raise ConfigurationError("task_timeout", "must be more than 0 seconds")
         self._client = client
+        self._engine = client.engine
         self._journal_path = journal
         self._task_timeout = task_timeout
         self._on_progress = on_progress
-        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._counters = _Counters()
         self._stop: APIStatusError | None = None
         self._running = False
@@ -256,9 +176,13 @@ class BatchRunner:
 
         Yields:
             An async iterator of `BatchOutcome`, in completion order.
+
+        Raises:
+            UsageError: This runner is already running a batch.
+            JournalError: The journal cannot be opened or is not a journal.
         """
         if self._running:
-            raise RuntimeError("this BatchRunner is already running a batch")
+            raise UsageError("this BatchRunner is already running a batch")
         self._running = True
         self._stop = None
         self._counters = _Counters()
@@ -331,24 +255,22 @@ class BatchRunner:
         """Take one request: answer it from the journal, or start its job once a slot frees."""
         active = self._client.limits.active
         self._counters.submitted += 1
-        if not isinstance(request, (TextToImage, ImageToImage)):
-            error = InvalidRequestError(
-                "request", f"must be a TextToImage or ImageToImage, not {type(request).__name__}"
-            )
-            await self._emit(send, BatchOutcome(index=index, request=request, error=error))
+        try:
+            body = create_body(request)
+        except InvalidRequestError as exc:
+            await self._emit(send, BatchOutcome(index=index, request=request, error=exc))
             return
-        job_fingerprint = fingerprint(request_body(request))
+        job_fingerprint = fingerprint(body.body)
         row = await rows.get(index)
         if row is not None and row.fingerprint != job_fingerprint:
-            error = InvalidRequestError(
-                "journal",
+            error = JournalError(
                 f"job {index} differs from the request journaled at that place; "
-                "use a new journal for a different batch",
+                "use a new journal for a different batch"
             )
             await self._emit(send, BatchOutcome(index=index, request=request, error=error))
             return
         if row is not None and row.finished:
-            await self._emit(send, _resumed_outcome(row, request))
+            await self._emit(send, outcome_from_row(row, request))
             return
         # With a journal, the id is derived from it, so a rerun sends the same one.
         request_id = (
@@ -367,7 +289,7 @@ class BatchRunner:
         self._counters.running += 1
         jobs.start_soon(
             self._job,
-            _Job(index, request, job_fingerprint, request_id, task_id),
+            _Job(index, body, job_fingerprint, request_id, task_id),
             holder,
             journal,
             send,
@@ -380,28 +302,27 @@ class BatchRunner:
         journal: Journal | None,
         send: MemoryObjectSendStream[BatchOutcome],
     ) -> None:
-        client = self._client
         try:
             outcome = await self._create_and_follow(job, holder, journal)
         finally:
-            client.limits.active.release(holder)
+            self._engine.limits.active.release(holder)
             self._counters.running -= 1
         await self._emit(send, outcome)
 
     async def _create_and_follow(
         self, job: _Job, holder: object, journal: Journal | None
     ) -> BatchOutcome:
-        client = self._client
-        created_at: float | None = None
+        engine = self._engine
+        outcome = BatchOutcome(index=job.index, request=job.request, request_id=job.request_id)
         if job.task_id is None:
+            deadline = anyio.current_time() + self._task_timeout
             try:
-                job.task_id = await client._create(job.request, job.request_id, None, holder)
+                job.task_id = await engine.create(
+                    job.body, job.request_id, deadline, holder=holder, stop=self._stop_error
+                )
             except NanoBananaError as exc:
                 self._on_create_error(job, exc, journal)
-                return BatchOutcome(
-                    index=job.index, request=job.request, error=exc, request_id=job.request_id
-                )
-            created_at = anyio.current_time()
+                return attrs.evolve(outcome, error=exc)
             self._counters.created += 1
             if journal is not None:
                 journal.record(
@@ -412,64 +333,17 @@ class BatchRunner:
                     task_id=job.task_id,
                 )
         else:
-            client.limits.active.mark_running(holder)
-        return await self._follow(job, created_at, journal)
-
-    async def _follow(
-        self, job: _Job, created_at: float | None, journal: Journal | None
-    ) -> BatchOutcome:
-        """Poll a created task until it ends (or the task timeout passes)."""
-        client = self._client
-        assert job.task_id is not None
-        task_id = job.task_id
-        started = anyio.current_time()
-        deadline = started + self._task_timeout
-        polls = 0
-        unreadable = 0
-        slot = _PollSlot()
-        last: Task | None = None
-        error: NanoBananaError | None = None
+            engine.limits.active.mark_running(holder)
+        outcome = attrs.evolve(outcome, task_id=job.task_id)
         try:
-            with anyio.move_on_after(self._task_timeout):
-                while True:
-                    if polls or created_at is not None:
-                        await anyio.sleep(self._next_poll(created_at, started, polls, last, slot))
-                    try:
-                        task = await client._get_task(task_id, deadline=deadline)
-                    except (AuthenticationError, TaskNotFoundError, BadRequestError) as exc:
-                        error = exc
-                        break
-                    except DecodeError as exc:
-                        # An answer we cannot read will most likely read the same next time.
-                        unreadable += 1
-                        if unreadable >= _MAX_UNREADABLE:
-                            error = exc
-                            break
-                        polls += 1
-                        continue
-                    except NanoBananaError:
-                        # The task exists and is paid for: a flaky poll is no reason to drop it.
-                        polls += 1
-                        continue
-                    finally:
-                        self._counters.polls += 1
-                    polls += 1
-                    last = task
-                    if task.is_finished:
-                        self._counters.finished_tasks += 1
-                        client._observe_duration(task, created_at)
-                        break
-        finally:
-            self._counters.weights -= slot.weight
-        outcome = BatchOutcome(
-            index=job.index, request=job.request, task_id=task_id, request_id=job.request_id
-        )
-        if error is not None:
-            return attrs.evolve(outcome, error=error)
-        if last is None or not last.is_finished:
-            return attrs.evolve(outcome, error=WaitTimeoutError(task_id, self._task_timeout, last))
+            task = await engine.follow(
+                job.task_id, timeout=self._task_timeout, on_poll=self._polled
+            )
+        except NanoBananaError as exc:
+            return attrs.evolve(outcome, error=exc)
+        self._counters.finished_tasks += 1
         try:
-            result = client._result(last)
+            result = result_of(task)
         except TaskFailedError as exc:
             self._journal_end(job, journal, "failed", exc)
             return attrs.evolve(outcome, error=exc)
@@ -478,40 +352,20 @@ class BatchRunner:
         self._journal_end(job, journal, "succeeded", urls=result.urls)
         return attrs.evolve(outcome, result=result)
 
-    def _next_poll(
-        self,
-        created_at: float | None,
-        started: float,
-        polls: int,
-        last: Task | None,
-        slot: _PollSlot,
-    ) -> float:
-        """Seconds until the next poll of a task: its likely end, within the query budget."""
-        client = self._client
-        now = anyio.current_time()
-        if created_at is not None:
-            age = now - created_at
-        elif last is not None and last.create_time is not None:
-            age = max(0.0, _wall_age(last))
-        else:
-            age = now - started
-        delay = client.durations.next_delay(age, polls, client.poll_policy, self._rng)
-        if not polls:
-            return delay  # the first sleep: until the fastest tasks tend to finish
-        remaining = client.durations.expected_remaining(age)
-        weight = 1.0 / math.sqrt(max(remaining or 1.0, client.poll_policy.min_interval))
-        c = self._counters
-        c.weights += weight - slot.weight
-        slot.weight = weight
-        rate = client.limits.query.rate
-        if rate:
-            # Share the query budget among the tasks being polled now (the others sleep until
-            # the fastest tasks tend to finish), each in proportion to the square root of its
-            # chance to be done (1 / expected remaining time): the split that makes the
-            # expected delay before a finished task is seen smallest for a given budget.
-            share = max(c.weights, weight) / (rate * _POLL_BUDGET_SHARE)
-            delay = max(delay, share / weight)
-        return delay
+    def _polled(self) -> None:
+        self._counters.polls += 1
+
+    def _stop_error(self) -> APIStatusError | None:
+        """The error a create not yet sent gets once the batch has stopped creating."""
+        stop = self._stop
+        if stop is None:
+            return None
+        return type(stop)(
+            f"not created: the batch stopped creating after {stop.code} ({stop.message})",
+            code=stop.code,
+            http_status=stop.http_status,
+            data=stop.data,
+        )
 
     def _on_create_error(self, job: _Job, exc: NanoBananaError, journal: Journal | None) -> None:
         if isinstance(exc, (AuthenticationError, InsufficientCreditsError)) and self._stop is None:
@@ -523,17 +377,12 @@ class BatchRunner:
         self,
         job: _Job,
         journal: Journal | None,
-        status: Any,
+        status: Status,
         exc: NanoBananaError | None = None,
         urls: tuple[str, ...] = (),
     ) -> None:
         if journal is None:
             return
-        code: str | None = None
-        if isinstance(exc, TaskFailedError):
-            code = exc.fail_code
-        elif isinstance(exc, APIStatusError):
-            code = str(exc.code)
         journal.record(
             job.index,
             job.fingerprint,
@@ -541,20 +390,12 @@ class BatchRunner:
             status=status,
             task_id=job.task_id,
             urls=urls,
-            error_type=None if exc is None else type(exc).__name__,
-            error_message=None if exc is None else str(exc),
-            error_code=code,
+            **error_columns(exc),
         )
 
-    def _stopped(self, index: int, request: Request) -> BatchOutcome:
-        stop = self._stop
-        assert stop is not None
-        error = type(stop)(
-            f"not created: the batch stopped creating after {stop.code} ({stop.message})",
-            code=stop.code,
-            http_status=stop.http_status,
-            data=stop.data,
-        )
+    def _stopped(self, index: int, request: object) -> BatchOutcome:
+        error = self._stop_error()
+        assert error is not None
         return BatchOutcome(index=index, request=request, error=error)
 
     async def _emit(
@@ -577,22 +418,17 @@ class BatchRunner:
                     await called
 
 
-class _PollSlot:
-    """One polled task's share of the query budget."""
-
-    __slots__ = ("weight",)
-
-    def __init__(self) -> None:
-        self.weight = 0.0
-
-
 @attrs.define
 class _Job:
     index: int
-    request: Request
+    body: CreateBody
     fingerprint: str
     request_id: str
     task_id: str | None
+
+    @property
+    def request(self) -> Request:
+        return self.body.request
 
 
 class _JournalCursor:
@@ -618,43 +454,6 @@ class _JournalCursor:
             else:
                 self._next = rows[-1].index + 1
         return self._rows.pop(index, None)
-
-
-def _resumed_outcome(row: JournalRow, request: Request) -> BatchOutcome:
-    outcome = BatchOutcome(
-        index=row.index,
-        request=request,
-        task_id=row.task_id,
-        request_id=row.request_id,
-        resumed=True,
-    )
-    if row.status == "succeeded" and row.task_id is not None:
-        task = Task(
-            task_id=row.task_id, state=TaskState.SUCCESS, raw_state="success", urls=row.urls
-        )
-        return attrs.evolve(
-            outcome, result=TaskResult(task_id=row.task_id, urls=row.urls, task=task)
-        )
-    if row.status == "failed" and row.task_id is not None:
-        task = Task(
-            task_id=row.task_id,
-            state=TaskState.FAIL,
-            raw_state="fail",
-            fail_code=row.error_code,
-            fail_message=row.error_message,
-        )
-        return attrs.evolve(outcome, error=TaskFailedError(task))
-    code = int(row.error_code) if row.error_code and row.error_code.isdigit() else 400
-    cls = UnprocessableEntityError if code == 422 else BadRequestError
-    return attrs.evolve(
-        outcome,
-        error=cls(row.error_message or "rejected", code=code, http_status=code),
-    )
-
-
-def _wall_age(task: Task) -> float:
-    assert task.create_time is not None
-    return time.time() - task.create_time.timestamp()
 
 
 async def _aiter(

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, cast
 import anyio
 import attrs
 
-from ._batch import BatchOutcome, BatchRunner, BatchStatistics
+from ._batch import BatchRunner
 from ._client import AsyncNanoBanana
 from ._errors import (
     APIConnectionError,
@@ -61,6 +61,7 @@ from ._models import (
     TaskState,
     TextToImage,
 )
+from ._outcomes import BatchOutcome, BatchStatistics
 from ._polling import PollPolicy
 from ._retry import RetryPolicy
 from ._version import __version__

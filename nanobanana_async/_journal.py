@@ -33,7 +33,17 @@ import anyio
 import anyio.to_thread
 import attrs
 
-__all__ = ["Journal", "JournalRow", "fingerprint"]
+from ._errors import (
+    APIStatusError,
+    BadRequestError,
+    NanoBananaError,
+    TaskFailedError,
+    UnprocessableEntityError,
+)
+from ._models import Task, TaskResult, TaskState
+from ._outcomes import BatchOutcome
+
+__all__ = ["Journal", "JournalRow", "error_columns", "fingerprint", "outcome_from_row"]
 
 Status = Literal["created", "succeeded", "failed", "rejected"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "rejected"})
@@ -255,3 +265,51 @@ def _row(record: tuple[Any, ...]) -> JournalRow:
         error_message=emessage,
         error_code=ecode,
     )
+
+
+# -- the codec between journal rows and outcomes -----------------------------------------------
+
+
+def outcome_from_row(row: JournalRow, request: object) -> BatchOutcome:
+    """Rebuild the outcome of a finished job from its row, with no request sent."""
+    outcome = BatchOutcome(
+        index=row.index,
+        request=request,
+        task_id=row.task_id,
+        request_id=row.request_id,
+        resumed=True,
+    )
+    if row.status == "succeeded" and row.task_id is not None:
+        task = Task(
+            task_id=row.task_id, state=TaskState.SUCCESS, raw_state="success", urls=row.urls
+        )
+        return attrs.evolve(
+            outcome, result=TaskResult(task_id=row.task_id, urls=row.urls, task=task)
+        )
+    if row.status == "failed" and row.task_id is not None:
+        task = Task(
+            task_id=row.task_id,
+            state=TaskState.FAIL,
+            raw_state="fail",
+            fail_code=row.error_code,
+            fail_message=row.error_message,
+        )
+        return attrs.evolve(outcome, error=TaskFailedError(task))
+    code = int(row.error_code) if row.error_code and row.error_code.isdigit() else 400
+    cls = UnprocessableEntityError if code == 422 else BadRequestError
+    return attrs.evolve(
+        outcome,
+        error=cls(row.error_message or "rejected", code=code, http_status=code),
+    )
+
+
+def error_columns(exc: NanoBananaError | None) -> dict[str, str | None]:
+    """The error columns of a finished job's row."""
+    if exc is None:
+        return {"error_type": None, "error_message": None, "error_code": None}
+    code: str | None = None
+    if isinstance(exc, TaskFailedError):
+        code = exc.fail_code
+    elif isinstance(exc, APIStatusError):
+        code = str(exc.code)
+    return {"error_type": type(exc).__name__, "error_message": str(exc), "error_code": code}

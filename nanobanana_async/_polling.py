@@ -1,4 +1,11 @@
-"""When to ask ``recordInfo`` again.
+"""Following a task to its end: when to ask ``recordInfo`` again, and what a poll's error means.
+
+`follow` is the one poll loop; `AsyncNanoBanana.wait_for_result` (and so ``generate``) and
+`BatchRunner` both use it, with one set of rules: a poll that fails for a passing reason (no
+answer, a 5xx, a 429, up to three unreadable answers in a row) is no reason to give up a task
+that exists and is paid for, so the loop polls again on schedule and the deadline decides; a
+final answer (a 404 or 422 once the grace period after the create has passed, a 401, a 400)
+ends the wait with that error.
 
 Before the client has seen any task finish, polls follow `PollPolicy`: a short first interval
 that grows geometrically, with jitter. Once tasks have finished, their durations (measured by
@@ -12,11 +19,40 @@ from __future__ import annotations
 
 import bisect
 import collections
+import inspect
+import logging
+import math
 import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
+import anyio
 import attrs
 
-__all__ = ["DurationModel", "PollPolicy"]
+from ._errors import (
+    APIConnectionError,
+    DecodeError,
+    NanoBananaError,
+    RateLimitError,
+    ServerError,
+    TaskFailedError,
+    WaitTimeoutError,
+)
+from ._models import Task, TaskResult, TaskState
+
+if TYPE_CHECKING:
+    from ._calls import Caller
+
+__all__ = ["DurationModel", "OnUpdate", "PollPlanner", "PollPolicy", "follow", "result_of"]
+
+logger = logging.getLogger("nanobanana_async")
+
+OnUpdate = Callable[[Task], "Awaitable[object] | object"]
+"""A callback told of every state change of a task; it may be sync or async."""
+
+_POLL_BUDGET_SHARE = 0.9
+_MAX_UNREADABLE = 3
 
 
 @attrs.frozen(kw_only=True)
@@ -126,3 +162,177 @@ class DurationModel:
             overdue = (age - high) / max(typical, policy.min_interval)
             step = min(policy.maximum, step * (1.0 + 4.0 * overdue))
         return policy.spread(min(step, policy.maximum), rng)
+
+
+class _Share:
+    """One followed task's share of the query budget."""
+
+    __slots__ = ("weight",)
+
+    def __init__(self) -> None:
+        self.weight = 0.0
+
+
+class PollPlanner:
+    """When to poll each task a client follows: from the durations seen, within the budget.
+
+    One planner lives on each client, so every task it follows (a batch's, or many
+    ``generate()`` calls of a web app) shares the key's query budget.
+
+    Args:
+        policy: The fallback schedule and the interval bounds.
+        durations: The task durations seen so far.
+        query_rate: The sustained polls per second the key allows now, or None.
+    """
+
+    def __init__(
+        self,
+        policy: PollPolicy,
+        durations: DurationModel,
+        query_rate: Callable[[], float | None],
+    ) -> None:
+        self.policy = policy
+        self.durations = durations
+        self._query_rate = query_rate
+        self._weights = 0.0
+        self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
+
+    def next_delay(self, age: float, polls: int, share: _Share) -> float:
+        """Seconds until the next poll of a task: its likely end, within the query budget."""
+        delay = self.durations.next_delay(age, polls, self.policy, self.rng)
+        if not polls:
+            return delay  # the first sleep: until the fastest tasks tend to finish
+        remaining = self.durations.expected_remaining(age)
+        weight = 1.0 / math.sqrt(max(remaining or 1.0, self.policy.min_interval))
+        self._weights += weight - share.weight
+        share.weight = weight
+        rate = self._query_rate()
+        if rate:
+            # Share the query budget among the tasks being polled now (the others sleep until
+            # the fastest tasks tend to finish), each in proportion to the square root of its
+            # chance to be done (1 / expected remaining time): the split that makes the
+            # expected delay before a finished task is seen smallest for a given budget.
+            budget = max(self._weights, weight) / (rate * _POLL_BUDGET_SHARE)
+            delay = max(delay, budget / weight)
+        return delay
+
+    def leave(self, share: _Share) -> None:
+        """A task is no longer polled: give its share back."""
+        self._weights -= share.weight
+        share.weight = 0.0
+
+    def observe(self, task: Task, created_at: float | None) -> None:
+        """Learn a finished task's duration: the provider's times if plausible, else ours."""
+        seen = None if created_at is None else anyio.current_time() - created_at
+        elapsed = task.elapsed
+        if elapsed is not None and (seen is None or elapsed <= seen + 1.0):
+            self.durations.observe(elapsed)
+        elif seen is not None:
+            self.durations.observe(seen)
+
+
+async def follow(
+    caller: Caller,
+    planner: PollPlanner,
+    task_id: str,
+    *,
+    deadline: float,
+    timeout: float,
+    created_at: float | None = None,
+    on_update: OnUpdate | None = None,
+    on_poll: Callable[[], object] | None = None,
+) -> Task:
+    """Poll a task until it finishes; returns the finished `Task` (``success`` or ``fail``).
+
+    Args:
+        caller: Sends the polls.
+        planner: Times them.
+        task_id: The task to follow.
+        deadline: When to stop waiting (anyio's clock).
+        timeout: The wait's length, for the error's message.
+        created_at: When this client created the task, if it did (the first poll then
+            waits until the fastest tasks tend to finish).
+        on_update: Told of every state change.
+        on_poll: Told of every poll sent, whatever its answer.
+
+    Raises:
+        WaitTimeoutError: The deadline came first.
+        APIStatusError: A final answer (see the module's rules).
+        DecodeError: Three unreadable answers in a row.
+    """
+    started = anyio.current_time()
+    polls = unreadable = 0
+    last: Task | None = None
+    failure: NanoBananaError | None = None
+    share = _Share()
+    try:
+        with anyio.CancelScope(deadline=deadline):
+            while True:
+                if polls or created_at is not None:
+                    age = _age(created_at, started, last)
+                    await anyio.sleep(planner.next_delay(age, polls, share))
+                polls += 1
+                try:
+                    task = await caller.query(task_id, deadline)
+                except DecodeError as exc:
+                    # An answer we cannot read will most likely read the same next time.
+                    unreadable += 1
+                    if unreadable >= _MAX_UNREADABLE:
+                        raise
+                    failure = exc
+                    continue
+                except (APIConnectionError, ServerError, RateLimitError) as exc:
+                    # The task runs on regardless: poll again on schedule; the deadline decides.
+                    logger.info("polling task %s failed, will poll again: %s", task_id, exc)
+                    failure = exc
+                    continue
+                finally:
+                    if on_poll is not None:
+                        on_poll()
+                unreadable = 0
+                if last is None or task.raw_state != last.raw_state:
+                    if task.state is TaskState.UNKNOWN:
+                        logger.info(
+                            "task %s is in a state this client does not know: %r",
+                            task_id,
+                            task.raw_state,
+                        )
+                    await _notify(on_update, task)
+                last = task
+                if task.is_finished:
+                    planner.observe(task, created_at)
+                    return task
+    finally:
+        planner.leave(share)
+    raise WaitTimeoutError(task_id, timeout, last) from failure
+
+
+def result_of(task: Task) -> TaskResult:
+    """The result of a finished task.
+
+    Raises:
+        TaskFailedError: The task ended in ``fail``.
+        DecodeError: It succeeded without result URLs.
+    """
+    if task.state is TaskState.FAIL:
+        raise TaskFailedError(task)
+    if not task.urls:
+        raise DecodeError(f"task {task.task_id} succeeded without result URLs")
+    return TaskResult(task_id=task.task_id, urls=task.urls, task=task)
+
+
+def _age(created_at: float | None, started: float, last: Task | None) -> float:
+    """How old a task is: from our create, else the provider's create time, else our wait."""
+    if created_at is not None:
+        return anyio.current_time() - created_at
+    if last is not None and last.create_time is not None:
+        return max(0.0, time.time() - last.create_time.timestamp())
+    return anyio.current_time() - started
+
+
+async def _notify(on_update: OnUpdate | None, task: Task) -> None:
+    if on_update is None:
+        return
+    outcome = on_update(task)
+    if inspect.isawaitable(outcome):
+        await outcome

@@ -1,12 +1,17 @@
 """When to retry a request, and how long to wait before the next try.
 
-Three kinds of trouble are retried, each on its own terms:
+The decision is a pure function of the error, the attempt and the policy (`retry_decision`);
+the call loop in `_calls` carries it out. Four kinds of trouble are retried, each on its terms:
 
-* 5xx answers, dropped connections and timeouts: exponential backoff with full jitter, up to
-  ``max_retries`` times. A create is safe to retry because every try carries the same
-  ``X-Request-ID``, which the provider uses to return the existing task.
+* 5xx answers, dropped connections and timeouts (and a create's unreadable 200 answer, whose
+  task may exist): exponential backoff with full jitter, up to ``max_retries`` times. A create
+  is safe to retry because every try carries the same ``X-Request-ID``, which the provider
+  uses to return the existing task.
 * 429: wait what the provider asked (``data.retryAfter`` or ``Retry-After``), bounded by the
-  caller's deadline and by a total wait budget; these waits do not spend ``max_retries``.
+  caller's deadline and by ``max_rate_limit_wait`` in all; these waits do not spend
+  ``max_retries``.
+* 409 on a create (the active-task limit): wait for a slot; not a retry-budget matter either.
+  A 409 that says the request id was used for another request is final.
 * 404 right after a create (and 422 "recordInfo is null"): the task is not visible yet; try
   again after a short pause, for a short grace period.
 
@@ -16,18 +21,26 @@ Three kinds of trouble are retried, each on its own terms:
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
+from typing import Literal
 
 import attrs
-import httpx
 
-from ._errors import APIStatusError, ServerError, TaskNotFoundError, UnprocessableEntityError
-from ._wire import as_mapping, opt_number
+from ._errors import (
+    ActiveTaskLimitError,
+    APIConnectionError,
+    APIStatusError,
+    DecodeError,
+    NanoBananaError,
+    RateLimitError,
+    ServerError,
+    TaskNotFoundError,
+    UnprocessableEntityError,
+)
 
-__all__ = ["RetryPolicy", "is_not_visible_yet", "retry_after_seconds"]
+__all__ = ["Retry", "RetryPolicy", "is_not_visible_yet", "retry_decision"]
 
-_MAX_RETRY_AFTER = 3600.0  # a larger value is a server bug; never sleep for hours on it
+_SLOT_WAIT_MAX = 30.0
+_NOT_VISIBLE_WAIT_MAX = 2.0
 
 
 @attrs.frozen(kw_only=True)
@@ -53,10 +66,23 @@ class RetryPolicy:
         ceiling = min(self.backoff_max, self.backoff_base * (2.0 ** min(attempt, 30)))
         return rng.uniform(0.0, ceiling)
 
-    @staticmethod
-    def is_retryable(exc: APIStatusError) -> bool:
-        """Whether a status error is worth another try under the backoff budget."""
-        return isinstance(exc, ServerError)
+
+RetryKind = Literal["backoff", "rate_limit", "slot", "not_visible"]
+
+
+@attrs.frozen
+class Retry:
+    """Try again after ``delay`` seconds.
+
+    Attributes:
+        delay: Seconds to wait first.
+        kind: Why: ``backoff`` spends one of ``max_retries``; ``rate_limit`` spends the 429
+            wait budget; ``slot`` waits for an active-task slot; ``not_visible`` waits out the
+            grace period after a create.
+    """
+
+    delay: float
+    kind: RetryKind
 
 
 def is_not_visible_yet(exc: APIStatusError) -> bool:
@@ -68,33 +94,43 @@ def is_not_visible_yet(exc: APIStatusError) -> bool:
     )
 
 
-def retry_after_seconds(data: object, headers: httpx.Headers) -> float | None:
-    """Read how long a 429 asks to wait: ``data.retryAfter``, else ``Retry-After``."""
-    body = as_mapping(data)
-    if body is not None:
-        seconds = _seconds(body.get("retryAfter"))
-        if seconds is not None:
-            return seconds
-    header = headers.get("retry-after")
-    if header is None:
-        return None
-    seconds = _seconds(header)
-    if seconds is not None:
-        return seconds
-    try:
-        when = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+def retry_decision(
+    error: NanoBananaError,
+    *,
+    create: bool,
+    attempt: int,
+    policy: RetryPolicy,
+    rng: random.Random,
+    in_grace: bool = False,
+    grace_elapsed: float = 0.0,
+) -> Retry | None:
+    """Whether (and when) to try a failed request again; None when the error is final.
 
-
-def _seconds(value: object) -> float | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        # An int beyond any float is as absurd as a large one: cap it like the others.
-        value = max(-1, min(value, 10**9))
-    seconds = opt_number(value)
-    if seconds is None or seconds < 0:
+    Args:
+        error: What the try ended with.
+        create: Whether the request was a create (409s and unreadable answers retry there).
+        attempt: The backoff retries spent so far.
+        policy: The retry policy.
+        rng: The source of jitter.
+        in_grace: Whether the task was created by this client within the grace period.
+        grace_elapsed: Seconds spent retrying a "not visible yet" answer so far.
+    """
+    if isinstance(error, RateLimitError):
+        delay = error.retry_after
+        return Retry(policy.backoff(attempt, rng) if delay is None else delay, "rate_limit")
+    if isinstance(error, ActiveTaskLimitError):
+        if not create:
+            return None
+        return Retry(min(_SLOT_WAIT_MAX, policy.backoff_base * 2.0 ** min(attempt + 2, 10)), "slot")
+    if isinstance(error, APIStatusError) and is_not_visible_yet(error):
+        if not in_grace:
+            return None
+        return Retry(
+            min(_NOT_VISIBLE_WAIT_MAX, 0.1 * 2.0 ** min(int(grace_elapsed), 4)), "not_visible"
+        )
+    retryable = isinstance(error, (APIConnectionError, ServerError)) or (
+        create and isinstance(error, DecodeError)
+    )
+    if not retryable or attempt >= policy.max_retries:
         return None
-    return min(seconds, _MAX_RETRY_AFTER)
+    return Retry(policy.backoff(attempt, rng), "backoff")

@@ -1,11 +1,21 @@
-"""The wire format: one private cattrs converter for everything that crosses the network.
+"""The wire format: everything that knows how the provider spells things.
 
-Requests unstructure into the provider's ``{"model": ..., "input": {...}}`` body. Answers
-arrive in the envelope ``{"code": C, "msg": "...", "data": ...}`` (some servers write
-``message``); ``recordInfo``'s ``data`` structures into `Task`, surviving every variation
-seen in the field: ``resultJson`` as null, ``""``, a JSON string or an object; ``param``
-double-encoded; ``failCode`` as string, number or null; numeric ids; missing times.
-Anything that cannot be understood raises `DecodeError`, never another exception.
+* Requests unstructure (once per create, into `CreateBody`) into the provider's
+  ``{"model": ..., "input": {...}}`` body.
+* Answers arrive in the envelope ``{"code": C, "msg": "...", "data": ...}`` (some servers
+  write ``message``). `answer_data` returns ``data`` of a success and raises the error any
+  other answer means, whether the code came as the HTTP status or in the body; a 429's wait
+  comes from ``data.retryAfter`` or ``Retry-After``, and `limit_hints` reads the limits a
+  refusal's body teaches.
+* ``recordInfo``'s ``data`` structures into `Task`, surviving every variation seen in the
+  field: ``resultJson`` as null, ``""``, a JSON string or an object; ``param`` double-encoded;
+  ``failCode`` as string, number or null; numeric ids; missing times.
+
+The cattrs converter earns its place for the request body (one unstructure hook per request
+class) and as the one entry point for `Task`; the answer side is hand-written hooks because
+every field needs its own tolerance of what the field has been seen to hold, which cattrs'
+generated structuring would reject. Anything that cannot be understood raises `DecodeError`,
+never another exception.
 """
 
 from __future__ import annotations
@@ -14,29 +24,45 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, cast
 
 import attrs
 from cattrs.preconf.json import make_converter
 
-from ._errors import DecodeError
+from ._errors import APIStatusError, DecodeError, InvalidRequestError, error_for_status
 from ._models import ImageToImage, Task, TaskState, TextToImage
 
 __all__ = [
+    "CREATE_PATH",
+    "QUERY_PATH",
+    "CreateBody",
     "Envelope",
+    "LimitHints",
+    "answer_data",
     "as_mapping",
-    "opt_number",
     "converter",
+    "create_body",
+    "limit_hints",
+    "opt_number",
     "parse_envelope",
     "request_body",
+    "retry_after_seconds",
     "structure_task",
     "structure_task_id",
 ]
+
+CREATE_PATH = "/api/v1/jobs/createTask"
+QUERY_PATH = "/api/v1/jobs/recordInfo"
 
 converter = make_converter()
 """The private converter; never the global one."""
 
 _TIME_MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z, datetime's upper bound
+_MAX_RETRY_AFTER = 3600.0  # a larger value is a server bug; never sleep for hours on it
+# The most a refusal's body may teach: larger limits and windows are not believed.
+_MAX_LEARNED_LIMIT = 1_000_000
+_MAX_LEARNED_WINDOW = 86_400.0
 
 
 @attrs.frozen
@@ -66,6 +92,30 @@ def request_body(request: TextToImage | ImageToImage) -> dict[str, Any]:
     """The JSON body of ``createTask`` for a request."""
     body: dict[str, Any] = converter.unstructure(request)
     return body
+
+
+@attrs.frozen
+class CreateBody:
+    """A create's body, serialised once: the JSON object and the bytes that are sent."""
+
+    request: TextToImage | ImageToImage
+    body: dict[str, Any]
+    content: bytes
+
+
+def create_body(request: object) -> CreateBody:
+    """Check that ``request`` is a request and serialise it for ``createTask``.
+
+    Raises:
+        InvalidRequestError: ``request`` is not a `TextToImage` or `ImageToImage`.
+    """
+    if not isinstance(request, (TextToImage, ImageToImage)):
+        raise InvalidRequestError(
+            "request", f"must be a TextToImage or ImageToImage, not {type(request).__name__}"
+        )
+    body = request_body(request)
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return CreateBody(request, body, content)
 
 
 def as_mapping(value: object) -> Mapping[str, Any] | None:
@@ -105,6 +155,119 @@ def parse_envelope(content: bytes) -> Envelope | None:
         message=message if isinstance(message, str) else "",
         data=body.get("data"),
     )
+
+
+def answer_data(
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    *,
+    reason: str = "",
+    request_id: str | None = None,
+) -> Any:
+    """The ``data`` of a successful answer; raises the error any other answer means.
+
+    Args:
+        status: The HTTP status.
+        headers: The answer's headers (``content-type`` and ``retry-after`` are read).
+        content: The body, already redacted of secrets.
+        reason: The HTTP reason phrase, for a message when the body has none.
+        request_id: The ``X-Request-ID`` the request carried, kept on the error.
+
+    Raises:
+        APIStatusError: The answer is an error (see `error_for_status` for the class).
+        DecodeError: A success whose body is not a JSON object.
+    """
+    envelope = parse_envelope(content)
+    code = envelope.code if envelope is not None else None
+    if status < 400 and (code is None or 200 <= code < 300):
+        if envelope is None:
+            raise DecodeError(
+                f"HTTP {status} answer is not a JSON object: {content[:200]!r}",
+                request_id=request_id,
+            )
+        return envelope.data
+    if code is None or code < 400:
+        code = status
+    message = envelope.message if envelope is not None else ""
+    if not message:
+        kind = headers.get("content-type", "").split(";")[0].strip()
+        message = reason or f"HTTP {status}"
+        message += f" ({kind} body)" if kind else ""
+    data = envelope.data if envelope is not None else None
+    raise error_for_status(
+        code,
+        message,
+        http_status=status,
+        data=data,
+        request_id=request_id,
+        retry_after=retry_after_seconds(data, headers) if code == 429 else None,
+    )
+
+
+def retry_after_seconds(data: object, headers: Mapping[str, str]) -> float | None:
+    """Read how long a 429 asks to wait: ``data.retryAfter``, else ``Retry-After``."""
+    body = as_mapping(data)
+    if body is not None:
+        seconds = _seconds(body.get("retryAfter"))
+        if seconds is not None:
+            return seconds
+    header = headers.get("retry-after")
+    if header is None:
+        return None
+    seconds = _seconds(header)
+    if seconds is not None:
+        return seconds
+    try:
+        when = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # An int beyond any float is as absurd as a large one: cap it like the others.
+        value = max(-1, min(value, 10**9))
+    seconds = opt_number(value)
+    if seconds is None or seconds < 0:
+        return None
+    return min(seconds, _MAX_RETRY_AFTER)
+
+
+@attrs.frozen
+class LimitHints:
+    """What a 409's or 429's body says of the key's limits (None where it says nothing).
+
+    Attributes:
+        limit: Requests per window (429) or active tasks (409).
+        window: The window's length in seconds (429 only).
+    """
+
+    limit: int | None = None
+    window: float | None = None
+
+
+def limit_hints(error: APIStatusError) -> LimitHints:
+    """The limits a refusal teaches, if believable.
+
+    Bigger values than any tier's are a server bug (or hostile), and learning them would
+    break the pacing: ``1e400`` is infinite and ``10**400`` does not even convert to a float.
+    """
+    body = as_mapping(error.data)
+    if body is None:
+        return LimitHints()
+    limit = _positive(body.get("limit"), _MAX_LEARNED_LIMIT)
+    window = _positive(body.get("windowSeconds"), _MAX_LEARNED_WINDOW)
+    return LimitHints(None if limit is None else int(limit), window)
+
+
+def _positive(value: object, maximum: float) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value <= maximum else None
 
 
 def _json_field(value: object) -> Any:

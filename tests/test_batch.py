@@ -33,6 +33,7 @@ from nanobanana_async import (
     ImageToImage,
     InsufficientCreditsError,
     InvalidRequestError,
+    JournalError,
     PollPolicy,
     RetryPolicy,
     TaskFailedError,
@@ -790,8 +791,8 @@ async def test_a_journal_of_another_batch_is_refused_job_by_job(tmp_path: Path) 
     assert outcomes[0].resumed
     assert outcomes[2].resumed
     error = outcomes[1].error
-    assert isinstance(error, InvalidRequestError)
-    assert error.field == "journal"
+    assert isinstance(error, JournalError)
+    assert "differs from the request journaled" in str(error)
     assert outcomes[1].task_id is None
     assert fake.stats.create_requests == stats.create_requests
     assert fake.stats.tasks_created == 3

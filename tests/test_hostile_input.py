@@ -28,8 +28,15 @@ from nanobanana_async import (
     Task,
     TextToImage,
 )
+from nanobanana_async._download import Downloader
 from nanobanana_async._models import IMAGE_SIZES
-from nanobanana_async._wire import parse_envelope, request_body, structure_task, structure_task_id
+from nanobanana_async._wire import (
+    answer_data,
+    parse_envelope,
+    request_body,
+    structure_task,
+    structure_task_id,
+)
 from nanobanana_async.testing._validation import validate_create
 
 # -- request building: any value for any field -------------------------------------------------
@@ -135,7 +142,7 @@ def _read(content: bytes, status: int = 200) -> Task | str | None:
     """What the client makes of an answer: a task, a task id, or a NanoBananaError."""
     response = httpx.Response(status, content=content, headers={"content-type": "application/json"})
     try:
-        data = AsyncNanoBanana._interpret(response, None)
+        data = answer_data(response.status_code, response.headers, response.content)
     except NanoBananaError:
         return None
     try:
@@ -267,10 +274,10 @@ def _spellings(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[s
 
 
 @functools.cache
-def _public_client() -> AsyncNanoBanana:
-    """A client of the public API, built once (an SSL context costs); nothing is sent."""
+def _public_downloader() -> Downloader:
+    """The downloader of a client of the public API, built once; nothing is sent."""
     http = httpx.AsyncClient(transport=httpx.MockTransport(lambda _r: httpx.Response(500)))
-    return AsyncNanoBanana(api_key=KEY, http_client=http, download_client=http)
+    return Downloader(http, user_agent="x", allow_loopback=False, max_bytes=1)
 
 
 internal = st.ip_addresses().filter(
@@ -284,8 +291,8 @@ internal = st.ip_addresses().filter(
 def test_internal_addresses_in_any_spelling_are_refused_for_a_public_api(
     address: ipaddress.IPv4Address | ipaddress.IPv6Address, path: str
 ) -> None:
-    client = _public_client()
+    downloader = _public_downloader()
     for host in _spellings(address):
         for scheme in ("https", "http"):
             with pytest.raises(DownloadError, match=r"internal address|https only"):
-                client._check_download_url(f"{scheme}://{host}{path}")
+                downloader.check_url(f"{scheme}://{host}{path}")

@@ -242,10 +242,11 @@ class TestGenerate:
         api.create.mock(side_effect=slow_create)
         api.query.mock(return_value=api.task("task_late"))
         async with api.client() as client:
-            with pytest.raises(WaitTimeoutError) as info:
-                await client.generate(REQUEST, timeout=0.02)
-        assert info.value.task_id == "task_late"
-        assert info.value.task is None
+            with pytest.raises(APITimeoutError) as info:
+                await client.generate(REQUEST, request_id="rid-late", timeout=0.02)
+        # The deadline bounds the create's exchange too: the error carries the request id,
+        # so creating again with it cannot bill twice.
+        assert info.value.request_id == "rid-late"
 
     async def test_waits_for_a_free_slot(self, api: Api) -> None:
         api.create.mock(side_effect=[api.created("task_a"), api.created("task_b")])
@@ -342,7 +343,7 @@ class TestCancellation:
 
         slow = RetryPolicy(max_retries=5, backoff_base=30.0, backoff_max=30.0)
         async with api.client(retry=slow) as client:
-            client._rng.seed(3)
+            client.engine.planner.rng.seed(3)
             with anyio.move_on_after(0.05):
                 await client.create_task(REQUEST)
         assert api.create.call_count == 1

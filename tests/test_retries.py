@@ -24,7 +24,8 @@ from nanobanana_async import (
     TextToImage,
     UnprocessableEntityError,
 )
-from nanobanana_async._retry import is_not_visible_yet, retry_after_seconds
+from nanobanana_async._retry import is_not_visible_yet, retry_decision
+from nanobanana_async._wire import retry_after_seconds
 
 if TYPE_CHECKING:
     from conftest import Api
@@ -141,7 +142,7 @@ class TestBackoff:
         api.create.mock(return_value=httpx.Response(500))
         slow = RetryPolicy(max_retries=10, backoff_base=60.0, backoff_max=60.0)
         async with api.client(retry=slow) as client:
-            client._rng.seed(1)  # a backoff draw far beyond the deadline
+            client.engine.caller.rng.seed(1)  # a backoff draw far beyond the deadline
             with pytest.raises(ServerError) as info:
                 await client.create_task(REQUEST, timeout=0.5)
         assert info.value.__cause__ is None
@@ -151,7 +152,7 @@ class TestBackoff:
         api.create.mock(side_effect=httpx.ConnectError("refused"))
         slow = RetryPolicy(max_retries=10, backoff_base=60.0, backoff_max=60.0)
         async with api.client(retry=slow) as client:
-            client._rng.seed(1)
+            client.engine.caller.rng.seed(1)
             with pytest.raises(APIConnectionError) as info:
                 await client.create_task(REQUEST, timeout=0.5)
         assert isinstance(info.value.__cause__, httpx.ConnectError)
@@ -315,9 +316,9 @@ class TestNotVisibleYet:
     async def test_only_recent_creates_are_remembered(
         self, api: Api, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from nanobanana_async import _client
+        from nanobanana_async import _calls
 
-        monkeypatch.setattr(_client, "_REMEMBERED_CREATES", 2)
+        monkeypatch.setattr(_calls, "_REMEMBERED_CREATES", 2)
         api.create.mock(side_effect=[api.created(f"task_{n}") for n in range(3)])
         api.query.mock(return_value=api.error(404, "Task not found"))
         async with api.client() as client:
@@ -475,9 +476,16 @@ class TestRetryPolicy:
             assert all(0.0 <= d <= ceiling for d in draws)
             assert max(draws) > ceiling / 2  # spread over the whole range, not a fixed pause
 
-    def test_only_server_errors_are_retryable(self) -> None:
-        assert RetryPolicy.is_retryable(ServerError("x", code=500, http_status=500))
-        assert not RetryPolicy.is_retryable(BadRequestError("x", code=400, http_status=400))
+    def test_only_server_errors_are_retried_of_status_errors(self) -> None:
+        policy, rng = RetryPolicy(), random.Random(0)
+        server = ServerError("x", code=500, http_status=500)
+        decision = retry_decision(server, create=False, attempt=0, policy=policy, rng=rng)
+        assert decision is not None
+        assert decision.kind == "backoff"
+        bad = BadRequestError("x", code=400, http_status=400)
+        assert retry_decision(bad, create=True, attempt=0, policy=policy, rng=rng) is None
+        spent = retry_decision(server, create=True, attempt=3, policy=policy, rng=rng)
+        assert spent is None  # max_retries (3) spent
 
     @pytest.mark.parametrize(
         "kwargs",

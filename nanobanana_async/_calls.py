@@ -1,0 +1,363 @@
+"""The one call loop every API request goes through: pace, send, interpret, retry, learn.
+
+`Caller.create` and `Caller.query` are the only two ways the library talks to the API. Each
+logical request runs `Caller.call`'s loop until it has an answer it can read or a final error:
+
+1. **pace**: wait for the endpoint's pacer (the key's rate windows, and a 429's block), but
+   never past the call's deadline: if the pacer would hold it longer, nothing is sent;
+2. **send**: one HTTP exchange, bounded as a whole (connect, headers and body) by the
+   client's exchange timeout and the call's deadline, whatever the server trickles; the
+   answer is read with a size cap (`_http.read_body`) and redacted of the API key;
+3. **interpret**: `_wire.answer_data` returns ``data`` or raises the error the answer means,
+   and the caller's reader (`structure_task_id`, `structure_task`) makes it a value;
+4. **learn**: a 429 teaches the endpoint's pacer, a create's 409 the active-task cap;
+5. **retry**: `_retry.retry_decision` says whether and when to try again; every wait is
+   logged where it happens and bounded by the deadline (and 429 waits by their own budget).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import anyio
+import httpx
+
+from ._errors import (
+    ActiveTaskLimitError,
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    DecodeError,
+    NanoBananaError,
+    RateLimitError,
+    ResponseTooLargeError,
+    UsageError,
+)
+from ._http import ACCEPT_ENCODING, RequestBody, read_body, transport_error
+from ._limits import LimitsBackend
+from ._models import Task
+from ._retry import RetryPolicy, retry_decision
+from ._secret import Secret
+from ._wire import (
+    CREATE_PATH,
+    QUERY_PATH,
+    CreateBody,
+    answer_data,
+    limit_hints,
+    structure_task,
+    structure_task_id,
+)
+
+__all__ = ["Caller", "CreatedTasks", "Endpoint", "StopCheck"]
+
+logger = logging.getLogger("nanobanana_async")
+
+Endpoint = Literal["create", "query"]
+StopCheck = Callable[[], "NanoBananaError | None"]
+"""Asked right before a create is sent: an error to raise instead, or None to send it."""
+
+T = TypeVar("T")
+
+_REMEMBERED_CREATES = 10_000
+_WAITS = {
+    "backoff": "retrying in %.2f s",
+    "rate_limit": "the key's pacer holds the endpoint for %.2f s",
+    "slot": "waiting up to %.2f s for an active-task slot",
+    "not_visible": "not visible yet; asking again in %.2f s",
+}
+
+
+class CreatedTasks:
+    """When this client created its most recent tasks (a bounded memory)."""
+
+    def __init__(self, size: int | None = None) -> None:
+        self._size = _REMEMBERED_CREATES if size is None else size
+        self._at: collections.OrderedDict[str, float] = collections.OrderedDict()
+
+    def remember(self, task_id: str) -> None:
+        """Record that ``task_id`` was created now."""
+        self._at[task_id] = anyio.current_time()
+        self._at.move_to_end(task_id)
+        while len(self._at) > self._size:
+            self._at.popitem(last=False)
+
+    def created_at(self, task_id: str) -> float | None:
+        """When this client created ``task_id`` (anyio's clock), if it remembers."""
+        return self._at.get(task_id)
+
+
+class Caller:
+    """Sends the API's two requests, each with every retry it deserves.
+
+    Args:
+        http: The HTTP client for API calls.
+        base_url: The API host (and path prefix).
+        secret: The API key.
+        user_agent: The ``User-Agent`` header.
+        limits: The key's pacers and active-task cap.
+        retry: The retry policy.
+        timeout: httpx's per-phase timeouts, or None for the HTTP client's own.
+        exchange_timeout: The most seconds one HTTP exchange may take, whole.
+        max_response_bytes: The largest answer read (decoded bytes).
+    """
+
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        base_url: httpx.URL,
+        secret: Secret,
+        user_agent: str,
+        limits: LimitsBackend,
+        retry: RetryPolicy,
+        timeout: httpx.Timeout | None,
+        exchange_timeout: float,
+        max_response_bytes: int,
+    ) -> None:
+        prefix = base_url.path.rstrip("/")
+        self._create_url = base_url.copy_with(path=prefix + CREATE_PATH, query=None)
+        self._query_url = base_url.copy_with(path=prefix + QUERY_PATH, query=None)
+        self._http = http
+        self._secret = secret
+        self._headers = {
+            "User-Agent": user_agent,
+            "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
+        }
+        self._limits = limits
+        self._retry = retry
+        self._timeout = timeout
+        self._exchange_timeout = exchange_timeout
+        self._max_bytes = max_response_bytes
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        self.created = CreatedTasks()
+        self.closed = False
+
+    @property
+    def limits(self) -> LimitsBackend:
+        """The key's limits, taught by every answer."""
+        return self._limits
+
+    @property
+    def rng(self) -> random.Random:
+        """The source of jitter (seedable in tests)."""
+        return self._rng
+
+    async def create(
+        self,
+        body: CreateBody,
+        request_id: str,
+        deadline: float,
+        *,
+        holder: object | None = None,
+        stop: StopCheck | None = None,
+    ) -> str:
+        """Create a task; returns its id.
+
+        Args:
+            body: The serialised request.
+            request_id: The ``X-Request-ID``, the same on every try.
+            deadline: When to give up (anyio's clock).
+            holder: The active-task slot the caller holds for this task, if any: after a 409
+                it queues again for a slot, and the task counts as running once created.
+            stop: Asked right before each try is sent (see `StopCheck`).
+        """
+        task_id = await self.call(
+            "create",
+            structure_task_id,
+            content=body.content,
+            request_id=request_id,
+            deadline=deadline,
+            holder=holder,
+            stop=stop,
+        )
+        self.created.remember(task_id)
+        if holder is not None:
+            self._limits.active.mark_running(holder)
+        self._limits.active.on_created()
+        logger.debug("created task %s (request id %s)", task_id, request_id)
+        return task_id
+
+    async def query(self, task_id: str, deadline: float) -> Task:
+        """Read a task once (``recordInfo``), with retries, until ``deadline``."""
+        return await self.call(
+            "query",
+            lambda data: structure_task(data, task_id=task_id),
+            params={"taskId": task_id},
+            deadline=deadline,
+            task_id=task_id,
+        )
+
+    async def call(
+        self,
+        endpoint: Endpoint,
+        read: Callable[[Any], T],
+        *,
+        deadline: float,
+        content: bytes | None = None,
+        params: dict[str, str] | None = None,
+        request_id: str | None = None,
+        task_id: str | None = None,
+        holder: object | None = None,
+        stop: StopCheck | None = None,
+    ) -> T:
+        """Run one logical request to its end; returns what ``read`` makes of ``data``."""
+        if self.closed:
+            raise UsageError("this client is closed")
+        create = endpoint == "create"
+        pacer = self._limits.endpoint(endpoint)
+        # httpx.Headers masks Authorization in its repr, so even a traceback that shows
+        # locals (Sentry, rich) does not print the key.
+        headers = httpx.Headers(self._headers)
+        headers["Authorization"] = f"Bearer {self._secret.reveal()}"
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        if request_id is not None:
+            headers["X-Request-ID"] = request_id
+        attempt = 0
+        rate_waited = 0.0
+        started = anyio.current_time()
+        while True:
+            sent_at = await self._pace(endpoint, deadline, request_id)
+            if stop is not None and (reason := stop()) is not None:
+                raise reason
+            try:
+                data = await self._exchange(
+                    endpoint, headers, content, params, deadline, request_id
+                )
+                value = read(data)
+            except (APIStatusError, APIConnectionError, DecodeError) as exc:
+                error: NanoBananaError = exc
+                if isinstance(exc, DecodeError) and exc.request_id is None:
+                    exc.request_id = request_id
+            else:
+                pacer.on_success()
+                return value
+            self._learn(endpoint, error, sent_at)
+            created_at = None if task_id is None else self.created.created_at(task_id)
+            now = anyio.current_time()
+            decision = retry_decision(
+                error,
+                create=create,
+                attempt=attempt,
+                policy=self._retry,
+                rng=self._rng,
+                in_grace=created_at is not None and now - created_at < self._retry.not_found_grace,
+                grace_elapsed=now - started,
+            )
+            if decision is None:
+                raise error
+            if decision.kind == "rate_limit":
+                rate_waited += decision.delay
+                if rate_waited > self._retry.max_rate_limit_wait:
+                    raise error
+            elif decision.kind == "backoff":
+                attempt += 1
+            if now + decision.delay > deadline:
+                raise error
+            logger.info("%s: %s; " + _WAITS[decision.kind], endpoint, error, decision.delay)
+            if decision.kind == "slot":
+                if not await self._wait_for_slot(holder, decision.delay, deadline):
+                    raise error
+            elif decision.kind != "rate_limit":
+                await anyio.sleep(decision.delay)
+            # A 429's wait is not slept here: the pacer now holds the endpoint for every
+            # caller of the key until the provider's window frees, and the next `_pace` waits.
+
+    async def _pace(self, endpoint: Endpoint, deadline: float, request_id: str | None) -> float:
+        """Wait for the endpoint's pacer, up to the deadline; returns when it let us through."""
+        with anyio.CancelScope(deadline=deadline):
+            return await self._limits.endpoint(endpoint).acquire()
+        raise APITimeoutError(
+            f"{endpoint}: the key's rate limit held the request past the deadline; "
+            "nothing was sent",
+            request_id=request_id,
+        )
+
+    async def _exchange(
+        self,
+        endpoint: Endpoint,
+        headers: httpx.Headers,
+        content: bytes | None,
+        params: dict[str, str] | None,
+        deadline: float,
+        request_id: str | None,
+    ) -> Any:
+        """One HTTP exchange, bounded in time and size; returns the answer's ``data``."""
+        remaining = deadline - anyio.current_time()
+        if remaining <= 0:
+            raise APITimeoutError(
+                f"{endpoint}: the deadline passed before the request was sent",
+                request_id=request_id,
+            )
+        request = self._http.build_request(
+            "POST" if endpoint == "create" else "GET",
+            self._create_url if endpoint == "create" else self._query_url,
+            content=content,
+            params=params,
+            headers=headers,
+            timeout=self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+        if content is not None:
+            request.stream = RequestBody(content)
+
+        def too_large(_declared: int | None) -> ResponseTooLargeError:
+            return ResponseTooLargeError(
+                f"{endpoint}: the answer is larger than {self._max_bytes} bytes "
+                "(max_response_bytes); the connection was dropped",
+                request_id=request_id,
+            )
+
+        try:
+            with anyio.fail_after(min(self._exchange_timeout, remaining)):
+                response = await self._http.send(request, stream=True)
+                try:
+                    body = await read_body(response, self._max_bytes, too_large)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
+        except (httpx.TransportError, TimeoutError) as exc:
+            raise transport_error(exc, endpoint, request_id=request_id) from exc
+        status = response.status_code
+        reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
+        logger.debug("%s %s -> %s", request.method, request.url.path, status)
+        return answer_data(
+            status,
+            response.headers,
+            self._secret.redact_bytes(body),
+            reason=self._secret.redact(reason),
+            request_id=request_id,
+        )
+
+    def _learn(self, endpoint: Endpoint, error: NanoBananaError, sent_at: float) -> None:
+        """Teach the key's limits what a refusal says."""
+        if isinstance(error, RateLimitError):
+            hints = limit_hints(error)
+            self._limits.endpoint(endpoint).on_rate_limited(
+                error.retry_after, limit=hints.limit, window=hints.window, sent_at=sent_at
+            )
+        elif isinstance(error, ActiveTaskLimitError) and endpoint == "create":
+            self._limits.active.on_conflict(limit_hints(error).limit)
+
+    async def _wait_for_slot(self, holder: object | None, delay: float, deadline: float) -> bool:
+        """After a 409: queue again for a slot, or wait for some slot to be released.
+
+        A caller holding a slot gives it back and waits its turn for the next one, so callers
+        refused together do not all retry at the next release. While none of our tasks runs,
+        the key is full of someone else's work, and only a timer can tell when it frees.
+
+        Returns:
+            False if the deadline passed before the caller got its slot back.
+        """
+        active = self._limits.active
+        if holder is None or not active.running:
+            await active.wait_for_release(delay)
+            return True
+        active.release(holder)
+        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+            await active.acquire(holder)
+        return active.holds(holder)

@@ -1,0 +1,89 @@
+"""What a batch produces: one `BatchOutcome` per request, and `BatchStatistics` as it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ._errors import NanoBananaError
+from ._models import TaskResult
+
+__all__ = ["BatchOutcome", "BatchStatistics", "ProgressHook"]
+
+
+@attrs.frozen(kw_only=True)
+class BatchOutcome:
+    """What became of one request of a batch.
+
+    Attributes:
+        index: The request's position in the input (0-based).
+        request: The request as given.
+        task_id: The provider's task id, if a task was created.
+        result: The result, if the task succeeded.
+        error: Why the job has no result, if it has none.
+        request_id: The ``X-Request-ID`` the create carried.
+        resumed: True when the outcome was read from the journal, with no request sent.
+    """
+
+    index: int
+    request: Any
+    task_id: str | None = None
+    result: TaskResult | None = None
+    error: NanoBananaError | None = None
+    request_id: str | None = None
+    resumed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Whether the job produced a result."""
+        return self.result is not None
+
+
+@attrs.frozen(kw_only=True)
+class BatchStatistics:
+    """A runner's counts at one moment, and what it has learned of the key's limits.
+
+    Attributes:
+        submitted: Requests read from the input.
+        created: Tasks created by this run.
+        running: Jobs holding a slot now (being created or running on the provider).
+        succeeded: Outcomes with a result.
+        failed: Outcomes with an error.
+        resumed: Outcomes taken from the journal without any request.
+        polls: ``recordInfo`` calls made for this run's jobs.
+        polls_per_task: ``polls`` divided by the tasks seen finished.
+        conflicts: 409 answers seen by the client since the run started.
+        rate_limited: 429 answers seen by the client since the run started.
+        max_active: The active-task cap in use now.
+        max_active_known: Whether that cap is learned (or given) rather than still growing.
+        create_rate: Creates per second the client allows now, or None if unlimited.
+        query_rate: Polls per second the client allows now, or None if unlimited.
+        elapsed: Seconds since the run started.
+    """
+
+    submitted: int
+    created: int
+    running: int
+    succeeded: int
+    failed: int
+    resumed: int
+    polls: int
+    polls_per_task: float
+    conflicts: int
+    rate_limited: int
+    max_active: int
+    max_active_known: bool
+    create_rate: float | None
+    query_rate: float | None
+    elapsed: float
+
+    @property
+    def done(self) -> int:
+        """Outcomes so far, whatever they were."""
+        return self.succeeded + self.failed
+
+
+ProgressHook = Callable[[BatchStatistics], object]
+"""Called with fresh statistics after every outcome; it may be sync or async."""
