@@ -38,6 +38,7 @@ from nanobanana_async import (
     InvalidRequestError,
     NanoBananaError,
     OutputFormat,
+    RequestConflictError,
     TaskFailedError,
     TextToImage,
     WaitTimeoutError,
@@ -171,6 +172,13 @@ Client = Annotated[AsyncNanoBanana, Depends(get_client)]
 @app.exception_handler(InvalidRequestError)
 async def invalid_request(request: Request, exc: InvalidRequestError) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "field": exc.field}, status_code=422)
+
+
+@app.exception_handler(RequestConflictError)
+async def conflict(request: Request, exc: RequestConflictError) -> JSONResponse:
+    # The Idempotency-Key was already used for a different image: the caller's mistake.
+    detail = "this Idempotency-Key was already used for a different request"
+    return JSONResponse({"detail": detail}, status_code=409)
 
 
 @app.exception_handler(WaitTimeoutError)

@@ -219,10 +219,24 @@ class Caller:
         if request_id is not None:
             headers["X-Request-ID"] = request_id
         attempt = 0
-        rate_waited = 0.0
+        rate_waited = 0.0  # seconds spent waiting because of 429s, pacing included
+        rate_limited: RateLimitError | None = None  # the 429 being waited out, if any
         started = anyio.current_time()
         while True:
-            sent_at = await self._pace(endpoint, deadline, request_id)
+            if rate_limited is None:
+                sent_at = await self._pace(endpoint, deadline, request_id)
+            else:
+                # Waiting out a 429: the pacer holds the endpoint (for every caller of the
+                # key) until the provider's window frees; that wait spends the 429 budget.
+                waited_from = anyio.current_time()
+                budget_end = waited_from + self._retry.max_rate_limit_wait - rate_waited
+                paced: float | None = None
+                with anyio.CancelScope(deadline=min(deadline, budget_end)):
+                    paced = await pacer.acquire()
+                rate_waited += anyio.current_time() - waited_from
+                if paced is None:
+                    raise rate_limited
+                sent_at = paced
             if stop is not None and (reason := stop()) is not None:
                 raise reason
             try:
@@ -249,12 +263,14 @@ class Caller:
                 in_grace=created_at is not None and now - created_at < self._retry.not_found_grace,
                 grace_elapsed=now - started,
             )
+            rate_limited = None
             if decision is None:
                 raise error
             if decision.kind == "rate_limit":
-                rate_waited += decision.delay
-                if rate_waited > self._retry.max_rate_limit_wait:
+                assert isinstance(error, RateLimitError)
+                if rate_waited + decision.delay > self._retry.max_rate_limit_wait:
                     raise error
+                rate_limited = error
             elif decision.kind == "backoff":
                 attempt += 1
             if now + decision.delay > deadline:
@@ -265,8 +281,6 @@ class Caller:
                     raise error
             elif decision.kind != "rate_limit":
                 await anyio.sleep(decision.delay)
-            # A 429's wait is not slept here: the pacer now holds the endpoint for every
-            # caller of the key until the provider's window frees, and the next `_pace` waits.
 
     async def _pace(self, endpoint: Endpoint, deadline: float, request_id: str | None) -> float:
         """Wait for the endpoint's pacer, up to the deadline; returns when it let us through."""

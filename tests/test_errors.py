@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import nanobanana_async as nb
@@ -144,3 +146,48 @@ def test_wait_timeout_error() -> None:
 def test_download_error_status() -> None:
     assert DownloadError("gone", status=404).status == 404
     assert DownloadError("refused").status is None
+
+
+def test_the_docs_page_draws_the_same_tree_as_the_docstring() -> None:
+    """docs/reference/errors.md and _errors.py's docstring show one tree."""
+    import pathlib
+
+    from nanobanana_async import _errors
+
+    doc = _errors.__doc__ or ""
+    start = doc.index("    NanoBananaError\n")
+    tree = [line[4:] for line in doc[start : doc.index("\n\n", start)].splitlines()]
+    page = (pathlib.Path(__file__).parent.parent / "docs/reference/errors.md").read_text()
+    block = page[page.index("```text\n") + 8 :]
+    drawn = block[: block.index("```")].splitlines()
+    assert [line.replace('"fail"', "``fail``") for line in drawn] == tree
+
+
+def test_the_tree_names_every_error_class_and_its_true_parent() -> None:
+    """Every exception class of the package is in the tree, under its real base class."""
+    import nanobanana_async as nb
+    from nanobanana_async import _errors
+
+    doc = _errors.__doc__ or ""
+    lines = doc[doc.index("    NanoBananaError\n") :].split("\n\n")[0].splitlines()
+    depth_of: dict[str, int] = {}
+    parent_of: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in lines:
+        match = re.search(r"([A-Z][A-Za-z]+Error)", line)
+        if match is None:
+            continue
+        name, depth = match.group(1), match.start()
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        if stack:
+            parent_of[name] = stack[-1][1]
+        depth_of[name] = depth
+        stack.append((depth, name))
+    classes = {
+        name for name in nb.__all__
+        if isinstance(getattr(nb, name), type) and issubclass(getattr(nb, name), nb.NanoBananaError)
+    }  # fmt: skip
+    assert classes == set(depth_of)
+    for name, parent in parent_of.items():
+        assert getattr(nb, parent) in getattr(nb, name).__mro__[1:], (name, parent)

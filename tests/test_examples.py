@@ -123,6 +123,20 @@ def test_an_idempotency_key_returns_the_task_already_made(stack: Stack) -> None:
     assert stack.stats().tasks_created == 1
 
 
+def test_an_idempotency_key_reused_for_another_image_is_409_at_once(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.app_url, timeout=30) as client:
+        headers = {"Idempotency-Key": "order-43"}
+        first = client.post("/images", json={"prompt": "a banana"}, headers=headers)
+        started = time.monotonic()
+        other = client.post("/images", json={"prompt": "a cherry"}, headers=headers)
+        took = time.monotonic() - started
+    assert first.status_code == 200
+    assert other.status_code == 409
+    assert "already used" in other.json()["detail"]
+    assert took < 20  # an error at once, not a wait for an active-task slot
+    assert stack.stats().tasks_created == 1
+
+
 def test_invalid_requests_are_422_and_send_nothing(stack: Stack) -> None:
     with httpx.Client(base_url=stack.app_url, timeout=30) as client:
         http_url = client.post(

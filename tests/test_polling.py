@@ -13,16 +13,21 @@ import pytest
 
 from nanobanana_async import (
     APITimeoutError,
+    AuthenticationError,
+    BatchRunner,
     DecodeError,
     ImageToImage,
     InsufficientCreditsError,
     InvalidRequestError,
     PollPolicy,
+    RetryPolicy,
     Task,
     TaskFailedError,
+    TaskNotFoundError,
     TaskResult,
     TaskState,
     TextToImage,
+    UnprocessableEntityError,
     WaitTimeoutError,
 )
 from nanobanana_async._polling import DurationModel
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
     from conftest import Api
 
 REQUEST = TextToImage(prompt="a banana")
+FAST = PollPolicy(initial=0.01, maximum=0.02, jitter=0)
 
 
 def states(updates: list[Task]) -> list[str]:
@@ -443,3 +449,53 @@ class TestDurationModel:
         assert len(model) == 3
         assert model.quantile(1.0) == 3.0
         assert model.quantile(0.0) == 1.0
+
+
+@pytest.mark.anyio
+class TestOneSetOfRules:
+    """wait_for_result and a batch job follow a task by the same poll loop and rules."""
+
+    @pytest.mark.parametrize(
+        ("answer", "error"),
+        [
+            ((404, "Task not found"), TaskNotFoundError),
+            ((422, "recordInfo is null"), UnprocessableEntityError),
+            ((401, "Invalid API key"), AuthenticationError),
+        ],
+    )
+    async def test_a_final_answer_after_the_grace_period_ends_both_paths(
+        self, api: Api, answer: tuple[int, str], error: type[Exception]
+    ) -> None:
+        api.create.mock(return_value=api.created("task_1"))
+        api.query.mock(return_value=api.error(*answer))
+        retry = RetryPolicy(not_found_grace=0.0)
+        async with api.client(retry=retry) as client:
+            with pytest.raises(error):
+                await client.wait_for_result("task_1", timeout=5)
+            waited = api.query.call_count
+            outcomes = await BatchRunner(client, task_timeout=5).run([REQUEST])
+        assert isinstance(outcomes[0].error, error)
+        assert outcomes[0].task_id == "task_1"
+        # One poll each: a final answer is not polled again for an hour.
+        assert waited == 1
+        assert api.query.call_count == 2
+
+    async def test_passing_failures_are_polled_through_on_both_paths(self, api: Api) -> None:
+        answers = {"n": 0}
+
+        def query(request: httpx.Request) -> httpx.Response:
+            answers["n"] += 1
+            if answers["n"] % 3 == 1:
+                return api.error(500, "upstream")
+            if answers["n"] % 3 == 2:
+                return httpx.Response(200, text="<html>proxy</html>")
+            return api.task(request.url.params["taskId"])
+
+        api.create.mock(return_value=api.created("task_1"))
+        api.query.mock(side_effect=query)
+        async with api.client(max_retries=0, poll=FAST) as client:
+            result = await client.wait_for_result("task_1", timeout=5)
+        async with api.client(max_retries=0, poll=FAST) as client:
+            outcomes = await BatchRunner(client, task_timeout=5).run([REQUEST])
+        assert result.task_id == "task_1"
+        assert outcomes[0].ok
