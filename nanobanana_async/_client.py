@@ -423,13 +423,13 @@ class AsyncNanoBanana:
         seconds = check_timeout(timeout, DEFAULT_DOWNLOAD_TIMEOUT)
         folder = Path(directory)
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
-        await self._downloader.remove_stale_parts(folder)
         base = _UNSAFE_NAME.sub("_", stem or result.task_id) or "image"
         urls = list(result.urls)
+        names = [base] if len(urls) == 1 else [f"{base}-{n + 1}" for n in range(len(urls))]
+        await self._downloader.remove_stale_parts(folder, names, older_than=max(seconds, 600.0))
         paths: list[Path] = []
         refreshed = False
-        for index in range(len(urls)):
-            name = base if len(urls) == 1 else f"{base}-{index + 1}"
+        for index, name in enumerate(names):
             deadline = anyio.current_time() + seconds
             try:
                 paths.append(

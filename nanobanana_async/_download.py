@@ -14,8 +14,9 @@ import contextlib
 import ipaddress
 import re
 import socket
+import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Collection
 from pathlib import Path
 
 import anyio
@@ -29,7 +30,7 @@ __all__ = ["Downloader", "is_loopback_host"]
 _MAX_REDIRECTS = 5
 _IMAGE_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$", re.IGNORECASE)
-_PART = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")
+_PART = re.compile(r"^\.(.+?)(?:\.png|\.jpg|\.webp)\.[0-9a-f]{8}\.part$")
 
 
 def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -158,11 +159,21 @@ class Downloader:
         return target
 
     @staticmethod
-    async def remove_stale_parts(folder: Path) -> None:
-        """Remove the temporary files a killed run left in ``folder``."""
+    async def remove_stale_parts(folder: Path, names: Collection[str], older_than: float) -> None:
+        """Remove the temporary files a killed run left in ``folder``.
+
+        Another save may be writing into the same folder right now, so only the temporary
+        files of the ``names`` about to be written go at once; the others only once nothing
+        has written to them for ``older_than`` seconds (no live save waits that long).
+        """
+        now = time.time()
         async for path in anyio.Path(folder).iterdir():
-            if _PART.match(path.name):
-                await path.unlink(missing_ok=True)
+            match = _PART.match(path.name)
+            if match is None:
+                continue
+            with contextlib.suppress(OSError):  # gone already: another save cleaned it
+                if match.group(1) in names or now - (await path.stat()).st_mtime > older_than:
+                    await path.unlink(missing_ok=True)
 
     async def _chunks(
         self, response: httpx.Response, max_bytes: int | None
