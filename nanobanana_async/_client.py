@@ -228,7 +228,11 @@ class AsyncNanoBanana:
     # -- the API -----------------------------------------------------------------------------
 
     async def create_task(
-        self, request: Request, *, request_id: str | None = None, timeout: float | None = None
+        self,
+        request: Request,
+        *,
+        request_id: str | None = None,
+        timeout: float = DEFAULT_CREATE_TIMEOUT,
     ) -> str:
         """Create a task; returns its id at once, without waiting for the image.
 
@@ -240,8 +244,7 @@ class AsyncNanoBanana:
         Args:
             request: A `TextToImage` or `ImageToImage`.
             request_id: The idempotency key; generated if None.
-            timeout: The most seconds to spend, retries and limit waits included (default
-                `DEFAULT_CREATE_TIMEOUT`).
+            timeout: The most seconds to spend, retries and limit waits included.
 
         Returns:
             The provider's task id.
@@ -257,7 +260,7 @@ class AsyncNanoBanana:
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
         return await self._engine.create(body, request_id, anyio.current_time() + seconds)
 
-    async def get_task(self, task_id: str, *, timeout: float | None = None) -> Task:
+    async def get_task(self, task_id: str, *, timeout: float = DEFAULT_QUERY_TIMEOUT) -> Task:
         """Read a task once (one ``recordInfo`` call, plus retries).
 
         Right after this client created the task, a 404 is taken as "not visible yet" and
@@ -265,7 +268,7 @@ class AsyncNanoBanana:
 
         Args:
             task_id: The task.
-            timeout: The most seconds to spend (default `DEFAULT_QUERY_TIMEOUT`).
+            timeout: The most seconds to spend, retries included.
 
         Raises:
             TaskNotFoundError: The provider does not know the task.
@@ -364,7 +367,7 @@ class AsyncNanoBanana:
             active.release(holder)
 
     async def download(
-        self, url: str, *, max_bytes: int | None = None, timeout: float | None = None
+        self, url: str, *, max_bytes: int | None = None, timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
     ) -> bytes:
         """Fetch one result file into memory.
 
@@ -376,7 +379,7 @@ class AsyncNanoBanana:
         Args:
             url: A result URL.
             max_bytes: The largest file accepted (default: the client's ``max_download_bytes``).
-            timeout: The most seconds to spend (default `DEFAULT_DOWNLOAD_TIMEOUT`).
+            timeout: The most seconds to spend.
 
         Raises:
             DownloadError: The URL is refused, the host answered an error, or the file is
@@ -395,7 +398,7 @@ class AsyncNanoBanana:
         *,
         stem: str | None = None,
         max_bytes: int | None = None,
-        timeout: float | None = None,
+        timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
     ) -> list[Path]:
         """Download every image of a result into ``directory``.
 
@@ -411,7 +414,7 @@ class AsyncNanoBanana:
             directory: Where to save it (created if needed).
             stem: The file name without suffix (default: the task id).
             max_bytes: The largest file accepted.
-            timeout: The most seconds for each file (default `DEFAULT_DOWNLOAD_TIMEOUT`).
+            timeout: The most seconds for each file.
 
         Returns:
             The paths written, in the order of ``result.urls``.
