@@ -33,7 +33,6 @@ from ._errors import (
     UsageError,
     WaitTimeoutError,
 )
-from ._limits import TIERS, Limits, LimitsBackend, LimitsSnapshot, TierLimits
 from ._models import (
     IMAGE_SIZES,
     ImageSize,
@@ -46,9 +45,9 @@ from ._models import (
     TextToImage,
 )
 from ._polling import PollPolicy
-from ._redis_limits import RedisLimits
 from ._retry import RetryPolicy
 from ._version import __version__
+from .limits import TIERS, Limits, LimitsBackend, LimitsSnapshot, RedisLimits, TierLimits
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -37,12 +37,12 @@ from ._errors import (
     WaitTimeoutError,
     error_for_status,
 )
-from ._limits import Limits, LimitsBackend, LimitsSnapshot
 from ._models import ImageToImage, Request, Task, TaskResult, TaskState, TextToImage
 from ._polling import DurationModel, PollPolicy
 from ._retry import RetryPolicy, is_not_visible_yet, retry_after_seconds
 from ._version import __version__
 from ._wire import as_mapping, parse_envelope, request_body, structure_task, structure_task_id
+from .limits import Limits, LimitsBackend, LimitsSnapshot
 
 __all__ = ["DEFAULT_BASE_URL", "AsyncNanoBanana", "OnUpdate"]
 
