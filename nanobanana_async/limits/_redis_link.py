@@ -103,10 +103,12 @@ class RedisLink:
         self._queued = anyio.Event()
 
     async def close(self) -> None:
-        """Send what is queued, then close the connection (shielded from cancellation)."""
-        connection = self._connection
-        if connection is None:
-            return
+        """Send what is queued, then close the connection (shielded from cancellation).
+
+        Raises:
+            UsageError: No connection is open.
+        """
+        connection = self.connection()
         with anyio.CancelScope(shield=True):
             await self.flush()
             self._connection = None
