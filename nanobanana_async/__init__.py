@@ -34,7 +34,6 @@ from ._errors import (
     UsageError,
     WaitTimeoutError,
 )
-from ._limits import TIERS, Limits, LimitsBackend, LimitsSnapshot, TierLimits
 from ._models import (
     IMAGE_SIZES,
     ImageSize,
@@ -48,9 +47,9 @@ from ._models import (
 )
 from ._outcomes import BatchOutcome, BatchStatistics, ProgressHook
 from ._polling import OnUpdate, PollPolicy
-from ._redis_limits import RedisLimits
 from ._retry import RetryPolicy
 from ._version import __version__
+from .limits import TIERS, Limits, LimitsBackend, LimitsSnapshot, RedisLimits, TierLimits
 
 __all__ = [
     "DEFAULT_BASE_URL",

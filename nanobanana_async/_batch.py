@@ -105,10 +105,7 @@ class BatchRunner:
         task_timeout: float = 3600.0,
         on_progress: ProgressHook | None = None,
     ) -> None:
-        try:
-            client.limits.seed(tier=tier, max_active=max_active)
-        except ValueError as exc:
-            raise ConfigurationError("tier" if tier else "max_active", str(exc)) from None
+        client.limits.seed(tier=tier, max_active=max_active)
         if not task_timeout > 0:
             raise ConfigurationError("task_timeout", "must be more than 0 seconds")
         self._client = client

@@ -38,7 +38,6 @@ from ._errors import (
     UsageError,
 )
 from ._http import ACCEPT_ENCODING, RequestBody, read_body, transport_error
-from ._limits import LimitsBackend
 from ._models import Task
 from ._retry import RetryPolicy, retry_decision
 from ._secret import Secret
@@ -51,6 +50,7 @@ from ._wire import (
     structure_task,
     structure_task_id,
 )
+from .limits import LimitsBackend
 
 __all__ = ["Caller", "CreatedTasks", "Endpoint", "StopCheck"]
 
@@ -63,6 +63,7 @@ StopCheck = Callable[[], "NanoBananaError | None"]
 T = TypeVar("T")
 
 _REMEMBERED_CREATES = 10_000
+_MIN_SLOT_WAIT = 0.01
 _WAITS = {
     "backoff": "retrying in %.2f s",
     "rate_limit": "the key's pacer holds the endpoint for %.2f s",
@@ -218,7 +219,7 @@ class Caller:
             headers["Content-Type"] = "application/json"
         if request_id is not None:
             headers["X-Request-ID"] = request_id
-        attempt = 0
+        attempt = slot_waits = 0
         rate_waited = 0.0  # seconds spent waiting because of 429s, pacing included
         rate_limited: RateLimitError | None = None  # the 429 being waited out, if any
         started = anyio.current_time()
@@ -262,6 +263,7 @@ class Caller:
                 rng=self._rng,
                 in_grace=created_at is not None and now - created_at < self._retry.not_found_grace,
                 grace_elapsed=now - started,
+                slot_waits=slot_waits,
             )
             rate_limited = None
             if decision is None:
@@ -273,14 +275,23 @@ class Caller:
                 rate_limited = error
             elif decision.kind == "backoff":
                 attempt += 1
-            if now + decision.delay > deadline:
-                raise error
-            logger.info("%s: %s; " + _WAITS[decision.kind], endpoint, error, decision.delay)
+            elif decision.kind == "slot":
+                slot_waits += 1
+            delay = decision.delay
             if decision.kind == "slot":
-                if not await self._wait_for_slot(holder, decision.delay, deadline):
+                # A slot may come free any moment: wait at most half of what is left, and
+                # give up only once too little is left to create anything.
+                delay = min(delay, (deadline - now) / 2)
+                if delay < _MIN_SLOT_WAIT:
+                    raise error
+            elif now + delay > deadline:
+                raise error
+            logger.info("%s: %s; " + _WAITS[decision.kind], endpoint, error, delay)
+            if decision.kind == "slot":
+                if not await self._wait_for_slot(holder, delay, deadline):
                     raise error
             elif decision.kind != "rate_limit":
-                await anyio.sleep(decision.delay)
+                await anyio.sleep(delay)
 
     async def _pace(self, endpoint: Endpoint, deadline: float, request_id: str | None) -> float:
         """Wait for the endpoint's pacer, up to the deadline; returns when it let us through."""

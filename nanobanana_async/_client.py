@@ -34,13 +34,13 @@ from ._config import (
 from ._download import Downloader, is_loopback_host
 from ._engine import Engine
 from ._errors import APITimeoutError, ConfigurationError, DownloadError
-from ._limits import Limits, LimitsBackend, LimitsSnapshot
 from ._models import Request, Task, TaskResult
 from ._polling import DurationModel, OnUpdate, PollPlanner, PollPolicy, result_of
 from ._retry import RetryPolicy
 from ._secret import Secret
 from ._version import __version__
 from ._wire import create_body
+from .limits import Limits, LimitsBackend, LimitsSnapshot
 
 __all__ = ["AsyncNanoBanana"]
 
@@ -122,13 +122,10 @@ class AsyncNanoBanana:
             raise ConfigurationError("max_download_bytes", "must be at least 1")
         if max_response_bytes < 1:
             raise ConfigurationError("max_response_bytes", "must be at least 1")
-        try:
-            if limits is None:
-                limits = Limits(tier=tier, max_active=max_active)
-            else:
-                limits.seed(tier=tier, max_active=max_active)
-        except ValueError as exc:
-            raise ConfigurationError("tier" if tier else "max_active", str(exc)) from None
+        if limits is None:
+            limits = Limits(tier=tier, max_active=max_active)
+        else:
+            limits.seed(tier=tier, max_active=max_active)
         per_phase, exchange = timeouts(timeout)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(

@@ -13,10 +13,10 @@ from collections.abc import Callable
 import anyio
 
 from ._calls import Caller, StopCheck
-from ._limits import LimitsBackend
 from ._models import Task
 from ._polling import OnUpdate, PollPlanner, follow
 from ._wire import CreateBody
+from .limits import LimitsBackend
 
 __all__ = ["Engine"]
 

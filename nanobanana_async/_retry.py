@@ -39,6 +39,7 @@ from ._errors import (
 
 __all__ = ["Retry", "RetryPolicy", "is_not_visible_yet", "retry_decision"]
 
+_SLOT_WAIT_MIN = 0.05
 _SLOT_WAIT_MAX = 30.0
 _NOT_VISIBLE_WAIT_MAX = 2.0
 
@@ -103,6 +104,7 @@ def retry_decision(
     rng: random.Random,
     in_grace: bool = False,
     grace_elapsed: float = 0.0,
+    slot_waits: int = 0,
 ) -> Retry | None:
     """Whether (and when) to try a failed request again; None when the error is final.
 
@@ -114,6 +116,8 @@ def retry_decision(
         rng: The source of jitter.
         in_grace: Whether the task was created by this client within the grace period.
         grace_elapsed: Seconds spent retrying a "not visible yet" answer so far.
+        slot_waits: 409s met so far by this call: each waits longer, so a key full of
+            someone else's tasks is asked a few times, not hammered.
     """
     if isinstance(error, RateLimitError):
         delay = error.retry_after
@@ -121,7 +125,8 @@ def retry_decision(
     if isinstance(error, ActiveTaskLimitError):
         if not create:
             return None
-        return Retry(min(_SLOT_WAIT_MAX, policy.backoff_base * 2.0 ** min(attempt + 2, 10)), "slot")
+        base = max(_SLOT_WAIT_MIN, policy.backoff_base)
+        return Retry(min(_SLOT_WAIT_MAX, base * 2.0 ** min(slot_waits + 1, 10)), "slot")
     if isinstance(error, APIStatusError) and is_not_visible_yet(error):
         if not in_grace:
             return None

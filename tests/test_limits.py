@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from nanobanana_async import TIERS, Limits, LimitsSnapshot, TierLimits
-from nanobanana_async._limits import ActiveTaskLimiter, EndpointLimiter, tier_limits
+from nanobanana_async import TIERS, ConfigurationError, Limits, LimitsSnapshot, TierLimits
+from nanobanana_async.limits import ActiveTaskLimiter, EndpointLimiter, tier_limits
 
 
 class ManualClock:
@@ -30,8 +30,11 @@ class TestTiers:
         assert tier_limits("PRO") is TIERS["pro"]
 
     def test_unknown_tier(self) -> None:
-        with pytest.raises(ValueError, match="unknown tier 'gold'; expected one of free, basic"):
+        with pytest.raises(
+            ConfigurationError, match="unknown tier 'gold'; expected one of free, basic"
+        ) as caught:
             tier_limits("gold")
+        assert caught.value.field == "tier"
 
 
 class TestLimits:
@@ -65,14 +68,31 @@ class TestLimits:
         assert Limits(max_active=7).snapshot().max_active_known
 
     def test_bad_max_active(self) -> None:
-        with pytest.raises(ValueError, match="at least 1"):
+        with pytest.raises(ConfigurationError, match="at least 1") as caught:
             Limits(max_active=0)
+        assert caught.value.field == "max_active"
 
     def test_endpoints_are_separate(self) -> None:
         limits = Limits()
         assert limits.endpoint("create") is limits.create
         assert limits.endpoint("query") is limits.query
         assert limits.create is not limits.query
+
+
+def test_the_types_of_public_attributes_are_exported() -> None:
+    from nanobanana_async import limits as package
+
+    local = Limits()
+    assert type(local.create) is type(local.query) is package.EndpointLimiter
+    assert type(local.active) is package.ActiveTaskLimiter
+    shared = package.RedisLimits("redis://127.0.0.1:1/0")  # nothing connects until entered
+    assert type(shared.create) is type(shared.query) is package.RedisEndpointLimiter
+    assert type(shared.active) is package.RedisActiveTaskLimiter
+    assert package.Limits is Limits
+    assert package.TIERS is TIERS
+    assert sorted(package.__all__) == sorted(set(package.__all__))
+    for name in package.__all__:
+        assert getattr(package, name) is not None
 
 
 class TestEndpointLimiter:
@@ -322,7 +342,7 @@ class TestActiveTaskLimiter:
         limiter = ActiveTaskLimiter()
         limiter.set_limit(9)
         assert (limiter.limit, limiter.known) == (9, True)
-        with pytest.raises(ValueError, match="at least 1"):
+        with pytest.raises(ConfigurationError, match="at least 1"):
             limiter.set_limit(0)
 
     @pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""The learned limits of one key (`_limits.py`), driven by an injected clock where possible.
+"""The learned limits of one key (`limits`), driven by an injected clock where possible.
 
 `EndpointLimiter` reads time from the clock it is given and sleeps with anyio; a test moves the
 clock by hand and asks whether an acquire would wait (it is started in a task and found still
@@ -14,8 +14,8 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 from nanobanana_async import TIERS as PUBLIC_TIERS
-from nanobanana_async import AsyncNanoBanana
-from nanobanana_async._limits import (
+from nanobanana_async import AsyncNanoBanana, ConfigurationError
+from nanobanana_async.limits import (
     TIERS,
     ActiveTaskLimiter,
     EndpointLimiter,
@@ -556,7 +556,7 @@ async def test_set_limit_before_and_after_first_use() -> None:
     limiter.set_limit(2)  # resized while a token is held
     holders += await hold(limiter, 1)
     assert limiter.active == 2
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ConfigurationError, match="at least 1"):
         limiter.set_limit(0)
     for holder in holders:
         limiter.release(holder)
@@ -636,17 +636,19 @@ async def test_tier_names_are_case_insensitive_and_max_active_overrides() -> Non
 
 @pytest.mark.parametrize("tier", ["gold", "", "basic "])
 async def test_an_unknown_tier_is_refused_with_the_known_ones_listed(tier: str) -> None:
-    with pytest.raises(ValueError, match="unknown tier") as caught:
+    with pytest.raises(ConfigurationError, match="unknown tier") as caught:
         Limits(tier=tier)
     assert "enterprise" in str(caught.value)
-    with pytest.raises(ValueError, match="unknown tier"):
+    assert caught.value.field == "tier"
+    with pytest.raises(ConfigurationError, match="unknown tier"):
         tier_limits(tier)
 
 
 @pytest.mark.parametrize("max_active", [0, -1])
 async def test_a_cap_below_one_is_refused(max_active: int) -> None:
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ConfigurationError, match="at least 1") as caught:
         Limits(max_active=max_active)
+    assert caught.value.field == "max_active"
 
 
 def test_the_tier_table_matches_the_fake_provider() -> None:

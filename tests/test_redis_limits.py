@@ -18,8 +18,16 @@ import anyio
 import pytest
 import redis
 
-from nanobanana_async import AsyncNanoBanana, BatchRunner, RedisLimits, TextToImage
-from nanobanana_async._redis_limits import _TAKE, _Connection
+from nanobanana_async import (
+    AsyncNanoBanana,
+    BatchRunner,
+    ConfigurationError,
+    RedisLimits,
+    TextToImage,
+    UsageError,
+)
+from nanobanana_async.limits._redis_link import Connection
+from nanobanana_async.limits._redis_scripts import TAKE
 from nanobanana_async.testing import FakeNanoBanana
 
 pytestmark = pytest.mark.skipif(
@@ -88,7 +96,7 @@ async def test_a_429_learned_by_one_process_paces_the_other(redis_url: str, key:
         sent = await a.create.acquire()
         a.create.on_rate_limited(0.2, limit=2, window=0.5, sent_at=sent)
         assert a.create.windows == {0.5: 2}
-        await a._flush()  # what a's background task does at once
+        await a.flush()  # what a's background task does at once
         start = anyio.current_time()
         await b.create.acquire()  # blocked by the shared retryAfter
         assert anyio.current_time() - start >= 0.15
@@ -112,7 +120,7 @@ async def test_pacing_is_atomic_across_processes(redis_url: str, key: str) -> No
     times: list[float] = []
     async with a, b:
         a.create.learn_window(3, 0.3)
-        await a._flush()
+        await a.flush()
         await b.refresh()
 
         async def one(limits: RedisLimits) -> None:
@@ -161,11 +169,11 @@ async def test_active_slots_are_shared_and_capped(redis_url: str, key: str) -> N
 @pytest.mark.anyio
 async def test_a_dead_process_slots_come_back_after_the_lease(redis_url: str, key: str) -> None:
     # The "dead process" takes both slots through its own client and never renews them.
-    dead = _Connection(redis_url)
+    dead = Connection(redis_url)
     lease = 0.5
     for member in ("dead:1", "dead:2"):
         taken, *_ = await dead.script(
-            _TAKE,
+            TAKE,
             [f"{key}:active:slots", f"{key}:active:running", f"{key}:active:state"],
             [member, repr(lease), 2],
         )
@@ -235,17 +243,17 @@ async def test_a_409_teaches_every_process(redis_url: str, key: str) -> None:
             await a.active.acquire(h)
             a.active.mark_running(h)
         a.active.on_created()  # every slot runs: the cap grows, for everyone
-        await a._flush()
+        await a.flush()
         await b.refresh()
         assert b.active.limit == 3
         assert not b.active.known
         a.active.on_conflict()  # full with the 2 tasks running everywhere
-        await a._flush()
+        await a.flush()
         await b.refresh()
         assert (b.active.limit, b.active.known) == (2, True)
         a.active.on_created()  # known now: no growth
         b.active.on_conflict(4)  # a 409 that states the cap
-        await b._flush()
+        await b.flush()
         await a.refresh()
         assert (a.active.limit, a.active.known) == (4, True)
         assert a.snapshot().conflicts == 1
@@ -257,7 +265,7 @@ async def test_a_bare_429_blocks_everyone_for_a_second(redis_url: str, key: str)
     a, b = _pair(redis_url, key)
     async with a, b:
         a.query.on_rate_limited(None)
-        await a._flush()
+        await a.flush()
         probe = redis.Redis.from_url(redis_url)
         try:
             ttl = probe.pttl(f"{key}:query:blocked")
@@ -275,11 +283,11 @@ async def test_refused_while_paced_widens_the_margin(redis_url: str, key: str) -
         limiter = limits.endpoint("create")
         sent = await limiter.acquire()
         limiter.on_rate_limited(0.001, limit=10, window=0.2, sent_at=sent)
-        await limits._flush()
+        await limits.flush()
         before = limiter.rate
         sent = await limiter.acquire()
         limiter.on_rate_limited(0.001, limit=10, window=0.2, sent_at=sent)
-        await limits._flush()
+        await limits.flush()
         after = limiter.rate
         assert before is not None
         assert after is not None
@@ -306,20 +314,23 @@ async def test_seeded_from_a_tier_for_every_process(redis_url: str, key: str) ->
 
 @pytest.mark.anyio
 async def test_misuse_is_refused(redis_url: str, key: str) -> None:
-    with pytest.raises(ValueError, match="lease"):
-        RedisLimits(redis_url, lease=0)
-    with pytest.raises(ValueError, match="poll_interval"):
-        RedisLimits(redis_url, poll_interval=0)
-    with pytest.raises(ValueError, match="max_active"):
-        RedisLimits(redis_url, max_active=0)
-    with pytest.raises(ValueError, match="unknown tier"):
-        RedisLimits(redis_url, tier="gold")
+    for kwargs, field in (
+        ({"lease": 0}, "lease"),
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"max_active": 0}, "max_active"),
+        ({"tier": "gold"}, "tier"),
+    ):
+        with pytest.raises(ConfigurationError, match=field) as caught:
+            RedisLimits(redis_url, **kwargs)
+        assert caught.value.field == field
     limits = RedisLimits(redis_url, key=key)
-    with pytest.raises(RuntimeError, match="enter the RedisLimits"):
+    with pytest.raises(UsageError, match="enter the RedisLimits"):
         await limits.create.acquire()
+    with pytest.raises(UsageError, match="enter the RedisLimits"):
+        await limits.flush()
     await limits.aclose()  # closing what was never opened does nothing
     async with limits:
-        with pytest.raises(RuntimeError, match="already entered"):
+        with pytest.raises(UsageError, match="already entered"):
             await limits.__aenter__()
     with pytest.raises(redis.ConnectionError):
         async with RedisLimits(f"redis://127.0.0.1:{_free_port()}/0"):

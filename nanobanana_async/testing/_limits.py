@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 import attrs
 
-from .._limits import TIERS as _DOCUMENTED  # one table of the provider's tiers
+from ..limits import TIERS as _DOCUMENTED  # one table of the provider's tiers
 
 __all__ = ["TIERS", "FixedWindow", "TierLimits"]
 

@@ -1,0 +1,366 @@
+"""What the in-process and the Redis limits share, written once.
+
+Both backends keep the same numbers and follow the same rules; they differ only in where the
+numbers live (this process, or a Redis that every process of the key shares):
+
+* `told_window` reads the window a 429's body names, and `base_margin` is the slack allowed
+  for latency jitter at a window's edge;
+* `grown_cap` and `cap_after_conflict` are the rules that adapt the active-task cap (the Redis
+  scripts apply the same two rules atomically, over the slots of every process);
+* `PacerBase` counts requests and 429s and decides when a refusal means the margin is too
+  thin; `SlotsBase` keeps the holder → slot bookkeeping, the running set and the release
+  signal; `LimitsBase` seeds from a tier, names the endpoints and takes the snapshot.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Generic, NamedTuple, TypeVar
+
+import anyio
+
+from .._errors import ConfigurationError
+from ._protocols import Endpoint, LimitsSnapshot
+from ._tiers import tier_limits
+
+__all__ = [
+    "LimitsBase",
+    "PacerBase",
+    "SlotsBase",
+    "ToldWindow",
+    "base_margin",
+    "cap_after_conflict",
+    "check_max_active",
+    "grown_cap",
+    "told_window",
+]
+
+
+def base_margin(seconds: float) -> float:
+    """Seconds of slack at a window's edge for jitter between our clock and the provider's.
+
+    Absolute rather than proportional past a point, since jitter does not grow with the window.
+    """
+    return min(0.02 * seconds, 0.05)
+
+
+class ToldWindow(NamedTuple):
+    """A window named by a 429's body: ``limit`` requests per ``seconds``."""
+
+    limit: int
+    seconds: float
+
+
+def told_window(limit: int | None, window: float | None) -> ToldWindow | None:
+    """The window a 429 names, or None when its numbers are missing or unusable."""
+    if limit is None or window is None or limit <= 0 or window <= 0:
+        return None
+    return ToldWindow(int(limit), float(window))
+
+
+def grown_cap(limit: int, held: int, running: int) -> int:
+    """The cap while it is still being learned, after a create was accepted.
+
+    It grows only when every slot is held and (all but one of) them hold running tasks: slots
+    held by creates that wait on the rate limiter say nothing about room on the provider.
+    """
+    if held >= limit and running >= limit - 1:
+        return limit + 1
+    return limit
+
+
+def cap_after_conflict(limit: int, running: int, stated: int | None) -> int | None:
+    """The cap a 409 teaches, or None when it teaches nothing.
+
+    Args:
+        limit: The cap in use.
+        running: Our tasks running on the provider now.
+        stated: The cap the 409's body names, if it names one.
+    """
+    if stated is not None and stated > 0:
+        return stated
+    if running == 0:
+        # Nothing of ours runs: another client of the key fills it.
+        return None
+    return max(1, min(limit, running))
+
+
+def check_max_active(max_active: int) -> None:
+    """Refuse an active-task cap below one.
+
+    Raises:
+        ConfigurationError: ``max_active`` is below 1.
+    """
+    if max_active < 1:
+        raise ConfigurationError("max_active", f"must be at least 1, got {max_active}")
+
+
+class PacerBase(abc.ABC):
+    """The part of an endpoint's pacer that does not depend on where its windows are kept.
+
+    Implements `EndpointPacer`, so `on_rate_limited` repeats the protocol's signature (a
+    deliberate twin of its declaration there).
+
+    Args:
+        name: The endpoint's name, for statistics and logs.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.requests = 0
+        self.rate_limited = 0
+
+    @property
+    @abc.abstractmethod
+    def windows(self) -> dict[float, int]:
+        """The known windows: seconds → requests allowed."""
+
+    @property
+    @abc.abstractmethod
+    def rate(self) -> float | None:
+        """The sustained requests per second allowed, or None if unlimited."""
+
+    @abc.abstractmethod
+    def learn_window(self, limit: int, seconds: float) -> None:
+        """Record that at most ``limit`` requests may go in any ``seconds`` seconds."""
+
+    @abc.abstractmethod
+    async def acquire(self) -> float:
+        """Wait until a request may go, count it, and return when it was let through."""
+
+    @abc.abstractmethod
+    def on_success(self) -> None:
+        """An accepted request."""
+
+    def on_rate_limited(
+        self,
+        retry_after: float | None,
+        *,
+        limit: int | None = None,
+        window: float | None = None,
+        sent_at: float | None = None,
+    ) -> None:
+        """Learn from a 429: block until ``retry_after`` and tighten the pacing.
+
+        Args:
+            retry_after: Seconds the provider asked to wait, if it said.
+            limit: The window's request limit from the 429 body, if given.
+            window: The window's length in seconds from the 429 body, if given.
+            sent_at: When the refused request was let go (what `acquire` returned).
+        """
+        self.rate_limited += 1
+        told = told_window(limit, window)
+        if told is not None and sent_at is not None:
+            learned_at = self._learned_at(told.seconds)
+            if (
+                self.windows.get(told.seconds) == told.limit
+                and learned_at is not None
+                and sent_at > learned_at
+            ):
+                # Paced by this very window and still refused: the provider's window and our
+                # clock disagree by more than the margin (latency jitter), so widen it.
+                self._widen(told.seconds)
+        self._learn_from_429(retry_after, told, sent_at)
+
+    @abc.abstractmethod
+    def _learned_at(self, seconds: float) -> float | None:
+        """When the window of ``seconds`` took its current limit, if it is known."""
+
+    @abc.abstractmethod
+    def _widen(self, seconds: float) -> None:
+        """Allow more jitter at the edge of the window of ``seconds``."""
+
+    @abc.abstractmethod
+    def _learn_from_429(
+        self, retry_after: float | None, told: ToldWindow | None, sent_at: float | None
+    ) -> None:
+        """Block for ``retry_after`` and learn the window told (or cope without one)."""
+
+
+class SlotsBase(abc.ABC):
+    """The part of an active-task cap that does not depend on where the slots are kept.
+
+    Keeps which holder holds which slot (by the slot's name in the store: the Redis member,
+    or ``""`` in process), which of them hold running tasks, and the signal of a release.
+
+    Args:
+        limit: The known cap, or None to learn it (starting at ``initial``).
+        initial: The starting cap while the limit is unknown.
+    """
+
+    def __init__(self, limit: int | None, *, initial: int) -> None:
+        self._limit = limit if limit is not None else initial
+        self.known = limit is not None
+        self.conflicts = 0
+        self._members: dict[object, str] = {}
+        self._running: set[object] = set()
+        self._released: anyio.Event | None = None
+
+    @property
+    def limit(self) -> int:
+        """The current cap."""
+        return self._limit
+
+    @property
+    def active(self) -> int:
+        """Slots this process holds now (tasks being created or still running)."""
+        return len(self._members)
+
+    @property
+    def running(self) -> int:
+        """Slots of this process whose task the provider accepted and is not seen to finish."""
+        return len(self._running)
+
+    @property
+    @abc.abstractmethod
+    def waiting(self) -> int:
+        """Callers of this process waiting for a slot."""
+
+    def holds(self, holder: object) -> bool:
+        """Whether ``holder`` holds a slot now."""
+        return holder in self._members
+
+    def set_limit(self, limit: int) -> None:
+        """Fix the cap to a known value.
+
+        Raises:
+            ConfigurationError: ``limit`` is below 1 (``field`` is ``max_active``).
+        """
+        check_max_active(limit)
+        self.known = True
+        self._fix_limit(limit)
+
+    def mark_running(self, holder: object) -> None:
+        """``holder``'s task was accepted by the provider and now counts as running."""
+        member = self._members.get(holder)
+        if member is not None:
+            self._running.add(holder)
+            self._on_running(member)
+
+    def release(self, holder: object) -> None:
+        """Free ``holder``'s slot (its task finished, or was never created).
+
+        Releasing a holder that holds no slot does nothing.
+        """
+        member = self._members.pop(holder, None)
+        if member is None:
+            return
+        self._running.discard(holder)
+        self._on_release(holder, member)
+        if self._released is not None:
+            self._released.set()
+            self._released = None
+
+    def release_all(self) -> None:
+        """Free every slot this process holds."""
+        for holder in list(self._members):
+            self.release(holder)
+
+    def on_conflict(self, limit: int | None = None) -> None:
+        """A create met 409: the provider is full with the tasks running now.
+
+        Args:
+            limit: The cap from the 409's body, when the server says it.
+        """
+        self.conflicts += 1
+        self._learn_conflict(limit if limit is not None and limit > 0 else None)
+
+    @abc.abstractmethod
+    async def acquire(self, holder: object) -> None:
+        """Wait for a free slot and hold it for ``holder``."""
+
+    @abc.abstractmethod
+    def on_created(self) -> None:
+        """A create was accepted."""
+
+    @abc.abstractmethod
+    async def wait_for_release(self, timeout: float) -> bool:
+        """Wait until some slot is released, at most ``timeout`` seconds."""
+
+    def _hold(self, holder: object, member: str = "") -> None:
+        """Book the slot just taken for ``holder``."""
+        self._members[holder] = member
+
+    def _release_signal(self) -> anyio.Event:
+        """An event set at the next release by this process."""
+        if self._released is None:
+            self._released = anyio.Event()
+        return self._released
+
+    @abc.abstractmethod
+    def _on_running(self, member: str) -> None:
+        """Tell the store that the slot ``member`` holds a running task."""
+
+    @abc.abstractmethod
+    def _on_release(self, holder: object, member: str) -> None:
+        """Give the slot back to the store."""
+
+    @abc.abstractmethod
+    def _fix_limit(self, limit: int) -> None:
+        """Make ``limit`` the cap in the store."""
+
+    @abc.abstractmethod
+    def _learn_conflict(self, stated: int | None) -> None:
+        """Adapt the cap to a 409 (``stated``: the cap its body names)."""
+
+
+P = TypeVar("P", bound=PacerBase)
+S = TypeVar("S", bound=SlotsBase)
+
+
+class LimitsBase(Generic[P, S]):
+    """Every limit of one API key: the two endpoints' pacers and the active-task cap.
+
+    Args:
+        create: The ``createTask`` pacer.
+        query: The ``recordInfo`` pacer.
+        active: The active-task cap.
+    """
+
+    def __init__(self, create: P, query: P, active: S) -> None:
+        self.create = create
+        self.query = query
+        self.active = active
+
+    def seed(self, *, tier: str | None = None, max_active: int | None = None) -> None:
+        """Start from known numbers: a tier's table row and/or an active-task cap.
+
+        Raises:
+            ConfigurationError: The tier is unknown or ``max_active`` is below 1 (nothing is
+                learned then).
+        """
+        if max_active is not None:
+            check_max_active(max_active)
+        if tier is not None:
+            preset = tier_limits(tier)
+            for pacer, (per_second, per_minute) in (
+                (self.create, preset.create),
+                (self.query, preset.query),
+            ):
+                pacer.learn_window(per_second, 1.0)
+                pacer.learn_window(per_minute, 60.0)
+            if max_active is None:
+                max_active = preset.active
+        if max_active is not None:
+            self.active.set_limit(max_active)
+
+    def endpoint(self, name: Endpoint) -> P:
+        """The pacer of one endpoint."""
+        return self.create if name == "create" else self.query
+
+    def snapshot(self) -> LimitsSnapshot:
+        """What is known now.
+
+        ``active``, ``conflicts`` and ``rate_limited`` count what this process holds and saw.
+        """
+        return LimitsSnapshot(
+            max_active=self.active.limit,
+            max_active_known=self.active.known,
+            active=self.active.active,
+            create_windows=self.create.windows,
+            query_windows=self.query.windows,
+            create_rate=self.create.rate,
+            query_rate=self.query.rate,
+            conflicts=self.active.conflicts,
+            rate_limited=self.create.rate_limited + self.query.rate_limited,
+        )

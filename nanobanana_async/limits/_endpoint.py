@@ -1,0 +1,178 @@
+"""`EndpointLimiter`: paces the requests to one endpoint, in this process.
+
+A sliding-window log per known window (see `Window`): a request may go when fewer than
+``limit`` requests went in the last ``window`` seconds. Windows are learned from the body of a
+429 (``limit`` and ``windowSeconds``) or seeded from a tier. A 429 without those numbers falls
+back to a CUBIC rate (the scheme of the AWS SDKs' adaptive retry mode): cut by ``beta`` on a
+throttle, then grown back along a cubic curve.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable
+
+import anyio
+
+from ._base import PacerBase, ToldWindow
+from ._window import Window
+
+__all__ = ["EndpointLimiter"]
+
+
+class EndpointLimiter(PacerBase):
+    """Paces the requests to one endpoint of one API key, in this process.
+
+    The in-process twin of `RedisEndpointLimiter`: both implement `EndpointPacer` on the
+    shared `PacerBase`; this one keeps its windows in memory and adds the CUBIC fallback.
+
+    Args:
+        name: The endpoint's name, for statistics and logs.
+        windows: Known ``(limit, seconds)`` pairs, e.g. from a tier.
+        clock: The time source; anyio's by default.
+    """
+
+    _BETA = 0.7
+    _SCALE = 0.4
+    _RELAX_EVERY = 50
+
+    def __init__(
+        self,
+        name: str,
+        windows: tuple[tuple[int, float], ...] = (),
+        *,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
+        super().__init__(name)
+        self._clock = clock
+        self._windows: dict[float, Window] = {}
+        self._accepted = 0
+        self._blocked_until = -math.inf
+        self._gate: anyio.Lock | None = None
+        # CUBIC fallback, used only when a 429 does not say which window it hit.
+        self._rate: float | None = None
+        self._last_max = 0.0
+        self._last_throttle = 0.0
+        self._sent_recent: collections.deque[float] = collections.deque(maxlen=256)
+        for limit, seconds in windows:
+            self.learn_window(limit, seconds)
+
+    @property
+    def windows(self) -> dict[float, int]:
+        """The known windows: seconds → requests allowed."""
+        return {w.seconds: w.limit for w in self._windows.values()}
+
+    @property
+    def rate(self) -> float | None:
+        """The sustained requests per second this limiter allows, or None if unlimited."""
+        rates = [w.rate for w in self._windows.values()]
+        if self._rate is not None:
+            rates.append(self._rate)
+        return min(rates) if rates else None
+
+    def learn_window(self, limit: int, seconds: float) -> None:
+        """Record that at most ``limit`` requests may go in any ``seconds`` seconds."""
+        limit = max(1, int(limit))
+        # Before the first request there is nothing to date, and maybe no event loop yet (a
+        # client seeded from a tier may be built outside one): -inf is "known from the start".
+        now = self._clock() if self._sent_recent else -math.inf
+        window = self._windows.get(seconds)
+        if window is None:
+            # The requests already sent in the window count against it too.
+            sent = (t for t in self._sent_recent if t > now - seconds)
+            self._windows[seconds] = Window(limit, seconds, now, sent)
+        elif window.limit != limit:
+            window.resize(limit, now)
+
+    def _next_slot(self, now: float) -> float:
+        at = max(now, self._blocked_until)
+        for window in self._windows.values():
+            at = max(at, window.earliest(at))
+        if self._rate is not None and self._sent_recent:
+            at = max(at, self._sent_recent[-1] + 1.0 / self._rate)
+        return at
+
+    async def acquire(self) -> float:
+        """Wait until a request may go, and count it as sent now.
+
+        Callers pass one at a time, in order, and each is counted at the moment it is let
+        through, not at a moment planned ahead: a busy event loop that wakes a sleeper late
+        cannot bunch requests together beyond what the windows allow.
+
+        Returns:
+            When the request was let through (to tell `on_rate_limited` whether the
+            request was paced by what the limiter knew at the time).
+        """
+        now = self._clock()
+        if (self._gate is None or not self._gate.locked()) and self._next_slot(now) <= now:
+            # Nobody queues (a held gate would show it) and nothing holds the request back:
+            # let it through as taking the gate would, without a trip round the event loop.
+            return self._let_through(now)
+        if self._gate is None:
+            self._gate = anyio.Lock()
+        async with self._gate:
+            while True:
+                now = self._clock()
+                at = self._next_slot(now)
+                if at <= now:
+                    break
+                await anyio.sleep(at - now)
+            return self._let_through(now)
+
+    def _let_through(self, now: float) -> float:
+        for window in self._windows.values():
+            window.record(now)
+        self._sent_recent.append(now)
+        self.requests += 1
+        return now
+
+    def on_success(self) -> None:
+        """After an accepted request: relax the margins now and then; grow the fallback rate."""
+        self._accepted += 1
+        if self._accepted % self._RELAX_EVERY == 0:
+            for window in self._windows.values():
+                window.relax()
+        if self._rate is None:
+            return
+        elapsed = self._clock() - self._last_throttle
+        k = (self._last_max * (1.0 - self._BETA) / self._SCALE) ** (1.0 / 3.0)
+        cubic = self._SCALE * (elapsed - k) ** 3 + self._last_max
+        measured = self._measured_rate()
+        ceiling = 2.0 * measured if measured > 0 else cubic
+        self._rate = max(self._rate, min(cubic, ceiling))
+
+    def _learned_at(self, seconds: float) -> float | None:
+        window = self._windows.get(seconds)
+        return None if window is None else window.learned_at
+
+    def _widen(self, seconds: float) -> None:
+        self._windows[seconds].widen()
+
+    def _learn_from_429(
+        self, retry_after: float | None, told: ToldWindow | None, sent_at: float | None
+    ) -> None:
+        now = self._clock()
+        if retry_after is not None:
+            self._blocked_until = max(self._blocked_until, now + retry_after)
+        if told is not None:
+            self.learn_window(told.limit, told.seconds)
+            if retry_after is not None and not float(retry_after).is_integer():
+                # A precise wait tells where the provider's fixed window ends.
+                self._windows[told.seconds].align(now + retry_after)
+            return
+        measured = self._measured_rate()
+        if self._rate is None and not measured and retry_after is not None:
+            # Too few requests to measure a rate, but the provider said how long to wait:
+            # that wait is all there is to go on (inventing a rate would only slow us down).
+            return
+        current = self._rate if self._rate is not None else (measured or 1.0)
+        self._last_max = current
+        self._rate = max(0.05, current * self._BETA)
+        self._last_throttle = now
+
+    def _measured_rate(self) -> float:
+        if len(self._sent_recent) < 2:
+            return 0.0
+        span = self._sent_recent[-1] - self._sent_recent[0]
+        return (len(self._sent_recent) - 1) / span if span > 0 else 0.0

@@ -1,0 +1,140 @@
+"""What the client and the runner need of a key's limits, whichever backend keeps them.
+
+`LimitsBackend` is met by the in-process `Limits` and by the shared `RedisLimits`; its parts are
+an `EndpointPacer` per endpoint and the `ActiveSlots` cap. `LimitsSnapshot` is what either
+reports.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import attrs
+
+__all__ = ["ActiveSlots", "Endpoint", "EndpointPacer", "LimitsBackend", "LimitsSnapshot"]
+
+Endpoint = Literal["create", "query"]
+"""The two paced endpoints: ``createTask`` and ``recordInfo``."""
+
+
+@attrs.frozen
+class LimitsSnapshot:
+    """What a client knows of its key's limits at one moment.
+
+    Attributes:
+        max_active: The active-task cap in use.
+        max_active_known: Whether the cap was learned (or given) rather than still growing.
+        active: Slots held now.
+        create_windows: Known ``createTask`` windows, seconds → requests.
+        query_windows: Known ``recordInfo`` windows, seconds → requests.
+        create_rate: Sustained creates per second allowed, or None if unlimited.
+        query_rate: Sustained polls per second allowed, or None if unlimited.
+        conflicts: 409 answers seen.
+        rate_limited: 429 answers seen.
+    """
+
+    max_active: int
+    max_active_known: bool
+    active: int
+    create_windows: dict[float, int]
+    query_windows: dict[float, int]
+    create_rate: float | None
+    query_rate: float | None
+    conflicts: int
+    rate_limited: int
+
+
+class EndpointPacer(Protocol):
+    """What the client needs of one endpoint's pacer (`EndpointLimiter` or a shared one)."""
+
+    @property
+    def rate(self) -> float | None:
+        """Sustained requests per second allowed, or None if unlimited."""
+        ...
+
+    async def acquire(self) -> float:
+        """Wait until a request may go; return when it was let through."""
+        ...
+
+    def on_success(self) -> None:
+        """An accepted request."""
+        ...
+
+    def on_rate_limited(
+        self,
+        retry_after: float | None,
+        *,
+        limit: int | None = None,
+        window: float | None = None,
+        sent_at: float | None = None,
+    ) -> None:
+        """A 429: block for ``retry_after`` and learn the window."""
+        ...
+
+
+class ActiveSlots(Protocol):
+    """What the client and the runner need of an active-task cap."""
+
+    @property
+    def limit(self) -> int:
+        """The current cap."""
+        ...
+
+    @property
+    def running(self) -> int:
+        """Slots of this process whose task is running on the provider."""
+        ...
+
+    async def acquire(self, holder: object) -> None:
+        """Wait for a free slot and hold it for ``holder``."""
+        ...
+
+    def holds(self, holder: object) -> bool:
+        """Whether ``holder`` holds a slot now."""
+        ...
+
+    def mark_running(self, holder: object) -> None:
+        """``holder``'s task was accepted by the provider."""
+        ...
+
+    def release(self, holder: object) -> None:
+        """Free ``holder``'s slot; nothing if it holds none."""
+        ...
+
+    def on_created(self) -> None:
+        """A create was accepted."""
+        ...
+
+    def on_conflict(self, limit: int | None = None) -> None:
+        """A create met 409."""
+        ...
+
+    async def wait_for_release(self, timeout: float) -> bool:
+        """Wait until some slot is released, at most ``timeout`` seconds."""
+        ...
+
+
+class LimitsBackend(Protocol):
+    """The interface of a key's limits: in-process `Limits`, or a shared `RedisLimits`."""
+
+    @property
+    def query(self) -> EndpointPacer:
+        """The ``recordInfo`` pacer."""
+        ...
+
+    @property
+    def active(self) -> ActiveSlots:
+        """The active-task cap."""
+        ...
+
+    def seed(self, *, tier: str | None = None, max_active: int | None = None) -> None:
+        """Start from known numbers."""
+        ...
+
+    def endpoint(self, name: Endpoint) -> EndpointPacer:
+        """The pacer of one endpoint."""
+        ...
+
+    def snapshot(self) -> LimitsSnapshot:
+        """What is known now."""
+        ...

@@ -1,0 +1,161 @@
+"""`RedisActiveTaskLimiter`: a key's active-task slots, shared by every process through Redis."""
+
+from __future__ import annotations
+
+import uuid
+
+import anyio
+
+from ._base import SlotsBase
+from ._redis_link import Connection, RedisLink
+from ._redis_scripts import COUNT, RENEW, TAKE, UPDATE, RedisKeys
+
+__all__ = ["RedisActiveTaskLimiter"]
+
+
+class RedisActiveTaskLimiter(SlotsBase):
+    """The key's active-task slots, shared by every process through leased Redis entries.
+
+    The Redis twin of `ActiveTaskLimiter`: both implement `ActiveSlots` on the shared
+    `SlotsBase`; this one leases its slots in Redis, so the slots of a process that died come
+    back within a lease, and stores the learned cap there for every process. Made by
+    `RedisLimits`.
+
+    Args:
+        link: The owner's way to Redis.
+        keys: The names of the key's Redis keys.
+        lease: Seconds a slot stays held without renewal.
+        poll_interval: The longest pause between two tries for a slot held elsewhere.
+        holder_id: This process's name in the slots' members.
+        limit: The known cap, or None to learn it (starting at ``initial``).
+        initial: The starting cap while the limit is unknown.
+    """
+
+    def __init__(
+        self,
+        link: RedisLink,
+        keys: RedisKeys,
+        *,
+        lease: float,
+        poll_interval: float,
+        holder_id: str,
+        limit: int | None = None,
+        initial: int = 2,
+    ) -> None:
+        super().__init__(limit, initial=initial)
+        self._link = link
+        self._keys = keys
+        self._lease = lease
+        self._poll_interval = poll_interval
+        self._holder_id = holder_id
+        self._default = self._limit
+        self._waiting = 0
+        self._held_anywhere = 0
+
+    @property
+    def held_anywhere(self) -> int:
+        """Slots held by every process, as last read from Redis."""
+        return self._held_anywhere
+
+    @property
+    def waiting(self) -> int:
+        """Callers of this process waiting for a slot."""
+        return self._waiting
+
+    def members(self) -> list[str]:
+        """The Redis members of the slots this process holds."""
+        return list(self._members.values())
+
+    async def _take(self, redis: Connection, member: str) -> bool:
+        keys = [self._keys.slots, self._keys.running, self._keys.state]
+        taken, limit, known, held = await redis.script(
+            TAKE, keys, [member, repr(self._lease), self._default]
+        )
+        self._limit = int(limit)
+        self.known = bool(int(known)) or self.known
+        self._held_anywhere = int(held)
+        return bool(int(taken))
+
+    async def acquire(self, holder: object) -> None:
+        """Wait for a slot free across every process and lease it for ``holder``.
+
+        Polls with a short backoff (reset whenever this process releases a slot) until the
+        caller's cancel scope ends the wait.
+        """
+        redis = self._link.connection()
+        member = f"{self._holder_id}:{uuid.uuid4().hex}"
+        delay = self._poll_interval / 8
+        self._waiting += 1
+        try:
+            while True:
+                await self._link.flush()
+                if await self._take(redis, member):
+                    self._hold(holder, member)
+                    return
+                released = self._release_signal()
+                with anyio.move_on_after(delay):
+                    await released.wait()
+                delay = min(self._poll_interval, delay * 2)
+        finally:
+            self._waiting -= 1
+
+    def on_created(self) -> None:
+        """A create was accepted: while the cap is unknown, grow it when every slot runs."""
+        if not self.known:
+            self._update("created")
+
+    async def wait_for_release(self, timeout: float) -> bool:
+        """Wait until the slots held everywhere fall, at most ``timeout`` seconds.
+
+        Returns:
+            True if some slot was released, False on timeout.
+        """
+        redis = self._link.connection()
+        await self._link.flush()
+        before = int(await redis.script(COUNT, [self._keys.slots], []))
+        with anyio.move_on_after(timeout):
+            while True:
+                released = self._release_signal()
+                with anyio.move_on_after(self._poll_interval):
+                    await released.wait()
+                held = await redis.script(COUNT, [self._keys.slots], [])
+                if int(held) < before:
+                    return True
+        return False
+
+    async def renew(self) -> None:
+        """Extend the leases of every slot this process holds."""
+        redis = self._link.connection()
+        members = self.members()
+        if members:
+            keys = [self._keys.slots, self._keys.running]
+            await redis.script(RENEW, keys, [repr(self._lease), *members])
+
+    async def refresh(self) -> None:
+        """Read the cap and the slots held everywhere from Redis."""
+        redis = self._link.connection()
+        state = await redis.call("hgetall", self._keys.state)
+        if b"limit" in state:
+            self._limit = int(state[b"limit"])
+        self.known = state.get(b"known") == b"1" or self.known
+        self._held_anywhere = int(await redis.call("zcard", self._keys.slots))
+
+    def _update(self, op: str, arg: str = "") -> None:
+        keys = [self._keys.slots, self._keys.running, self._keys.state, self._keys.stats]
+        args = [op, repr(self._lease), self._default, arg]
+        self._link.enqueue(lambda r: r.script(UPDATE, keys, args))
+
+    def _on_running(self, member: str) -> None:
+        self._update("running", member)
+
+    def _on_release(self, holder: object, member: str) -> None:
+        self._update("release", member)
+
+    def _fix_limit(self, limit: int) -> None:
+        self._limit = self._default = limit
+        mapping = {"limit": str(limit), "known": "1"}
+        self._link.enqueue(lambda r: r.call("hset", self._keys.state, mapping=mapping))
+
+    def _learn_conflict(self, stated: int | None) -> None:
+        # The cap is learned in Redis, from the tasks running in every process.
+        self._update("conflict", "" if stated is None else str(int(stated)))

@@ -1,0 +1,122 @@
+"""`Window`: what one in-process limiter knows of one of the provider's rate windows."""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Iterable
+
+from ._base import base_margin
+
+__all__ = ["Window"]
+
+
+class Window:
+    """What is known of one of the provider's windows: ``limit`` requests per ``seconds``.
+
+    Two models, from the safest to the fastest:
+
+    * sliding: the send times of the last ``limit`` requests; the next may go once the oldest
+      is ``seconds`` (plus a margin) old. Safe whatever the provider counts.
+    * fixed: once a 429 has told when the provider's window resets (a precise
+      ``retryAfter``), windows are known to start at ``phase + k * seconds``, and each may
+      take ``limit`` requests, as the provider counts them, bursts at each start included. A
+      request sent within ``margin`` of a boundary counts in both windows. If the provider
+      refuses what this model allowed twice, the window falls back to sliding for good.
+
+    Args:
+        limit: Requests allowed per window.
+        seconds: The window's length.
+        learned_at: When the limit became known (-inf: before any request).
+        sent: Send times of requests already sent, oldest first; they count against it.
+    """
+
+    __slots__ = (
+        "base_margin",
+        "counts",
+        "learned_at",
+        "limit",
+        "margin",
+        "misses",
+        "phase",
+        "seconds",
+        "sent",
+    )
+
+    def __init__(
+        self, limit: int, seconds: float, learned_at: float, sent: Iterable[float] = ()
+    ) -> None:
+        self.limit = limit
+        self.seconds = seconds
+        self.learned_at = learned_at
+        self.base_margin = base_margin(seconds)
+        self.margin = self.base_margin
+        self.sent: collections.deque[float] = collections.deque(sent, maxlen=limit)
+        self.phase: float | None = None
+        self.counts: dict[int, int] = {}
+        self.misses = 0
+
+    def _span(self, t: float) -> range:
+        """The provider windows a request sent at ``t`` may land in."""
+        assert self.phase is not None
+        low = math.floor((t - self.margin - self.phase) / self.seconds)
+        high = math.floor((t + self.margin - self.phase) / self.seconds)
+        return range(low, high + 1)
+
+    def earliest(self, now: float) -> float:
+        """The earliest time from ``now`` on that the next request may go."""
+        if self.phase is not None:
+            full = [k for k in self._span(now) if self.counts.get(k, 0) >= self.limit]
+            if not full:
+                return now
+            return self.phase + (max(full) + 1) * self.seconds + self.margin
+        if len(self.sent) < self.limit:
+            return -math.inf
+        return self.sent[0] + self.seconds + self.margin
+
+    def record(self, t: float) -> None:
+        """Count a request sent at ``t``."""
+        self.sent.append(t)
+        if self.phase is not None:
+            span = self._span(t)
+            for k in span:
+                self.counts[k] = self.counts.get(k, 0) + 1
+            for old in [k for k in self.counts if k < span.start - 1]:
+                del self.counts[old]
+
+    def align(self, boundary: float) -> None:
+        """The provider said this window resets at ``boundary``: adopt its grid."""
+        if self.misses >= 2:
+            return
+        if self.phase is None:
+            self.phase = boundary
+            self.counts = {}
+        # The window that ends at the boundary is full, whatever we counted.
+        current = math.floor((boundary - self.phase) / self.seconds + 0.5) - 1
+        self.counts[current] = self.limit
+
+    @property
+    def rate(self) -> float:
+        """Sustained requests per second under this window."""
+        if self.phase is not None:
+            return self.limit / self.seconds
+        return self.limit / (self.seconds + self.margin)
+
+    def widen(self) -> None:
+        """Paced by this window and still refused: allow for more jitter."""
+        self.margin = min(0.25 * self.seconds, self.margin * 2.0 + self.base_margin)
+        if self.phase is not None:
+            self.misses += 1
+            if self.misses >= 2:
+                self.phase = None
+                self.counts = {}
+
+    def relax(self) -> None:
+        """A run of accepted requests: give back some of the extra margin."""
+        self.margin = max(self.base_margin, self.margin * 0.9)
+
+    def resize(self, limit: int, learned_at: float) -> None:
+        """The provider now allows ``limit`` per window (known since ``learned_at``)."""
+        self.limit = limit
+        self.learned_at = learned_at
+        self.sent = collections.deque(self.sent, maxlen=limit)
