@@ -1,6 +1,6 @@
 """``python -m nanobanana_async``: the ``nanobanana`` command line."""
 
-from ._cli import main
+from .cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

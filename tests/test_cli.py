@@ -28,15 +28,14 @@ import attrs
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from nanobanana_async import IMAGE_SIZES, ImageToImage, TextToImage
-from nanobanana_async import _cli as cli
-from nanobanana_async._cli import (
+from nanobanana_async import IMAGE_SIZES, AsyncNanoBanana, ImageToImage, TextToImage
+from nanobanana_async.cli import _app, _batch, main
+from nanobanana_async.cli._exit import CliError, leaf, redact
+from nanobanana_async.cli._rows import (
     BadRow,
-    CliError,
     count_rows,
     csv_rows,
     jsonl_rows,
-    main,
     open_batch_file,
     request_from_fields,
 )
@@ -189,7 +188,7 @@ def test_importing_the_library_imports_no_cli_dependency(tmp_path: Path) -> None
 def test_without_the_cli_extra_main_says_what_to_install(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['typer'] = None; "
-        "from nanobanana_async._cli import main; raise SystemExit(main(['demo']))"
+        "from nanobanana_async.cli import main; raise SystemExit(main(['demo']))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=tmp_path
@@ -429,6 +428,40 @@ def test_batch_files_name_bad_rows_by_line_and_never_send_them(
     ]
 
 
+def test_a_csv_quote_never_closed_stops_the_batch_before_anything_is_sent(
+    served: Served, tmp_path: Path, in_process: InProcess
+) -> None:
+    rows = "".join(f"banana {i},1:1\n" for i in range(5))
+    (tmp_path / "r.csv").write_text(
+        f'prompt,aspect_ratio\n{rows}"a banana, at sunset,16:9\n{rows}', encoding="utf-8"
+    )
+    result = in_process("batch", "r.csv", served=served, cwd=tmp_path)
+    assert result.returncode == 2
+    assert one_error_line(result) == (
+        "error: r.csv: line 7: the row starting here has a quote that is never closed, "
+        "so no row after it can be read; nothing was sent"
+    )
+    assert served.stats().create_requests == 0
+
+
+def test_ragged_and_nul_csv_rows_are_invalid_and_the_others_run(
+    served: Served, tmp_path: Path, in_process: InProcess
+) -> None:
+    (tmp_path / "r.csv").write_bytes(
+        b"prompt,aspect_ratio\nfine,16:9\nshort\nlong,1:1,extra\nnul\x00,1:1\nend,1:1\n"
+    )
+    result = in_process("batch", "r.csv", served=served, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "line 3  invalid: has 1 field but the header has 2" in result.stderr
+    assert "line 4  invalid: has 3 fields but the header has 2" in result.stderr
+    assert "line 5  invalid: contains a NUL byte" in result.stderr
+    assert "3 invalid" in result.stdout
+    prompts = served.portal.call(
+        lambda: sorted(task.body["input"]["prompt"] for task in served.fake.tasks.values())
+    )
+    assert prompts == ["end", "fine"]
+
+
 def test_batch_without_out_prints_the_urls_and_exits_0(
     served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
@@ -664,8 +697,8 @@ def test_unexpected_errors_are_one_line_unless_verbose(
     async def broken(*args: object, **kwargs: object) -> int:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(cli, "show_status", broken)
-    monkeypatch.setattr(cli, "_setup_logging", lambda console: None)
+    monkeypatch.setattr(_app, "show_status", broken)
+    monkeypatch.setattr(_app, "setup_logging", lambda *args: None)
     result = in_process("status", "task_1", served=served, cwd=tmp_path)
     assert result.returncode == 1
     assert one_error_line(result) == (
@@ -677,7 +710,7 @@ def test_unexpected_errors_are_one_line_unless_verbose(
     async def leaves(*args: object, **kwargs: object) -> int:
         raise SystemExit(5)
 
-    monkeypatch.setattr(cli, "show_status", leaves)
+    monkeypatch.setattr(_app, "show_status", leaves)
     assert in_process("status", "task_1", served=served, cwd=tmp_path).returncode == 5
 
 
@@ -686,8 +719,8 @@ def test_exception_groups_are_reported_by_their_first_error() -> None:
         pytest.skip("ExceptionGroup is new in Python 3.11")
     group_type = builtins.ExceptionGroup
     group = group_type("outer", [group_type("inner", [KeyError("k"), ValueError()])])
-    assert isinstance(cli._leaf(group), KeyError)
-    assert cli._leaf(ValueError("plain")).args == ("plain",)
+    assert isinstance(leaf(group), KeyError)
+    assert leaf(ValueError("plain")).args == ("plain",)
 
 
 def interrupt(*args: object, **kwargs: object) -> Any:
@@ -697,7 +730,7 @@ def interrupt(*args: object, **kwargs: object) -> Any:
 def test_ctrl_c_in_generate_names_the_task_to_fetch_later(
     served: Served, tmp_path: Path, in_process: InProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli.AsyncNanoBanana, "wait_for_result", interrupt)
+    monkeypatch.setattr(AsyncNanoBanana, "wait_for_result", interrupt)
     result = in_process("generate", "a banana", served=served, cwd=tmp_path)
     assert result.returncode == 130
     [task_id] = served.portal.call(lambda: list(served.fake.tasks))
@@ -705,11 +738,11 @@ def test_ctrl_c_in_generate_names_the_task_to_fetch_later(
         f"error: interrupted; task {task_id} goes on at the provider: "
         f"nanobanana download {task_id} --wait"
     )
-    monkeypatch.setattr(cli.AsyncNanoBanana, "create_task", interrupt)
+    monkeypatch.setattr(AsyncNanoBanana, "create_task", interrupt)
     result = in_process("generate", "a banana", served=served, cwd=tmp_path)
     assert result.returncode == 130
     assert one_error_line(result) == "error: interrupted; no task was created"
-    monkeypatch.setattr(cli.AsyncNanoBanana, "get_task", interrupt)
+    monkeypatch.setattr(AsyncNanoBanana, "get_task", interrupt)
     result = in_process("status", "task_1", served=served, cwd=tmp_path)
     assert result.returncode == 130
     assert one_error_line(result) == "error: interrupted"
@@ -718,13 +751,87 @@ def test_ctrl_c_in_generate_names_the_task_to_fetch_later(
 def test_ctrl_c_in_a_batch_without_a_journal_says_a_rerun_pays_again(
     served: Served, tmp_path: Path, in_process: InProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli._BatchView, "take", interrupt)
+    monkeypatch.setattr(_batch._BatchView, "take", interrupt)
     (tmp_path / "r.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b"}\n', encoding="utf-8")
     result = in_process("batch", "r.jsonl", served=served, cwd=tmp_path)
     assert result.returncode == 130
     assert "error: interrupted: 1 of 2 done" in result.stderr
     assert "No journal was kept" in result.stderr
     assert "pass --journal PATH" in result.stderr
+
+
+@pytest.mark.parametrize("key_args", [["--api-key", KEY], [f"--api-key={KEY}"]])
+def test_ctrl_c_in_a_batch_never_repeats_the_key_in_the_resume_hint(
+    served: Served,
+    tmp_path: Path,
+    in_process: InProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    key_args: list[str],
+) -> None:
+    monkeypatch.setattr(_batch._BatchView, "take", interrupt)
+    (tmp_path / "r.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b"}\n', encoding="utf-8")
+    args = [*key_args, "batch", "r.jsonl", "--journal", "j.db"]
+    monkeypatch.setattr(sys, "argv", ["nanobanana", *args])  # as the shell would run it
+    result = in_process(*args, served=served, cwd=tmp_path)
+    assert result.returncode == 130
+    assert KEY not in result.stderr + result.stdout
+    hint = result.stderr.splitlines()[-1]
+    assert "set NANOBANANA_API_KEY to your key" in hint
+    assert hint.endswith("without --api-key: nanobanana batch r.jsonl --journal j.db")
+
+
+def test_the_resume_command_leaves_out_every_api_key_option() -> None:
+    assert _batch.resume_command(["--api-key", "k1", "-v", "--api-key=k2", "batch", "f"]) == (
+        "nanobanana -v batch f",
+        True,
+    )
+    assert _batch.resume_command(["batch", "my file.csv", "--", "--api-key"]) == (
+        "nanobanana batch 'my file.csv' -- --api-key",
+        False,
+    )
+
+
+@pytest.fixture
+def echoing(portal: BlockingPortal) -> Iterator[Served]:
+    """A fake whose tasks all fail with a message that echoes the key, as a careless server."""
+    fake = FakeNanoBanana(
+        api_key=KEY,
+        time_scale=0.01,
+        duration=1.0,
+        fail_rate=1.0,
+        fail_codes=[("401", f"Invalid API key provided: Bearer {KEY}")],
+    )
+    with serve(portal, fake) as served:
+        yield served
+
+
+def test_a_key_echoed_by_the_server_is_never_printed(
+    echoing: Served, tmp_path: Path, in_process: InProcess
+) -> None:
+    generated = in_process("generate", "a banana", served=echoing, cwd=tmp_path)
+    assert generated.returncode == 1
+    line = generated.stderr.splitlines()[-1]
+    assert line.startswith("error: task task_")
+    assert line.endswith(" failed [401]: Invalid API key provided: Bearer ***")
+    (tmp_path / "r.jsonl").write_text('{"prompt": "a"}\n', encoding="utf-8")
+    batch = in_process("--api-key", KEY, "batch", "r.jsonl", served=echoing, cwd=tmp_path)
+    assert batch.returncode == 1
+    assert "Invalid API key provided: Bearer ***" in batch.stderr  # the line of the request
+    assert "Bearer ***" in batch.stdout  # the failures table
+    [task_id] = echoing.portal.call(lambda: list(echoing.fake.tasks)[:1])
+    status = in_process("--verbose", "status", task_id, served=echoing, cwd=tmp_path)
+    as_json = in_process("status", task_id, "--json", served=echoing, cwd=tmp_path)
+    assert "Bearer ***" in status.stdout
+    assert json.loads(as_json.stdout)["fail_message"] == "Invalid API key provided: Bearer ***"
+    for result in (generated, batch, status, as_json):
+        assert KEY not in result.stdout + result.stderr
+
+
+def test_redact_replaces_the_key_as_typed_and_as_sent() -> None:
+    assert redact("key sk-1 and sk-1 again", "sk-1") == "key *** and *** again"
+    assert redact("Bearer sk-1.", " sk-1 ") == "Bearer ***."
+    assert redact("nothing to hide", None) == "nothing to hide"
+    assert redact("nothing to hide", "") == "nothing to hide"
 
 
 @pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc")
@@ -755,8 +862,33 @@ def test_csv_rows_keep_their_first_line_and_catch_extra_fields_and_bad_bytes() -
     assert rows == [
         (2, TextToImage(prompt="a\nb", image_size="16:9")),
         (5, BadRow(5, "has 3 fields but the header has 2")),
-        (6, TextToImage(prompt="d")),
+        (6, BadRow(6, "has 4 fields but the header has 2")),
         (7, BadRow(7, "is not valid UTF-8")),
+    ]
+
+
+def test_malformed_csv_rows_are_named_by_line_and_never_become_a_prompt() -> None:
+    text = (
+        b"prompt,aspect_ratio,name\n"
+        b"fine,16:9,ok\n"
+        b"short,16:9\n"  # one cell too few: the values may sit under the wrong columns
+        b"nul\x00byte,1:1,\n"
+        b'"a 12" screen,1:1,\n'  # a closing quote followed by more text
+        b"after,1:1,\n"
+        b'"never closed,1:1,\nlost,1:1,\nlost too,1:1,\n'
+    )
+    rows = rows_of(text, is_csv=True)
+    assert rows[:3] == [
+        (2, TextToImage(prompt="fine", image_size="16:9")),
+        (3, BadRow(3, "has 2 fields but the header has 3")),
+        (4, BadRow(4, "contains a NUL byte")),
+    ]
+    assert rows[3][0] == 5
+    assert isinstance(rows[3][1], BadRow)
+    assert "a closing quote must be followed by a comma" in rows[3][1].reason
+    assert rows[4] == (6, TextToImage(prompt="after", image_size="1:1"))
+    assert rows[5:] == [
+        (7, BadRow(7, "has a quote that is never closed (lines 7 to 9, the end of the file)"))
     ]
 
 
@@ -813,5 +945,5 @@ def test_counting_rows_leaves_the_file_at_its_start(tmp_path: Path) -> None:
         assert total == 2
         assert [row.line for row in rows] == [2, 4]
     with io.BytesIO(b"prompt\n" + b"x" * 200_000 + b"\n") as broken:
-        assert count_rows(broken, is_csv=True) == 0
+        assert count_rows(broken, is_csv=True) == 1  # csv_rows reports that row as invalid
         assert broken.tell() == 0

@@ -1,0 +1,403 @@
+"""The typer app: the global options, the options shared by commands, and each command.
+
+`build_app` assembles it; each ``_add_*`` function registers one command (``generate`` and
+``edit`` share one), and each command's body hands its work to `execute`.
+"""
+
+# No `from __future__ import annotations` here: typer reads the annotations of the commands at
+# run time. typer itself is imported at the top: this module is imported only once `main` has
+# checked that the ``[cli]`` extra is installed.
+
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import attrs
+import typer
+
+from .. import IMAGE_SIZES, ImageToImage, Request, TextToImage, __version__
+from ._batch import BatchReport, interrupted_batch, print_summary, run_batch
+from ._commands import (
+    Settings,
+    Started,
+    api_key_in_use,
+    download_task,
+    generate_image,
+    open_client,
+    show_status,
+)
+from ._exit import CliError
+from ._rows import open_batch_file
+from ._ui import Ui, execute, setup_logging
+
+__all__ = ["build_app"]
+
+# Options that several commands take; typer copies them for each command.
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Where to save the images.")]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", help="The most seconds to wait for the image.")
+]
+TaskIdArgument = Annotated[str, typer.Argument(help="The task id.", show_default=False)]
+
+
+# The options of `batch`.
+BatchFileArgument = Annotated[
+    Path,
+    typer.Argument(
+        help="A JSONL file (one object per line) or a CSV file with a header.",
+        show_default=False,
+    ),
+]
+BatchOutOption = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Save the images here as they complete.", show_default=False),
+]
+JournalOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--journal",
+        "-j",
+        help="An SQLite journal: re-run with the same one to resume, never paying twice.",
+        show_default=False,
+    ),
+]
+TierOption = Annotated[
+    str | None,
+    typer.Option(help="Your key's tier (free, basic, ...), to start from its limits."),
+]
+MaxActiveOption = Annotated[
+    int | None, typer.Option(help="Your key's active-task limit, if you know it.")
+]
+TaskTimeoutOption = Annotated[
+    float, typer.Option("--timeout", help="The most seconds to follow one task.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No line per finished request.")]
+
+
+def _keyword(name: str, annotation: object, default: object) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
+    )
+
+
+_SIZE_HELP = f"The output ratio: {', '.join(IMAGE_SIZES)}. [default: 1:1]"
+
+# The options of `generate` and `edit`, written once: `_task_command` gives both commands the
+# signature typer reads, and `TaskOptions` takes the values typer passes for them.
+_TASK_OPTIONS = (
+    _keyword(
+        "size",
+        Annotated[
+            str | None,
+            typer.Option("--size", "--aspect-ratio", "-s", help=_SIZE_HELP, show_default=False),
+        ],
+        None,
+    ),
+    _keyword(
+        "output_format",
+        Annotated[str, typer.Option("--format", "-f", help="The file format: png or jpeg.")],
+        "png",
+    ),
+    _keyword("out", OutOption, Path(".")),
+    _keyword("timeout", TimeoutOption, 600.0),
+    _keyword(
+        "nsfw_checker",
+        Annotated[
+            bool,
+            typer.Option(
+                "--nsfw-checker/--no-nsfw-checker",
+                help="Whether the provider runs its safety checker.",
+            ),
+        ],
+        True,
+    ),
+    _keyword(
+        "wait",
+        Annotated[
+            bool,
+            typer.Option(
+                "--wait/--no-wait", help="Wait for the image, or print the task id at once."
+            ),
+        ],
+        True,
+    ),
+)
+
+
+@attrs.frozen(kw_only=True)
+class TaskOptions:
+    """The values of the options `generate` and `edit` share."""
+
+    size: str | None
+    output_format: str
+    out: Path
+    timeout: float
+    nsfw_checker: bool
+    wait: bool
+
+    def request(self, prompt: str, image_urls: list[str] | None = None) -> Request:
+        """The request these options ask for: an edit if there are image URLs."""
+        options: dict[str, Any] = {
+            "image_size": self.size,
+            "output_format": self.output_format,
+            "nsfw_checker": self.nsfw_checker,
+        }
+        if image_urls is None:
+            return TextToImage(prompt=prompt, **options)
+        return ImageToImage(prompt=prompt, image_urls=image_urls, **options)
+
+
+def _task_command(command: Callable[..., None], *leading: inspect.Parameter) -> Callable[..., None]:
+    """``command`` with the signature typer reads: the context, ``leading``, the task options."""
+    context = _keyword("ctx", typer.Context, inspect.Parameter.empty)
+    cast("Any", command).__signature__ = inspect.Signature([context, *leading, *_TASK_OPTIONS])
+    return command
+
+
+def _ui_for(ctx: typer.Context) -> tuple[Ui, Settings]:
+    settings = cast("Settings", ctx.obj)
+    ui = Ui(verbose=settings.verbose, secret=api_key_in_use(settings))
+    if settings.verbose:
+        setup_logging(ui.err, ui.secret)
+    return ui, settings
+
+
+def _finish(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"nanobanana-async {__version__}")
+        raise typer.Exit
+
+
+def _root(
+    ctx: typer.Context,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            help="The API key (default: the NANOBANANA_API_KEY environment variable).",
+            show_default=False,
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url",
+            help="The API host (default: NANOBANANA_BASE_URL, else https://aigptimage.com).",
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log requests and show tracebacks.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Generate and edit images with the Nano Banana API.
+
+    Exit codes: 0 done, 1 API or task failure, 2 bad usage or input, 3 key refused or
+    missing or out of credits, 130 interrupted.
+    """
+    ctx.obj = Settings(api_key=api_key, base_url=base_url, verbose=verbose)
+
+
+def _one_task(ctx: typer.Context, build: Callable[[], Request], options: TaskOptions) -> None:
+    ui, settings = _ui_for(ctx)
+    started = Started()
+
+    def interrupted() -> None:
+        if started.task_id is None:
+            ui.error("interrupted; no task was created")
+        else:
+            ui.error(
+                f"interrupted; task {started.task_id} goes on at the provider: "
+                f"nanobanana download {started.task_id} --wait"
+            )
+
+    async def work() -> int:
+        return await generate_image(
+            ui,
+            settings,
+            build,
+            out=options.out,
+            timeout=options.timeout,
+            wait=options.wait,
+            started=started,
+        )
+
+    _finish(execute(ui, work, on_interrupt=interrupted))
+
+
+def _add_generate_and_edit(app: typer.Typer) -> None:
+    def prompt(help: str) -> inspect.Parameter:
+        argument = typer.Argument(help=help, show_default=False)
+        return _keyword("prompt", Annotated[str, argument], inspect.Parameter.empty)
+
+    def generate(ctx: typer.Context, prompt: str, **options: Any) -> None:
+        """Draw an image from a prompt and save it (prints the saved paths)."""
+        task = TaskOptions(**options)
+        _one_task(ctx, lambda: task.request(prompt), task)
+
+    def edit(ctx: typer.Context, prompt: str, image: list[str], **options: Any) -> None:
+        """Edit images given by URL and save the result (prints the saved paths)."""
+        task = TaskOptions(**options)
+        _one_task(ctx, lambda: task.request(prompt, image), task)
+
+    image = typer.Option(
+        "--image",
+        "-i",
+        help="A public https:// URL of an input image (1 to 10; repeat the option).",
+        show_default=False,
+    )
+    app.command()(_task_command(generate, prompt("What to draw.")))
+    app.command()(
+        _task_command(
+            edit,
+            prompt("The edit to make."),
+            _keyword("image", Annotated[list[str], image], inspect.Parameter.empty),
+        )
+    )
+
+
+def _add_batch(app: typer.Typer, argv: Sequence[str]) -> None:
+    @app.command()
+    def batch(
+        ctx: typer.Context,
+        file: BatchFileArgument,
+        out: BatchOutOption = None,
+        journal: JournalOption = None,
+        tier: TierOption = None,
+        max_active: MaxActiveOption = None,
+        timeout: TaskTimeoutOption = 3600.0,
+        quiet: QuietOption = False,
+    ) -> None:
+        """Run a JSONL or CSV file of requests, with progress, a journal and a summary.
+
+        Fields (JSONL) or columns (CSV): prompt, image_urls (CSV: separated by spaces or |),
+        image_size or aspect_ratio, output_format, nsfw_checker, name (the file name).
+        A row that cannot be read or breaks a rule becomes a failed outcome naming its line,
+        and nothing is sent for it. Exit code 0 if every row succeeded, 3 if the key or
+        credits stopped the batch, 2 if a row was invalid, else 1.
+        """
+        ui, settings = _ui_for(ctx)
+        report = BatchReport(out=out)
+        try:
+            handle, rows, total = open_batch_file(file)
+        except CliError as exc:
+            ui.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        report.total = total
+
+        async def work() -> int:
+            async with open_client(settings) as client:
+                await run_batch(
+                    ui,
+                    client,
+                    rows,
+                    report,
+                    journal=journal,
+                    tier=tier,
+                    max_active=max_active,
+                    task_timeout=timeout,
+                    quiet=quiet,
+                )
+            assert report.final is not None
+            if report.final.submitted == 0:
+                raise CliError(f"{file} holds no requests")
+            print_summary(ui, report)
+            return report.exit_code()
+
+        def interrupted() -> None:
+            interrupted_batch(ui, report, journal, argv)
+
+        with handle:
+            code = execute(ui, work, on_interrupt=interrupted)
+        _finish(code)
+
+
+def _add_status_and_download(app: typer.Typer) -> None:
+    @app.command()
+    def status(
+        ctx: typer.Context,
+        task_id: TaskIdArgument,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        """Print a task's state, result URLs or failure."""
+        ui, settings = _ui_for(ctx)
+
+        async def work() -> int:
+            return await show_status(ui, settings, task_id, as_json=as_json)
+
+        _finish(execute(ui, work))
+
+    @app.command()
+    def download(
+        ctx: typer.Context,
+        task_id: TaskIdArgument,
+        out: OutOption = Path("."),
+        wait: Annotated[
+            bool, typer.Option("--wait", help="Wait for the task to finish first.")
+        ] = False,
+        timeout: TimeoutOption = 600.0,
+    ) -> None:
+        """Save the images of a finished task (prints the saved paths)."""
+        ui, settings = _ui_for(ctx)
+
+        async def work() -> int:
+            return await download_task(ui, settings, task_id, out=out, wait=wait, timeout=timeout)
+
+        _finish(execute(ui, work))
+
+
+def _add_demo(app: typer.Typer, argv: Sequence[str]) -> None:
+    @app.command()
+    def demo(
+        ctx: typer.Context,
+        out: Annotated[Path, typer.Option("--out", "-o", help="Where to save the images.")] = Path(
+            "nanobanana-demo"
+        ),
+        count: Annotated[int, typer.Option(min=1, max=200, help="How many images to make.")] = 20,
+    ) -> None:
+        """Run a batch against a fake provider on this machine: no API key, no network."""
+        # Imported here: the fake provider is only needed by this command.
+        from ._demo import run_demo
+
+        ui, _ = _ui_for(ctx)
+        report = BatchReport(out=out, total=count)
+
+        async def work() -> int:
+            return await run_demo(ui, report, count=count)
+
+        def interrupted() -> None:
+            interrupted_batch(ui, report, None, argv)
+
+        _finish(execute(ui, work, on_interrupt=interrupted))
+
+
+def build_app(argv: Sequence[str]) -> typer.Typer:
+    """The ``nanobanana`` app.
+
+    Args:
+        argv: The arguments it runs with, without the program name: the resume hint after
+            Ctrl-C repeats them (without the key).
+    """
+    app = typer.Typer(
+        name="nanobanana",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    _add_generate_and_edit(app)
+    _add_batch(app, argv)
+    _add_status_and_download(app)
+    _add_demo(app, argv)
+    return app

@@ -1,0 +1,203 @@
+"""The commands on one task: ``generate`` and ``edit``, ``status``, ``download``.
+
+Each takes the `Ui` and the global `Settings`, prints its results, and returns an exit code or
+raises (a `CliError`, or a library error that `execute` words for the shell).
+"""
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+from rich.status import Status
+from rich.table import Table
+
+from .. import (
+    AsyncNanoBanana,
+    NanoBananaError,
+    Request,
+    Task,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskResult,
+    TaskState,
+    WaitTimeoutError,
+)
+from ._exit import EXIT_AUTH, EXIT_FAILURE, EXIT_OK, CliError, describe, os_error
+from ._ui import Ui
+
+__all__ = [
+    "API_KEY_VARIABLE",
+    "Settings",
+    "Started",
+    "api_key_in_use",
+    "download_task",
+    "generate_image",
+    "open_client",
+    "show_status",
+]
+
+API_KEY_VARIABLE = "NANOBANANA_API_KEY"
+
+
+@attrs.define
+class Settings:
+    """The global options."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+    verbose: bool = False
+
+
+def api_key_in_use(settings: Settings) -> str | None:
+    """The key the commands send: ``--api-key``, else the environment's (None if neither)."""
+    return settings.api_key or os.environ.get(API_KEY_VARIABLE) or None
+
+
+def open_client(settings: Settings, **kwargs: Any) -> AsyncNanoBanana:
+    """The client of the global options.
+
+    Raises:
+        CliError: No API key was given or found in the environment (exit code 3).
+    """
+    key = api_key_in_use(settings)
+    if not key or not key.strip():
+        raise CliError(f"no API key: pass --api-key or set {API_KEY_VARIABLE}", EXIT_AUTH)
+    return AsyncNanoBanana(api_key=key, base_url=settings.base_url or None, **kwargs)
+
+
+@attrs.define
+class Started:
+    """The task a command created, once it has: what Ctrl-C names for a later ``download``."""
+
+    task_id: str | None = None
+
+
+def _on_update(ui: Ui, status: Status, task_id: str) -> Callable[[Task], None]:
+    def update(task: Task) -> None:
+        status.update(ui.clean(f"task {task_id}: {task.raw_state or task.state.value}"))
+
+    return update
+
+
+async def generate_image(
+    ui: Ui,
+    settings: Settings,
+    build: Callable[[], Request],
+    *,
+    out: Path,
+    timeout: float,
+    wait: bool,
+    started: Started,
+) -> int:
+    """Create one task, wait for it and save its images; prints the saved paths."""
+    request = build()
+    if not timeout > 0:
+        raise CliError("--timeout must be more than 0 seconds")
+    deadline = anyio.current_time() + timeout
+    async with open_client(settings) as client:
+        with ui.err.status("creating the task...") as status:
+            task_id = await client.create_task(request, timeout=timeout)
+            started.task_id = task_id
+            if not wait:
+                ui.result(task_id)
+                return EXIT_OK
+            ui.info(f"created task {task_id}")
+            status.update(f"task {task_id}: waiting")
+            remaining = max(deadline - anyio.current_time(), 0.001)
+            try:
+                result = await client.wait_for_result(
+                    task_id, timeout=remaining, on_update=_on_update(ui, status, task_id)
+                )
+            except WaitTimeoutError as exc:
+                state = f" (last state: {exc.task.raw_state})" if exc.task else ""
+                raise CliError(
+                    f"task {task_id} did not finish within {timeout:g} s{state}; "
+                    f"it may still finish: nanobanana download {task_id} --wait",
+                    EXIT_FAILURE,
+                ) from None
+            status.update(f"task {task_id}: saving")
+            try:
+                paths = await client.save_result(result, out)
+            except (OSError, NanoBananaError) as exc:
+                detail = describe(exc) if isinstance(exc, NanoBananaError) else os_error(exc)
+                raise CliError(
+                    f"task {task_id} succeeded but its image was not saved ({detail}); "
+                    f"try again: nanobanana download {task_id} --out DIR",
+                    EXIT_FAILURE,
+                ) from None
+    ui.info(f"task {task_id} succeeded")
+    for path in paths:
+        ui.result(str(path))
+    return EXIT_OK
+
+
+def _task_as_dict(task: Task) -> dict[str, object]:
+    return {
+        "task_id": task.task_id,
+        "state": task.raw_state or task.state.value,
+        "model": task.model,
+        "urls": list(task.urls),
+        "fail_code": task.fail_code,
+        "fail_message": task.fail_message,
+        "cost_time": task.cost_time,
+        "create_time": task.create_time.isoformat() if task.create_time else None,
+        "complete_time": task.complete_time.isoformat() if task.complete_time else None,
+    }
+
+
+async def show_status(ui: Ui, settings: Settings, task_id: str, *, as_json: bool) -> int:
+    """Read a task once and print what the provider says of it."""
+    async with open_client(settings) as client:
+        try:
+            task = await client.get_task(task_id)
+        except TaskNotFoundError as exc:
+            raise CliError(f"task {task_id!r} not found ({exc})", EXIT_FAILURE) from None
+    data = _task_as_dict(task)
+    if as_json:
+        ui.result(json.dumps(data, ensure_ascii=False))
+        return EXIT_OK
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in data.items():
+        if key == "urls":
+            for url in task.urls:
+                table.add_row("url", ui.clean(url))
+        elif value is not None and value != "":
+            table.add_row(key.replace("_", " "), ui.clean(str(value)))
+    ui.out.print(table)
+    return EXIT_OK
+
+
+async def download_task(
+    ui: Ui, settings: Settings, task_id: str, *, out: Path, wait: bool, timeout: float
+) -> int:
+    """Save the images of a finished task (waiting for it first with ``wait``)."""
+    async with open_client(settings) as client:
+        try:
+            if wait:
+                with ui.err.status(f"task {task_id}: waiting") as status:
+                    result = await client.wait_for_result(
+                        task_id, timeout=timeout, on_update=_on_update(ui, status, task_id)
+                    )
+            else:
+                task = await client.get_task(task_id)
+                if task.state is TaskState.FAIL:
+                    raise TaskFailedError(task)
+                if not task.is_finished:
+                    raise CliError(
+                        f"task {task_id} is not finished yet ({task.raw_state}); "
+                        "try again later or pass --wait",
+                        EXIT_FAILURE,
+                    )
+                result = TaskResult(task_id=task.task_id, urls=task.urls, task=task)
+        except TaskNotFoundError as exc:
+            raise CliError(f"task {task_id!r} not found ({exc})", EXIT_FAILURE) from None
+        paths = await client.save_result(result, out)
+    for path in paths:
+        ui.result(str(path))
+    return EXIT_OK
