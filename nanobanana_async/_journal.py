@@ -13,8 +13,14 @@ was sent but whose row never reached the disk (the process died in between) is s
 the same id, and the provider answers with the task it already made. That is why writes can be
 grouped and committed every fraction of a second instead of once per request.
 
+The two meta rows (the format and the journal's id) are written in one transaction with the
+schema, so a kill while a journal is being created leaves either no journal or a whole one. A
+file left by an older version killed between those rows (a meta without its batch id) is
+finished on the next open, as long as it holds no job rows: no request can have been sent
+with an id derived from a batch id that was never written.
+
 sqlite3 is blocking; every call runs in a worker thread through `anyio.to_thread`, one at a
-time under a lock.
+time under a lock. Every failure of the file is raised as `JournalError`, naming the file.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import attrs
 from ._errors import (
     APIStatusError,
     BadRequestError,
+    JournalError,
     NanoBananaError,
     TaskFailedError,
     UnprocessableEntityError,
@@ -48,21 +55,26 @@ __all__ = ["Journal", "JournalRow", "error_columns", "fingerprint", "outcome_fro
 Status = Literal["created", "succeeded", "failed", "rejected"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "rejected"})
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    idx INTEGER PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    task_id TEXT,
-    status TEXT NOT NULL,
-    urls TEXT,
-    error_type TEXT,
-    error_message TEXT,
-    error_code TEXT,
-    updated_at REAL NOT NULL
-);
-"""
+# Separate statements, not one script: `executescript` would commit the open transaction.
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """
+    CREATE TABLE IF NOT EXISTS jobs (
+        idx INTEGER PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        task_id TEXT,
+        status TEXT NOT NULL,
+        urls TEXT,
+        error_type TEXT,
+        error_message TEXT,
+        error_code TEXT,
+        updated_at REAL NOT NULL
+    )
+    """,
+)
+_TABLES = frozenset({"meta", "jobs"})
+_NOT_A_JOURNAL = "is not a nanobanana-async batch journal"
 _FORMAT = "1"
 _UPSERT = """
 INSERT INTO jobs (idx, fingerprint, request_id, task_id, status, urls, error_type,
@@ -119,40 +131,41 @@ class Journal:
         """Open (or create) the journal at ``path``.
 
         Raises:
-            ValueError: The file cannot be opened, or is not a journal of this library.
+            JournalError: The file cannot be opened, is not a journal of this library (it is
+                then left untouched), is of another format, or lost the id its job rows
+                were sent with.
         """
         target = Path(path)
         return await anyio.to_thread.run_sync(cls._open_sync, target)
 
     @classmethod
     def _open_sync(cls, path: Path) -> Journal:
-        if path.parent and not path.parent.exists():
+        if path.is_dir():
+            raise JournalError(f"cannot open the batch journal {path}: it is a folder")
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
-        try:
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise ValueError(f"cannot open the batch journal {path}: {exc}") from exc
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot open the batch journal {path}: {exc}") from exc
         try:
-            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
-            if tables and "meta" not in tables:
-                raise ValueError(f"{path} is not a nanobanana-async batch journal")
+            # Read before anything is written: a file that is not ours is left as it was.
+            _check_tables(db, path)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            found = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            if not found:
-                batch_id = str(uuid.uuid4())
-                db.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [("format", _FORMAT), ("batch_id", batch_id)],
-                )
-            elif found.get("format") != _FORMAT or "batch_id" not in found:
-                raise ValueError(f"{path} is not a nanobanana-async batch journal")
-            else:
-                batch_id = str(found["batch_id"])
-        except sqlite3.DatabaseError as exc:
+            # IMMEDIATE: two processes opening one new file agree on a single batch id.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                batch_id = _settle_meta(db, path)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # locked, read-only, out of space...
             db.close()
-            raise ValueError(f"{path} is not a nanobanana-async batch journal: {exc}") from exc
+            raise JournalError(f"cannot open the batch journal {path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # "file is not a database"
+            db.close()
+            raise JournalError(f"{path} {_NOT_A_JOURNAL}: {exc}") from exc
         except BaseException:
             db.close()
             raise
@@ -165,18 +178,25 @@ class Journal:
         )
 
     async def rows(self, start: int, count: int) -> list[JournalRow]:
-        """Rows with ``start <= index``, in index order, at most ``count`` of them."""
+        """Rows with ``start <= index``, in index order, at most ``count`` of them.
+
+        Raises:
+            JournalError: The file cannot be read.
+        """
         async with self._lock:
             found = await anyio.to_thread.run_sync(self._rows_sync, start, count)
         return [_row(record) for record in found]
 
     def _rows_sync(self, start: int, count: int) -> list[tuple[Any, ...]]:
-        cursor = self._db.execute(
-            "SELECT idx, fingerprint, request_id, task_id, status, urls, error_type, "
-            "error_message, error_code FROM jobs WHERE idx >= ? ORDER BY idx LIMIT ?",
-            (start, count),
-        )
-        return cursor.fetchall()
+        try:
+            cursor = self._db.execute(
+                "SELECT idx, fingerprint, request_id, task_id, status, urls, error_type, "
+                "error_message, error_code FROM jobs WHERE idx >= ? ORDER BY idx LIMIT ?",
+                (start, count),
+            )
+            return cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the batch journal {self.path}: {exc}") from exc
 
     def record(
         self,
@@ -213,7 +233,11 @@ class Journal:
         return len(self._pending)
 
     async def flush(self) -> None:
-        """Write every queued row in one transaction."""
+        """Write every queued row in one transaction.
+
+        Raises:
+            JournalError: The file cannot be written; none of the queued rows was.
+        """
         if not self._pending:
             return
         async with self._lock:
@@ -225,13 +249,16 @@ class Journal:
                     await anyio.to_thread.run_sync(self._write_sync, batch)
 
     def _write_sync(self, batch: list[tuple[Any, ...]]) -> None:
-        self._db.execute("BEGIN")
         try:
-            self._db.executemany(_UPSERT, batch)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(_UPSERT, batch)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot write the batch journal {self.path}: {exc}") from exc
 
     async def run_flusher(self, interval: float = 0.2) -> None:
         """Flush every ``interval`` seconds until cancelled."""
@@ -250,6 +277,60 @@ class Journal:
                 self._closed = True
                 async with self._lock:
                     await anyio.to_thread.run_sync(self._db.close)
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    return {name for (name,) in db.execute(query)}
+
+
+def _check_tables(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a database of another program: one with tables, but no meta table."""
+    tables = _tables(db)
+    if tables and "meta" not in tables:
+        others = ", ".join(sorted(tables))
+        raise JournalError(f"{path} {_NOT_A_JOURNAL}: it holds other tables ({others})")
+
+
+def _settle_meta(db: sqlite3.Connection, path: Path) -> str:
+    """Read the journal's meta, or write it whole; inside the caller's transaction.
+
+    Returns:
+        The journal's batch id.
+    """
+    _check_tables(db, path)  # again, now under the write lock
+    extra = _tables(db) - _TABLES
+    for statement in _SCHEMA:
+        db.execute(statement)
+    try:
+        meta: dict[str, str] = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.OperationalError as exc:  # a meta table of another program
+        raise JournalError(f"{path} {_NOT_A_JOURNAL}: {exc}") from exc
+    found_format, batch_id = meta.get("format"), meta.get("batch_id")
+    if found_format is not None and found_format != _FORMAT:
+        raise JournalError(
+            f"{path} is a batch journal of format {found_format!r}; "
+            f"this version reads format {_FORMAT!r} only"
+        )
+    if found_format is not None and batch_id is not None:
+        return batch_id
+    if batch_id is not None or extra:
+        raise JournalError(f"{path} {_NOT_A_JOURNAL}: its meta table names no format")
+    # New, or a meta cut short by a kill (an older version wrote the format first, then the
+    # batch id). Safe to finish only while no job is journaled: a job's request id derives
+    # from the lost batch id, and under a new one the job would be created, and paid, twice.
+    (jobs,) = db.execute("SELECT COUNT(*) FROM jobs").fetchone()
+    if jobs:
+        raise JournalError(
+            f"{path} is a damaged batch journal: it holds {jobs} job row(s) but no batch id, "
+            "so their request ids cannot be rebuilt; move it aside to start a new journal"
+        )
+    batch_id = str(uuid.uuid4())
+    db.executemany(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+        [("format", _FORMAT), ("batch_id", batch_id)],
+    )
+    return batch_id
 
 
 def _row(record: tuple[Any, ...]) -> JournalRow:

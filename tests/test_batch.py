@@ -915,9 +915,9 @@ async def test_a_file_that_is_not_a_journal_raises_a_clear_error(tmp_path: Path)
     fake = fake_provider()
     async with client_for(fake) as client:
         runner = BatchRunner(client, journal=path)
-        with pytest.raises(ValueError, match="is not a nanobanana-async batch journal"):
+        with pytest.raises(JournalError, match="is not a nanobanana-async batch journal"):
             await runner.run(prompts(2))
-        with pytest.raises(ValueError, match="is not a nanobanana-async batch journal"):
+        with pytest.raises(JournalError, match="is not a nanobanana-async batch journal"):
             async with runner.stream(prompts(2)):
                 pass
         assert path.read_text().startswith("these are my notes")
@@ -934,7 +934,7 @@ async def test_an_sqlite_database_of_another_program_is_refused(tmp_path: Path) 
         db.commit()
     fake = fake_provider()
     async with client_for(fake) as client:
-        with pytest.raises(ValueError, match="not a nanobanana-async batch journal"):
+        with pytest.raises(JournalError, match="not a nanobanana-async batch journal"):
             await BatchRunner(client, journal=path).run(prompts(1))
     assert fake.stats.create_requests == 0
     with contextlib.closing(sqlite3.connect(path)) as db:

@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from nanobanana_async import JournalError
 from nanobanana_async._journal import Journal, JournalRow, fingerprint
 
 pytestmark = pytest.mark.anyio
@@ -192,7 +193,9 @@ async def test_a_failed_write_rolls_back_and_keeps_earlier_rows(tmp_path: Path) 
     await journal.flush()
     journal.record(1, "fp", "rid-1", status="created", task_id="t1")
     journal.record("not an index", "fp", "rid", status="created")  # type: ignore[arg-type]
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises(
+        JournalError, match=f"cannot write the batch journal {re.escape(str(path))}"
+    ):
         await journal.flush()
     assert [row.index for row in await journal.rows(0, 10)] == [0]  # the whole batch rolled back
     journal.record(1, "fp", "rid-1", status="created", task_id="t1")
@@ -205,7 +208,7 @@ async def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path: Path
     path = tmp_path / "notes.txt"
     text = "these are my notes\n" * 200
     path.write_text(text)
-    with pytest.raises(ValueError, match="is not a nanobanana-async batch journal"):
+    with pytest.raises(JournalError, match=f"{re.escape(str(path))} is not a nanobanana-async"):
         await Journal.open(path)
     assert path.read_text() == text
 
@@ -217,7 +220,7 @@ async def test_an_sqlite_database_of_another_program_is_refused_untouched(
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.execute("CREATE TABLE users (name TEXT)")
         db.commit()
-    with pytest.raises(ValueError, match="is not a nanobanana-async batch journal"):
+    with pytest.raises(JournalError, match=f"{re.escape(str(path))} is not a nanobanana-async"):
         await Journal.open(path)
     with contextlib.closing(sqlite3.connect(path)) as db:
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
@@ -239,21 +242,138 @@ async def test_a_journal_of_another_format_is_refused(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'format'")
         db.commit()
-    with pytest.raises(ValueError, match="is not a nanobanana-async batch journal"):
+    with pytest.raises(JournalError, match="batch journal of format '99'") as caught:
         await Journal.open(path)
+    assert str(path) in str(caught.value)
 
 
-async def test_a_journal_without_a_batch_id_is_refused(tmp_path: Path) -> None:
+def leave_as_a_kill_did(path: Path, *, tables: tuple[str, ...], meta: dict[str, str]) -> None:
+    """A journal as an older version left it when killed while writing its meta.
+
+    That version created each table and wrote each meta row in a transaction of its own.
+    """
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        if "meta" in tables:
+            db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        if "jobs" in tables:
+            db.execute(
+                "CREATE TABLE jobs (idx INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL, "
+                "request_id TEXT NOT NULL, task_id TEXT, status TEXT NOT NULL, urls TEXT, "
+                "error_type TEXT, error_message TEXT, error_code TEXT, updated_at REAL NOT NULL)"
+            )
+        db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+
+
+@pytest.mark.parametrize(
+    ("tables", "meta"),
+    [
+        (("meta", "jobs"), {"format": "1"}),  # killed between the two meta rows
+        (("meta", "jobs"), {}),  # killed before the first
+        (("meta",), {}),  # killed between the two tables
+    ],
+    ids=["format-only", "empty-meta", "no-jobs-table"],
+)
+async def test_a_journal_killed_while_writing_its_meta_opens_as_new(
+    tmp_path: Path, tables: tuple[str, ...], meta: dict[str, str]
+) -> None:
+    path = tmp_path / "batch.sqlite"
+    leave_as_a_kill_did(path, tables=tables, meta=meta)
+    journal = await Journal.open(path)
+    batch_id = journal.batch_id
+    journal.record(0, "fp", journal.request_id(0, "fp"), status="created", task_id="t")
+    await journal.aclose()
+    assert batch_id
+    reopened = await Journal.open(path)
+    assert reopened.batch_id == batch_id  # the meta is whole now, and kept
+    assert [row.task_id for row in await reopened.rows(0, 10)] == ["t"]
+    await reopened.aclose()
+
+
+async def test_a_journal_that_lost_its_batch_id_but_holds_jobs_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A new batch id would give its jobs new request ids: each would be created, and paid,
+    again. The file is refused, and left as it was."""
     path = tmp_path / "batch.sqlite"
     journal = await Journal.open(path)
+    journal.record(0, "fp", journal.request_id(0, "fp"), status="created", task_id="t")
     await journal.aclose()
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.execute("DELETE FROM meta WHERE key = 'batch_id'")
         db.commit()
-    with pytest.raises(ValueError, match="is not a nanobanana-async batch journal"):
+    with pytest.raises(JournalError, match="damaged batch journal: it holds 1 job row") as caught:
+        await Journal.open(path)
+    assert str(path) in str(caught.value)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert dict(db.execute("SELECT key, value FROM meta")) == {"format": "1"}
+        assert db.execute("SELECT task_id FROM jobs").fetchall() == [("t",)]
+
+
+async def test_a_meta_with_a_batch_id_but_no_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    leave_as_a_kill_did(path, tables=("meta", "jobs"), meta={"batch_id": "b"})
+    with pytest.raises(JournalError, match="names no format"):
         await Journal.open(path)
 
 
-async def test_a_path_that_cannot_be_opened_gives_an_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises((ValueError, OSError), match=re.escape(str(tmp_path))):
-        await Journal.open(tmp_path)  # a folder
+async def test_an_empty_meta_beside_tables_of_another_program_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "app.sqlite"
+    leave_as_a_kill_did(path, tables=("meta",), meta={})
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+        db.commit()
+    with pytest.raises(JournalError, match=f"{re.escape(str(path))} is not a nanobanana-async"):
+        await Journal.open(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert tables == {"meta", "users", "sqlite_autoindex_meta_1"}
+
+
+async def test_a_meta_table_of_another_shape_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "app.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE meta (name TEXT, data BLOB)")
+        db.commit()
+    with pytest.raises(JournalError, match=f"{re.escape(str(path))} is not a nanobanana-async"):
+        await Journal.open(path)
+
+
+async def test_journals_opened_at_once_agree_on_one_batch_id(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    opened: list[Journal] = []
+
+    async def open_one() -> None:
+        opened.append(await Journal.open(path))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(20):
+            group.start_soon(open_one)
+    assert len({journal.batch_id for journal in opened}) == 1
+    for journal in opened:
+        await journal.aclose()
+
+
+async def test_a_folder_gives_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match=f"{re.escape(str(tmp_path))}: it is a folder"):
+        await Journal.open(tmp_path)
+
+
+async def test_a_path_under_a_file_gives_an_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    path = tmp_path / "file" / "batch.sqlite"
+    with pytest.raises(JournalError, match=f"cannot open the batch journal {re.escape(str(path))}"):
+        await Journal.open(path)
+
+
+async def test_a_read_failure_is_a_journal_error(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    journal = await Journal.open(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TABLE jobs")
+        db.commit()
+    with pytest.raises(JournalError, match=f"cannot read the batch journal {re.escape(str(path))}"):
+        await journal.rows(0, 10)
+    await journal.aclose()

