@@ -15,9 +15,11 @@ real HTTP server on loopback) and the ``nanobanana_fake`` pytest fixture. See
 ``docs/testing.md``.
 """
 
-from ._fake import FakeNanoBanana, FakeStats, Reply, RequestRecord
+from ._fake import FakeNanoBanana
 from ._faults import Endpoint, FaultKind, Faults
 from ._limits import TIERS, TierLimits
+from ._reply import Reply
+from ._stats import FakeStats, RequestRecord
 from ._tasks import FakeTask, FakeTaskState
 
 __all__ = [

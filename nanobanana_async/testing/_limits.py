@@ -10,7 +10,7 @@ import attrs
 
 from .._limits import TIERS as _DOCUMENTED  # one table of the provider's tiers
 
-__all__ = ["TIERS", "FixedWindow", "TierLimits"]
+__all__ = ["TIERS", "FixedWindow", "TierLimits", "check_limits", "limits_for"]
 
 
 @attrs.frozen(kw_only=True)
@@ -52,6 +52,39 @@ TIERS: Mapping[str, TierLimits] = MappingProxyType(
     {name: _tier(name, *row.create, *row.query, row.active) for name, row in _DOCUMENTED.items()}
 )
 """The documented limits of each tier, by tier name."""
+
+
+def check_limits(limits: TierLimits) -> None:
+    """Raise `ValueError` unless every limit of ``limits`` is ``None`` or at least 1."""
+    for field in attrs.fields(TierLimits):
+        value = getattr(limits, field.name)
+        if field.name != "name" and value is not None and value < 1:
+            raise ValueError(f"{field.name} must be >= 1 (or None for no limit)")
+
+
+def limits_for(tier: str | None, overrides: Mapping[str, int | None]) -> TierLimits:
+    """The limits of ``tier`` (``None``: none at all) with the non-``None`` overrides applied.
+
+    Raises:
+        ValueError: For an unknown tier or an impossible limit.
+    """
+    if tier is None:
+        base = TierLimits(name="custom")
+    elif tier in TIERS:
+        base = TIERS[tier]
+    else:
+        raise ValueError(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)} or None")
+    given = {name: value for name, value in overrides.items() if value is not None}
+    limits = TierLimits(
+        name=base.name,
+        create_per_second=given.get("create_per_second", base.create_per_second),
+        create_per_minute=given.get("create_per_minute", base.create_per_minute),
+        query_per_second=given.get("query_per_second", base.query_per_second),
+        query_per_minute=given.get("query_per_minute", base.query_per_minute),
+        max_active=given.get("max_active", base.max_active),
+    )
+    check_limits(limits)
+    return limits
 
 
 class FixedWindow:
