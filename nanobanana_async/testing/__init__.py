@@ -18,6 +18,7 @@ real HTTP server on loopback) and the ``nanobanana_fake`` pytest fixture. See
 from ._fake import FakeNanoBanana
 from ._faults import Endpoint, FaultKind, Faults
 from ._limits import TIERS, TierLimits
+from ._neighbours import Neighbour
 from ._reply import Reply
 from ._stats import FakeStats, RequestRecord
 from ._tasks import FakeTask, FakeTaskState
@@ -31,6 +32,7 @@ __all__ = [
     "FakeTaskState",
     "FaultKind",
     "Faults",
+    "Neighbour",
     "Reply",
     "RequestRecord",
     "TierLimits",

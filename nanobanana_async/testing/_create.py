@@ -114,7 +114,7 @@ class Creator:
             return Reply.envelope(*problem), None
         if self.credits is not None and self.credits <= 0:
             return Reply.envelope(402, "Insufficient credits"), None
-        active = self._quota.active(now)
+        active = self._quota.key_active(now)  # other consumers' tasks count too
         limit = self._quota.limits.max_active
         if limit is not None and active >= limit:
             self._recorder.count("active_limited")

@@ -12,20 +12,21 @@ provider's durations and rate windows into real time once, when they are set.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-
-import attrs
 
 from ._create import Creator, DurationSpec, FailSpec
 from ._faults import Endpoint, FaultInjector, FaultKind, Faults
-from ._limits import TierLimits, limits_for
+from ._limits import TierLimits, changed_limits, limits_for
+from ._neighbours import Neighbour
 from ._query import TaskReader
 from ._quota import KeyQuota
 from ._reply import Reply
 from ._routing import DEFAULT_RESULT_BASE_URL, Incoming, Router
+from ._schedule import Schedule
 from ._stats import FakeStats, RequestRecord, StatsRecorder
 from ._tasks import FakeTask, TaskTable, TaskView
 
@@ -49,6 +50,9 @@ class FakeNanoBanana:
     limit, ``X-Request-ID`` idempotency, tasks moving ``waiting`` -> ``generating`` ->
     ``success``/``fail`` over time, and result files that are real PNG/JPEG images. Use it
     in-process through `transport` or `client`, or over loopback through `serve`.
+
+    It can change under a run, as a real key does: `set_tier` / `set_limits`, other consumers
+    holding active slots (`neighbour`), and changes planned ahead (`schedule`).
 
     All times it reports (``retryAfter``, ``Retry-After``, ``costTime``, ``createTime``,
     ``completeTime``, ``windowSeconds``) are real, already scaled by ``time_scale``, so clients
@@ -146,6 +150,9 @@ class FakeNanoBanana:
             seed=seed,
         )
         self._injector = FaultInjector(faults if faults is not None else Faults(), seed=seed)
+        self._neighbours: list[Neighbour] = []
+        self._schedule: Schedule[FakeNanoBanana] = Schedule()
+        self._pinned: float | None = None  # the time of the scheduled change running now
         self._router = Router(
             api_key=lambda: self.api_key,
             injector=self._injector,
@@ -166,10 +173,11 @@ class FakeNanoBanana:
     def limits(self) -> TierLimits:
         """The limits in force: the tier's, with explicit values applied.
 
-        Assign new `TierLimits` (e.g. ``attrs.evolve(fake.limits, max_active=10)``) to change
-        them while the fake runs, as a provider raising a key's tier would; the rate windows
-        then start afresh.
+        Assign new `TierLimits` to change them while the fake runs, as a provider changing a
+        key's tier would (or use `set_tier` / `set_limits`); the change bites at once, the rate
+        windows in progress keeping what they counted.
         """
+        self._catch_up()
         return self._quota.limits
 
     @limits.setter
@@ -183,12 +191,32 @@ class FakeNanoBanana:
 
     @property
     def elapsed(self) -> float:
-        """Real seconds since the fake started."""
-        return self._clock() - self._start
+        """Real seconds since the fake started.
+
+        Reading it first runs the changes of `schedule` that are due, each with the clock
+        reading its own time.
+        """
+        if self._pinned is not None:
+            return self._pinned
+        now = self._clock() - self._start
+        while self._schedule.next_at <= now:
+            due = self._schedule.pop_due(now)
+            assert due is not None  # next_at said so
+            self._pinned, change = due
+            try:
+                change(self)
+            finally:
+                self._pinned = None
+        return now
+
+    def _catch_up(self) -> None:
+        """Run the scheduled changes that are due, so that what is read is current."""
+        _ = self.elapsed
 
     @property
     def faults(self) -> Faults:
         """The fault probabilities in force; assign a new `Faults` to change them."""
+        self._catch_up()
         return self._injector.faults
 
     @faults.setter
@@ -198,6 +226,7 @@ class FakeNanoBanana:
     @property
     def credits(self) -> int | None:
         """Creates left before 402 (``None`` = unlimited); assignable."""
+        self._catch_up()
         return self._creator.credits
 
     @credits.setter
@@ -212,11 +241,13 @@ class FakeNanoBanana:
     @property
     def stats(self) -> FakeStats:
         """A snapshot of the counters (see `FakeStats`)."""
-        return self._recorder.snapshot(self._quota.active(self.elapsed))
+        now = self.elapsed
+        return self._recorder.snapshot(self._quota.active(now), self._quota.neighbour_slots(now))
 
     @property
     def recent_requests(self) -> tuple[RequestRecord, ...]:
         """The last requests seen (at most 256), oldest first, to help debug a failing test."""
+        self._catch_up()
         return tuple(self._recorder.log)
 
     def reset_stats(self) -> None:
@@ -240,6 +271,108 @@ class FakeNanoBanana:
             ValueError: For an unknown endpoint or fault, before anything is queued.
         """
         self._injector.script(endpoint, faults)
+
+    # -- changes under a run ------------------------------------------------------------------
+
+    def set_tier(self, tier: str | None, **overrides: int | None) -> TierLimits:
+        """Move the key to another tier now, as the provider does on an upgrade or downgrade.
+
+        The new limits bite at once: the rate windows in progress keep what they counted, and
+        the active-task cap applies to the next create (tasks already running go on).
+
+        Args:
+            tier: A tier of `TIERS`, or ``None`` for no limits but ``overrides``.
+            **overrides: Limits to set instead of the tier's (``max_active=8``, ...).
+
+        Returns:
+            The limits now in force.
+
+        Raises:
+            ValueError: For an unknown tier or limit, or an impossible value.
+        """
+        self._quota.limits = limits_for(tier, overrides)
+        return self._quota.limits
+
+    def set_limits(self, **changes: int | None) -> TierLimits:
+        """Change some limits now, keeping the others and the tier's name.
+
+        ``fake.set_limits(max_active=15)`` raises the cap; ``None`` lifts a limit. The change
+        bites at once, as with `set_tier`.
+
+        Args:
+            **changes: ``create_per_second``, ``create_per_minute``, ``query_per_second``,
+                ``query_per_minute`` or ``max_active``: a number >= 1, or ``None``.
+
+        Returns:
+            The limits now in force.
+
+        Raises:
+            ValueError: For an unknown limit or an impossible value (nothing is changed).
+        """
+        self._quota.limits = changed_limits(self._quota.limits, changes)
+        return self._quota.limits
+
+    def neighbour(self, slots: int, *, for_seconds: float | None = None) -> Neighbour:
+        """Let another consumer of the key hold ``slots`` of its active-task cap, from now.
+
+        The slots count against the cap like the client's own tasks (a 409 reports them in
+        ``active``), at once, even over the cap; `FakeStats.neighbour_slots` shows them.
+
+        Args:
+            slots: How many slots the neighbour holds (>= 1).
+            for_seconds: For how long, in provider seconds (scaled by ``time_scale``);
+                ``None`` = until `Neighbour.leave` or the end of its ``with`` block.
+
+        Returns:
+            The neighbour: a context manager (``with`` or ``async with``) that leaves on exit.
+
+        Raises:
+            ValueError: For fewer than one slot or a negative duration.
+        """
+        if slots < 1:
+            raise ValueError("slots must be >= 1")
+        if for_seconds is not None and not for_seconds >= 0:
+            raise ValueError("for_seconds must be >= 0 or None")
+        now = self.elapsed
+        left_at = math.inf if for_seconds is None else now + for_seconds * self._time_scale
+        neighbour = Neighbour(
+            slots=slots, started_at=now, left_at=left_at, elapsed=lambda: self.elapsed
+        )
+        self._quota.add_neighbour(neighbour)
+        self._neighbours.append(neighbour)
+        return neighbour
+
+    @property
+    def neighbours(self) -> tuple[Neighbour, ...]:
+        """Every neighbour so far, holding or gone, oldest first."""
+        self._catch_up()
+        return tuple(self._neighbours)
+
+    def schedule(self, changes: Iterable[tuple[float, Callable[[FakeNanoBanana], object]]]) -> None:
+        """Plan changes to the fake at given times, e.g. for a benchmark's scenario.
+
+        Each change is a callable taking the fake, run when the fake is next asked anything
+        after its time, with `elapsed` reading that time (so a `neighbour` it starts holds from
+        then). No task runs in the background: this works in-process, over `serve`, on any
+        event loop and with an injected clock. Changes due at one time run in the order given.
+
+        Example:
+            ``fake.schedule([(5, lambda f: f.neighbour(6, for_seconds=10)),
+            (30, lambda f: f.set_tier("pro"))])``
+
+        Args:
+            changes: ``(at, change)`` pairs; ``at`` is in provider seconds from now (scaled by
+                ``time_scale`` like durations).
+
+        Raises:
+            ValueError: For a negative time (nothing is planned).
+        """
+        planned = list(changes)
+        if any(not at >= 0 for at, _ in planned):
+            raise ValueError("the times of a schedule must be >= 0")
+        now = self.elapsed
+        for at, change in planned:
+            self._schedule.add(now + at * self._time_scale, change)
 
     # -- ways in ------------------------------------------------------------------------------
 
@@ -273,8 +406,7 @@ class FakeNanoBanana:
 
         return serve(self, host, port)
 
-    @contextlib.asynccontextmanager
-    async def client(self, **kwargs: Any) -> AsyncGenerator[AsyncNanoBanana, None]:
+    def client(self, **kwargs: Any) -> contextlib.AbstractAsyncContextManager[AsyncNanoBanana]:
         """Open an `AsyncNanoBanana` wired to this fake in-process, for API calls and downloads.
 
         The client's clocks run at the fake's speed: unless given, its request timeout
@@ -284,43 +416,13 @@ class FakeNanoBanana:
         Args:
             **kwargs: Passed to `AsyncNanoBanana`; ``api_key`` defaults to the fake's.
 
-        Yields:
-            The client; it and its HTTP clients are closed when the context exits.
+        Returns:
+            An async context manager yielding the client; it and its HTTP clients are closed
+            when the context exits.
         """
-        import httpx
+        from ._wiring import open_client
 
-        from .. import AsyncNanoBanana, PollPolicy, RetryPolicy
-
-        scale = self.time_scale
-        kwargs.setdefault("api_key", self.api_key)
-        if "poll" not in kwargs:
-            poll = PollPolicy()
-            kwargs["poll"] = attrs.evolve(
-                poll,
-                initial=poll.initial * scale,
-                maximum=poll.maximum * scale,
-                min_interval=poll.min_interval * scale,
-            )
-        if "retry" not in kwargs:
-            retry = RetryPolicy()
-            kwargs["retry"] = attrs.evolve(
-                retry,
-                backoff_base=retry.backoff_base * scale,
-                backoff_max=retry.backoff_max * scale,
-                max_rate_limit_wait=retry.max_rate_limit_wait * scale,
-                not_found_grace=retry.not_found_grace * scale,
-            )
-        # In-process, only the "slow" fault consults the timeout (httpx leaves timeouts to
-        # the transport), so scaling it just makes slow answers time out sooner.
-        timeout = httpx.Timeout(60.0 * scale, connect=10.0 * scale)
-        async with (
-            httpx.AsyncClient(transport=self.transport(), timeout=timeout) as http_client,
-            httpx.AsyncClient(transport=self.transport(), timeout=timeout) as download_client,
-            AsyncNanoBanana(
-                http_client=http_client, download_client=download_client, **kwargs
-            ) as client,
-        ):
-            yield client
+        return open_client(self, **kwargs)
 
     def handle(
         self,

@@ -1,4 +1,8 @@
-"""The key's limits in force: its rate windows per endpoint and its count of active tasks."""
+"""The key's limits in force: its rate windows per endpoint and its count of active tasks.
+
+The active tasks are the client's (tasks created through the fake) and the slots held by
+other consumers of the key (`Neighbour`); both count against the cap.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any, Literal
 
 from ._faults import Endpoint
 from ._limits import FixedWindow, TierLimits, check_limits
+from ._neighbours import Neighbour
 from ._reply import Reply
 from ._stats import StatsRecorder
 
@@ -23,14 +28,22 @@ class KeyQuota:
     nominal 1 or 60 seconds.
     """
 
-    __slots__ = ("_limits", "_recorder", "_running", "_time_scale", "_windows")
+    __slots__ = ("_limits", "_neighbours", "_recorder", "_running", "_time_scale", "_windows")
 
     def __init__(self, limits: TierLimits, *, time_scale: float, recorder: StatsRecorder) -> None:
         self._time_scale = time_scale
         self._recorder = recorder
         self._running: list[float] = []  # a heap of the unfinished tasks' end times
+        self._neighbours: list[Neighbour] = []  # those that may still hold slots
         self._limits = limits
-        self._windows = self._build_windows()
+        self._windows: dict[RatedEndpoint, tuple[FixedWindow, FixedWindow]] = {
+            endpoint: (
+                FixedWindow(limit=None, length=time_scale, nominal_seconds=1),
+                FixedWindow(limit=None, length=60 * time_scale, nominal_seconds=60),
+            )
+            for endpoint in ("create", "query")
+        }
+        self._apply_limits()
 
     @property
     def limits(self) -> TierLimits:
@@ -41,21 +54,15 @@ class KeyQuota:
     def limits(self, limits: TierLimits) -> None:
         check_limits(limits)
         self._limits = limits
-        self._windows = self._build_windows()
+        self._apply_limits()
 
-    def _build_windows(self) -> dict[RatedEndpoint, list[FixedWindow]]:
+    def _apply_limits(self) -> None:
+        """Set the windows' limits; what they counted so far stays, so a change bites at once."""
         limits = self._limits
-        return {
-            "create": self._windows_of(limits.create_per_second, limits.create_per_minute),
-            "query": self._windows_of(limits.query_per_second, limits.query_per_minute),
-        }
-
-    def _windows_of(self, per_second: int | None, per_minute: int | None) -> list[FixedWindow]:
-        return [
-            FixedWindow(limit=limit, length=seconds * self._time_scale, nominal_seconds=seconds)
-            for limit, seconds in ((per_second, 1), (per_minute, 60))
-            if limit is not None
-        ]
+        second, minute = self._windows["create"]
+        second.limit, minute.limit = limits.create_per_second, limits.create_per_minute
+        second, minute = self._windows["query"]
+        second.limit, minute.limit = limits.query_per_second, limits.query_per_minute
 
     # -- rates ----------------------------------------------------------------------------------
 
@@ -101,7 +108,7 @@ class KeyQuota:
     # -- active tasks -----------------------------------------------------------------------------
 
     def active(self, now: float) -> int:
-        """How many tasks are unfinished at ``now`` (forgetting those that have ended)."""
+        """How many of the client's tasks are unfinished at ``now`` (forgetting ended ones)."""
         running = self._running
         while running and running[0] <= now:
             heapq.heappop(running)
@@ -111,3 +118,17 @@ class KeyQuota:
         """Count a new task, running until ``ends_at``."""
         heapq.heappush(self._running, ends_at)
         self._recorder.saw_active(len(self._running))
+
+    def add_neighbour(self, neighbour: Neighbour) -> None:
+        """Count ``neighbour``'s slots while it holds them."""
+        self._neighbours.append(neighbour)
+
+    def neighbour_slots(self, now: float) -> int:
+        """How many slots other consumers hold at ``now`` (forgetting those that left)."""
+        staying = [n for n in self._neighbours if n.left_at is None or n.left_at > now]
+        self._neighbours = staying
+        return sum(n.slots for n in staying if n.holds_at(now))
+
+    def key_active(self, now: float) -> int:
+        """The key's active tasks at ``now``: the client's and the neighbours' slots."""
+        return self.active(now) + self.neighbour_slots(now)

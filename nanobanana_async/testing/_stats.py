@@ -66,8 +66,10 @@ class FakeStats:
         not_found: 404 answers (unknown task, result file or path).
         invalid: 400 and 422 answers.
         faults: Faults injected (scripted or drawn).
-        active: Tasks not yet finished, now.
+        active: Tasks not yet finished, now (the client's: neighbours' slots are apart).
         max_active: The highest number of unfinished tasks at any moment.
+        neighbour_slots: Slots of the active-task cap held by other consumers of the key now
+            (see `FakeNanoBanana.neighbour`).
         authorization_sent_to_result_host: Whether any request for a result file carried an
             ``Authorization`` header (the API key must not leave for the result host).
     """
@@ -91,13 +93,15 @@ class FakeStats:
     faults: int
     active: int
     max_active: int
+    neighbour_slots: int
     authorization_sent_to_result_host: bool
 
 
 COUNTERS = tuple(
     field.name
     for field in attrs.fields(FakeStats)
-    if field.name not in {"active", "max_active", "authorization_sent_to_result_host"}
+    if field.name
+    not in {"active", "max_active", "neighbour_slots", "authorization_sent_to_result_host"}
 )
 """The fields of `FakeStats` that only ever grow (until `StatsRecorder.reset`)."""
 
@@ -139,11 +143,12 @@ class StatsRecorder:
             self.counts[name] += 1
         self.log.append(record)
 
-    def snapshot(self, active: int) -> FakeStats:
-        """The counters now, with ``active`` tasks unfinished."""
+    def snapshot(self, active: int, neighbour_slots: int) -> FakeStats:
+        """The counters now, with ``active`` tasks unfinished and ``neighbour_slots`` held."""
         return FakeStats(
             **self.counts,
             active=active,
             max_active=self.max_active,
+            neighbour_slots=neighbour_slots,
             authorization_sent_to_result_host=self.authorization_to_result_host,
         )
