@@ -1,19 +1,20 @@
 """Shared fixtures: every async test runs on asyncio and on trio.
 
 `api` is a respx router standing in for the provider and for the result hosts, injected into
-the client as a transport (never patched in globally), with builders for the provider's
-answers and a factory for clients with tiny retry and poll intervals, so the suite stays fast.
+the client as a transport (never patched in globally), with the provider's answers (built in
+`support`) and a factory for clients with tiny retry and poll intervals, so the suite stays
+fast.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+import functools
 from typing import Any
 
 import httpx
 import pytest
 import respx
+from support import RESULT_URL, envelope, record_info
 
 from nanobanana_async import DEFAULT_BASE_URL, AsyncNanoBanana, PollPolicy, RetryPolicy
 
@@ -21,9 +22,6 @@ from nanobanana_async import DEFAULT_BASE_URL, AsyncNanoBanana, PollPolicy, Retr
 API_KEY = "sk-nb-SECRET-0xC0FFEE-d41d8cd98f00b204"
 CREATE_URL = f"{DEFAULT_BASE_URL}/api/v1/jobs/createTask"
 QUERY_URL = f"{DEFAULT_BASE_URL}/api/v1/jobs/recordInfo"
-RESULT_URL = "https://cdn.example.com/results/task_1.png"
-T2I = "nano-banana-text-to-image"
-I2I = "nano-banana-image-to-image"
 
 FAST_RETRY = RetryPolicy(max_retries=3, backoff_base=0.001, backoff_max=0.004, not_found_grace=5.0)
 FAST_POLL = PollPolicy(initial=0.001, factor=1.5, maximum=0.005, jitter=0.1, min_interval=0.001)
@@ -63,62 +61,19 @@ class Api:
         kwargs.setdefault("poll", FAST_POLL)
         return AsyncNanoBanana(**kwargs)
 
-    # -- answers -----------------------------------------------------------------------------
+    # -- answers (built in `support`, the one home of the provider's answer shapes) -----------
 
-    @staticmethod
-    def ok(data: Any) -> httpx.Response:
-        return httpx.Response(200, json={"code": 200, "msg": "success", "data": data})
+    ok = staticmethod(functools.partial(envelope, 200, "success"))
+    error = staticmethod(envelope)
+    record = staticmethod(record_info)
 
     @staticmethod
     def created(task_id: str = "task_1") -> httpx.Response:
-        return Api.ok({"taskId": task_id})
-
-    @staticmethod
-    def error(
-        code: int,
-        msg: str = "nope",
-        *,
-        status: int | None = None,
-        data: Any = None,
-        key: str = "msg",
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        """An error envelope; ``status`` 200 puts the error inside a successful answer."""
-        return httpx.Response(
-            code if status is None else status,
-            json={"code": code, key: msg, "data": data},
-            headers=headers,
-        )
-
-    @staticmethod
-    def record(
-        task_id: str = "task_1",
-        state: str = "success",
-        urls: Iterable[str] | None = (RESULT_URL,),
-        **extra: Any,
-    ) -> dict[str, Any]:
-        """The ``data`` of a ``recordInfo`` answer."""
-        finished = state == "success"
-        data: dict[str, Any] = {
-            "taskId": task_id,
-            "model": T2I,
-            "state": state,
-            "param": json.dumps({"model": T2I, "input": {"prompt": "a banana"}}),
-            "resultJson": json.dumps({"resultUrls": list(urls)})
-            if finished and urls is not None
-            else "",
-            "failCode": None,
-            "failMsg": None,
-            "costTime": 12000 if finished else None,
-            "completeTime": 1757584176490 if finished else None,
-            "createTime": 1757584164490,
-        }
-        data.update(extra)
-        return data
+        return envelope(200, "success", {"taskId": task_id})
 
     @staticmethod
     def task(task_id: str = "task_1", state: str = "success", **extra: Any) -> httpx.Response:
-        return Api.ok(Api.record(task_id, state, **extra))
+        return envelope(200, "success", record_info(task_id, state, **extra))
 
     @staticmethod
     def states(*states: str, task_id: str = "task_1") -> list[httpx.Response]:

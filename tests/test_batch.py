@@ -13,17 +13,17 @@ import json
 import sqlite3
 import types
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from support import client_for, envelope, fake_provider, prompts, wait_until
 
 from nanobanana_async import (
     APIConnectionError,
-    AsyncNanoBanana,
     AuthenticationError,
     BadRequestError,
     BatchOutcome,
@@ -34,7 +34,6 @@ from nanobanana_async import (
     InsufficientCreditsError,
     InvalidRequestError,
     JournalError,
-    PollPolicy,
     RetryPolicy,
     TaskFailedError,
     TaskNotFoundError,
@@ -47,61 +46,6 @@ from nanobanana_async._wire import request_body
 from nanobanana_async.testing import FakeNanoBanana, Faults
 
 pytestmark = pytest.mark.anyio
-
-SCALE = 0.01  # real seconds per provider second
-POLL = PollPolicy(initial=0.005, factor=1.5, maximum=0.02, jitter=0.1, min_interval=0.002)
-RETRY = RetryPolicy(max_retries=3, backoff_base=0.002, backoff_max=0.02, max_rate_limit_wait=30.0)
-
-Rewrite = Callable[[httpx.Request, httpx.Response], "httpx.Response | None"]
-
-
-def prompts(count: int, prefix: str = "a banana") -> list[TextToImage]:
-    return [TextToImage(prompt=f"{prefix} #{i}") for i in range(count)]
-
-
-def fake_provider(**kwargs: Any) -> FakeNanoBanana:
-    kwargs.setdefault("tier", None)
-    kwargs.setdefault("time_scale", SCALE)
-    kwargs.setdefault("duration", (1.0, 3.0))
-    return FakeNanoBanana(**kwargs)
-
-
-class RewritingTransport(httpx.AsyncBaseTransport):
-    """The fake's transport, with some answers replaced (for what the fake cannot say)."""
-
-    def __init__(self, fake: FakeNanoBanana, rewrite: Rewrite) -> None:
-        self._inner = fake.transport()
-        self._rewrite = rewrite
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self._inner.handle_async_request(request)
-        await response.aread()
-        return self._rewrite(request, response) or response
-
-
-@contextlib.asynccontextmanager
-async def client_for(
-    fake: FakeNanoBanana, rewrite: Rewrite | None = None, **kwargs: Any
-) -> AsyncIterator[AsyncNanoBanana]:
-    """A client on the fake with fast polls and retries, optionally rewriting answers."""
-    kwargs.setdefault("poll", POLL)
-    kwargs.setdefault("retry", RETRY)
-    if rewrite is None:
-        async with fake.client(**kwargs) as client:
-            yield client
-        return
-    kwargs.setdefault("api_key", fake.api_key)
-    transport = RewritingTransport(fake, rewrite)
-    async with (
-        httpx.AsyncClient(transport=transport) as http_client,
-        AsyncNanoBanana(http_client=http_client, **kwargs) as client,
-    ):
-        yield client
-
-
-def envelope(code: int, msg: str, data: Any = None, status: int | None = None) -> httpx.Response:
-    body = {"code": code, "msg": msg, "data": data}
-    return httpx.Response(code if status is None else status, json=body)
 
 
 def prompt_of(request: httpx.Request) -> str:
@@ -118,12 +62,6 @@ async def journal_rows(path: Path) -> list[Any]:
         return await journal.rows(0, 100_000)
     finally:
         await journal.aclose()
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    with anyio.fail_after(20):
-        while not condition():  # noqa: ASYNC110 - the fake has no event to wait on
-            await anyio.sleep(0.002)
 
 
 def assert_no_duplicates(fake: FakeNanoBanana) -> None:
@@ -596,7 +534,7 @@ async def test_errors_while_following_a_task_are_outcomes() -> None:
             data = json.loads(response.content)["data"]
             if data["state"] == "success":
                 data["resultJson"] = json.dumps({"resultUrls": []})
-                return httpx.Response(200, json={"code": 200, "msg": "success", "data": data})
+                return envelope(200, "success", data)
         if prompt.endswith("#2"):
             return envelope(400, "bad taskId")
         return None

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
-from hardening_support import fake_provider, loopback, prompts, wait_until
+from support import fake_provider, loopback, prompts, wait_until
 
 from nanobanana_async import AsyncNanoBanana, BatchRunner, TextToImage
 from nanobanana_async._journal import Journal, fingerprint

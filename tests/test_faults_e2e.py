@@ -8,13 +8,12 @@ call succeeds or raises the right error, and the provider never bills twice
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hardening_support import (
+from support import (
     KEY,
     POLL,
     RETRY,
@@ -25,6 +24,7 @@ from hardening_support import (
     loopback,
     prompts,
     raw_server,
+    record_info,
 )
 
 from nanobanana_async import (
@@ -222,13 +222,7 @@ async def test_unknown_states_are_shown_and_waited_through() -> None:
     states = iter(["waiting", "moderating", "moderating", "upscaling", "success"])
 
     def answer(request: RawRequest) -> bytes:
-        state = next(states)
-        urls = json.dumps({"resultUrls": ["http://127.0.0.1:1/x.png"]})
-        record = {
-            "taskId": "task_1",
-            "state": state,
-            "resultJson": urls if state == "success" else "",
-        }
+        record = record_info("task_1", next(states), urls=["http://127.0.0.1:1/x.png"])
         return http_response(200, envelope_json(200, "success", record))
 
     seen: list[Task] = []

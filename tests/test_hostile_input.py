@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from hardening_support import KEY, RETRY
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support import KEY, RETRY
 
 from nanobanana_async import (
     AsyncNanoBanana,

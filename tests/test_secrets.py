@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hardening_support import (
+from support import (
     KEY,
     RawRequest,
     fake_provider,

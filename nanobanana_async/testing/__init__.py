@@ -15,9 +15,12 @@ real HTTP server on loopback) and the ``nanobanana_fake`` pytest fixture. See
 ``docs/testing.md``.
 """
 
-from ._fake import FakeNanoBanana, FakeStats, Reply, RequestRecord
+from ._fake import FakeNanoBanana
 from ._faults import Endpoint, FaultKind, Faults
 from ._limits import TIERS, TierLimits
+from ._neighbours import Neighbour
+from ._reply import Reply
+from ._stats import FakeStats, RequestRecord
 from ._tasks import FakeTask, FakeTaskState
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "FakeTaskState",
     "FaultKind",
     "Faults",
+    "Neighbour",
     "Reply",
     "RequestRecord",
     "TierLimits",

@@ -1,261 +1,45 @@
-"""The fake provider's state machine: requests in, replies out, no I/O.
+"""`FakeNanoBanana`: the fake provider's public face, its settings and its ways in.
 
-Everything is decided lazily from a clock: a task's state is computed from its creation time
-and planned duration when it is asked for, so no background tasks are needed. Internally all
-times are *real* seconds since the fake started; ``time_scale`` shrinks the provider's durations
-and rate windows into real time once, when they are set.
+The work is done by its parts, each in its own module: `_routing` (one request: endpoint,
+faults, auth, rates), `_create` (``createTask``), `_query` (``recordInfo`` and result files),
+`_quota` (rate windows and active tasks), `_stats` (what the fake saw), `_tasks` (the task
+table). Everything is decided lazily from a clock: a task's state is computed from its
+creation time and planned duration when it is asked for, so no background tasks are needed.
+Internally all times are *real* seconds since the fake started; ``time_scale`` shrinks the
+provider's durations and rate windows into real time once, when they are set.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
-import json
 import math
 import random
 import time
-from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
-from urllib.parse import unquote_plus
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-import attrs
-
-from ._faults import Endpoint, FaultKind, Faults, check_fault
-from ._images import render_image
-from ._limits import TIERS, FixedWindow, TierLimits
+from ._create import Creator, DurationSpec, FailSpec
+from ._faults import Endpoint, FaultInjector, FaultKind, Faults
+from ._limits import TierLimits, changed_limits, limits_for
+from ._neighbours import Neighbour
+from ._query import TaskReader
+from ._quota import KeyQuota
+from ._reply import Reply
+from ._routing import DEFAULT_RESULT_BASE_URL, Incoming, Router
+from ._schedule import Schedule
+from ._stats import FakeStats, RequestRecord, StatsRecorder
 from ._tasks import FakeTask, TaskTable, TaskView
-from ._validation import validate_create
 
 if TYPE_CHECKING:
     import httpx
 
     from .. import AsyncNanoBanana
 
-__all__ = [
-    "DEFAULT_RESULT_BASE_URL",
-    "FakeNanoBanana",
-    "FakeStats",
-    "Reply",
-    "RequestRecord",
-]
-
-DEFAULT_RESULT_BASE_URL = "https://results.fake-nanobanana.test"
-"""Where result files live when the fake is used in-process (a different host than the API)."""
-
-CREATE_PATH = "/api/v1/jobs/createTask"
-QUERY_PATH = "/api/v1/jobs/recordInfo"
-FILES_PREFIX = "/files/"
-
-LOG_SIZE = 256
-"""How many recent requests `FakeNanoBanana.recent_requests` keeps."""
-
-DurationSpec = float | tuple[float, float] | Callable[[Mapping[str, Any]], float]
-FailSpec = float | Callable[[Mapping[str, Any]], bool]
-Action = Literal["answer", "refuse", "drop", "truncate", "slow"]
+__all__ = ["FakeNanoBanana"]
 
 _DEFAULT_FAIL_CODES: tuple[tuple[str, str], ...] = (
     ("500", "Internal error, please try again later."),
 )
-_STATUS_COUNTERS = {
-    400: "invalid",
-    401: "unauthorized",
-    402: "insufficient_credits",
-    404: "not_found",
-    422: "invalid",
-}
-_HTML_PAGES = {
-    502: "Bad Gateway",
-    503: "Service Temporarily Unavailable",
-}
-
-
-def _query_value(query: str, name: str) -> str:
-    """The first value of ``name`` in a query string ("" if absent); cheaper than parse_qs."""
-    for part in query.split("&"):
-        key, _, value = part.partition("=")
-        if unquote_plus(key) == name:
-            return unquote_plus(value)
-    return ""
-
-
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-class Reply:
-    """What a front end (transport or server) must do with one request.
-
-    Attributes:
-        status: The HTTP status.
-        content_type: The ``Content-Type`` of the body.
-        headers: Other response headers, as ``(name, value)`` pairs.
-        body: The response body.
-        action: ``"answer"``; ``"refuse"`` (drop the connection, nothing was done);
-            ``"drop"`` (drop it after the work); ``"truncate"`` (send half the body, then drop);
-            ``"slow"`` (answer after ``slow_seconds``, ``None`` = after the client gives up).
-        slow_seconds: For ``"slow"``.
-    """
-
-    __slots__ = ("action", "body", "content_type", "headers", "slow_seconds", "status")
-
-    def __init__(
-        self,
-        status: int,
-        body: bytes,
-        *,
-        content_type: str = "application/json",
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-        self.headers: list[tuple[str, str]] = list(headers)
-        self.action: Action = "answer"
-        self.slow_seconds: float | None = None
-
-    @classmethod
-    def envelope(
-        cls,
-        code: int,
-        msg: str,
-        data: object = None,
-        *,
-        status: int | None = None,
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> Reply:
-        """Build a JSON ``{"code", "msg", "data"}`` reply; the HTTP status defaults to ``code``."""
-        body = _dumps({"code": code, "msg": msg, "data": data}).encode()
-        return cls(code if status is None else status, body, headers=headers)
-
-
-class RequestRecord(NamedTuple):
-    """One request the fake has seen (see `FakeNanoBanana.recent_requests`).
-
-    Attributes:
-        at: Real seconds since the fake started.
-        endpoint: ``"create"``, ``"query"``, ``"result"`` or ``"other"``.
-        status: The HTTP status answered, or ``None`` if the connection was dropped.
-        fault: The fault injected (``"ok"`` for none).
-        task_id: The task concerned, if any.
-    """
-
-    at: float
-    endpoint: str
-    status: int | None
-    fault: FaultKind
-    task_id: str | None
-
-
-@attrs.frozen(kw_only=True)
-class FakeStats:
-    """A snapshot of what the fake has seen, for assertions in tests and benchmarks.
-
-    Attributes:
-        create_requests: ``createTask`` requests received (all outcomes, faults included).
-        query_requests: ``recordInfo`` requests received.
-        result_requests: Result-file downloads received.
-        other_requests: Requests to any other path.
-        tasks_created: Tasks created (each charged one credit).
-        idempotent_replays: Creates answered with an existing task because their
-            ``X-Request-ID`` was seen before (charged nothing).
-        duplicates: Tasks created with the same body as an earlier task, without reusing its
-            ``X-Request-ID`` (the client paid twice for one request).
-        conflicts: Creates refused with 409 because their ``X-Request-ID`` belongs to a task
-            with a different body.
-        active_limited: Creates refused with 409 because the active-task limit was reached.
-        rate_limited: Requests refused with HTTP 429 (both endpoints).
-        rate_limited_create: Of those, ``createTask`` requests.
-        rate_limited_query: Of those, ``recordInfo`` requests.
-        unauthorized: Requests refused with 401.
-        insufficient_credits: Creates refused with 402.
-        not_found: 404 answers (unknown task, result file or path).
-        invalid: 400 and 422 answers.
-        faults: Faults injected (scripted or drawn).
-        active: Tasks not yet finished, now.
-        max_active: The highest number of unfinished tasks at any moment.
-        authorization_sent_to_result_host: Whether any request for a result file carried an
-            ``Authorization`` header (the API key must not leave for the result host).
-    """
-
-    create_requests: int
-    query_requests: int
-    result_requests: int
-    other_requests: int
-    tasks_created: int
-    idempotent_replays: int
-    duplicates: int
-    conflicts: int
-    active_limited: int
-    rate_limited: int
-    rate_limited_create: int
-    rate_limited_query: int
-    unauthorized: int
-    insufficient_credits: int
-    not_found: int
-    invalid: int
-    faults: int
-    active: int
-    max_active: int
-    authorization_sent_to_result_host: bool
-
-
-_COUNTERS = tuple(
-    field.name
-    for field in attrs.fields(FakeStats)
-    if field.name not in {"active", "max_active", "authorization_sent_to_result_host"}
-)
-
-
-def _duration_sampler(
-    spec: DurationSpec, rng: random.Random
-) -> Callable[[Mapping[str, Any]], float]:
-    if callable(spec):
-        return spec
-    if isinstance(spec, tuple):
-        low, high = (float(value) for value in spec)
-        if not 0 <= low <= high:
-            raise ValueError("duration=(low, high) needs 0 <= low <= high")
-        return lambda _body: rng.uniform(low, high)
-    value = float(spec)
-    if value < 0:
-        raise ValueError("duration must be >= 0")
-    return lambda _body: value
-
-
-def _fail_decider(spec: FailSpec, rng: random.Random) -> Callable[[Mapping[str, Any]], bool]:
-    if callable(spec):
-        return spec
-    rate = float(spec)
-    if not 0 <= rate <= 1:
-        raise ValueError("fail_rate must be in [0, 1]")
-    return lambda _body: rng.random() < rate
-
-
-def _check_limits(limits: TierLimits) -> None:
-    for field in attrs.fields(TierLimits):
-        value = getattr(limits, field.name)
-        if field.name != "name" and value is not None and value < 1:
-            raise ValueError(f"{field.name} must be >= 1 (or None for no limit)")
-
-
-def _limits_for(tier: str | None, overrides: Mapping[str, int | None]) -> TierLimits:
-    if tier is None:
-        base = TierLimits(name="custom")
-    elif tier in TIERS:
-        base = TIERS[tier]
-    else:
-        raise ValueError(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)} or None")
-    given = {name: value for name, value in overrides.items() if value is not None}
-    limits = TierLimits(
-        name=base.name,
-        create_per_second=given.get("create_per_second", base.create_per_second),
-        create_per_minute=given.get("create_per_minute", base.create_per_minute),
-        query_per_second=given.get("query_per_second", base.query_per_second),
-        query_per_minute=given.get("query_per_minute", base.query_per_minute),
-        max_active=given.get("max_active", base.max_active),
-    )
-    _check_limits(limits)
-    return limits
 
 
 class FakeNanoBanana:
@@ -266,6 +50,9 @@ class FakeNanoBanana:
     limit, ``X-Request-ID`` idempotency, tasks moving ``waiting`` -> ``generating`` ->
     ``success``/``fail`` over time, and result files that are real PNG/JPEG images. Use it
     in-process through `transport` or `client`, or over loopback through `serve`.
+
+    It can change under a run, as a real key does: `set_tier` / `set_limits`, other consumers
+    holding active slots (`neighbour`), and changes planned ahead (`schedule`).
 
     All times it reports (``retryAfter``, ``Retry-After``, ``costTime``, ``createTime``,
     ``completeTime``, ``windowSeconds``) are real, already scaled by ``time_scale``, so clients
@@ -329,7 +116,12 @@ class FakeNanoBanana:
         self.api_key = api_key
         """The API key the fake accepts."""
         self._time_scale = float(time_scale)
-        self._limits = _limits_for(
+        self.result_base_url = result_base_url.rstrip("/") if result_base_url else None
+        """Where result URLs point, if fixed at construction."""
+        self._clock = clock
+        self._start = clock()
+        self._recorder = StatsRecorder()
+        limits = limits_for(
             tier,
             {
                 "create_per_second": create_per_second,
@@ -339,37 +131,36 @@ class FakeNanoBanana:
                 "max_active": max_active,
             },
         )
-        self.result_base_url = result_base_url.rstrip("/") if result_base_url else None
-        """Where result URLs point, if fixed at construction."""
-        self._credits = credits
-        self._faults = faults if faults is not None else Faults()
-        self._clock = clock
-        self._start = clock()
-        self._epoch_ms = time.time() * 1000.0
-        task_rng = random.Random(f"{seed}/tasks")  # noqa: S311 - reproducible, not secret
-        self._task_rng = task_rng
-        self._draw_duration = _duration_sampler(duration, task_rng)
-        self._draw_failure = _fail_decider(fail_rate, task_rng)
-        self._fault_rngs = {
-            endpoint: random.Random(f"{seed}/faults/{endpoint}")  # noqa: S311
-            for endpoint in ("create", "query", "result")
-        }
-        self._scripts: dict[str, deque[FaultKind]] = {
-            endpoint: deque() for endpoint in ("create", "query", "result")
-        }
-        id_prefix = random.Random(f"{seed}/ids").getrandbits(32)  # noqa: S311
+        self._quota = KeyQuota(limits, time_scale=self._time_scale, recorder=self._recorder)
+        id_prefix = random.Random(f"{seed}/ids").getrandbits(32)  # noqa: S311 - reproducible
         self._tasks = TaskTable(
             id_prefix=f"task_{id_prefix:08x}",
             fail_codes=[(str(code), str(msg)) for code, msg in fail_codes],
             elapsed=lambda: self.elapsed,
         )
-        self._windows = self._build_windows()
-        self._running: list[float] = []  # a heap of the unfinished tasks' end times
-        self._counts = dict.fromkeys(_COUNTERS, 0)
-        self._max_active = 0
-        self._authorization_to_result_host = False
-        self._log: deque[RequestRecord] = deque(maxlen=LOG_SIZE)
         self._task_view = TaskView(self._tasks)
+        self._creator = Creator(
+            tasks=self._tasks,
+            quota=self._quota,
+            recorder=self._recorder,
+            time_scale=self._time_scale,
+            duration=duration,
+            fail_rate=fail_rate,
+            credits=credits,
+            seed=seed,
+        )
+        self._injector = FaultInjector(faults if faults is not None else Faults(), seed=seed)
+        self._neighbours: list[Neighbour] = []
+        self._schedule: Schedule[FakeNanoBanana] = Schedule()
+        self._pinned: float | None = None  # the time of the scheduled change running now
+        self._router = Router(
+            api_key=lambda: self.api_key,
+            injector=self._injector,
+            quota=self._quota,
+            creator=self._creator,
+            reader=TaskReader(self._tasks, epoch_ms=time.time() * 1000.0),
+            recorder=self._recorder,
+        )
 
     # -- public state -------------------------------------------------------------------------
 
@@ -382,17 +173,16 @@ class FakeNanoBanana:
     def limits(self) -> TierLimits:
         """The limits in force: the tier's, with explicit values applied.
 
-        Assign new `TierLimits` (e.g. ``attrs.evolve(fake.limits, max_active=10)``) to change
-        them while the fake runs, as a provider raising a key's tier would; the rate windows
-        then start afresh.
+        Assign new `TierLimits` to change them while the fake runs, as a provider changing a
+        key's tier would (or use `set_tier` / `set_limits`); the change bites at once, the rate
+        windows in progress keeping what they counted.
         """
-        return self._limits
+        self._catch_up()
+        return self._quota.limits
 
     @limits.setter
     def limits(self, limits: TierLimits) -> None:
-        _check_limits(limits)
-        self._limits = limits
-        self._windows = self._build_windows()
+        self._quota.limits = limits
 
     @property
     def tier(self) -> str:
@@ -401,26 +191,47 @@ class FakeNanoBanana:
 
     @property
     def elapsed(self) -> float:
-        """Real seconds since the fake started."""
-        return self._clock() - self._start
+        """Real seconds since the fake started.
+
+        Reading it first runs the changes of `schedule` that are due, each with the clock
+        reading its own time.
+        """
+        if self._pinned is not None:
+            return self._pinned
+        now = self._clock() - self._start
+        while self._schedule.next_at <= now:
+            due = self._schedule.pop_due(now)
+            assert due is not None  # next_at said so
+            self._pinned, change = due
+            try:
+                change(self)
+            finally:
+                self._pinned = None
+        return now
+
+    def _catch_up(self) -> None:
+        """Run the scheduled changes that are due, so that what is read is current."""
+        _ = self.elapsed
 
     @property
     def faults(self) -> Faults:
         """The fault probabilities in force; assign a new `Faults` to change them."""
-        return self._faults
+        self._catch_up()
+        return self._injector.faults
 
     @faults.setter
     def faults(self, faults: Faults) -> None:
-        self._faults = faults
+        self._injector.faults = faults
 
     @property
     def credits(self) -> int | None:
         """Creates left before 402 (``None`` = unlimited); assignable."""
-        return self._credits
+        self._catch_up()
+        return self._creator.credits
 
     @credits.setter
     def credits(self, credits: int | None) -> None:
-        self._credits = credits
+        self._creator.credits = credits
 
     @property
     def tasks(self) -> Mapping[str, FakeTask]:
@@ -430,27 +241,21 @@ class FakeNanoBanana:
     @property
     def stats(self) -> FakeStats:
         """A snapshot of the counters (see `FakeStats`)."""
-        return FakeStats(
-            **self._counts,
-            active=self._expire(self.elapsed),
-            max_active=self._max_active,
-            authorization_sent_to_result_host=self._authorization_to_result_host,
-        )
+        now = self.elapsed
+        return self._recorder.snapshot(self._quota.active(now), self._quota.neighbour_slots(now))
 
     @property
     def recent_requests(self) -> tuple[RequestRecord, ...]:
         """The last requests seen (at most 256), oldest first, to help debug a failing test."""
-        return tuple(self._log)
+        self._catch_up()
+        return tuple(self._recorder.log)
 
     def reset_stats(self) -> None:
         """Zero the counters of `stats` and forget `recent_requests`; tasks are kept.
 
         ``max_active`` restarts from the number of tasks active now.
         """
-        self._counts = dict.fromkeys(_COUNTERS, 0)
-        self._max_active = self._expire(self.elapsed)
-        self._authorization_to_result_host = False
-        self._log.clear()
+        self._recorder.reset(self._quota.active(self.elapsed))
 
     def script(self, endpoint: Endpoint, faults: Iterable[FaultKind]) -> None:
         """Queue faults for the next requests to ``endpoint``, one per request, in order.
@@ -465,11 +270,109 @@ class FakeNanoBanana:
         Raises:
             ValueError: For an unknown endpoint or fault, before anything is queued.
         """
-        kinds = list(faults)
-        check_fault(endpoint, "ok")
-        for kind in kinds:
-            check_fault(endpoint, kind)
-        self._scripts[endpoint].extend(kinds)
+        self._injector.script(endpoint, faults)
+
+    # -- changes under a run ------------------------------------------------------------------
+
+    def set_tier(self, tier: str | None, **overrides: int | None) -> TierLimits:
+        """Move the key to another tier now, as the provider does on an upgrade or downgrade.
+
+        The new limits bite at once: the rate windows in progress keep what they counted, and
+        the active-task cap applies to the next create (tasks already running go on).
+
+        Args:
+            tier: A tier of `TIERS`, or ``None`` for no limits but ``overrides``.
+            **overrides: Limits to set instead of the tier's (``max_active=8``, ...).
+
+        Returns:
+            The limits now in force.
+
+        Raises:
+            ValueError: For an unknown tier or limit, or an impossible value.
+        """
+        self._quota.limits = limits_for(tier, overrides)
+        return self._quota.limits
+
+    def set_limits(self, **changes: int | None) -> TierLimits:
+        """Change some limits now, keeping the others and the tier's name.
+
+        ``fake.set_limits(max_active=15)`` raises the cap; ``None`` lifts a limit. The change
+        bites at once, as with `set_tier`.
+
+        Args:
+            **changes: ``create_per_second``, ``create_per_minute``, ``query_per_second``,
+                ``query_per_minute`` or ``max_active``: a number >= 1, or ``None``.
+
+        Returns:
+            The limits now in force.
+
+        Raises:
+            ValueError: For an unknown limit or an impossible value (nothing is changed).
+        """
+        self._quota.limits = changed_limits(self._quota.limits, changes)
+        return self._quota.limits
+
+    def neighbour(self, slots: int, *, for_seconds: float | None = None) -> Neighbour:
+        """Let another consumer of the key hold ``slots`` of its active-task cap, from now.
+
+        The slots count against the cap like the client's own tasks (a 409 reports them in
+        ``active``), at once, even over the cap; `FakeStats.neighbour_slots` shows them.
+
+        Args:
+            slots: How many slots the neighbour holds (>= 1).
+            for_seconds: For how long, in provider seconds (scaled by ``time_scale``);
+                ``None`` = until `Neighbour.leave` or the end of its ``with`` block.
+
+        Returns:
+            The neighbour: a context manager (``with`` or ``async with``) that leaves on exit.
+
+        Raises:
+            ValueError: For fewer than one slot or a negative duration.
+        """
+        if slots < 1:
+            raise ValueError("slots must be >= 1")
+        if for_seconds is not None and not for_seconds >= 0:
+            raise ValueError("for_seconds must be >= 0 or None")
+        now = self.elapsed
+        left_at = math.inf if for_seconds is None else now + for_seconds * self._time_scale
+        neighbour = Neighbour(
+            slots=slots, started_at=now, left_at=left_at, elapsed=lambda: self.elapsed
+        )
+        self._quota.add_neighbour(neighbour)
+        self._neighbours.append(neighbour)
+        return neighbour
+
+    @property
+    def neighbours(self) -> tuple[Neighbour, ...]:
+        """Every neighbour so far, holding or gone, oldest first."""
+        self._catch_up()
+        return tuple(self._neighbours)
+
+    def schedule(self, changes: Iterable[tuple[float, Callable[[FakeNanoBanana], object]]]) -> None:
+        """Plan changes to the fake at given times, e.g. for a benchmark's scenario.
+
+        Each change is a callable taking the fake, run when the fake is next asked anything
+        after its time, with `elapsed` reading that time (so a `neighbour` it starts holds from
+        then). No task runs in the background: this works in-process, over `serve`, on any
+        event loop and with an injected clock. Changes due at one time run in the order given.
+
+        Example:
+            ``fake.schedule([(5, lambda f: f.neighbour(6, for_seconds=10)),
+            (30, lambda f: f.set_tier("pro"))])``
+
+        Args:
+            changes: ``(at, change)`` pairs; ``at`` is in provider seconds from now (scaled by
+                ``time_scale`` like durations).
+
+        Raises:
+            ValueError: For a negative time (nothing is planned).
+        """
+        planned = list(changes)
+        if any(not at >= 0 for at, _ in planned):
+            raise ValueError("the times of a schedule must be >= 0")
+        now = self.elapsed
+        for at, change in planned:
+            self._schedule.add(now + at * self._time_scale, change)
 
     # -- ways in ------------------------------------------------------------------------------
 
@@ -503,8 +406,7 @@ class FakeNanoBanana:
 
         return serve(self, host, port)
 
-    @contextlib.asynccontextmanager
-    async def client(self, **kwargs: Any) -> AsyncGenerator[AsyncNanoBanana, None]:
+    def client(self, **kwargs: Any) -> contextlib.AbstractAsyncContextManager[AsyncNanoBanana]:
         """Open an `AsyncNanoBanana` wired to this fake in-process, for API calls and downloads.
 
         The client's clocks run at the fake's speed: unless given, its request timeout
@@ -514,80 +416,13 @@ class FakeNanoBanana:
         Args:
             **kwargs: Passed to `AsyncNanoBanana`; ``api_key`` defaults to the fake's.
 
-        Yields:
-            The client; it and its HTTP clients are closed when the context exits.
+        Returns:
+            An async context manager yielding the client; it and its HTTP clients are closed
+            when the context exits.
         """
-        import httpx
+        from ._wiring import open_client
 
-        from .. import AsyncNanoBanana, PollPolicy, RetryPolicy
-
-        scale = self.time_scale
-        kwargs.setdefault("api_key", self.api_key)
-        if "poll" not in kwargs:
-            poll = PollPolicy()
-            kwargs["poll"] = attrs.evolve(
-                poll,
-                initial=poll.initial * scale,
-                maximum=poll.maximum * scale,
-                min_interval=poll.min_interval * scale,
-            )
-        if "retry" not in kwargs:
-            retry = RetryPolicy()
-            kwargs["retry"] = attrs.evolve(
-                retry,
-                backoff_base=retry.backoff_base * scale,
-                backoff_max=retry.backoff_max * scale,
-                max_rate_limit_wait=retry.max_rate_limit_wait * scale,
-                not_found_grace=retry.not_found_grace * scale,
-            )
-        # In-process, only the "slow" fault consults the timeout (httpx leaves timeouts to
-        # the transport), so scaling it just makes slow answers time out sooner.
-        timeout = httpx.Timeout(60.0 * scale, connect=10.0 * scale)
-        async with (
-            httpx.AsyncClient(transport=self.transport(), timeout=timeout) as http_client,
-            httpx.AsyncClient(transport=self.transport(), timeout=timeout) as download_client,
-            AsyncNanoBanana(
-                http_client=http_client, download_client=download_client, **kwargs
-            ) as client,
-        ):
-            yield client
-
-    # -- the state machine --------------------------------------------------------------------
-
-    def _build_windows(self) -> dict[str, list[FixedWindow]]:
-        limits = self._limits
-        return {
-            endpoint: [
-                FixedWindow(limit=limit, length=seconds * self._time_scale, nominal_seconds=seconds)
-                for limit, seconds in ((per_second, 1), (per_minute, 60))
-                if limit is not None
-            ]
-            for endpoint, per_second, per_minute in (
-                ("create", limits.create_per_second, limits.create_per_minute),
-                ("query", limits.query_per_second, limits.query_per_minute),
-            )
-        }
-
-    def _expire(self, now: float) -> int:
-        """Forget the end times that have passed; return how many tasks are still active."""
-        running = self._running
-        while running and running[0] <= now:
-            heapq.heappop(running)
-        return len(running)
-
-    def _next_fault(self, endpoint: Endpoint) -> FaultKind:
-        script = self._scripts[endpoint]
-        if script:
-            return script.popleft()
-        rates = self._faults.rates(endpoint)
-        if not rates:
-            return "ok"
-        draw = self._fault_rngs[endpoint].random()
-        for kind, rate in rates.items():
-            if draw < rate:
-                return kind
-            draw -= rate
-        return "ok"
+        return open_client(self, **kwargs)
 
     def handle(
         self,
@@ -615,270 +450,6 @@ class FakeNanoBanana:
         Returns:
             The reply, with what the front end must do with the connection.
         """
-        now = self.elapsed
-        endpoint: Endpoint | Literal["other"]
-        if path == CREATE_PATH:
-            endpoint = "create"
-        elif path == QUERY_PATH:
-            endpoint = "query"
-        elif path.startswith(FILES_PREFIX):
-            endpoint = "result"
-        else:
-            endpoint = "other"
-        self._counts[f"{endpoint}_requests"] += 1
-        fault: FaultKind = "ok"
-        task_id: str | None = None
-        expected = "POST" if endpoint == "create" else "GET"
-        if endpoint == "other":
-            reply = Reply.envelope(404, "Not found")
-        elif method.upper() != expected:
-            reply = Reply.envelope(405, "Method not allowed", headers=[("allow", expected)])
-        else:
-            fault = self._next_fault(endpoint)
-            if fault != "ok":
-                self._counts["faults"] += 1
-            reply, task_id = self._dispatch(
-                endpoint, fault, now, path, query, authorization, request_id, body, result_base_url
-            )
-        self._count_status(reply)
-        status = None if reply.action in ("refuse", "drop") else reply.status
-        self._log.append(RequestRecord(now, endpoint, status, fault, task_id))
-        return reply
-
-    def _dispatch(
-        self,
-        endpoint: Endpoint,
-        fault: FaultKind,
-        now: float,
-        path: str,
-        query: str,
-        authorization: str | None,
-        request_id: str | None,
-        body: bytes,
-        result_base_url: str,
-    ) -> tuple[Reply, str | None]:
-        before = self._fault_before(endpoint, fault, now)
-        if before is not None:
-            return before, None
-        if endpoint == "create":
-            reply, task_id = self._create(now, authorization, request_id, body)
-        elif endpoint == "query":
-            reply, task_id = self._query(now, authorization, query, result_base_url)
-        else:
-            reply, task_id = self._result(path, authorization)
-        self._fault_after(fault, reply)
-        return reply, task_id
-
-    def _count_status(self, reply: Reply) -> None:
-        name = _STATUS_COUNTERS.get(reply.status)
-        if name and reply.action != "refuse":
-            self._counts[name] += 1
-
-    def _fault_before(self, endpoint: Endpoint, fault: FaultKind, now: float) -> Reply | None:
-        """The faults that happen in front of the provider: nothing is done."""
-        if fault in ("ok", "drop_after", "slow"):
-            return None
-        if fault == "drop_before":
-            reply = Reply(0, b"")
-            reply.action = "refuse"
-            return reply
-        if fault == "500":
-            return Reply.envelope(500, "Internal server error")
-        if fault == "200_500":
-            return Reply.envelope(500, "Internal server error", status=200)
-        if fault == "200_429":
-            # As if the 1-second window were full: wait for its end.
-            length = self.time_scale
-            data = self._limit_data(length - now % length, self._per_second(endpoint), 1)
-            return Reply.envelope(429, "Rate limit exceeded", data, status=200)
-        if fault == "record_null":
-            return Reply.envelope(422, "recordInfo is null")
-        status = 502 if fault == "502_html" else 503
-        title = f"{status} {_HTML_PAGES[status]}"
-        page = (
-            f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-            f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-            "</body>\r\n</html>\r\n"
-        )
-        return Reply(status, page.encode(), content_type="text/html")
-
-    def _fault_after(self, fault: FaultKind, reply: Reply) -> None:
-        """The faults that happen after the provider did the work."""
-        if fault == "drop_after":
-            is_file = reply.content_type.startswith("image/")
-            reply.action = "truncate" if is_file else "drop"
-        elif fault == "slow":
-            reply.action = "slow"
-            reply.slow_seconds = self._faults.slow_seconds
-
-    def _per_second(self, endpoint: Endpoint) -> int | None:
-        if endpoint == "create":
-            return self.limits.create_per_second
-        if endpoint == "query":
-            return self.limits.query_per_second
-        return None
-
-    def _limit_data(self, wait: float, limit: int | None, nominal_seconds: int) -> dict[str, Any]:
-        window_seconds: float = nominal_seconds * self.time_scale
-        if window_seconds.is_integer():
-            window_seconds = int(window_seconds)
-        return {
-            "retryAfter": math.ceil(wait * 1000) / 1000,  # round up: never too early
-            "limit": limit,
-            "tier": self.limits.name,
-            "windowSeconds": window_seconds,
-        }
-
-    def _check_auth(self, authorization: str | None) -> Reply | None:
-        if authorization is not None:
-            scheme, _, token = authorization.strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip() == self.api_key:
-                return None
-        return Reply.envelope(401, "Unauthorized: missing or invalid API key")
-
-    def _check_rate(self, endpoint: Literal["create", "query"], now: float) -> Reply | None:
-        """Admit the request in every window, or refuse it with 429 counting nothing."""
-        windows = self._windows[endpoint]
-        waits = [(window.wait(now), window) for window in windows]
-        full = [(wait, window) for wait, window in waits if wait > 0]
-        if not full:
-            for window in windows:
-                window.add(now)
-            return None
-        wait, window = max(full, key=lambda pair: pair[0])
-        self._counts["rate_limited"] += 1
-        self._counts[f"rate_limited_{endpoint}"] += 1
-        data = self._limit_data(wait, window.limit, window.nominal_seconds)
-        retry_after = str(max(1, math.ceil(data["retryAfter"])))
-        return Reply.envelope(
-            429, "Rate limit exceeded", data, headers=[("retry-after", retry_after)]
-        )
-
-    def _create(
-        self, now: float, authorization: str | None, request_id: str | None, body: bytes
-    ) -> tuple[Reply, str | None]:
-        refused = self._check_auth(authorization) or self._check_rate("create", now)
-        if refused:
-            return refused, None
-        try:
-            payload: object = json.loads(body)
-        except ValueError:
-            return Reply.envelope(400, "Invalid JSON body"), None
-        request_id = (request_id or "").strip() or None
-        tasks = self._tasks
-        if request_id and request_id in tasks.by_request_id:
-            return self._replay(tasks.by_request_id[request_id], payload)
-        problem = validate_create(payload)
-        if problem:
-            return Reply.envelope(*problem), None
-        if self._credits is not None and self._credits <= 0:
-            return Reply.envelope(402, "Insufficient credits"), None
-        active = self._expire(now)
-        limit = self.limits.max_active
-        if limit is not None and active >= limit:
-            self._counts["active_limited"] += 1
-            data = {"limit": limit, "active": active}
-            return Reply.envelope(409, "Active task limit exceeded", data), None
-        task_id = self._new_task(now, request_id, cast("dict[str, Any]", payload))
-        return Reply.envelope(200, "success", {"taskId": task_id}), task_id
-
-    def _replay(self, index: int, payload: object) -> tuple[Reply, str | None]:
-        task_id = self._tasks.task_id(index)
-        if json.loads(self._tasks.params[index]) != payload:
-            self._counts["conflicts"] += 1
-            msg = "Request conflict: X-Request-ID was already used for a different request"
-            return Reply.envelope(409, msg, {"taskId": task_id}), task_id
-        self._counts["idempotent_replays"] += 1
-        return Reply.envelope(200, "success", {"taskId": task_id}), task_id
-
-    def _new_task(self, now: float, request_id: str | None, payload: dict[str, Any]) -> str:
-        duration = float(self._draw_duration(payload))
-        if not duration >= 0:
-            raise ValueError(f"the duration callable returned {duration}, not a number >= 0")
-        fail_index = -1
-        complete_time_missing = False
-        if self._draw_failure(payload):
-            fail_index = self._task_rng.randrange(len(self._tasks.fail_codes))
-            complete_time_missing = self._task_rng.random() < 0.5
-        param = _dumps(payload)
-        if param in self._tasks.params_seen:
-            self._counts["duplicates"] += 1
-        duration *= self.time_scale
-        index = self._tasks.add(
-            request_id=request_id,
-            param=param,
-            model=payload["model"],
-            output_format=payload["input"].get("output_format") or "png",
-            created_at=now,
-            duration=duration,
-            fail_index=fail_index,
-            complete_time_missing=complete_time_missing,
-        )
-        if self._credits is not None:
-            self._credits -= 1
-        self._counts["tasks_created"] += 1
-        heapq.heappush(self._running, now + duration)
-        self._max_active = max(self._max_active, len(self._running))
-        return self._tasks.task_id(index)
-
-    def _query(
-        self, now: float, authorization: str | None, query: str, result_base_url: str
-    ) -> tuple[Reply, str | None]:
-        refused = self._check_auth(authorization) or self._check_rate("query", now)
-        if refused:
-            return refused, None
-        task_id = _query_value(query, "taskId").strip()
-        if not task_id:
-            return Reply.envelope(400, "taskId is required"), None
-        index = self._tasks.find(task_id)
-        if index is None:
-            return Reply.envelope(404, "Task not found"), None
-        record = self._record(index, now, self.result_base_url or result_base_url)
-        return Reply.envelope(200, "success", record), record["taskId"]
-
-    def _record(self, index: int, now: float, base_url: str) -> dict[str, Any]:
-        tasks = self._tasks
-        task_id = tasks.task_id(index)
-        state = tasks.state_at(index, now)
-        create_time = round(self._epoch_ms + tasks.created[index] * 1000)
-        cost_time = complete_time = result_json = fail_code = fail_msg = None
-        if state == "generating":
-            result_json = ""
-        elif state in ("success", "fail"):
-            cost_time = round(tasks.duration[index] * 1000)
-            complete_time = create_time + cost_time
-            if state == "success":
-                extension = "jpg" if tasks.output_format(index) == "jpeg" else "png"
-                url = f"{base_url.rstrip('/')}/files/{task_id}/0.{extension}"
-                result_json = _dumps({"resultUrls": [url]})
-            else:
-                fail_code, fail_msg = tasks.fail_codes[tasks.fail[index]]
-                if tasks.complete_time_missing(index):
-                    complete_time = None
-        return {
-            "taskId": task_id,
-            "model": tasks.model(index),
-            "state": state,
-            "param": tasks.params[index],
-            "resultJson": result_json,
-            "failCode": fail_code,
-            "failMsg": fail_msg,
-            "costTime": cost_time,
-            "completeTime": complete_time,
-            "createTime": create_time,
-        }
-
-    def _result(self, path: str, authorization: str | None) -> tuple[Reply, str | None]:
-        if authorization is not None:
-            self._authorization_to_result_host = True
-        parts = path[len(FILES_PREFIX) :].split("/")
-        index = self._tasks.find(parts[0]) if len(parts) == 2 else None
-        if index is None or self._tasks.state_at(index, self.elapsed) != "success":
-            return Reply.envelope(404, "File not found"), None
-        task = FakeTask(self._tasks, index)
-        extension = "jpg" if task.output_format == "jpeg" else "png"
-        if parts[1] != f"0.{extension}":
-            return Reply.envelope(404, "File not found"), task.task_id
-        data = render_image(task.prompt, task.output_format)
-        content_type = "image/jpeg" if task.output_format == "jpeg" else "image/png"
-        return Reply(200, data, content_type=content_type), task.task_id
+        base_url = self.result_base_url or result_base_url
+        request = Incoming(method, path, query, authorization, request_id, body, base_url)
+        return self._router.handle(self.elapsed, request)

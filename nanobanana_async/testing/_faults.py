@@ -1,15 +1,27 @@
-"""Injectable faults: what can go wrong between a client and the provider."""
+"""Injectable faults: what can go wrong between a client and the provider, and how it looks."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import attrs
 
-__all__ = ["ENDPOINTS", "FAULT_KINDS", "Endpoint", "FaultKind", "Faults", "check_fault"]
+from ._reply import Reply
+
+__all__ = [
+    "ENDPOINTS",
+    "FAULT_KINDS",
+    "Endpoint",
+    "FaultInjector",
+    "FaultKind",
+    "Faults",
+    "check_fault",
+]
 
 FaultKind = Literal[
     "ok",
@@ -123,3 +135,97 @@ class Faults:
         """Return the fault probabilities for ``endpoint``."""
         rates: Mapping[FaultKind, float] = getattr(self, endpoint)
         return rates
+
+
+_HTML_PAGES = {
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+}
+
+
+class FaultInjector:
+    """Draws the fault of each request (scripted first, then by `Faults`) and applies it.
+
+    Args:
+        faults: The probabilities in force; `faults` may be reassigned at any time.
+        seed: Seeds one generator per endpoint, so a run is reproducible.
+    """
+
+    __slots__ = ("_rngs", "_scripts", "faults")
+
+    def __init__(self, faults: Faults, *, seed: int) -> None:
+        self.faults = faults
+        self._rngs = {
+            endpoint: random.Random(f"{seed}/faults/{endpoint}")  # noqa: S311 - reproducible
+            for endpoint in ("create", "query", "result")
+        }
+        self._scripts: dict[str, deque[FaultKind]] = {
+            endpoint: deque() for endpoint in ("create", "query", "result")
+        }
+
+    def script(self, endpoint: Endpoint, faults: Iterable[FaultKind]) -> None:
+        """Queue ``faults`` for the next requests to ``endpoint`` (see `FakeNanoBanana.script`).
+
+        Raises:
+            ValueError: For an unknown endpoint or fault, before anything is queued.
+        """
+        kinds = list(faults)
+        check_fault(endpoint, "ok")
+        for kind in kinds:
+            check_fault(endpoint, kind)
+        self._scripts[endpoint].extend(kinds)
+
+    def draw(self, endpoint: Endpoint) -> FaultKind:
+        """The fault of the next request to ``endpoint``."""
+        script = self._scripts[endpoint]
+        if script:
+            return script.popleft()
+        rates = self.faults.rates(endpoint)
+        if not rates:
+            return "ok"
+        draw = self._rngs[endpoint].random()
+        for kind, rate in rates.items():
+            if draw < rate:
+                return kind
+            draw -= rate
+        return "ok"
+
+    @staticmethod
+    def before(fault: FaultKind, rate_limit_data: Callable[[], dict[str, Any]]) -> Reply | None:
+        """The reply of a fault that happens in front of the provider (nothing is done), if any.
+
+        Args:
+            fault: The fault drawn.
+            rate_limit_data: The ``data`` of a 429 for a full 1-second window, for ``"200_429"``.
+        """
+        if fault in ("ok", "drop_after", "slow"):
+            return None
+        if fault == "drop_before":
+            reply = Reply(0, b"")
+            reply.action = "refuse"
+            return reply
+        if fault == "500":
+            return Reply.envelope(500, "Internal server error")
+        if fault == "200_500":
+            return Reply.envelope(500, "Internal server error", status=200)
+        if fault == "200_429":
+            return Reply.envelope(429, "Rate limit exceeded", rate_limit_data(), status=200)
+        if fault == "record_null":
+            return Reply.envelope(422, "recordInfo is null")
+        status = 502 if fault == "502_html" else 503
+        title = f"{status} {_HTML_PAGES[status]}"
+        page = (
+            f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>\r\n"
+        )
+        return Reply(status, page.encode(), content_type="text/html")
+
+    def after(self, fault: FaultKind, reply: Reply) -> None:
+        """Apply a fault that happens after the provider did the work to its ``reply``."""
+        if fault == "drop_after":
+            is_file = reply.content_type.startswith("image/")
+            reply.action = "truncate" if is_file else "drop"
+        elif fault == "slow":
+            reply.action = "slow"
+            reply.slow_seconds = self.faults.slow_seconds

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 import attrs
 
 from ..limits import TIERS as _DOCUMENTED  # one table of the provider's tiers
 
-__all__ = ["TIERS", "FixedWindow", "TierLimits"]
+__all__ = ["TIERS", "FixedWindow", "TierLimits", "changed_limits", "check_limits", "limits_for"]
 
 
 @attrs.frozen(kw_only=True)
@@ -54,16 +54,73 @@ TIERS: Mapping[str, TierLimits] = MappingProxyType(
 """The documented limits of each tier, by tier name."""
 
 
+def check_limits(limits: TierLimits) -> None:
+    """Raise `ValueError` unless every limit of ``limits`` is ``None`` or at least 1."""
+    for field in attrs.fields(TierLimits):
+        value = getattr(limits, field.name)
+        if field.name != "name" and value is not None and value < 1:
+            raise ValueError(f"{field.name} must be >= 1 (or None for no limit)")
+
+
+_LIMIT_NAMES = frozenset(field.name for field in attrs.fields(TierLimits)) - {"name"}
+
+
+def _check_names(names: Iterable[str]) -> None:
+    unknown = set(names) - _LIMIT_NAMES
+    if unknown:
+        raise ValueError(f"unknown limits {sorted(unknown)}; expected {sorted(_LIMIT_NAMES)}")
+
+
+def changed_limits(limits: TierLimits, changes: Mapping[str, int | None]) -> TierLimits:
+    """``limits`` with ``changes`` applied (``None`` lifts a limit), keeping the tier's name.
+
+    Raises:
+        ValueError: For an unknown limit or an impossible value.
+    """
+    _check_names(changes)
+    changed = attrs.evolve(limits, **changes)  # type: ignore[arg-type]  # names checked above
+    check_limits(changed)
+    return changed
+
+
+def limits_for(tier: str | None, overrides: Mapping[str, int | None]) -> TierLimits:
+    """The limits of ``tier`` (``None``: none at all) with the non-``None`` overrides applied.
+
+    Raises:
+        ValueError: For an unknown tier or limit, or an impossible value.
+    """
+    _check_names(overrides)
+    if tier is None:
+        base = TierLimits(name="custom")
+    elif tier in TIERS:
+        base = TIERS[tier]
+    else:
+        raise ValueError(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)} or None")
+    given = {name: value for name, value in overrides.items() if value is not None}
+    limits = TierLimits(
+        name=base.name,
+        create_per_second=given.get("create_per_second", base.create_per_second),
+        create_per_minute=given.get("create_per_minute", base.create_per_minute),
+        query_per_second=given.get("query_per_second", base.query_per_second),
+        query_per_minute=given.get("query_per_minute", base.query_per_minute),
+        max_active=given.get("max_active", base.max_active),
+    )
+    check_limits(limits)
+    return limits
+
+
 class FixedWindow:
     """A counter of requests in fixed windows aligned to the fake's start.
 
     Window ``k`` covers ``[k * length, (k + 1) * length)`` in seconds since the start. Only
-    admitted requests are counted, so refused ones (429) do not use up the window.
+    admitted requests are counted, so refused ones (429) do not use up the window. It counts
+    even without a ``limit`` (``None``), so that a limit set while the fake runs applies to
+    the window in progress at once, as the provider's would.
     """
 
     __slots__ = ("_count", "_index", "length", "limit", "nominal_seconds")
 
-    def __init__(self, *, limit: int, length: float, nominal_seconds: int) -> None:
+    def __init__(self, *, limit: int | None, length: float, nominal_seconds: int) -> None:
         self.limit = limit
         self.length = length
         self.nominal_seconds = nominal_seconds
@@ -80,7 +137,7 @@ class FixedWindow:
     def wait(self, now: float) -> float:
         """Return 0.0 if a request fits at ``now``, else the seconds until the window resets."""
         self._roll(now)
-        if self._count < self.limit:
+        if self.limit is None or self._count < self.limit:
             return 0.0
         # Never 0 while full: a float rounding must not let one more request through.
         return max((self._index + 1) * self.length - now, 1e-9)

@@ -12,7 +12,7 @@ import anyio
 import anyio.abc
 import h11
 
-from ._fake import Reply
+from ._reply import Reply
 
 if TYPE_CHECKING:
     from ._fake import FakeNanoBanana

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import anyio
 import httpx
 
-from ._fake import DEFAULT_RESULT_BASE_URL, Reply
+from ._reply import Reply
+from ._routing import DEFAULT_RESULT_BASE_URL
 
 if TYPE_CHECKING:
     from ._fake import FakeNanoBanana

@@ -41,6 +41,7 @@ def test_public_names() -> None:
         "FakeTaskState",
         "FaultKind",
         "Faults",
+        "Neighbour",
         "Reply",
         "RequestRecord",
         "TierLimits",

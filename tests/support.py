@@ -1,0 +1,247 @@
+"""Helpers the test files share: the provider's answers, the fake, a raw HTTP server, waits.
+
+- The provider's answers, built once: `envelope`, `envelope_json`, `record_info` (the
+  ``data`` of a ``recordInfo`` answer, after the provider's own example `SEED_RECORD`).
+- The fake provider with our key and fast tasks (`fake_provider`), reached in-process with
+  some answers rewritten if need be (`client_for`) or over loopback (`loopback`).
+- `raw_server`, for what the fake cannot send; `wait_until`, for what has no event.
+
+The respx stand-in (``tests/conftest.py``'s ``api`` fixture) builds its answers here too.
+Nothing here asserts on elapsed time: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+import httpx
+
+from nanobanana_async import AsyncNanoBanana, PollPolicy, RetryPolicy, TextToImage
+from nanobanana_async.testing import FakeNanoBanana
+
+#: A distinctive key: the secrets suite searches every text the library produces for it.
+KEY = "sk-SECRET-hardening-7f3a9c1e5b2d4f60"
+SCALE = 0.01  # real seconds per provider second
+POLL = PollPolicy(initial=0.005, factor=1.5, maximum=0.02, jitter=0.1, min_interval=0.002)
+RETRY = RetryPolicy(max_retries=12, backoff_base=0.002, backoff_max=0.01, max_rate_limit_wait=30.0)
+
+
+T2I = "nano-banana-text-to-image"
+I2I = "nano-banana-image-to-image"
+RESULT_URL = "https://cdn.example.com/results/task_1.png"
+
+# The provider's own example answer, verbatim from the seed page.
+SEED_RECORD: dict[str, Any] = {
+    "taskId": "task_xxxxxxxxxxxxx",
+    "model": I2I,
+    "state": "success",
+    "param": '{"model":"nano-banana-image-to-image","input":{"prompt":"Turn this photo into a '
+    'collectible character figure with packaging in the background","image_urls":'
+    '["https://cdn.example.com/input.png"],"image_size":"1:1","output_format":"png"}}',
+    "resultJson": '{"resultUrls":["https://cdn.example.com/result.png"]}',
+    "failCode": None,
+    "failMsg": None,
+    "costTime": 12000,
+    "completeTime": 1757584176490,
+    "createTime": 1757584164490,
+}
+
+
+# -- the provider's answers ---------------------------------------------------------------------
+
+
+def record_info(
+    task_id: str = "task_1",
+    state: str = "success",
+    urls: Iterable[str] | None = (RESULT_URL,),
+    **extra: Any,
+) -> dict[str, Any]:
+    """The ``data`` of a ``recordInfo`` answer: `SEED_RECORD` for a text-to-image task in
+    ``state`` (times and ``resultJson`` only once it has succeeded), then ``extra``."""
+    finished = state == "success"
+    result = {"resultUrls": list(urls or ())}
+    data: dict[str, Any] = {
+        **SEED_RECORD,
+        "taskId": task_id,
+        "model": T2I,
+        "state": state,
+        "param": json.dumps({"model": T2I, "input": {"prompt": "a banana"}}),
+        "resultJson": json.dumps(result) if finished and urls is not None else "",
+        "costTime": SEED_RECORD["costTime"] if finished else None,
+        "completeTime": SEED_RECORD["completeTime"] if finished else None,
+    }
+    data.update(extra)
+    return data
+
+
+def envelope_json(code: int, msg: str, data: Any = None, *, key: str = "msg") -> str:
+    """The provider's envelope as JSON text (``key="message"`` for the family's other spelling)."""
+    return json.dumps({"code": code, key: msg, "data": data})
+
+
+def envelope(
+    code: int,
+    msg: str = "success",
+    data: Any = None,
+    *,
+    status: int | None = None,
+    key: str = "msg",
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """The provider's envelope as an answer; ``status`` 200 puts an error in a successful one."""
+    return httpx.Response(
+        code if status is None else status,
+        content=envelope_json(code, msg, data, key=key),
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+
+
+# -- the fake -------------------------------------------------------------------------------------
+
+
+def prompts(count: int, prefix: str = "a banana") -> list[TextToImage]:
+    """Distinct requests: the fake counts a second task with the same body as a duplicate."""
+    return [TextToImage(prompt=f"{prefix} #{i}") for i in range(count)]
+
+
+def fake_provider(**kwargs: Any) -> FakeNanoBanana:
+    """A fake with our key, no rate limits, and tasks of 10 to 30 ms."""
+    kwargs.setdefault("api_key", KEY)
+    kwargs.setdefault("tier", None)
+    kwargs.setdefault("time_scale", SCALE)
+    kwargs.setdefault("duration", (1.0, 3.0))
+    return FakeNanoBanana(**kwargs)
+
+
+Rewrite = Callable[[httpx.Request, httpx.Response], "httpx.Response | None"]
+
+
+class RewritingTransport(httpx.AsyncBaseTransport):
+    """The fake's transport, with some answers replaced (for what the fake cannot say)."""
+
+    def __init__(self, fake: FakeNanoBanana, rewrite: Rewrite) -> None:
+        self._inner = fake.transport()
+        self._rewrite = rewrite
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        await response.aread()
+        return self._rewrite(request, response) or response
+
+
+@contextlib.asynccontextmanager
+async def client_for(
+    fake: FakeNanoBanana, rewrite: Rewrite | None = None, **kwargs: Any
+) -> AsyncIterator[AsyncNanoBanana]:
+    """A client of ``fake`` in-process with fast polls and retries, optionally rewriting answers."""
+    kwargs.setdefault("poll", POLL)
+    kwargs.setdefault("retry", RETRY)
+    if rewrite is None:
+        async with fake.client(**kwargs) as client:
+            yield client
+        return
+    kwargs.setdefault("api_key", fake.api_key)
+    async with (
+        httpx.AsyncClient(transport=RewritingTransport(fake, rewrite)) as http_client,
+        AsyncNanoBanana(http_client=http_client, **kwargs) as client,
+    ):
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def loopback(fake: FakeNanoBanana, **kwargs: Any) -> AsyncIterator[AsyncNanoBanana]:
+    """Serve ``fake`` on loopback and open a client of it with tiny poll and retry intervals."""
+    kwargs.setdefault("poll", POLL)
+    kwargs.setdefault("retry", RETRY)
+    kwargs.setdefault("api_key", fake.api_key)
+    async with (
+        fake.serve() as base_url,
+        AsyncNanoBanana(base_url=base_url, **kwargs) as client,
+    ):
+        yield client
+
+
+async def wait_until(condition: Callable[[], bool], limit: float = 20.0) -> None:
+    """Wait for ``condition``; the limit only keeps a broken test from hanging."""
+    with anyio.fail_after(limit):
+        while not condition():  # noqa: ASYNC110 - the fake has no event to wait on
+            await anyio.sleep(0.001)
+
+
+@attrs.define
+class RawRequest:
+    """One request a `raw_server` received."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def http_response(
+    status: int,
+    body: bytes | str = b"",
+    *,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """A whole HTTP/1.1 response that closes the connection."""
+    data = body.encode() if isinstance(body, str) else body
+    lines = [
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(data)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data
+
+
+Answer = Callable[[RawRequest], bytes]
+
+
+@contextlib.asynccontextmanager
+async def raw_server(
+    answer: Answer, host: str = "127.0.0.1"
+) -> AsyncIterator[tuple[str, list[RawRequest]]]:
+    """A bare HTTP/1.1 server on loopback answering each request with ``answer``'s bytes.
+
+    For what the fake cannot send: malformed JSON, proxy pages, redirects to other hosts.
+    Yields the base URL and the list of requests received so far.
+    """
+    received: list[RawRequest] = []
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            buffer = b""
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while b"\r\n\r\n" not in buffer:
+                    buffer += await stream.receive()
+                head, body = buffer.split(b"\r\n\r\n", 1)
+                request_line, *lines = head.decode("latin-1").split("\r\n")
+                headers = {}
+                for line in lines:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                while len(body) < int(headers.get("content-length", "0")):
+                    body += await stream.receive()
+                method, target, _ = request_line.split(" ", 2)
+                request = RawRequest(method, target, headers, body)
+                received.append(request)
+                await stream.send(answer(request))
+
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, handle)
+        try:
+            yield f"http://{host}:{port}", received
+        finally:
+            group.cancel_scope.cancel()
