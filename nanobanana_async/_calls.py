@@ -35,6 +35,7 @@ from ._errors import (
     NanoBananaError,
     RateLimitError,
     ResponseTooLargeError,
+    ServerError,
     UsageError,
 )
 from ._http import ACCEPT_ENCODING, RequestBody, read_body, transport_error
@@ -220,6 +221,7 @@ class Caller:
         if request_id is not None:
             headers["X-Request-ID"] = request_id
         attempt = slot_waits = 0
+        maybe_created = False
         rate_waited = 0.0  # seconds spent waiting because of 429s, pacing included
         rate_limited: RateLimitError | None = None  # the 429 being waited out, if any
         started = anyio.current_time()
@@ -238,7 +240,10 @@ class Caller:
                 if paced is None:
                     raise rate_limited
                 sent_at = paced
-            if stop is not None and (reason := stop()) is not None:
+            # A create whose try ended unanswered (a timeout, a 5xx) may exist: its retries,
+            # with the same request id, cannot bill twice, and only they can recover its id.
+            # Anything else not yet accepted is held back once the batch has stopped.
+            if stop is not None and not maybe_created and (reason := stop()) is not None:
                 raise reason
             try:
                 data = await self._exchange(
@@ -253,6 +258,11 @@ class Caller:
                 pacer.on_success()
                 return value
             self._learn(endpoint, error, sent_at)
+            maybe_created = (
+                maybe_created
+                or not isinstance(error, APIStatusError)
+                or (isinstance(error, ServerError))
+            )
             created_at = None if task_id is None else self.created.created_at(task_id)
             now = anyio.current_time()
             decision = retry_decision(
@@ -347,6 +357,10 @@ class Caller:
                         await response.aclose()
         except (httpx.TransportError, TimeoutError) as exc:
             raise transport_error(exc, endpoint, request_id=request_id) from exc
+        except RuntimeError as exc:
+            if self.closed:  # httpx: "Cannot send a request, as the client has been closed"
+                raise UsageError("this client was closed during the call") from exc
+            raise
         status = response.status_code
         reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
         logger.debug("%s %s -> %s", request.method, request.url.path, status)
@@ -383,6 +397,11 @@ class Caller:
             await active.wait_for_release(delay)
             return True
         active.release(holder)
-        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+        queued_at = anyio.current_time()
+        with anyio.move_on_after(max(0.0, deadline - queued_at)):
             await active.acquire(holder)
+            if anyio.current_time() - queued_at < _MIN_SLOT_WAIT:
+                # A slot was free at once (the cap allows more than we hold): the key is
+                # full of other work, so wait for a release or the delay, not at all.
+                await active.wait_for_release(min(delay, max(0.0, deadline - queued_at)))
         return active.holds(holder)

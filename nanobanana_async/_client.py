@@ -45,6 +45,7 @@ from .limits import Limits, LimitsBackend, LimitsSnapshot
 __all__ = ["AsyncNanoBanana"]
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+_KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
 
 
 class AsyncNanoBanana:
@@ -106,6 +107,10 @@ class AsyncNanoBanana:
         if not key or not key.strip():
             raise ConfigurationError(
                 "api_key", "no API key: pass api_key= or set the NANOBANANA_API_KEY variable"
+            )
+        if not _KEY_CHARS.match(key.strip()):
+            raise ConfigurationError(
+                "api_key", "must be printable ASCII without spaces (check for a stray newline)"
             )
         secret = Secret(key.strip())
         url = httpx.URL(str(base_url or os.environ.get("NANOBANANA_BASE_URL") or DEFAULT_BASE_URL))
@@ -441,7 +446,7 @@ class AsyncNanoBanana:
                 if refreshed or exc.status not in (403, 404):
                     raise
                 refreshed = True
-                task = await self.get_task(result.task_id)
+                task = await self._engine.get(result.task_id, deadline)
                 if len(task.urls) != len(urls) or task.urls[index] == urls[index]:
                     raise DownloadError(
                         f"result URL of task {result.task_id} has expired ({exc.status})",

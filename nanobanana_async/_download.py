@@ -203,7 +203,11 @@ class Downloader:
                 request = self._http.build_request("GET", current, headers=self._headers)
                 request.headers.pop("Authorization", None)
                 try:
-                    response = await self._http.send(request, stream=True)
+                    # auth=None and follow_redirects=False: a download client of the caller's
+                    # must neither send credentials nor follow a redirect unchecked.
+                    response = await self._http.send(
+                        request, stream=True, auth=None, follow_redirects=False
+                    )
                 except httpx.TransportError as exc:
                     raise transport_error(exc, "download") from exc
                 try:

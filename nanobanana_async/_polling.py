@@ -290,7 +290,8 @@ async def follow(
                     if on_poll is not None:
                         on_poll()
                 unreadable = 0
-                if last is None or task.raw_state != last.raw_state:
+                previous, last = last, task
+                if previous is None or task.raw_state != previous.raw_state:
                     if task.state is TaskState.UNKNOWN:
                         logger.info(
                             "task %s is in a state this client does not know: %r",
@@ -298,12 +299,14 @@ async def follow(
                             task.raw_state,
                         )
                     await _notify(on_update, task)
-                last = task
                 if task.is_finished:
                     planner.observe(task, created_at)
                     return task
     finally:
         planner.leave(share)
+    if last is not None and last.is_finished:  # seen finished; a slow on_update ran late
+        planner.observe(last, created_at)
+        return last
     raise WaitTimeoutError(task_id, timeout, last) from failure
 
 

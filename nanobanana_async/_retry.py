@@ -32,6 +32,7 @@ from ._errors import (
     DecodeError,
     NanoBananaError,
     RateLimitError,
+    ResponseTooLargeError,
     ServerError,
     TaskNotFoundError,
     UnprocessableEntityError,
@@ -134,7 +135,7 @@ def retry_decision(
             min(_NOT_VISIBLE_WAIT_MAX, 0.1 * 2.0 ** min(int(grace_elapsed), 4)), "not_visible"
         )
     retryable = isinstance(error, (APIConnectionError, ServerError)) or (
-        create and isinstance(error, DecodeError)
+        create and isinstance(error, DecodeError) and not isinstance(error, ResponseTooLargeError)
     )
     if not retryable or attempt >= policy.max_retries:
         return None

@@ -180,7 +180,7 @@ def answer_data(
     """
     envelope = parse_envelope(content)
     code = envelope.code if envelope is not None else None
-    if status < 400 and (code is None or 200 <= code < 300):
+    if status < 400 and (code is None or code == 0 or 200 <= code < 300):
         if envelope is None:
             raise DecodeError(
                 f"HTTP {status} answer is not a JSON object: {content[:200]!r}",

@@ -166,14 +166,16 @@ async def test_a_timed_out_create_retried_by_the_caller_with_its_id_bills_once()
     "body",
     ['{"code": 200, "msg": "success", "data": {"taskId": "t', "null", "[1, 2]", '"ok"', ""],
 )
-async def test_malformed_json_in_a_200_is_a_decode_error_sent_once(body: str) -> None:
+async def test_an_unreadable_200_to_a_create_is_retried_with_its_request_id(body: str) -> None:
+    # The task may exist (and be billed): only the same X-Request-ID can recover it.
     async with (
         raw_server(lambda _r: http_response(200, body)) as (base_url, received),
-        AsyncNanoBanana(api_key=KEY, base_url=base_url, retry=RETRY) as client,
+        AsyncNanoBanana(api_key=KEY, base_url=base_url, retry=RETRY, max_retries=2) as client,
     ):
-        with pytest.raises(DecodeError, match="not a JSON object"):
-            await client.create_task(REQUEST)
-    assert len(received) == 1
+        with pytest.raises(DecodeError, match="not a JSON object") as info:
+            await client.create_task(REQUEST, request_id="rid-unreadable")
+    assert info.value.request_id == "rid-unreadable"
+    assert len(received) == 3
 
 
 async def test_malformed_json_in_a_500_is_a_server_error_retried() -> None:
