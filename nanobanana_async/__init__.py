@@ -9,7 +9,14 @@
 
 from ._batch import BatchRunner
 from ._client import AsyncNanoBanana
-from ._config import DEFAULT_BASE_URL
+from ._config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CREATE_TIMEOUT,
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_QUERY_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+)
 from ._errors import (
     ActiveTaskLimitError,
     APIConnectionError,
@@ -53,6 +60,11 @@ from .limits import TIERS, Limits, LimitsBackend, LimitsSnapshot, RedisLimits, T
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_CREATE_TIMEOUT",
+    "DEFAULT_DOWNLOAD_TIMEOUT",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_QUERY_TIMEOUT",
+    "DEFAULT_WAIT_TIMEOUT",
     "IMAGE_SIZES",
     "TIERS",
     "APIConnectionError",

@@ -8,6 +8,11 @@ import nanobanana_async as nb
 
 PUBLIC = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_CREATE_TIMEOUT",
+    "DEFAULT_DOWNLOAD_TIMEOUT",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_QUERY_TIMEOUT",
+    "DEFAULT_WAIT_TIMEOUT",
     "IMAGE_SIZES",
     "TIERS",
     "APIConnectionError",
