@@ -314,7 +314,7 @@ class BatchRunner:
         if job.task_id is None:
             deadline = anyio.current_time() + self._task_timeout
             try:
-                job.task_id = await engine.create(
+                job.task_id = await engine.caller.create(
                     job.body, job.request_id, deadline, holder=holder, stop=self._stop_error
                 )
             except NanoBananaError as exc:

@@ -166,6 +166,7 @@ class AsyncNanoBanana:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncNanoBanana:
+        # The async context manager protocol, a deliberate twin of `RedisLimits`'s exit.
         return self
 
     async def __aexit__(
@@ -260,7 +261,7 @@ class AsyncNanoBanana:
         body = create_body(request)
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
-        return await self._engine.create(body, request_id, anyio.current_time() + seconds)
+        return await self._engine.caller.create(body, request_id, anyio.current_time() + seconds)
 
     async def get_task(self, task_id: str, *, timeout: float = DEFAULT_QUERY_TIMEOUT) -> Task:
         """Read a task once (one ``recordInfo`` call, plus retries).
@@ -280,7 +281,7 @@ class AsyncNanoBanana:
         """
         task_id = check_task_id(task_id)
         seconds = check_timeout(timeout, DEFAULT_QUERY_TIMEOUT)
-        return await self._engine.get(task_id, anyio.current_time() + seconds)
+        return await self._engine.caller.query(task_id, anyio.current_time() + seconds)
 
     async def wait_for_result(
         self,
@@ -358,7 +359,7 @@ class AsyncNanoBanana:
                 request_id=request_id,
             )
         try:
-            task_id = await self._engine.create(body, request_id, deadline, holder=holder)
+            task_id = await self._engine.caller.create(body, request_id, deadline, holder=holder)
             # The create may have used up the whole budget: then this is a WaitTimeoutError
             # that carries the task id, not a complaint about a zero timeout.
             task = await self._engine.follow(
@@ -446,7 +447,7 @@ class AsyncNanoBanana:
                 if refreshed or exc.status not in (403, 404):
                     raise
                 refreshed = True
-                task = await self._engine.get(result.task_id, deadline)
+                task = await self._engine.caller.query(result.task_id, deadline)
                 if len(task.urls) != len(urls) or task.urls[index] == urls[index]:
                     raise DownloadError(
                         f"result URL of task {result.task_id} has expired ({exc.status})",

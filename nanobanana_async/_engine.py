@@ -12,17 +12,18 @@ from collections.abc import Callable
 
 import anyio
 
-from ._calls import Caller, StopCheck
+from ._calls import Caller
 from ._models import Task
 from ._polling import OnUpdate, PollPlanner, follow
-from ._wire import CreateBody
 from .limits import LimitsBackend
 
 __all__ = ["Engine"]
 
 
 class Engine:
-    """Creates and follows tasks for one client (internal; its interface may change).
+    """Creates (``engine.caller.create``) and follows tasks for one client.
+
+    Internal; its interface may change in any release.
 
     Args:
         caller: The call loop.
@@ -37,22 +38,6 @@ class Engine:
     def limits(self) -> LimitsBackend:
         """The key's limits."""
         return self.caller.limits
-
-    async def create(
-        self,
-        body: CreateBody,
-        request_id: str,
-        deadline: float,
-        *,
-        holder: object | None = None,
-        stop: StopCheck | None = None,
-    ) -> str:
-        """Create a task (see `Caller.create`); returns its id."""
-        return await self.caller.create(body, request_id, deadline, holder=holder, stop=stop)
-
-    async def get(self, task_id: str, deadline: float) -> Task:
-        """Read a task once (see `Caller.query`)."""
-        return await self.caller.query(task_id, deadline)
 
     async def follow(
         self,

@@ -176,6 +176,8 @@ class UnprocessableEntityError(APIStatusError):
 class RateLimitError(APIStatusError):
     """429: too many requests in the current window.
 
+    Its constructor repeats `APIStatusError`'s (a deliberate twin) and adds ``retry_after``.
+
     Attributes:
         retry_after: Seconds to wait before the next request, from ``data.retryAfter`` or the
             ``Retry-After`` header; None when the provider did not say.

@@ -114,6 +114,9 @@ _DEFAULT_FORMAT: OutputFormat = "png"
 class TextToImage:
     """A text-to-image request (model ``nano-banana-text-to-image``).
 
+    A deliberate twin of `ImageToImage`: the two requests share every field but the images,
+    and keep separate constructors so that each signature shows only its own fields.
+
     Args:
         prompt: What to draw; 1 to 20000 characters.
         image_size: The output ratio, one of `IMAGE_SIZES`; default ``"1:1"``.
@@ -159,6 +162,8 @@ class TextToImage:
 @attrs.frozen(kw_only=True, init=False)
 class ImageToImage:
     """An image-to-image (edit) request (model ``nano-banana-image-to-image``).
+
+    A deliberate twin of `TextToImage`, with ``image_urls`` besides.
 
     Args:
         prompt: The edit instruction; 1 to 20000 characters.

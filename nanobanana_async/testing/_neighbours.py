@@ -49,6 +49,7 @@ class Neighbour:
         """Give the slots back now (nothing happens if they are already back)."""
         self._left_at = min(self._left_at, self._elapsed())
 
+    # The sync and async context manager protocols: deliberate twins, both leave on exit.
     def __enter__(self) -> Neighbour:
         return self
 

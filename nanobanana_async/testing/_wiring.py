@@ -19,7 +19,11 @@ __all__ = ["open_client"]
 
 @contextlib.asynccontextmanager
 async def open_client(fake: FakeNanoBanana, **kwargs: Any) -> AsyncGenerator[AsyncNanoBanana, None]:
-    """Open a client of ``fake`` (see `FakeNanoBanana.client`)."""
+    """Open a client of ``fake`` (see `FakeNanoBanana.client`).
+
+    The poll and retry policies are scaled alike (deliberate twins): every time in them is
+    provider seconds, and the fake runs at ``time_scale``.
+    """
     scale = fake.time_scale
     kwargs.setdefault("api_key", fake.api_key)
     if "poll" not in kwargs:
