@@ -125,11 +125,16 @@ class Caller:
         self._query_url = base_url.copy_with(path=prefix + QUERY_PATH, query=None)
         self._http = http
         self._secret = secret
-        self._headers = {
-            "User-Agent": user_agent,
-            "Accept": "application/json",
-            "Accept-Encoding": ACCEPT_ENCODING,
-        }
+        # httpx.Headers masks Authorization in its repr, so even a traceback that shows
+        # locals (Sentry, rich) does not print the key.
+        self._headers = httpx.Headers(
+            {
+                "User-Agent": user_agent,
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+                "Authorization": f"Bearer {secret.reveal()}",
+            }
+        )
         self._limits = limits
         self._retry = retry
         self._timeout = timeout
@@ -212,14 +217,13 @@ class Caller:
             raise UsageError("this client is closed")
         create = endpoint == "create"
         pacer = self._limits.endpoint(endpoint)
-        # httpx.Headers masks Authorization in its repr, so even a traceback that shows
-        # locals (Sentry, rich) does not print the key.
-        headers = httpx.Headers(self._headers)
-        headers["Authorization"] = f"Bearer {self._secret.reveal()}"
-        if content is not None:
-            headers["Content-Type"] = "application/json"
-        if request_id is not None:
-            headers["X-Request-ID"] = request_id
+        headers = self._headers
+        if content is not None or request_id is not None:
+            headers = headers.copy()
+            if content is not None:
+                headers["Content-Type"] = "application/json"
+            if request_id is not None:
+                headers["X-Request-ID"] = request_id
         attempt = slot_waits = 0
         maybe_created = False
         rate_waited = 0.0  # seconds spent waiting because of 429s, pacing included
@@ -353,8 +357,9 @@ class Caller:
                 try:
                     body = await read_body(response, self._max_bytes, too_large)
                 finally:
-                    with anyio.CancelScope(shield=True):
-                        await response.aclose()
+                    if not response.is_closed:  # read whole, httpx has closed it already
+                        with anyio.CancelScope(shield=True):
+                            await response.aclose()
         except (httpx.TransportError, TimeoutError) as exc:
             raise transport_error(exc, endpoint, request_id=request_id) from exc
         except RuntimeError as exc:

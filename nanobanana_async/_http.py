@@ -90,6 +90,12 @@ async def read_body(
     response: httpx.Response, limit: int, too_large: Callable[[int | None], NanoBananaError]
 ) -> bytes:
     """The whole decoded body of a streamed answer, at most ``limit`` bytes (see `iter_body`)."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    declared = response.headers.get("content-length", "")
+    if encoding in ("", "identity") and declared.isdigit() and int(declared) <= limit:
+        # The common case, read in one go: HTTP/1.1 framing ends the read at the declared
+        # length, so the cap holds without a loop over chunks.
+        return await response.aread()
     parts: list[bytes] = []
     async with contextlib.aclosing(iter_body(response, limit, too_large)) as chunks:
         async for chunk in chunks:
