@@ -6,6 +6,7 @@ one poll loop (`_polling`), result files through the downloader (`_download`).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -33,7 +34,13 @@ from ._config import (
 )
 from ._download import Downloader, is_loopback_host
 from ._engine import Engine
-from ._errors import APITimeoutError, ConfigurationError, DownloadError
+from ._errors import (
+    APITimeoutError,
+    ConfigurationError,
+    DownloadError,
+    NanoBananaError,
+    WaitTimeoutError,
+)
 from ._models import Request, Task, TaskResult
 from ._polling import DurationModel, OnUpdate, PollPlanner, PollPolicy, result_of
 from ._retry import RetryPolicy
@@ -43,6 +50,8 @@ from ._wire import create_body
 from .limits import Limits, LimitsBackend, LimitsSnapshot
 
 __all__ = ["AsyncNanoBanana"]
+
+logger = logging.getLogger("nanobanana_async")
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
@@ -362,9 +371,15 @@ class AsyncNanoBanana:
             task_id = await self._engine.caller.create(body, request_id, deadline, holder=holder)
             # The create may have used up the whole budget: then this is a WaitTimeoutError
             # that carries the task id, not a complaint about a zero timeout.
-            task = await self._engine.follow(
-                task_id, timeout=seconds, deadline=deadline, on_update=on_update
-            )
+            try:
+                task = await self._engine.follow(
+                    task_id, timeout=seconds, deadline=deadline, on_update=on_update
+                )
+            except (NanoBananaError, anyio.get_cancelled_exc_class()) as exc:
+                if not isinstance(exc, WaitTimeoutError):  # that one carries the id itself
+                    # The task exists and is paid for: never let its id be lost.
+                    logger.warning("generate: task %s was created, then: %r", task_id, exc)
+                raise
             return result_of(task)
         finally:
             active.release(holder)

@@ -499,3 +499,17 @@ class TestOneSetOfRules:
             outcomes = await BatchRunner(client, task_timeout=5).run([REQUEST])
         assert result.task_id == "task_1"
         assert outcomes[0].ok
+
+
+@pytest.mark.anyio
+async def test_generate_never_loses_the_id_of_a_task_it_created(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A final poll error after the create: the paid task's id is logged, at WARNING."""
+    api.create.mock(return_value=api.created("task_paid"))
+    api.query.mock(return_value=api.error(401, "Invalid API key"))
+    async with api.client() as client:
+        with pytest.raises(AuthenticationError):
+            await client.generate(REQUEST, timeout=5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("task_paid" in message for message in warnings)
