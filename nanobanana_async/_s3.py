@@ -24,7 +24,7 @@ from ._download import is_loopback_host
 from ._errors import ConfigurationError, ImageHostError
 
 if TYPE_CHECKING:
-    from obstore.store import S3Store
+    from obstore.store import S3Config, S3Store
 
 __all__ = ["S3ImageHost"]
 
@@ -118,12 +118,12 @@ class S3ImageHost:
         session_token: str | None,
     ) -> S3Store:
         try:
-            from obstore.store import S3Config, S3Store
+            from obstore.store import S3Store
         except ImportError:
             raise ConfigurationError(
                 "image_host", "S3ImageHost needs obstore: pip install 'nanobanana-async[s3]'"
             ) from None
-        config = S3Config()
+        config: S3Config = {}
         if self._endpoint is not None:
             config["endpoint"] = self._endpoint
         if region is not None:
