@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +35,13 @@ from nanobanana_async._journal import Journal
 from nanobanana_async.testing import FakeNanoBanana
 from nanobanana_async.testing._images import jpeg_bytes, png_bytes
 
-moto_server = pytest.importorskip("moto.server")
-
-BUCKET = "pictures"
+BUCKET = "pictures"  # made by the s3_endpoint fixture (conftest)
 MB = 1024 * 1024
 
 
 def webp_bytes() -> bytes:
     """The smallest WEBP header the magic-byte check needs (a RIFF WEBP container)."""
     return b"RIFF\x1a\x00\x00\x00WEBPVP8L\x0d\x00\x00\x00/\x00\x00\x00" + bytes(14)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on a free loopback port, with one empty bucket."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    httpx.put(f"{endpoint}/{BUCKET}").raise_for_status()
-    try:
-        yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.fixture
