@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 from support import fake_provider, loopback
 
 from nanobanana_async import (
     APITimeoutError,
+    AsyncNanoBanana,
     BatchRunner,
     ConfigurationError,
     ImageHostError,
@@ -414,3 +416,64 @@ async def test_an_older_journal_gains_the_images_table(tmp_path: Path) -> None:
         assert await journal.published_url("abc", 3e9) is None  # expired by then
     finally:
         await journal.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_fake_refuses_an_image_over_10_mb_and_an_unreachable_one(
+    host: S3ImageHost, photo: Path
+) -> None:
+    big = await host.publish(
+        png_bytes((1, 2, 3)).ljust(11 * MB, b"\0"),
+        name="big.png",
+        content_type="image/png",
+        valid_for=600,
+    )
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()  # a port nobody listens on
+
+    class Fixed:
+        def __init__(self, url: str) -> None:
+            self.url = url
+
+        async def publish(
+            self, data: bytes, *, name: str, content_type: str, valid_for: float
+        ) -> str:
+            return self.url
+
+    provider = fake()
+    for url, message in ((big, "not a JPEG"), (f"http://127.0.0.1:{port}/a.png", "fetched")):
+        async with loopback(provider, image_host=Fixed(url)) as client:
+            with pytest.raises(TaskFailedError, match=message):
+                await client.generate(ImageToImage(prompt=message, image_urls=[photo]))
+    assert provider.stats.images_refused == 2
+
+
+@pytest.mark.anyio
+async def test_a_refused_upload_is_an_image_host_error(
+    s3_endpoint: str, photo: Path, s3_credentials: None
+) -> None:
+    provider = fake()
+    async with (
+        S3ImageHost(
+            "s3://no-such-bucket/x",
+            endpoint_url=s3_endpoint,
+            region="us-east-1",
+            access_key_id="id",
+            secret_access_key="secret",
+            session_token="token",
+        ) as host,
+        loopback(provider, image_host=host) as client,
+    ):
+        with pytest.raises(ImageHostError, match="refused the upload") as info:
+            await client.generate(ImageToImage(prompt="x", image_urls=[photo]))
+        assert info.value.status == 404
+        with pytest.raises(ImageHostError, match="at most 7 days"):
+            await host.publish(b"", name="x.png", content_type="image/png", valid_for=8 * 86400)
+    assert provider.stats.create_requests == 0
+
+
+def test_an_image_host_must_have_publish() -> None:
+    with pytest.raises(InvalidRequestError, match="publish") as info:
+        AsyncNanoBanana(api_key="sk", image_host=object())  # type: ignore[arg-type]
+    assert info.value.field == "image_host"

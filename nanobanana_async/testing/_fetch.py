@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from .._download import is_loopback_host
+from .._errors import DecodeError, NanoBananaError
+from .._http import read_body
 from .._images import MAX_IMAGE_BYTES, image_type
 from ._stats import StatsRecorder
 from ._tasks import TaskTable
@@ -44,20 +46,22 @@ def loopback_images(payload: dict[str, Any]) -> list[str]:
     return found
 
 
+def _too_large(_declared: int | None) -> NanoBananaError:
+    return DecodeError("larger than 10 MB")
+
+
 async def _fetch_one(http: httpx.AsyncClient, url: str) -> int | None:
     """None if ``url`` serves an image the provider takes, else why not."""
     try:
         async with http.stream("GET", url) as response:
             if response.status_code != 200:
                 return _UNREACHABLE
-            data = bytearray()
-            async for chunk in response.aiter_bytes():
-                data += chunk
-                if len(data) > MAX_IMAGE_BYTES:
-                    return _NOT_AN_IMAGE
+            data = await read_body(response, MAX_IMAGE_BYTES, _too_large)
     except httpx.HTTPError:
         return _UNREACHABLE
-    return None if image_type(bytes(data[:12])) is not None else _NOT_AN_IMAGE
+    except NanoBananaError:  # larger than the provider takes
+        return _NOT_AN_IMAGE
+    return None if image_type(data[:12]) is not None else _NOT_AN_IMAGE
 
 
 async def fetch_images(tasks: TaskTable, recorder: StatsRecorder) -> None:
