@@ -9,23 +9,30 @@ Run it (``pip install fastapi uvicorn``)::
     curl -X POST localhost:8000/batches -H 'content-type: application/json' \\
          -d '{"requests": [{"prompt": "a banana"}, {"prompt": "two bananas"}]}'
     curl localhost:8000/batches/<batch_id>
+    curl -X POST localhost:8000/edits -F prompt='make it gold' -F image=@photo.jpg
+
+Uploaded images (``POST /edits``) are published for the provider through an image host:
+set ``NANOBANANA_IMAGE_HOST=s3://bucket/prefix`` (and the usual ``AWS_*`` variables; ``pip
+install 'nanobanana-async[s3]' python-multipart``). See docs/how-to/local-images.md.
 
 The client lives in the app's lifespan: one connection pool, and one view of the key's limits
 shared by every request and every batch. Batches run in a task group that the lifespan owns,
 so shutting the app down cancels them cleanly (add ``journal=`` to `BatchRunner` to resume them
-after a restart). ``NANOBANANA_API_KEY`` and ``NANOBANANA_BASE_URL`` are read when the app
-starts, which is how the tests point it at the fake provider.
+after a restart). ``NANOBANANA_API_KEY``, ``NANOBANANA_BASE_URL`` and ``NANOBANANA_IMAGE_HOST``
+are read when the app starts, which is how the tests point it at the fake provider and at an
+S3 server of their own.
 """
 
+import os
 import uuid
 from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.abc
 import attrs
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -39,6 +46,7 @@ from nanobanana_async import (
     NanoBananaError,
     OutputFormat,
     RequestConflictError,
+    S3ImageHost,
     TaskFailedError,
     TextToImage,
     WaitTimeoutError,
@@ -47,6 +55,9 @@ from nanobanana_async import Request as ImageRequest
 
 MAX_BATCHES = 100
 """Finished batches kept in memory for ``GET /batches/{id}``; a real app would use a store."""
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+"""The provider's limit per input image: a larger upload is refused unread past this."""
 
 
 # -- what the API takes and returns --------------------------------------------------------------
@@ -60,6 +71,11 @@ class ImageIn(BaseModel):
 
     def to_request(self) -> ImageRequest:
         """The library's request; raises `InvalidRequestError` for a rule pydantic missed."""
+        for i, url in enumerate(self.image_urls):
+            # A string that is not a URL would be read as a file of this server: never let
+            # a caller name one. Uploads go through POST /edits instead.
+            if not url.startswith("https://"):
+                raise InvalidRequestError(f"image_urls[{i}]", "must be an https:// URL")
         if self.image_urls:
             return ImageToImage(
                 prompt=self.prompt,
@@ -150,7 +166,11 @@ class Batch:
 async def lifespan(app: FastAPI) -> AsyncGenerator[None, None]:
     # Leaving the block cancels the task group first (running batches stop, their tasks keep
     # their ids in the outcomes), then closes the client.
-    async with AsyncNanoBanana() as client, anyio.create_task_group() as background:
+    async with AsyncExitStack() as stack:
+        host_url = os.environ.get("NANOBANANA_IMAGE_HOST")
+        host = await stack.enter_async_context(S3ImageHost(host_url)) if host_url else None
+        client = await stack.enter_async_context(AsyncNanoBanana(image_host=host))
+        background = await stack.enter_async_context(anyio.create_task_group())
         app.state.client = client
         app.state.background = background
         app.state.batches = {}
@@ -205,6 +225,24 @@ async def create_image(
 ) -> ImageOut:
     """Generate one image and return its URLs (they expire within hours)."""
     result = await client.generate(body.to_request(), request_id=idempotency_key, timeout=90)
+    return ImageOut(task_id=result.task_id, urls=list(result.urls))
+
+
+@app.post("/edits")
+async def edit_upload(
+    prompt: Annotated[str, Form()],
+    image: UploadFile,
+    client: Client,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> ImageOut:
+    """Edit an uploaded image (multipart form: ``prompt``, ``image``); returns the result's URLs.
+
+    The upload is checked (JPEG, PNG or WEBP, at most 10 MB) before anything is sent, then
+    published through the client's image host, which gives the provider a presigned URL.
+    """
+    data = await image.read(MAX_UPLOAD_BYTES + 1)  # one byte over: too large, not cut short
+    request = ImageToImage(prompt=prompt, image_urls=[data])
+    result = await client.generate(request, request_id=idempotency_key, timeout=90)
     return ImageOut(task_id=result.task_id, urls=list(result.urls))
 
 

@@ -27,6 +27,7 @@ from ._errors import (
     ConfigurationError,
     DecodeError,
     DownloadError,
+    ImageHostError,
     InsufficientCreditsError,
     InvalidRequestError,
     JournalError,
@@ -41,8 +42,10 @@ from ._errors import (
     UsageError,
     WaitTimeoutError,
 )
+from ._images import LocalImage
 from ._models import (
     IMAGE_SIZES,
+    ImageInput,
     ImageSize,
     ImageToImage,
     OutputFormat,
@@ -54,7 +57,9 @@ from ._models import (
 )
 from ._outcomes import BatchOutcome, BatchStatistics, ProgressHook
 from ._polling import OnUpdate, PollPolicy
+from ._publish import ImageHost
 from ._retry import RetryPolicy
+from ._s3 import S3ImageHost
 from ._version import __version__
 from .limits import TIERS, Limits, LimitsBackend, LimitsSnapshot, RedisLimits, TierLimits
 
@@ -80,6 +85,9 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "DownloadError",
+    "ImageHost",
+    "ImageHostError",
+    "ImageInput",
     "ImageSize",
     "ImageToImage",
     "InsufficientCreditsError",
@@ -88,6 +96,7 @@ __all__ = [
     "Limits",
     "LimitsBackend",
     "LimitsSnapshot",
+    "LocalImage",
     "NanoBananaError",
     "OnUpdate",
     "OutputFormat",
@@ -99,6 +108,7 @@ __all__ = [
     "RequestConflictError",
     "ResponseTooLargeError",
     "RetryPolicy",
+    "S3ImageHost",
     "ServerError",
     "Task",
     "TaskFailedError",

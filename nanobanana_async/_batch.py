@@ -254,6 +254,7 @@ class BatchRunner:
         self._counters.submitted += 1
         try:
             body = create_body(request)
+            self._engine.check_publishable(body)
         except InvalidRequestError as exc:
             await self._emit(send, BatchOutcome(index=index, request=request, error=exc))
             return
@@ -314,8 +315,17 @@ class BatchRunner:
         if job.task_id is None:
             deadline = anyio.current_time() + self._task_timeout
             try:
+                # Published within the create's deadline; the journal keeps the URLs, so a
+                # rerun sends this very body again under the same request id.
+                body = await engine.publish(
+                    job.body,
+                    deadline=deadline,
+                    needed_for=self._task_timeout,
+                    store=journal,
+                    request_id=job.request_id,
+                )
                 job.task_id = await engine.caller.create(
-                    job.body, job.request_id, deadline, holder=holder, stop=self._stop_error
+                    body, job.request_id, deadline, holder=holder, stop=self._stop_error
                 )
             except NanoBananaError as exc:
                 self._on_create_error(job, exc, journal)

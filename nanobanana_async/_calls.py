@@ -173,6 +173,8 @@ class Caller:
                 it queues again for a slot, and the task counts as running once created.
             stop: Asked right before each try is sent (see `StopCheck`).
         """
+        if body.images:
+            raise UsageError("a request's local images must be published before it is sent")
         task_id = await self.call(
             "create",
             structure_task_id,

@@ -43,6 +43,7 @@ from ._errors import (
 )
 from ._models import Request, Task, TaskResult
 from ._polling import DurationModel, OnUpdate, PollPlanner, PollPolicy, result_of
+from ._publish import ImageHost, ImagePublisher
 from ._retry import RetryPolicy
 from ._secret import Secret
 from ._version import __version__
@@ -89,6 +90,9 @@ class AsyncNanoBanana:
         max_download_bytes: The largest result file accepted.
         max_response_bytes: The largest API answer accepted (decoded bytes); a larger one
             fails with `ResponseTooLargeError` and its connection is dropped.
+        image_host: Where local input images (files, bytes) of an `ImageToImage` are
+            published for the provider to fetch, e.g. an `S3ImageHost`; you close it.
+            Without one, a request holding local images is refused before it is sent.
 
     Raises:
         ConfigurationError: No API key was given or found in the environment, or a setting
@@ -111,6 +115,7 @@ class AsyncNanoBanana:
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         limits: LimitsBackend | None = None,
+        image_host: ImageHost | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("NANOBANANA_API_KEY")
         if not key or not key.strip():
@@ -163,7 +168,8 @@ class AsyncNanoBanana:
         )
         self._poll = poll or PollPolicy()
         planner = PollPlanner(self._poll, DurationModel(), lambda: limits.query.rate)
-        self._engine = Engine(caller, planner)
+        publisher = None if image_host is None else ImagePublisher(image_host)
+        self._engine = Engine(caller, planner, publisher)
         self._downloader = Downloader(
             self._download,
             user_agent=user_agent,
@@ -209,6 +215,12 @@ class AsyncNanoBanana:
     def base_url(self) -> httpx.URL:
         """The API host this client talks to."""
         return self._base_url
+
+    @property
+    def image_host(self) -> ImageHost | None:
+        """Where this client publishes local input images, if anywhere."""
+        publisher = self._engine.publisher
+        return None if publisher is None else publisher.host
 
     @property
     def limits(self) -> LimitsBackend:
@@ -261,16 +273,26 @@ class AsyncNanoBanana:
         Returns:
             The provider's task id.
 
+        Local images in the request are published first through the client's image host,
+        within the same ``timeout``.
+
         Raises:
-            InvalidRequestError: The request or request id is not valid; nothing was sent.
+            InvalidRequestError: The request or request id is not valid, or it holds local
+                images and the client has no image host; nothing was sent.
+            ImageHostError: A local image could not be published; nothing was created.
             RequestConflictError: The request id was already used for a different request.
             APIStatusError: The provider refused (see its subclasses).
             APIConnectionError: No answer after every retry, or the deadline passed.
         """
         body = create_body(request)
+        self._engine.check_publishable(body)
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
-        return await self._engine.caller.create(body, request_id, anyio.current_time() + seconds)
+        deadline = anyio.current_time() + seconds
+        body = await self._engine.publish(
+            body, deadline=deadline, needed_for=DEFAULT_WAIT_TIMEOUT, request_id=request_id
+        )
+        return await self._engine.caller.create(body, request_id, deadline)
 
     async def get_task(self, task_id: str, *, timeout: float = DEFAULT_QUERY_TIMEOUT) -> Task:
         """Read a task once (one ``recordInfo`` call, plus retries).
@@ -352,12 +374,18 @@ class AsyncNanoBanana:
             TaskFailedError: The task ended in ``fail``.
             WaitTimeoutError: The task did not finish in time; ``task_id`` lets you wait again.
             APITimeoutError: No slot freed up in time, so nothing was created.
+            ImageHostError: A local image could not be published; nothing was created.
             APIStatusError: The provider refused the create (see its subclasses).
         """
         body = create_body(request)  # a bad request fails before waiting for a slot
+        self._engine.check_publishable(body)
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_WAIT_TIMEOUT)
         deadline = anyio.current_time() + seconds
+        # Published before a slot is taken: an upload needs none of the key's active tasks.
+        body = await self._engine.publish(
+            body, deadline=deadline, needed_for=seconds, request_id=request_id
+        )
         active = self._engine.limits.active
         holder = object()
         with anyio.move_on_after(seconds):

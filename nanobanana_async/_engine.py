@@ -13,8 +13,11 @@ from collections.abc import Callable
 import anyio
 
 from ._calls import Caller
+from ._errors import InvalidRequestError
 from ._models import Task
 from ._polling import OnUpdate, PollPlanner, follow
+from ._publish import ImagePublisher, PublishedImages
+from ._wire import CreateBody
 from .limits import LimitsBackend
 
 __all__ = ["Engine"]
@@ -28,11 +31,48 @@ class Engine:
     Args:
         caller: The call loop.
         planner: The poll planner.
+        publisher: Publishes local input images, if the client has an image host.
     """
 
-    def __init__(self, caller: Caller, planner: PollPlanner) -> None:
+    def __init__(
+        self, caller: Caller, planner: PollPlanner, publisher: ImagePublisher | None = None
+    ) -> None:
         self.caller = caller
         self.planner = planner
+        self.publisher = publisher
+
+    def check_publishable(self, body: CreateBody) -> None:
+        """Refuse, before anything is sent, a body with local images and no host for them.
+
+        Raises:
+            InvalidRequestError: The body holds local images and the client has no host.
+        """
+        if body.images and self.publisher is None:
+            raise InvalidRequestError(
+                "image_urls",
+                "holds local images (files or bytes), and the provider fetches images only "
+                "from URLs: give the client an image host to publish them, e.g. "
+                "AsyncNanoBanana(image_host=S3ImageHost('s3://bucket/prefix')) "
+                "(pip install 'nanobanana-async[s3]'), or pass https:// URLs",
+            )
+
+    async def publish(
+        self,
+        body: CreateBody,
+        *,
+        deadline: float,
+        needed_for: float,
+        store: PublishedImages | None = None,
+        request_id: str | None = None,
+    ) -> CreateBody:
+        """The body to send, its local images published (see `ImagePublisher.publish`)."""
+        if not body.images:
+            return body
+        self.check_publishable(body)
+        assert self.publisher is not None
+        return await self.publisher.publish(
+            body, deadline=deadline, needed_for=needed_for, store=store, request_id=request_id
+        )
 
     @property
     def limits(self) -> LimitsBackend:

@@ -21,6 +21,7 @@ Every exception the library raises on purpose derives from `NanoBananaError`::
     ├── TaskFailedError                         the task ended in state ``fail``
     ├── WaitTimeoutError (also TimeoutError)    the task was not finished by the deadline
     ├── DownloadError                           a result file could not be fetched safely
+    ├── ImageHostError                          a local input image could not be published
     ├── DecodeError                             an answer could not be understood
     │   └── ResponseTooLargeError               ... because it was larger than the cap
     ├── JournalError                            a batch journal cannot be opened or used
@@ -49,6 +50,7 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "DownloadError",
+    "ImageHostError",
     "InsufficientCreditsError",
     "InvalidRequestError",
     "JournalError",
@@ -241,6 +243,18 @@ class DownloadError(NanoBananaError):
 
     Attributes:
         status: The result host's HTTP status, when it answered with an error.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ImageHostError(NanoBananaError):
+    """The client's image host could not publish a local input image; nothing was created.
+
+    Attributes:
+        status: The storage's HTTP status, when it answered with an error.
     """
 
     def __init__(self, message: str, *, status: int | None = None) -> None:

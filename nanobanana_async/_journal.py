@@ -8,6 +8,10 @@ One row per job, keyed by the job's index in the batch, with a fingerprint of it
   provider refused the request as invalid). On resume it is skipped, and its outcome is
   rebuilt from the row.
 
+A second table holds the URL each local input image was published at (by its SHA-256, with
+how long the URL stays valid), so a rerun publishes nothing again and sends a create the body
+it sent before. Older journals get the table when they are opened.
+
 Each job's ``X-Request-ID`` is derived from the journal's own id and the job, so a create that
 was sent but whose row never reached the disk (the process died in between) is sent again with
 the same id, and the provider answers with the task it already made. That is why writes can be
@@ -72,8 +76,16 @@ _SCHEMA = (
         updated_at REAL NOT NULL
     )
     """,
+    # Added with local images; created in older journals when they are opened.
+    """
+    CREATE TABLE IF NOT EXISTS images (
+        sha256 TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        valid_until REAL NOT NULL
+    )
+    """,
 )
-_TABLES = frozenset({"meta", "jobs"})
+_TABLES = frozenset({"meta", "jobs", "images"})
 _NOT_A_JOURNAL = "is not a nanobanana-async batch journal"
 _FORMAT = "1"
 _UPSERT = """
@@ -197,6 +209,47 @@ class Journal:
             return cursor.fetchall()
         except sqlite3.Error as exc:
             raise JournalError(f"cannot read the batch journal {self.path}: {exc}") from exc
+
+    async def published_url(self, sha256: str, valid_until: float) -> str | None:
+        """The URL an image was published at, if it stays valid until ``valid_until``.
+
+        Raises:
+            JournalError: The file cannot be read.
+        """
+        async with self._lock:
+            return await anyio.to_thread.run_sync(self._published_sync, sha256, valid_until)
+
+    def _published_sync(self, sha256: str, valid_until: float) -> str | None:
+        try:
+            found = self._db.execute(
+                "SELECT url FROM images WHERE sha256 = ? AND valid_until >= ?",
+                (sha256, valid_until),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the batch journal {self.path}: {exc}") from exc
+        return None if found is None else str(found[0])
+
+    async def record_published(self, sha256: str, url: str, valid_until: float) -> None:
+        """Record an image's URL at once, not at the next flush.
+
+        A create sent with the URL may be sent again after a crash, and must then carry the
+        same body.
+
+        Raises:
+            JournalError: The file cannot be written.
+        """
+        statement = "INSERT OR REPLACE INTO images (sha256, url, valid_until) VALUES (?, ?, ?)"
+        async with self._lock:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(
+                    self._execute_sync, statement, (sha256, url, valid_until)
+                )
+
+    def _execute_sync(self, statement: str, values: tuple[Any, ...]) -> None:
+        try:
+            self._db.execute(statement, values)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot write the batch journal {self.path}: {exc}") from exc
 
     def record(
         self,

@@ -8,6 +8,7 @@ the provider said, parsed defensively by the private converter in `_wire`.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeAlias, cast, get_args
@@ -16,9 +17,11 @@ from urllib.parse import urlsplit
 import attrs
 
 from ._errors import InvalidRequestError
+from ._images import LocalImage, is_url_like
 
 __all__ = [
     "IMAGE_SIZES",
+    "ImageInput",
     "ImageSize",
     "ImageToImage",
     "OutputFormat",
@@ -77,33 +80,54 @@ def _check_nsfw_checker(_instance: object, _attribute: object, value: Any) -> No
         raise InvalidRequestError("nsfw_checker", f"must be a bool, not {type(value).__name__}")
 
 
-def _image_urls(value: object) -> tuple[str, ...]:
-    """Check the image URLs of an edit and freeze them into a tuple."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise InvalidRequestError("image_urls", "must be a list of https:// URLs")
-    urls: tuple[object, ...] = tuple(cast("Iterable[object]", value))
-    if not 1 <= len(urls) <= MAX_IMAGE_URLS:
+ImageInput: TypeAlias = "str | os.PathLike[str] | bytes | LocalImage"
+"""One item of ``image_urls``: an ``https://`` URL, a local file, or an image's bytes."""
+
+
+def _image_url(url: str, where: str) -> str:
+    if url.startswith("data:"):
         raise InvalidRequestError(
-            "image_urls", f"must hold 1 to {MAX_IMAGE_URLS} URLs, got {len(urls)}"
+            where, "inline data: URLs are not accepted; pass the image's bytes or file instead"
         )
-    for i, url in enumerate(urls):
-        where = f"image_urls[{i}]"
-        if not isinstance(url, str):
-            raise InvalidRequestError(where, f"must be a string, not {type(url).__name__}")
-        if url.startswith("data:"):
-            raise InvalidRequestError(
-                where, "inline data: URLs are not accepted; upload the image and pass its URL"
-            )
-        try:
-            parts = urlsplit(url)
-            host = parts.hostname
-        except ValueError:
-            host, parts = None, None
-        if parts is None or parts.scheme != "https" or not host or any(c.isspace() for c in url):
-            raise InvalidRequestError(
-                where, f"must be a public https:// URL (no local paths or http:); got {url!r}"
-            )
-    return cast("tuple[str, ...]", urls)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        host, parts = None, None
+    if parts is None or parts.scheme != "https" or not host or any(c.isspace() for c in url):
+        raise InvalidRequestError(
+            where, f"must be a public https:// URL, a file path or bytes; got {url!r}"
+        )
+    return url
+
+
+def _image_item(item: object, where: str) -> str | LocalImage:
+    if isinstance(item, LocalImage):
+        return item
+    if isinstance(item, (bytes, bytearray)):
+        return LocalImage.from_bytes(bytes(item), field=where)
+    if isinstance(item, str) and is_url_like(item):
+        return _image_url(item, where)
+    if isinstance(item, (str, os.PathLike)):
+        path = cast("object", os.fspath(cast("str | os.PathLike[str]", item)))
+        if not isinstance(path, str) or not path.strip():  # a PathLike of bytes, or blank
+            raise InvalidRequestError(where, "must be a URL, a file path or bytes")
+        return LocalImage.from_path(path, field=where)
+    raise InvalidRequestError(
+        where, f"must be a URL, a file path or bytes, not {type(item).__name__}"
+    )
+
+
+def _image_urls(value: object) -> tuple[str | LocalImage, ...]:
+    """Check the images of an edit (URLs, files, bytes) and freeze them into a tuple."""
+    if isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, Iterable):
+        raise InvalidRequestError("image_urls", "must be a list of URLs, file paths or bytes")
+    items: tuple[object, ...] = tuple(cast("Iterable[object]", value))
+    if not 1 <= len(items) <= MAX_IMAGE_URLS:
+        raise InvalidRequestError(
+            "image_urls", f"must hold 1 to {MAX_IMAGE_URLS} images, got {len(items)}"
+        )
+    return tuple(_image_item(item, f"image_urls[{i}]") for i, item in enumerate(items))
 
 
 _DEFAULT_SIZE: ImageSize = "1:1"
@@ -167,8 +191,11 @@ class ImageToImage:
 
     Args:
         prompt: The edit instruction; 1 to 20000 characters.
-        image_urls: 1 to 10 public ``https://`` URLs of JPEG, PNG or WEBP images (at most
-            10 MB each). No local paths, uploads, base64 or ``data:`` URLs.
+        image_urls: 1 to 10 JPEG, PNG or WEBP images (at most 10 MB each): public
+            ``https://`` URLs, and local files (a ``str`` that is not a URL, or an
+            ``os.PathLike``) or raw ``bytes``, which become `LocalImage` items. A local image
+            is checked (type by its magic bytes, size) now, reading at most 10 MB of a file,
+            and is sent only by a client with an ``image_host``, which publishes it.
         image_size: The output ratio, one of `IMAGE_SIZES`; default ``"1:1"``.
         aspect_ratio: Alias of ``image_size``; give one or the other.
         output_format: ``"png"`` (default) or ``"jpeg"``.
@@ -181,7 +208,7 @@ class ImageToImage:
     model: ClassVar[str] = "nano-banana-image-to-image"
 
     prompt: str = attrs.field(validator=_check_prompt)
-    image_urls: tuple[str, ...] = attrs.field(converter=_image_urls)
+    image_urls: tuple[str | LocalImage, ...] = attrs.field(converter=_image_urls)
     image_size: ImageSize = attrs.field(default=_DEFAULT_SIZE, validator=_check_image_size)
     output_format: OutputFormat = attrs.field(
         default=_DEFAULT_FORMAT, validator=_check_output_format
@@ -192,7 +219,7 @@ class ImageToImage:
         self,
         *,
         prompt: str,
-        image_urls: Iterable[str],
+        image_urls: Iterable[ImageInput],
         image_size: ImageSize | None = None,
         aspect_ratio: ImageSize | None = None,
         output_format: OutputFormat = "png",
@@ -210,6 +237,15 @@ class ImageToImage:
     def aspect_ratio(self) -> ImageSize:
         """The output ratio; the same as ``image_size``."""
         return self.image_size
+
+    @property
+    def local_images(self) -> tuple[LocalImage, ...]:
+        """The images to publish before sending, each once, in order (empty for URLs only)."""
+        seen: dict[str, LocalImage] = {}
+        for item in self.image_urls:
+            if isinstance(item, LocalImage):
+                seen.setdefault(item.sha256, item)
+        return tuple(seen.values())
 
 
 def _pick_size(image_size: ImageSize | None, aspect_ratio: ImageSize | None) -> ImageSize:

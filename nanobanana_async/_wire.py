@@ -31,10 +31,12 @@ import attrs
 from cattrs.preconf.json import make_converter
 
 from ._errors import APIStatusError, DecodeError, InvalidRequestError, error_for_status
+from ._images import LocalImage
 from ._models import ImageToImage, Task, TaskState, TextToImage
 
 __all__ = [
     "CREATE_PATH",
+    "LOCAL_IMAGE_PREFIX",
     "QUERY_PATH",
     "CreateBody",
     "Envelope",
@@ -54,6 +56,8 @@ __all__ = [
 
 CREATE_PATH = "/api/v1/jobs/createTask"
 QUERY_PATH = "/api/v1/jobs/recordInfo"
+LOCAL_IMAGE_PREFIX = "local-image:sha256:"
+"""How a local image stands in a body until it is published (never sent)."""
 
 converter = make_converter()
 """The private converter; never the global one."""
@@ -77,7 +81,12 @@ class Envelope:
 def _unstructure_request(request: TextToImage | ImageToImage) -> dict[str, Any]:
     fields: dict[str, Any] = {"prompt": request.prompt}
     if isinstance(request, ImageToImage):
-        fields["image_urls"] = list(request.image_urls)
+        # A local image stands as its digest until published: a journal's fingerprint (and
+        # so a resumed batch's X-Request-ID) depends on the picture, not on a temporary URL.
+        fields["image_urls"] = [
+            f"{LOCAL_IMAGE_PREFIX}{item.sha256}" if isinstance(item, LocalImage) else item
+            for item in request.image_urls
+        ]
     fields["image_size"] = request.image_size
     fields["output_format"] = request.output_format
     fields["nsfw_checker"] = request.nsfw_checker
@@ -94,13 +103,32 @@ def request_body(request: TextToImage | ImageToImage) -> dict[str, Any]:
     return body
 
 
+def _dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 @attrs.frozen
 class CreateBody:
-    """A create's body, serialised once: the JSON object and the bytes that are sent."""
+    """A create's body, serialised once: the JSON object and the bytes that are sent.
+
+    A body with local ``images`` stands for a request not yet sendable: its ``body`` names
+    them by digest (the fingerprint a journal keys on) and `published` makes the body sent.
+    """
 
     request: TextToImage | ImageToImage
     body: dict[str, Any]
     content: bytes
+    images: tuple[LocalImage, ...] = ()
+
+    def published(self, urls: Mapping[str, str]) -> CreateBody:
+        """The body to send, each local image replaced by its URL (``urls`` by digest)."""
+        fields = dict(self.body["input"])
+        fields["image_urls"] = [
+            urls[url[len(LOCAL_IMAGE_PREFIX) :]] if url.startswith(LOCAL_IMAGE_PREFIX) else url
+            for url in fields["image_urls"]
+        ]
+        body = {**self.body, "input": fields}
+        return CreateBody(self.request, body, _dumps(body))
 
 
 def create_body(request: object) -> CreateBody:
@@ -114,8 +142,9 @@ def create_body(request: object) -> CreateBody:
             "request", f"must be a TextToImage or ImageToImage, not {type(request).__name__}"
         )
     body = request_body(request)
-    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    return CreateBody(request, body, content)
+    if isinstance(request, ImageToImage) and (images := request.local_images):
+        return CreateBody(request, body, b"", images)
+    return CreateBody(request, body, _dumps(body))
 
 
 def as_mapping(value: object) -> Mapping[str, Any] | None:

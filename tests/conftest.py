@@ -9,6 +9,7 @@ fast.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -85,3 +86,18 @@ class Api:
 def api() -> Api:
     """The provider and result hosts on a respx router, injected into clients by transport."""
     return Api()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-protocol server (moto's) on a free loopback port, with the bucket "pictures"."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    httpx.put(f"{endpoint}/pictures").raise_for_status()
+    try:
+        yield endpoint
+    finally:
+        server.stop()

@@ -40,6 +40,7 @@ from nanobanana_async.cli._rows import (
     request_from_fields,
 )
 from nanobanana_async.testing import FakeNanoBanana, FakeStats
+from nanobanana_async.testing._images import jpeg_bytes, png_bytes
 
 KEY = "sk-test"
 Popen = subprocess.Popen[str]
@@ -258,13 +259,18 @@ INVALID = [
     (["generate", "   "], "prompt: is required"),
     (["generate", "a banana", "--timeout", "0"], "--timeout must be more than 0"),
     (["edit", "gold", "--image", "http://example.com/a.png"], "image_urls[0]"),
-    (["edit", "gold", "--image", "/home/me/a.png"], "no local paths"),
+    (["edit", "gold", "--image", "/home/me/a.png"], "no such file"),
+    (["edit", "gold", "--image", "notes.png"], "not a JPEG, PNG or WEBP"),
+    (["edit", "gold", "--image", "photo.png"], "--image-host s3://bucket/prefix"),
+    (["edit", "gold", "--image", "photo.png", "--image-host", "gs://b"], "s3://bucket/prefix"),
 ]
 
 
 def test_invalid_requests_are_one_line_exit_2_and_send_nothing(
     served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
+    (tmp_path / "notes.png").write_text("not a picture")
+    (tmp_path / "photo.png").write_bytes(png_bytes((1, 2, 3)))
     (args, message), *variants = INVALID
     result = nanobanana(*args, served=served, cwd=tmp_path)
     assert result.returncode == 2
@@ -520,6 +526,41 @@ def test_batch_with_a_journal_resumes_without_creating_again(
     assert second.stderr.count("(from the journal)") == 6
     assert len(list((tmp_path / "out").iterdir())) == 6
     assert_image(tmp_path / "out" / "line-0003.png")
+
+
+def test_local_images_go_through_the_image_host(
+    served: Served, tmp_path: Path, s3_endpoint: str
+) -> None:
+    aws = {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "test-access-key",
+        "AWS_SECRET_ACCESS_KEY": "test-secret-key",
+        "AWS_REGION": "us-east-1",
+    }
+    (tmp_path / "photo.png").write_bytes(png_bytes((200, 100, 0)))
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    (rows / "pics").mkdir()
+    (rows / "pics" / "cat.jpg").write_bytes(jpeg_bytes((10, 200, 30)))
+    lines = [{"prompt": f"cat {i}", "image_urls": ["pics/cat.jpg"]} for i in range(2)]
+    (rows / "r.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    edited, batch = side_by_side(
+        ["edit", "gold", "--image", "./photo.png", "--image-host", "s3://pictures/cli"],
+        ["batch", "rows/r.jsonl", "--out", "out"],
+        served=served,
+        cwd=tmp_path,
+        NANOBANANA_IMAGE_HOST="s3://pictures/cli-batch",
+        **aws,
+    )
+    assert edited.returncode == 0, edited.stderr
+    assert batch.returncode == 0, batch.stderr
+    assert_image(tmp_path / edited.stdout.strip())
+    tasks = served.portal.call(lambda: [t.body["input"] for t in served.fake.tasks.values()])
+    sent = sorted(url for task in tasks for url in task["image_urls"])
+    assert len(sent) == 3
+    assert all(url.startswith(f"{s3_endpoint}/pictures/cli") for url in sent)
+    assert served.stats().images_fetched == 3
+    assert served.stats().images_refused == 0
 
 
 def journal_task_ids(path: Path) -> dict[int, str]:

@@ -7,6 +7,7 @@ same HTTP on both sides.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -25,6 +26,7 @@ import pytest
 from anyio.from_thread import start_blocking_portal
 
 from nanobanana_async.testing import FakeNanoBanana, FakeStats
+from nanobanana_async.testing._images import png_bytes
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
@@ -56,8 +58,8 @@ class Stack:
         return result
 
 
-@pytest.fixture
-def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+@contextlib.contextmanager
+def serve_stack(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Stack]:
     fake = FakeNanoBanana(api_key=KEY, time_scale=0.01)
     with (
         start_blocking_portal() as portal,
@@ -65,6 +67,8 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     ):
         monkeypatch.setenv("NANOBANANA_API_KEY", KEY)
         monkeypatch.setenv("NANOBANANA_BASE_URL", base_url)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
         config = uvicorn.Config(
             load_example().app, host="127.0.0.1", port=0, log_level="warning", ws="none"
         )
@@ -83,6 +87,27 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
             server.should_exit = True
             thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    with serve_stack(monkeypatch) as served:
+        yield served
+
+
+@pytest.fixture
+def stack_with_host(monkeypatch: pytest.MonkeyPatch, s3_endpoint: str) -> Iterator[Stack]:
+    """The app with an image host: moto's S3 server on loopback."""
+    pytest.importorskip("multipart")
+    with serve_stack(
+        monkeypatch,
+        NANOBANANA_IMAGE_HOST="s3://pictures/uploads",
+        AWS_ENDPOINT_URL=s3_endpoint,
+        AWS_ACCESS_KEY_ID="test-access-key",
+        AWS_SECRET_ACCESS_KEY="test-secret-key",
+        AWS_REGION="us-east-1",
+    ) as served:
+        yield served
 
 
 def test_concurrent_images_share_the_keys_limits(stack: Stack) -> None:
@@ -184,6 +209,46 @@ def test_a_batch_runs_in_the_background_and_reports_progress(stack: Stack) -> No
     assert statistics["succeeded"] == statistics["created"] == statistics["done"] == 8
     assert statistics["max_active"] >= 1
     assert stack.stats().tasks_created == 8
+
+
+def test_an_uploaded_image_is_edited_through_the_image_host(stack_with_host: Stack) -> None:
+    photo = png_bytes((250, 200, 30))
+    with httpx.Client(base_url=stack_with_host.app_url, timeout=30) as client:
+        files = {"image": ("photo.png", photo, "image/png")}
+        edited = client.post("/edits", data={"prompt": "make it gold"}, files=files)
+        again = client.post("/edits", data={"prompt": "make it silver"}, files=files)
+        text = client.post(
+            "/edits", data={"prompt": "x"}, files={"image": ("a.png", b"hello", "image/png")}
+        )
+        huge = client.post(
+            "/edits",
+            data={"prompt": "x"},
+            files={"image": ("big.png", photo.ljust(13 * 1024 * 1024, b"\0"), "image/png")},
+        )
+        path = client.post("/images", json={"prompt": "x", "image_urls": ["/etc/hosts"]})
+    assert edited.status_code == again.status_code == 200, edited.text
+    assert len(edited.json()["urls"]) == 1
+    assert (text.status_code, text.json()["field"]) == (422, "image_urls[0]")
+    assert "not a JPEG, PNG or WEBP" in text.json()["detail"]
+    assert (huge.status_code, huge.json()["field"]) == (422, "image_urls[0]")
+    assert (path.status_code, path.json()["field"]) == (422, "image_urls[0]")
+    task = stack_with_host.fake.tasks[edited.json()["task_id"]]
+    [url] = task.body["input"]["image_urls"]
+    assert "/pictures/uploads/" in url
+    stats = stack_with_host.stats()
+    assert stats.tasks_created == 2
+    assert stats.images_fetched == 2
+    assert stats.images_refused == 0
+
+
+def test_without_an_image_host_an_upload_is_422_and_sends_nothing(stack: Stack) -> None:
+    pytest.importorskip("multipart")
+    with httpx.Client(base_url=stack.app_url, timeout=30) as client:
+        files = {"image": ("photo.png", png_bytes((1, 2, 3)), "image/png")}
+        answer = client.post("/edits", data={"prompt": "gold"}, files=files)
+    assert answer.status_code == 422
+    assert "image_host" in answer.json()["detail"]
+    assert stack.stats().create_requests == 0
 
 
 # -- the scripts of the how-to guides ---------------------------------------------------------

@@ -126,9 +126,9 @@ class TestImageToImage:
 
     def test_one_to_ten_urls(self) -> None:
         assert len(ImageToImage(prompt="x", image_urls=[PNG] * 10).image_urls) == 10
-        with pytest.raises(InvalidRequestError, match="1 to 10 URLs, got 11"):
+        with pytest.raises(InvalidRequestError, match="1 to 10 images, got 11"):
             ImageToImage(prompt="x", image_urls=[PNG] * 11)
-        with pytest.raises(InvalidRequestError, match="1 to 10 URLs, got 0"):
+        with pytest.raises(InvalidRequestError, match="1 to 10 images, got 0"):
             ImageToImage(prompt="x", image_urls=[])
 
     @pytest.mark.parametrize("urls", [PNG, PNG.encode(), None, 5])
@@ -142,15 +142,11 @@ class TestImageToImage:
         [
             "http://cdn.example.com/in.png",
             "ftp://cdn.example.com/in.png",
-            "/home/me/in.png",
-            "C:\\images\\in.png",
             "file:///etc/passwd",
-            "in.png",
             "https://",
             "https:///path-only.png",
             "https://cdn.example.com/a b.png",
             "https://[::1/x.png",
-            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB",
         ],
     )
     def test_only_public_https_urls(self, url: str) -> None:
@@ -158,14 +154,26 @@ class TestImageToImage:
             ImageToImage(prompt="x", image_urls=[PNG, url])
         assert info.value.field == "image_urls[1]"
 
+    @pytest.mark.parametrize(
+        "path", ["/home/me/in.png", "C:\\images\\in.png", "in.png", "iVBORw0KGgoAAAANSUhEUg"]
+    )
+    def test_anything_else_is_a_path_and_must_exist(self, path: str) -> None:
+        with pytest.raises(InvalidRequestError, match="no such file") as info:
+            ImageToImage(prompt="x", image_urls=[PNG, path])
+        assert info.value.field == "image_urls[1]"
+
     def test_data_urls_are_refused_with_a_hint(self) -> None:
         with pytest.raises(InvalidRequestError, match="data: URLs are not accepted") as info:
             ImageToImage(prompt="x", image_urls=["data:image/png;base64,iVBORw0KGgo="])
         assert info.value.field == "image_urls[0]"
 
-    def test_non_string_url(self) -> None:
-        with pytest.raises(InvalidRequestError, match=r"image_urls\[0\]: must be a string"):
-            ImageToImage(prompt="x", image_urls=[b"https://x.example/a.png"])  # type: ignore[list-item]
+    def test_bytes_must_be_an_image(self) -> None:
+        with pytest.raises(InvalidRequestError, match=r"image_urls\[0\]: .*not a JPEG, PNG"):
+            ImageToImage(prompt="x", image_urls=[b"https://x.example/a.png"])
+
+    def test_other_items_are_refused(self) -> None:
+        with pytest.raises(InvalidRequestError, match=r"image_urls\[0\]: must be a URL"):
+            ImageToImage(prompt="x", image_urls=[5])  # type: ignore[list-item]
 
     def test_the_prompt_is_checked_too(self) -> None:
         with pytest.raises(InvalidRequestError) as info:

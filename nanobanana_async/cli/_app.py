@@ -19,12 +19,14 @@ import typer
 from .. import IMAGE_SIZES, ImageToImage, Request, TextToImage, __version__
 from ._batch import BatchReport, interrupted_batch, print_summary, run_batch
 from ._commands import (
+    IMAGE_HOST_VARIABLE,
     Settings,
     Started,
     api_key_in_use,
     download_task,
     generate_image,
     open_client,
+    open_image_host,
     show_status,
 )
 from ._exit import CliError
@@ -73,6 +75,16 @@ TaskTimeoutOption = Annotated[
     float, typer.Option("--timeout", help="The most seconds to follow one task.")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No line per finished request.")]
+ImageHostOption = Annotated[
+    str | None,
+    typer.Option(
+        "--image-host",
+        envvar=IMAGE_HOST_VARIABLE,
+        help="Where local input images are published for the provider: s3://bucket/prefix "
+        "(S3 or S3-compatible; AWS_* variables give credentials and endpoint).",
+        show_default=False,
+    ),
+]
 
 
 def _keyword(name: str, annotation: object, default: object) -> inspect.Parameter:
@@ -208,7 +220,12 @@ def _root(
     ctx.obj = Settings(api_key=api_key, base_url=base_url, verbose=verbose)
 
 
-def _one_task(ctx: typer.Context, build: Callable[[], Request], options: TaskOptions) -> None:
+def _one_task(
+    ctx: typer.Context,
+    build: Callable[[], Request],
+    options: TaskOptions,
+    image_host: str | None = None,
+) -> None:
     ui, settings = _ui_for(ctx)
     started = Started()
 
@@ -230,6 +247,7 @@ def _one_task(ctx: typer.Context, build: Callable[[], Request], options: TaskOpt
             timeout=options.timeout,
             wait=options.wait,
             started=started,
+            image_host=image_host,
         )
 
     _finish(execute(ui, work, on_interrupt=interrupted))
@@ -245,15 +263,18 @@ def _add_generate_and_edit(app: typer.Typer) -> None:
         task = TaskOptions(**options)
         _one_task(ctx, lambda: task.request(prompt), task)
 
-    def edit(ctx: typer.Context, prompt: str, image: list[str], **options: Any) -> None:
-        """Edit images given by URL and save the result (prints the saved paths)."""
+    def edit(
+        ctx: typer.Context, prompt: str, image: list[str], image_host: str | None, **options: Any
+    ) -> None:
+        """Edit images given by URL or file and save the result (prints the saved paths)."""
         task = TaskOptions(**options)
-        _one_task(ctx, lambda: task.request(prompt, image), task)
+        _one_task(ctx, lambda: task.request(prompt, image), task, image_host)
 
     image = typer.Option(
         "--image",
         "-i",
-        help="A public https:// URL of an input image (1 to 10; repeat the option).",
+        help="An input image: a public https:// URL, or a local file published through "
+        "--image-host (1 to 10; repeat the option).",
         show_default=False,
     )
     app.command()(_task_command(generate, prompt("What to draw.")))
@@ -262,6 +283,7 @@ def _add_generate_and_edit(app: typer.Typer) -> None:
             edit,
             prompt("The edit to make."),
             _keyword("image", Annotated[list[str], image], inspect.Parameter.empty),
+            _keyword("image_host", ImageHostOption, None),
         )
     )
 
@@ -277,10 +299,12 @@ def _add_batch(app: typer.Typer, argv: Sequence[str]) -> None:
         max_active: MaxActiveOption = None,
         timeout: TaskTimeoutOption = 3600.0,
         quiet: QuietOption = False,
+        image_host: ImageHostOption = None,
     ) -> None:
         """Run a JSONL or CSV file of requests, with progress, a journal and a summary.
 
-        Fields (JSONL) or columns (CSV): prompt, image_urls (CSV: separated by spaces or |),
+        Fields (JSONL) or columns (CSV): prompt, image_urls (CSV: separated by spaces or |;
+        URLs, or files relative to the batch file, published through --image-host),
         image_size or aspect_ratio, output_format, nsfw_checker, name (the file name).
         A row that cannot be read or breaks a rule becomes a failed outcome naming its line,
         and nothing is sent for it. Exit code 0 if every row succeeded, 3 if the key or
@@ -296,7 +320,10 @@ def _add_batch(app: typer.Typer, argv: Sequence[str]) -> None:
         report.total = total
 
         async def work() -> int:
-            async with open_client(settings) as client:
+            async with (
+                open_image_host(image_host) as host,
+                open_client(settings, image_host=host) as client,
+            ):
                 await run_batch(
                     ui,
                     client,

@@ -4,9 +4,10 @@ Each takes the `Ui` and the global `Settings`, prints its results, and returns a
 raises (a `CliError`, or a library error that `execute` words for the shell).
 """
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,12 @@ from rich.table import Table
 
 from .. import (
     AsyncNanoBanana,
+    ConfigurationError,
+    ImageHost,
+    ImageToImage,
     NanoBananaError,
     Request,
+    S3ImageHost,
     Task,
     TaskFailedError,
     TaskNotFoundError,
@@ -31,16 +36,20 @@ from ._ui import Ui
 
 __all__ = [
     "API_KEY_VARIABLE",
+    "IMAGE_HOST_VARIABLE",
     "Settings",
     "Started",
     "api_key_in_use",
     "download_task",
     "generate_image",
+    "needs_image_host",
     "open_client",
+    "open_image_host",
     "show_status",
 ]
 
 API_KEY_VARIABLE = "NANOBANANA_API_KEY"
+IMAGE_HOST_VARIABLE = "NANOBANANA_IMAGE_HOST"
 
 
 @attrs.define
@@ -69,6 +78,36 @@ def open_client(settings: Settings, **kwargs: Any) -> AsyncNanoBanana:
     return AsyncNanoBanana(api_key=key, base_url=settings.base_url or None, **kwargs)
 
 
+@contextlib.asynccontextmanager
+async def open_image_host(url: str | None) -> AsyncGenerator[ImageHost | None, None]:
+    """The image host ``--image-host`` names (``s3://bucket/prefix``), or None.
+
+    Raises:
+        CliError: The URL is not an s3:// URL, or the host's settings are refused (exit 2).
+    """
+    if not url:
+        yield None
+        return
+    if not url.startswith("s3://"):
+        raise CliError(f"--image-host must be an s3://bucket/prefix URL, got {url!r}")
+    try:
+        host = S3ImageHost(url)
+    except ConfigurationError as exc:
+        raise CliError(f"--image-host: {exc}") from None
+    async with host:
+        yield host
+
+
+def needs_image_host(request: Request, image_host: str | None) -> None:
+    """Refuse, with the CLI's words, an edit of local files without ``--image-host``."""
+    if isinstance(request, ImageToImage) and request.local_images and not image_host:
+        raise CliError(
+            "local images need an image host the provider can fetch them from: pass "
+            f"--image-host s3://bucket/prefix or set {IMAGE_HOST_VARIABLE} "
+            "(see docs/how-to/local-images.md)"
+        )
+
+
 @attrs.define
 class Started:
     """The task a command created, once it has: what Ctrl-C names for a later ``download``."""
@@ -92,13 +131,18 @@ async def generate_image(
     timeout: float,
     wait: bool,
     started: Started,
+    image_host: str | None = None,
 ) -> int:
     """Create one task, wait for it and save its images; prints the saved paths."""
     request = build()
+    needs_image_host(request, image_host)
     if not timeout > 0:
         raise CliError("--timeout must be more than 0 seconds")
     deadline = anyio.current_time() + timeout
-    async with open_client(settings) as client:
+    async with (
+        open_image_host(image_host) as host,
+        open_client(settings, image_host=host) as client,
+    ):
         with ui.err.status("creating the task...") as status:
             task_id = await client.create_task(request, timeout=timeout)
             started.task_id = task_id

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, cast
 import attrs
 
 from .. import ImageToImage, InvalidRequestError, Request, TextToImage
+from .._images import is_url_like
 from ._exit import CliError
 
 __all__ = [
@@ -87,10 +88,22 @@ def split_urls(value: str) -> list[str]:
     return [url for url in _URL_SEPARATORS.split(value.strip()) if url]
 
 
+def _local_paths(urls: object, base: Path | None) -> object:
+    """Image items that are not URLs, taken as files relative to ``base`` (the batch file's)."""
+    if base is None or isinstance(urls, (str, bytes)) or not isinstance(urls, list):
+        return urls
+    return [
+        str(base / item) if isinstance(item, str) and item and not is_url_like(item) else item
+        for item in cast("list[object]", urls)
+    ]
+
+
 def request_from_fields(
-    fields: Mapping[str, object], *, from_csv: bool
+    fields: Mapping[str, object], *, from_csv: bool, base: Path | None = None
 ) -> tuple[Request, str | None]:
     """Build the request of one batch row; raises `InvalidRequestError` or ValueError.
+
+    An ``image_urls`` item that is not a URL is a local file, relative to ``base``.
 
     Returns:
         The request, and the file name the row asks for (or None).
@@ -117,6 +130,7 @@ def request_from_fields(
     urls = fields.get("image_urls")
     if isinstance(urls, str):
         urls = split_urls(urls) or None
+    urls = _local_paths(urls, base)
     request: Request
     if urls is None:
         request = TextToImage(prompt=cast("str", prompt), **options)
@@ -127,16 +141,21 @@ def request_from_fields(
     return request, (name or None)
 
 
-def _row(line: int, fields: Mapping[str, object], *, from_csv: bool) -> Row:
+def _row(
+    line: int, fields: Mapping[str, object], *, from_csv: bool, base: Path | None = None
+) -> Row:
     try:
-        request, name = request_from_fields(fields, from_csv=from_csv)
+        request, name = request_from_fields(fields, from_csv=from_csv, base=base)
     except ValueError as exc:  # InvalidRequestError is a ValueError too
         return Row(line, BadRow(line, str(exc)))
     return Row(line, request, name)
 
 
-def jsonl_rows(lines: Iterable[bytes]) -> Iterator[Row]:
-    """Rows of a JSONL file, one JSON object per non-blank line, read lazily."""
+def jsonl_rows(lines: Iterable[bytes], base: Path | None = None) -> Iterator[Row]:
+    """Rows of a JSONL file, one JSON object per non-blank line, read lazily.
+
+    Local image paths in the rows are relative to ``base``.
+    """
     for number, raw in enumerate(lines, 1):
         try:
             text = raw.decode("utf-8")
@@ -158,7 +177,7 @@ def jsonl_rows(lines: Iterable[bytes]) -> Iterator[Row]:
         if not isinstance(value, dict):
             yield Row(number, BadRow(number, 'must be a JSON object with a "prompt"'))
             continue
-        yield _row(number, cast("dict[str, object]", value), from_csv=False)
+        yield _row(number, cast("dict[str, object]", value), from_csv=False, base=base)
 
 
 def _decoded(lines: Iterable[bytes], bad: dict[int, str] | None = None) -> Iterator[str]:
@@ -198,8 +217,10 @@ def _csv_error_reason(exc: csv.Error, start: int, end: int) -> str:
     return f"is not valid CSV: {message}{span}"
 
 
-def csv_rows(lines: Iterable[bytes], source: str) -> Iterator[Row]:
+def csv_rows(lines: Iterable[bytes], source: str, base: Path | None = None) -> Iterator[Row]:
     """Rows of a CSV file with a header; the header is checked now, the rows read lazily.
+
+    Local image paths in the rows are relative to ``base``.
 
     Raises:
         CliError: The header is missing, lacks ``prompt`` or names an unknown column.
@@ -223,10 +244,12 @@ def csv_rows(lines: Iterable[bytes], source: str) -> Iterator[Row]:
         )
     if "prompt" not in columns:
         raise CliError(f"{source}: line {reader.line_num}: the header has no 'prompt' column")
-    return _csv_records(reader, columns, bad)
+    return _csv_records(reader, columns, bad, base)
 
 
-def _csv_records(reader: Any, columns: list[str], bad: dict[int, str]) -> Iterator[Row]:
+def _csv_records(
+    reader: Any, columns: list[str], bad: dict[int, str], base: Path | None
+) -> Iterator[Row]:
     previous = int(reader.line_num)
     while True:
         start = previous + 1
@@ -256,7 +279,7 @@ def _csv_records(reader: Any, columns: list[str], bad: dict[int, str]) -> Iterat
             for column, value in zip(columns, record, strict=True)
             if value.strip()
         }
-        yield _row(start, cells, from_csv=True)
+        yield _row(start, cells, from_csv=True, base=base)
 
 
 @attrs.frozen
@@ -328,9 +351,9 @@ def open_batch_file(path: Path) -> tuple[BinaryIO, Iterator[Row], int]:
                     f"{path}: line {scan.unclosed}: the row starting here has a quote that is "
                     "never closed, so no row after it can be read; nothing was sent"
                 )
-            total, rows = scan.rows, csv_rows(file, str(path))
+            total, rows = scan.rows, csv_rows(file, str(path), path.parent)
         else:
-            total, rows = count_rows(file, is_csv=False), jsonl_rows(file)
+            total, rows = count_rows(file, is_csv=False), jsonl_rows(file, path.parent)
     except OSError as exc:
         file.close()
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None

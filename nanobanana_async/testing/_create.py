@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+from ._fetch import loopback_images
 from ._quota import KeyQuota
 from ._reply import Reply, dumps
 from ._stats import StatsRecorder
@@ -139,7 +140,7 @@ class Creator:
         fail_index = -1
         complete_time_missing = False
         if self._draw_failure(payload):
-            fail_index = self._rng.randrange(len(self._tasks.fail_codes))
+            fail_index = self._rng.randrange(self._tasks.drawn_fail_codes)
             complete_time_missing = self._rng.random() < 0.5
         param = dumps(payload)
         if param in self._tasks.params_seen:
@@ -155,6 +156,8 @@ class Creator:
             fail_index=fail_index,
             complete_time_missing=complete_time_missing,
         )
+        if loopback_images(payload):
+            self._tasks.image_checks.append(index)
         if self.credits is not None:
             self.credits -= 1
         self._recorder.count("tasks_created")

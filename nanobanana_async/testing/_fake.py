@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._create import Creator, DurationSpec, FailSpec
 from ._faults import Endpoint, FaultInjector, FaultKind, Faults
+from ._fetch import fetch_images
 from ._limits import TierLimits, changed_limits, limits_for
 from ._neighbours import Neighbour
 from ._query import TaskReader
@@ -423,6 +424,16 @@ class FakeNanoBanana:
         from ._wiring import open_client
 
         return open_client(self, **kwargs)
+
+    async def fetch_images(self) -> None:
+        """Fetch the loopback input images of the tasks created since the last call.
+
+        The transport and the server call it after each create, before answering it: a task
+        whose image cannot be fetched, or is not a JPEG, PNG or WEBP image of at most 10 MB,
+        then ends in ``fail`` (``failCode`` ``"400"``), as the provider's would. Images
+        elsewhere than on loopback are not fetched.
+        """
+        await fetch_images(self._tasks, self._recorder)
 
     def handle(
         self,

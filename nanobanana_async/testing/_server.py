@@ -100,6 +100,7 @@ class _Connection:
                 return
             request, body = received
             reply = self._answer(request, body)
+            await self._fake.fetch_images()
             if reply.action in ("refuse", "drop"):
                 return
             if reply.action == "slow" and not await self._wait_slowly(reply.slow_seconds):

@@ -66,6 +66,10 @@ class FakeStats:
         not_found: 404 answers (unknown task, result file or path).
         invalid: 400 and 422 answers.
         faults: Faults injected (scripted or drawn).
+        images_fetched: Input images fetched from loopback ``image_urls`` (see
+            `FakeNanoBanana.fetch_images`).
+        images_refused: Of those, images that could not be fetched or were not images (their
+            task fails).
         active: Tasks not yet finished, now (the client's: neighbours' slots are apart).
         max_active: The highest number of unfinished tasks at any moment.
         neighbour_slots: Slots of the active-task cap held by other consumers of the key now
@@ -91,6 +95,8 @@ class FakeStats:
     not_found: int
     invalid: int
     faults: int
+    images_fetched: int
+    images_refused: int
     active: int
     max_active: int
     neighbour_slots: int

@@ -9,13 +9,26 @@ from typing import Any, Literal
 
 from ._validation import IMAGE_TO_IMAGE, TEXT_TO_IMAGE
 
-__all__ = ["WAITING_FRACTION", "FakeTask", "FakeTaskState", "TaskTable", "TaskView"]
+__all__ = [
+    "IMAGE_FAIL_CODES",
+    "WAITING_FRACTION",
+    "FakeTask",
+    "FakeTaskState",
+    "TaskTable",
+    "TaskView",
+]
 
 FakeTaskState = Literal["waiting", "generating", "success", "fail"]
 """The states the fake's tasks go through, in order (``success`` or ``fail`` last)."""
 
 WAITING_FRACTION = 0.25
 """The first part of a task's duration is spent ``waiting``, the rest ``generating``."""
+
+IMAGE_FAIL_CODES: tuple[tuple[str, str], ...] = (
+    ("400", "Image download failed: an image URL could not be fetched"),
+    ("400", "Invalid image: an input image is not a JPEG, PNG or WEBP file of at most 10 MB"),
+)
+"""How a task fails when its input images cannot be fetched (first) or are not images."""
 
 _IMAGE_TO_IMAGE = 1
 _JPEG = 2
@@ -32,11 +45,13 @@ class TaskTable:
         "_elapsed",
         "by_request_id",
         "created",
+        "drawn_fail_codes",
         "duration",
         "fail",
         "fail_codes",
         "flags",
         "id_prefix",
+        "image_checks",
         "params",
         "params_seen",
         "request_ids",
@@ -50,7 +65,11 @@ class TaskTable:
         elapsed: Callable[[], float],
     ) -> None:
         self.id_prefix = id_prefix
-        self.fail_codes = tuple(fail_codes)
+        # The codes a failure is drawn from, then those of input images that fail.
+        self.fail_codes = (*fail_codes, *IMAGE_FAIL_CODES)
+        self.drawn_fail_codes = len(fail_codes)
+        # Tasks whose loopback input images are still to be fetched.
+        self.image_checks: list[int] = []
         self._elapsed = elapsed
         self.created = array("d")
         self.duration = array("d")
@@ -93,6 +112,10 @@ class TaskTable:
             self.by_request_id[request_id] = index
         self.params_seen.add(param)
         return index
+
+    def fail_with_image(self, index: int, which: int) -> None:
+        """Make the task at ``index`` end in ``fail`` with ``IMAGE_FAIL_CODES[which]``."""
+        self.fail[index] = self.drawn_fail_codes + which
 
     def task_id(self, index: int) -> str:
         """The id of the task at ``index``."""

@@ -59,6 +59,7 @@ class FakeTransport(httpx.AsyncBaseTransport):
             body=body,
             result_base_url=DEFAULT_RESULT_BASE_URL,
         )
+        await self._fake.fetch_images()
         if reply.action == "refuse":
             raise httpx.ConnectError("[fake] connection refused", request=request)
         if reply.action == "drop":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._download import is_loopback_host
+
 __all__ = [
     "IMAGE_SIZES",
     "MAX_IMAGE_URLS",
@@ -39,7 +41,11 @@ def _check_image_urls(urls: object) -> str | None:
         if url[:5].lower() == "data:":
             return f"{field}: data: URLs are not supported, use a public https:// URL"
         parts = urlsplit(url)
-        if parts.scheme.lower() != "https" or not parts.hostname:
+        # Plain http only on loopback: the fake fetches such images itself (see `_fetch`).
+        scheme = parts.scheme.lower()
+        if not parts.hostname or not (
+            scheme == "https" or (scheme == "http" and is_loopback_host(parts.hostname))
+        ):
             return f"{field} must be a public https:// URL"
     return None
 

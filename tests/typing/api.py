@@ -54,7 +54,10 @@ def requests() -> list[Request]:
     assert_type(text.output_format, OutputFormat)
     assert_type(text.nsfw_checker, bool)
     edit = ImageToImage(prompt="gold", image_urls=("https://cdn.example.com/in.png",))
-    assert_type(edit.image_urls, tuple[str, ...])
+    assert_type(edit.image_urls, tuple[str | nb.LocalImage, ...])
+    assert_type(edit.local_images, tuple[nb.LocalImage, ...])
+    ImageToImage(prompt="gold", image_urls=[Path("in.png"), b"\x89PNG", "in.jpg"])
+    ImageToImage(prompt="gold", image_urls=[1])  # type: ignore[list-item]
     ImageToImage(prompt="gold", image_urls=["https://a.example/1.png"], aspect_ratio="auto")
     TextToImage(prompt="x", image_size="2:1")  # type: ignore[arg-type]
     TextToImage(prompt="x", output_format="gif")  # type: ignore[arg-type]
@@ -197,3 +200,20 @@ async def shared_limits() -> None:
         async with AsyncNanoBanana("sk", limits=nb.Limits()):
             pass
         AsyncNanoBanana("sk", limits="redis://")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
+class MyHost:
+    async def publish(self, data: bytes, *, name: str, content_type: str, valid_for: float) -> str:
+        return f"https://img.example.com/{name}"
+
+
+async def image_hosts() -> None:
+    host: nb.ImageHost = MyHost()
+    async with AsyncNanoBanana("sk", image_host=host) as client:
+        assert_type(client.image_host, nb.ImageHost | None)
+    async with nb.S3ImageHost("s3://bucket/prefix", region="auto", expires_in=3600) as s3:
+        assert_type(
+            await s3.publish(b"", name="x.png", content_type="image/png", valid_for=60), str
+        )
+        AsyncNanoBanana("sk", image_host=s3)
+    AsyncNanoBanana("sk", image_host=object())  # type: ignore[arg-type]
