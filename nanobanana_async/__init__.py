@@ -43,10 +43,10 @@ from ._errors import (
 )
 from ._models import (
     IMAGE_SIZES,
+    ImageRequest,
     ImageSize,
     ImageToImage,
     OutputFormat,
-    Request,
     Task,
     TaskResult,
     TaskState,
@@ -56,7 +56,15 @@ from ._outcomes import BatchOutcome, BatchStatistics, ProgressHook
 from ._polling import OnUpdate, PollPolicy
 from ._retry import RetryPolicy
 from ._version import __version__
-from .limits import TIERS, Limits, LimitsBackend, LimitsSnapshot, RedisLimits, TierLimits
+from .limits import (
+    TIERS,
+    Limits,
+    LimitsBackend,
+    LimitsSnapshot,
+    RedisLimits,
+    TierLimits,
+    TierName,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -80,6 +88,7 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "DownloadError",
+    "ImageRequest",
     "ImageSize",
     "ImageToImage",
     "InsufficientCreditsError",
@@ -95,7 +104,6 @@ __all__ = [
     "ProgressHook",
     "RateLimitError",
     "RedisLimits",
-    "Request",
     "RequestConflictError",
     "ResponseTooLargeError",
     "RetryPolicy",
@@ -107,8 +115,24 @@ __all__ = [
     "TaskState",
     "TextToImage",
     "TierLimits",
+    "TierName",
     "UnprocessableEntityError",
     "UsageError",
     "WaitTimeoutError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `Request` was renamed `ImageRequest` (FastAPI and Starlette export a `Request` too); the
+    # old name still works, with a warning, until the next major version.
+    if name == "Request":
+        import warnings
+
+        warnings.warn(
+            "nanobanana_async.Request is deprecated: use nanobanana_async.ImageRequest",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ImageRequest
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,7 +34,7 @@ from ._config import (
 from ._download import Downloader, is_loopback_host
 from ._engine import Engine
 from ._errors import APITimeoutError, ConfigurationError, DownloadError
-from ._models import Request, Task, TaskResult
+from ._models import ImageRequest, Task, TaskResult
 from ._polling import DurationModel, OnUpdate, PollPlanner, PollPolicy, result_of
 from ._retry import RetryPolicy
 from ._secret import Secret
@@ -232,7 +232,7 @@ class AsyncNanoBanana:
 
     async def create_task(
         self,
-        request: Request,
+        request: ImageRequest,
         *,
         request_id: str | None = None,
         timeout: float = DEFAULT_CREATE_TIMEOUT,
@@ -319,7 +319,7 @@ class AsyncNanoBanana:
 
     async def generate(
         self,
-        request: Request,
+        request: ImageRequest,
         *,
         request_id: str | None = None,
         timeout: float = DEFAULT_WAIT_TIMEOUT,

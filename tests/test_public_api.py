@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 
+import pytest
+
 import nanobanana_async as nb
 
 PUBLIC = [
@@ -28,6 +30,7 @@ PUBLIC = [
     "ConfigurationError",
     "DecodeError",
     "DownloadError",
+    "ImageRequest",
     "ImageSize",
     "ImageToImage",
     "InsufficientCreditsError",
@@ -43,7 +46,6 @@ PUBLIC = [
     "ProgressHook",
     "RateLimitError",
     "RedisLimits",
-    "Request",
     "RequestConflictError",
     "ResponseTooLargeError",
     "RetryPolicy",
@@ -55,6 +57,7 @@ PUBLIC = [
     "TaskState",
     "TextToImage",
     "TierLimits",
+    "TierName",
     "UnprocessableEntityError",
     "UsageError",
     "WaitTimeoutError",
@@ -108,3 +111,12 @@ def test_the_package_does_not_import_redis() -> None:
     code = "import sys, nanobanana_async; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_old_name_of_image_request_still_works_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="use nanobanana_async.ImageRequest"):
+        old = nb.Request
+    assert old is nb.ImageRequest
+    assert "Request" not in nb.__all__
+    with pytest.raises(AttributeError, match="no attribute 'Requests'"):
+        nb.Requests  # noqa: B018

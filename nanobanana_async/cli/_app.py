@@ -16,7 +16,7 @@ from typing import Annotated, Any, cast
 import attrs
 import typer
 
-from .. import IMAGE_SIZES, ImageToImage, Request, TextToImage, __version__
+from .. import IMAGE_SIZES, ImageRequest, ImageToImage, TextToImage, __version__
 from ._batch import BatchReport, interrupted_batch, print_summary, run_batch
 from ._commands import (
     Settings,
@@ -136,7 +136,7 @@ class TaskOptions:
     nsfw_checker: bool
     wait: bool
 
-    def request(self, prompt: str, image_urls: list[str] | None = None) -> Request:
+    def request(self, prompt: str, image_urls: list[str] | None = None) -> ImageRequest:
         """The request these options ask for: an edit if there are image URLs."""
         options: dict[str, Any] = {
             "image_size": self.size,
@@ -208,7 +208,7 @@ def _root(
     ctx.obj = Settings(api_key=api_key, base_url=base_url, verbose=verbose)
 
 
-def _one_task(ctx: typer.Context, build: Callable[[], Request], options: TaskOptions) -> None:
+def _one_task(ctx: typer.Context, build: Callable[[], ImageRequest], options: TaskOptions) -> None:
     ui, settings = _ui_for(ctx)
     started = Started()
 

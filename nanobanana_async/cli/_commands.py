@@ -17,8 +17,8 @@ from rich.table import Table
 
 from .. import (
     AsyncNanoBanana,
+    ImageRequest,
     NanoBananaError,
-    Request,
     Task,
     TaskFailedError,
     TaskNotFoundError,
@@ -86,7 +86,7 @@ def _on_update(ui: Ui, status: Status, task_id: str) -> Callable[[Task], None]:
 async def generate_image(
     ui: Ui,
     settings: Settings,
-    build: Callable[[], Request],
+    build: Callable[[], ImageRequest],
     *,
     out: Path,
     timeout: float,

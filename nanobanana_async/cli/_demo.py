@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import attrs
 
-from .. import AsyncNanoBanana, ImageToImage, PollPolicy, Request, RetryPolicy, TextToImage
+from .. import AsyncNanoBanana, ImageRequest, ImageToImage, PollPolicy, RetryPolicy, TextToImage
 from ..testing import FakeNanoBanana
 from ._batch import BatchReport, print_summary, run_batch
 from ._exit import EXIT_FAILURE, EXIT_OK
@@ -56,7 +56,7 @@ def demo_rows(count: int) -> list[Row]:
         if index % 10 == 9:
             prompt = _EDITS[edits % len(_EDITS)]
             edits += 1
-            request: Request = ImageToImage(prompt=prompt, image_urls=[_EDIT_SOURCE])
+            request: ImageRequest = ImageToImage(prompt=prompt, image_urls=[_EDIT_SOURCE])
         else:
             prompt, size, output_format = _PROMPTS[drawn % len(_PROMPTS)]
             drawn += 1

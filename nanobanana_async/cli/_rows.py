@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, cast
 
 import attrs
 
-from .. import ImageToImage, InvalidRequestError, Request, TextToImage
+from .. import ImageRequest, ImageToImage, InvalidRequestError, TextToImage
 from ._exit import CliError
 
 __all__ = [
@@ -65,7 +65,7 @@ class Row:
     """One row of a batch: its line, the request (or why there is none), a file name."""
 
     line: int
-    item: "Request | BadRow"
+    item: "ImageRequest | BadRow"
     name: str | None = None
 
 
@@ -89,7 +89,7 @@ def split_urls(value: str) -> list[str]:
 
 def request_from_fields(
     fields: Mapping[str, object], *, from_csv: bool
-) -> tuple[Request, str | None]:
+) -> tuple[ImageRequest, str | None]:
     """Build the request of one batch row; raises `InvalidRequestError` or ValueError.
 
     Returns:
@@ -117,7 +117,7 @@ def request_from_fields(
     urls = fields.get("image_urls")
     if isinstance(urls, str):
         urls = split_urls(urls) or None
-    request: Request
+    request: ImageRequest
     if urls is None:
         request = TextToImage(prompt=cast("str", prompt), **options)
     else:

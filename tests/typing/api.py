@@ -25,6 +25,7 @@ from nanobanana_async import (
     BatchOutcome,
     BatchRunner,
     DownloadError,
+    ImageRequest,
     ImageSize,
     ImageToImage,
     InvalidRequestError,
@@ -32,7 +33,6 @@ from nanobanana_async import (
     OutputFormat,
     PollPolicy,
     RateLimitError,
-    Request,
     RetryPolicy,
     Task,
     TaskFailedError,
@@ -44,7 +44,7 @@ from nanobanana_async import (
 )
 
 
-def requests() -> list[Request]:
+def requests() -> list[ImageRequest]:
     size: ImageSize = "16:9"
     fmt: OutputFormat = "jpeg"
     text = TextToImage(prompt="a banana", image_size=size, output_format=fmt, nsfw_checker=False)
@@ -141,7 +141,7 @@ async def batches(client: AsyncNanoBanana) -> None:
     outcomes = await runner.run(requests())
     assert_type(outcomes, list[BatchOutcome])
 
-    async def lazy() -> AsyncIterator[Request]:
+    async def lazy() -> AsyncIterator[ImageRequest]:
         yield TextToImage(prompt="one")
 
     async with runner.stream(lazy()) as results:

@@ -1,0 +1,62 @@
+"""``nanobanana fake-server``: the fake provider on loopback, for curl, apps and other languages.
+
+It prints the base URL and the key to use, and serves until Ctrl-C (or SIGTERM), which stops
+it cleanly: every connection closed, no traceback, exit code 0.
+"""
+
+import signal
+import sys
+
+import anyio
+
+from .. import TIERS
+from ..testing import FakeNanoBanana, Faults
+from ._exit import CliError
+from ._ui import Ui
+
+__all__ = ["serve_fake"]
+
+FAKE_KEY = "sk-fake"
+
+
+def build_fake(
+    *, tier: str, time_scale: float, fault_rate: float, fail_rate: float
+) -> FakeNanoBanana:
+    """The fake the options ask for; raises `CliError` (exit 2) for an impossible option."""
+    if tier not in (*TIERS, "none"):
+        raise CliError(f"--tier: unknown tier {tier!r}; expected one of {', '.join(TIERS)}, none")
+    for option, value in (("--fault-rate", fault_rate), ("--fail-rate", fail_rate)):
+        if not 0 <= value <= 1:
+            raise CliError(f"{option}: must be between 0 and 1, got {value:g}")
+    if not time_scale > 0:
+        raise CliError(f"--time-scale: must be more than 0, got {time_scale:g}")
+    faults = Faults(create={"500": fault_rate}, query={"500": fault_rate}) if fault_rate else None
+    return FakeNanoBanana(
+        api_key=FAKE_KEY,
+        tier=None if tier == "none" else tier,
+        time_scale=time_scale,
+        fail_rate=fail_rate,
+        faults=faults,
+    )
+
+
+async def serve_fake(ui: Ui, fake: FakeNanoBanana, *, host: str, port: int) -> int:
+    """Serve ``fake`` until Ctrl-C or SIGTERM; prints how to reach it first."""
+    async with fake.serve(host, port) as base_url:
+        ui.result(f"NANOBANANA_BASE_URL={base_url}")
+        ui.result(f"NANOBANANA_API_KEY={fake.api_key}")
+        sys.stdout.flush()
+        ui.info(
+            f"Fake Nano Banana provider on {base_url} (tier {fake.tier or 'none'}, "
+            f"time scale {fake.time_scale:g}). Try:\n"
+            f"  curl -X POST {base_url}/api/v1/jobs/createTask "
+            f"-H 'Authorization: Bearer {fake.api_key}' -H 'Content-Type: application/json' "
+            """-d '{"model": "google/nano-banana", "input": {"prompt": "a banana"}}'\n"""
+            "Stop it with Ctrl-C."
+        )
+        if sys.platform == "win32":  # no signal receivers there: Ctrl-C only
+            await anyio.sleep_forever()
+        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                break
+    return 0
