@@ -40,7 +40,7 @@ from ._retry import RetryPolicy
 from ._secret import Secret
 from ._version import __version__
 from ._wire import create_body
-from .limits import Limits, LimitsBackend, LimitsSnapshot
+from .limits import Limits, LimitsBackend, LimitsSnapshot, TierName
 
 __all__ = ["AsyncNanoBanana"]
 
@@ -95,7 +95,7 @@ class AsyncNanoBanana:
         max_retries: int | None = None,
         http_client: httpx.AsyncClient | None = None,
         download_client: httpx.AsyncClient | None = None,
-        tier: str | None = None,
+        tier: TierName | None = None,
         max_active: int | None = None,
         retry: RetryPolicy | None = None,
         poll: PollPolicy | None = None,

@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         sys.stderr.write(INSTALL_HINT + "\n")
         return EXIT_FAILURE
-    from ._app import build_app
+    from ._app import build_app, hoist_global_options
 
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = hoist_global_options(sys.argv[1:] if argv is None else argv)
     try:
         build_app(args)(args=args, prog_name="nanobanana")
     except SystemExit as exc:

@@ -16,8 +16,9 @@ from typing import Annotated, Any, cast
 import attrs
 import typer
 
-from .. import IMAGE_SIZES, ImageRequest, ImageToImage, TextToImage, __version__
+from .. import IMAGE_SIZES, ImageRequest, ImageToImage, TextToImage, TierName, __version__
 from ._batch import BatchReport, interrupted_batch, print_summary, run_batch
+from ._check import check_batch
 from ._commands import (
     Settings,
     Started,
@@ -28,10 +29,44 @@ from ._commands import (
     show_status,
 )
 from ._exit import CliError
+from ._fake_server import add_fake_server
+from ._gallery import write_gallery
+from ._names import NAME_FIELDS, check_template
 from ._rows import open_batch_file
 from ._ui import Ui, execute, setup_logging
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "hoist_global_options"]
+
+_GLOBAL_FLAGS = frozenset({"--verbose", "-v"})
+_GLOBAL_VALUED = frozenset({"--api-key", "--base-url"})
+
+
+def hoist_global_options(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the global options given after the command moved before it.
+
+    So ``nanobanana generate "x" --base-url URL`` works like ``nanobanana --base-url URL
+    generate "x"``; nothing after ``--`` is touched.
+    """
+    hoisted: list[str] = []
+    rest: list[str] = []
+    args = list(argv)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest.extend(args[index:])
+            break
+        name = arg.split("=", 1)[0]
+        if arg in _GLOBAL_FLAGS or (name in _GLOBAL_VALUED and "=" in arg):
+            hoisted.append(arg)
+        elif arg in _GLOBAL_VALUED and index + 1 < len(args):
+            hoisted += [arg, args[index + 1]]
+            index += 1
+        else:
+            rest.append(arg)
+        index += 1
+    return hoisted + rest
+
 
 # Options that several commands take; typer copies them for each command.
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Where to save the images.")]
@@ -51,15 +86,42 @@ BatchFileArgument = Annotated[
 ]
 BatchOutOption = Annotated[
     Path | None,
-    typer.Option("--out", "-o", help="Save the images here as they complete.", show_default=False),
+    typer.Option(
+        "--out",
+        "-o",
+        help="Save the images here as they complete [default: FILE's name + '-out', beside it].",
+        show_default=False,
+    ),
 ]
 JournalOption = Annotated[
     Path | None,
     typer.Option(
         "--journal",
         "-j",
-        help="An SQLite journal: re-run with the same one to resume, never paying twice.",
+        help="The SQLite journal that makes a re-run resume, never paying twice "
+        "[default: journal.sqlite in the --out folder].",
         show_default=False,
+    ),
+]
+NoSaveOption = Annotated[
+    bool, typer.Option("--no-save", help="Print the result URLs (they expire) instead of saving.")
+]
+NoJournalOption = Annotated[
+    bool, typer.Option("--no-journal", help="Keep no journal: a re-run creates every task again.")
+]
+CheckOption = Annotated[
+    bool,
+    typer.Option(
+        "--check", help="Validate the whole file and say what would be sent; send nothing."
+    ),
+]
+_NAME_HELP = "File names of the saved images, a template of " + ", ".join(
+    f"{{{name}}}" for name in NAME_FIELDS
+)
+NameOption = Annotated[
+    str | None,
+    typer.Option(
+        "--name", "-n", help=_NAME_HELP + ", e.g. '{index:03d}-{slug}'.", show_default=False
     ),
 ]
 TierOption = Annotated[
@@ -122,6 +184,7 @@ _TASK_OPTIONS = (
         ],
         True,
     ),
+    _keyword("name", NameOption, None),
 )
 
 
@@ -135,6 +198,7 @@ class TaskOptions:
     timeout: float
     nsfw_checker: bool
     wait: bool
+    name: str | None
 
     def request(self, prompt: str, image_urls: list[str] | None = None) -> ImageRequest:
         """The request these options ask for: an edit if there are image URLs."""
@@ -210,6 +274,12 @@ def _root(
 
 def _one_task(ctx: typer.Context, build: Callable[[], ImageRequest], options: TaskOptions) -> None:
     ui, settings = _ui_for(ctx)
+    if options.name is not None:
+        try:
+            check_template(options.name)
+        except CliError as exc:
+            ui.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
     started = Started()
 
     def interrupted() -> None:
@@ -230,6 +300,7 @@ def _one_task(ctx: typer.Context, build: Callable[[], ImageRequest], options: Ta
             timeout=options.timeout,
             wait=options.wait,
             started=started,
+            name=options.name,
         )
 
     _finish(execute(ui, work, on_interrupt=interrupted))
@@ -266,6 +337,23 @@ def _add_generate_and_edit(app: typer.Typer) -> None:
     )
 
 
+def _batch_paths(
+    file: Path, out: Path | None, journal: Path | None, *, no_save: bool, no_journal: bool
+) -> tuple[Path | None, Path | None]:
+    """Where a batch saves its images and keeps its journal: safe unless told otherwise."""
+    if no_save and out is not None:
+        raise CliError("--out and --no-save contradict each other")
+    if no_journal and journal is not None:
+        raise CliError("--journal and --no-journal contradict each other")
+    folder = None if no_save else (out or file.with_name(f"{file.stem}-out"))
+    if no_journal:
+        return folder, None
+    if journal is None:
+        # Beside the images, or beside the input when nothing is saved.
+        journal = (folder / "journal.sqlite") if folder else file.with_name(f"{file.stem}.journal")
+    return folder, journal
+
+
 def _add_batch(app: typer.Typer, argv: Sequence[str]) -> None:
     @app.command()
     def batch(
@@ -273,27 +361,39 @@ def _add_batch(app: typer.Typer, argv: Sequence[str]) -> None:
         file: BatchFileArgument,
         out: BatchOutOption = None,
         journal: JournalOption = None,
+        no_save: NoSaveOption = False,
+        no_journal: NoJournalOption = False,
+        check: CheckOption = False,
+        name: NameOption = None,
         tier: TierOption = None,
         max_active: MaxActiveOption = None,
         timeout: TaskTimeoutOption = 3600.0,
         quiet: QuietOption = False,
     ) -> None:
-        """Run a JSONL or CSV file of requests, with progress, a journal and a summary.
+        """Run a file of requests (JSONL, CSV, or one prompt per line), resumable, with a gallery.
 
         Fields (JSONL) or columns (CSV): prompt, image_urls (CSV: separated by spaces or |),
-        image_size or aspect_ratio, output_format, nsfw_checker, name (the file name).
-        A row that cannot be read or breaks a rule becomes a failed outcome naming its line,
-        and nothing is sent for it. Exit code 0 if every row succeeded, 3 if the key or
-        credits stopped the batch, 2 if a row was invalid, else 1.
+        image_size or aspect_ratio, output_format, nsfw_checker, name (the file name). A .txt
+        file (or any file that is neither) holds one prompt per line. Images are saved in
+        FILE's name + '-out' with an index.html gallery, and the run is journaled there:
+        running the same command again resumes without paying twice. A row that cannot be
+        read or breaks a rule becomes a failed outcome naming its line; nothing is sent for
+        it. Exit code 0 if every row succeeded, 3 if the key or credits stopped the batch, 2
+        if a row was invalid, else 1.
         """
         ui, settings = _ui_for(ctx)
-        report = BatchReport(out=out)
         try:
+            if check:
+                _finish(check_batch(ui, file))
+                return
+            if name is not None:
+                check_template(name)
+            out, journal = _batch_paths(file, out, journal, no_save=no_save, no_journal=no_journal)
             handle, rows, total = open_batch_file(file)
         except CliError as exc:
             ui.error(str(exc))
             raise typer.Exit(exc.exit_code) from None
-        report.total = total
+        report = BatchReport(out=out, total=total, name_template=name)
 
         async def work() -> int:
             async with open_client(settings) as client:
@@ -303,7 +403,7 @@ def _add_batch(app: typer.Typer, argv: Sequence[str]) -> None:
                     rows,
                     report,
                     journal=journal,
-                    tier=tier,
+                    tier=cast("TierName | None", tier),
                     max_active=max_active,
                     task_timeout=timeout,
                     quiet=quiet,
@@ -319,6 +419,11 @@ def _add_batch(app: typer.Typer, argv: Sequence[str]) -> None:
 
         with handle:
             code = execute(ui, work, on_interrupt=interrupted)
+        if out is not None and report.entries:
+            gallery = write_gallery(
+                out, report.entries, report.final, title=f"nanobanana batch {file.name}"
+            )
+            ui.info(f"Gallery: {gallery}")
         _finish(code)
 
 
@@ -400,4 +505,5 @@ def build_app(argv: Sequence[str]) -> typer.Typer:
     _add_batch(app, argv)
     _add_status_and_download(app)
     _add_demo(app, argv)
+    add_fake_server(app)
     return app

@@ -27,6 +27,7 @@ from .. import (
     WaitTimeoutError,
 )
 from ._exit import EXIT_AUTH, EXIT_FAILURE, EXIT_OK, CliError, describe, os_error
+from ._names import file_stem
 from ._ui import Ui
 
 __all__ = [
@@ -92,8 +93,12 @@ async def generate_image(
     timeout: float,
     wait: bool,
     started: Started,
+    name: str | None = None,
 ) -> int:
-    """Create one task, wait for it and save its images; prints the saved paths."""
+    """Create one task, wait for it and save its images; prints the saved paths.
+
+    ``name`` is a ``--name`` template (`_names`), already checked.
+    """
     request = build()
     if not timeout > 0:
         raise CliError("--timeout must be more than 0 seconds")
@@ -121,7 +126,10 @@ async def generate_image(
                 ) from None
             status.update(f"task {task_id}: saving")
             try:
-                paths = await client.save_result(result, out)
+                stem = None
+                if name is not None:
+                    stem = file_stem(name, index=1, line=1, prompt=request.prompt, task_id=task_id)
+                paths = await client.save_result(result, out, stem=stem)
             except (OSError, NanoBananaError) as exc:
                 detail = describe(exc) if isinstance(exc, NanoBananaError) else os_error(exc)
                 raise CliError(

@@ -4,17 +4,21 @@ It prints the base URL and the key to use, and serves until Ctrl-C (or SIGTERM),
 it cleanly: every connection closed, no traceback, exit code 0.
 """
 
+# No `from __future__ import annotations`: typer reads the command's annotations at run time.
+
 import signal
 import sys
+from typing import Annotated
 
 import anyio
+import typer
 
 from .. import TIERS
 from ..testing import FakeNanoBanana, Faults
 from ._exit import CliError
-from ._ui import Ui
+from ._ui import Ui, execute
 
-__all__ = ["serve_fake"]
+__all__ = ["FAKE_KEY", "add_fake_server", "build_fake", "serve_fake"]
 
 FAKE_KEY = "sk-fake"
 
@@ -60,3 +64,44 @@ async def serve_fake(ui: Ui, fake: FakeNanoBanana, *, host: str, port: int) -> i
             async for _ in signals:
                 break
     return 0
+
+
+def add_fake_server(app: typer.Typer) -> None:
+    """Register the ``fake-server`` command."""
+
+    @app.command("fake-server")
+    def fake_server(
+        port: Annotated[int, typer.Option(help="The port; 0 picks a free one.")] = 8000,
+        host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+        tier: Annotated[
+            str, typer.Option(help=f"The tier whose limits it enforces: {', '.join(TIERS)}, none.")
+        ] = "basic",
+        time_scale: Annotated[
+            float, typer.Option(help="Real seconds per provider second: 0.1 is 10x faster.")
+        ] = 1.0,
+        fault_rate: Annotated[
+            float, typer.Option(help="The chance that an API call answers a 500 (0 to 1).")
+        ] = 0.0,
+        fail_rate: Annotated[
+            float, typer.Option(help="The chance that a task ends in failure (0 to 1).")
+        ] = 0.0,
+    ) -> None:
+        """Serve the fake provider on this machine, for curl, your app or another language."""
+        ui = Ui(verbose=False)
+        try:
+            fake = build_fake(
+                tier=tier, time_scale=time_scale, fault_rate=fault_rate, fail_rate=fail_rate
+            )
+        except CliError as exc:
+            ui.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+
+        async def work() -> int:
+            return await serve_fake(ui, fake, host=host, port=port)
+
+        def stopped() -> None:
+            ui.info("fake provider stopped")
+
+        code = execute(ui, work, on_interrupt=stopped)
+        if code:
+            raise typer.Exit(code)

@@ -285,7 +285,7 @@ def test_long_prompts_are_cut_with_an_ellipsis_inside_the_panel() -> None:
     prompt = " ".join(["banana"] * 200)
     canvas = draw_picture(prompt)
     pixels = [tuple(canvas.pixels[i : i + 3]) for i in range(0, len(canvas.pixels), 3)]
-    last_line_y = 218 + 4 * 18  # five lines fit
+    last_line_y = 218 + 3 * 20  # four lines of 8 + 2 rows fit
     assert "..." in read_line(pixels, 10, last_line_y, (24, 24, 32), 25)  # type: ignore[arg-type]
 
 
