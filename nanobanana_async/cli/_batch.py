@@ -258,6 +258,8 @@ async def run_batch(
     what: str = "line",
 ) -> None:
     """Run the rows of a batch through a `BatchRunner`, showing progress and saving images."""
+    if report.out is not None:
+        await anyio.Path(report.out).mkdir(parents=True, exist_ok=True)
     if journal is not None:
         try:
             await anyio.Path(journal).parent.mkdir(parents=True, exist_ok=True)
@@ -267,8 +269,6 @@ async def run_batch(
     runner = BatchRunner(
         client, tier=tier, max_active=max_active, journal=journal, task_timeout=task_timeout
     )
-    if report.out is not None:
-        await anyio.Path(report.out).mkdir(parents=True, exist_ok=True)
     pending: dict[int, Row] = {}
 
     def requests() -> Iterator[object]:
@@ -385,8 +385,8 @@ def interrupted_batch(
     )
     if journal is None:
         ui.info(
-            "No journal was kept, so running the batch again creates every unfinished task "
-            "again: pass --journal PATH to make a batch resumable."
+            "No journal was kept (--no-journal), so running the batch again creates every "
+            "unfinished task again: leave --no-journal out to make a batch resumable."
         )
         return
     command, dropped = resume_command(argv)
