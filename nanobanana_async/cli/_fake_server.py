@@ -55,7 +55,7 @@ async def serve_fake(ui: Ui, fake: FakeNanoBanana, *, host: str, port: int) -> i
             f"time scale {fake.time_scale:g}). Try:\n"
             f"  curl -X POST {base_url}/api/v1/jobs/createTask "
             f"-H 'Authorization: Bearer {fake.api_key}' -H 'Content-Type: application/json' "
-            """-d '{"model": "google/nano-banana", "input": {"prompt": "a banana"}}'\n"""
+            """-d '{"model": "nano-banana-text-to-image", "input": {"prompt": "a banana"}}'\n"""
             "Stop it with Ctrl-C."
         )
         if sys.platform == "win32":  # no signal receivers there: Ctrl-C only

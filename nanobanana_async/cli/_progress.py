@@ -3,7 +3,8 @@
 The first line counts the requests: done of the total (when known), how many succeeded and
 failed, how many tasks are running on the provider, how many jobs wait to be created (they
 hold a slot, waiting on the pacing, a 409 or a retry), how many are queued (not yet read), and
-an ETA. The second line says what the client has learned of the key's limits. Parts are
+an ETA (parts are dropped from the end first, so queued and elapsed go before the ETA). The
+second line says what the client has learned of the key's limits. Parts are
 dropped from the end of a line, never cut in the middle, when the terminal is narrow.
 """
 
@@ -44,10 +45,10 @@ def progress_line(stats: BatchStatistics, *, not_saved: int = 0, width: int = 80
         (f"{stats.on_provider} on provider", "cyan"),
         (f"{stats.waiting} waiting", "yellow" if stats.waiting else ""),
     ]
+    parts.append((f"ETA {_clock(eta)}" if eta is not None else "ETA -", "magenta"))
     if stats.total is not None:
         queued = max(stats.total - stats.submitted, 0)
         parts.append((f"{queued} queued", ""))
-    parts.append((f"ETA {_clock(eta)}" if eta is not None else "ETA -", "magenta"))
     parts.append((f"{_clock(stats.elapsed)} elapsed", "dim"))
     line = Text()
     if stats.total:
