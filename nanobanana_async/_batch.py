@@ -283,8 +283,8 @@ class BatchRunner:
         row = await rows.get(index)
         if row is not None and row.fingerprint != job_fingerprint:
             error = JournalError(
-                f"job {index} differs from the request journaled at that place; "
-                "use a new journal for a different batch"
+                f"request {index + 1} of the batch (job {index}) differs from the request "
+                "journaled at that place; use a new journal for a different batch"
             )
             await self._emit(send, BatchOutcome(index=index, request=request, error=error))
             return

@@ -175,8 +175,14 @@ async def show_status(ui: Ui, settings: Settings, task_id: str, *, as_json: bool
         if key == "urls":
             for url in task.urls:
                 table.add_row("url", ui.clean(url))
+        elif key == "cost_time" and value is not None:
+            # The docs say milliseconds; some servers send seconds: say what was sent.
+            table.add_row("cost time", f"{value:g} (costTime, in ms per the API docs)")
         elif value is not None and value != "":
             table.add_row(key.replace("_", " "), ui.clean(str(value)))
+    if task.create_time and task.complete_time:
+        took = (task.complete_time - task.create_time).total_seconds()
+        table.add_row("took", f"{took:.1f} s (from create to complete time)")
     ui.out.print(table)
     return EXIT_OK
 
