@@ -55,6 +55,7 @@ from ._models import (
 from ._outcomes import BatchOutcome, BatchStatistics, ProgressHook
 from ._polling import OnUpdate, PollPolicy
 from ._retry import RetryPolicy
+from ._variants import RawResponse
 from ._version import __version__
 from .limits import (
     TIERS,
@@ -103,6 +104,7 @@ __all__ = [
     "PollPolicy",
     "ProgressHook",
     "RateLimitError",
+    "RawResponse",
     "RedisLimits",
     "RequestConflictError",
     "ResponseTooLargeError",

@@ -45,6 +45,7 @@ PUBLIC = [
     "PollPolicy",
     "ProgressHook",
     "RateLimitError",
+    "RawResponse",
     "RedisLimits",
     "RequestConflictError",
     "ResponseTooLargeError",

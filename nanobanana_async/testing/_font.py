@@ -1,7 +1,8 @@
-"""A 5x7 bitmap font (with descenders) for printable ASCII, as data: what the fake writes on its pictures.
+"""A 5x7 bitmap font, with descenders, for printable ASCII: what the fake writes on pictures.
 
 Each glyph is eight rows, top to bottom, of five pixels: seven above the baseline and one for
-the descenders of g, j, p, q and y. A row is a hex byte whose bit 4 is the leftmost pixel. The table is in code order from ``" "`` (0x20) to ``"~"`` (0x7E).
+the descenders of g, j, p, q and y. A row is a hex byte whose bit 4 is the leftmost pixel. The
+table is in code order from ``" "`` (0x20) to ``"~"`` (0x7E).
 """
 
 from __future__ import annotations
