@@ -44,25 +44,33 @@ def build_fake(
     )
 
 
+def _announce(ui: Ui, fake: FakeNanoBanana, base_url: str) -> None:
+    ui.result(f"NANOBANANA_BASE_URL={base_url}")
+    ui.result(f"NANOBANANA_API_KEY={fake.api_key}")
+    sys.stdout.flush()
+    ui.info(
+        f"Fake Nano Banana provider on {base_url} (tier {fake.tier or 'none'}, "
+        f"time scale {fake.time_scale:g}). Try:\n"
+        f"  curl -X POST {base_url}/api/v1/jobs/createTask "
+        f"-H 'Authorization: Bearer {fake.api_key}' -H 'Content-Type: application/json' "
+        """-d '{"model": "nano-banana-text-to-image", "input": {"prompt": "a banana"}}'\n"""
+        "Stop it with Ctrl-C."
+    )
+
+
 async def serve_fake(ui: Ui, fake: FakeNanoBanana, *, host: str, port: int) -> int:
     """Serve ``fake`` until Ctrl-C or SIGTERM; prints how to reach it first."""
-    async with fake.serve(host, port) as base_url:
-        ui.result(f"NANOBANANA_BASE_URL={base_url}")
-        ui.result(f"NANOBANANA_API_KEY={fake.api_key}")
-        sys.stdout.flush()
-        ui.info(
-            f"Fake Nano Banana provider on {base_url} (tier {fake.tier or 'none'}, "
-            f"time scale {fake.time_scale:g}). Try:\n"
-            f"  curl -X POST {base_url}/api/v1/jobs/createTask "
-            f"-H 'Authorization: Bearer {fake.api_key}' -H 'Content-Type: application/json' "
-            """-d '{"model": "nano-banana-text-to-image", "input": {"prompt": "a banana"}}'\n"""
-            "Stop it with Ctrl-C."
-        )
-        if sys.platform == "win32":  # no signal receivers there: Ctrl-C only
+    if sys.platform == "win32":  # no signal receivers there: Ctrl-C only
+        async with fake.serve(host, port) as base_url:
+            _announce(ui, fake, base_url)
             await anyio.sleep_forever()
-        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+    # SIGTERM is caught before the URL is printed, so whoever read the URL can stop it cleanly.
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with fake.serve(host, port) as base_url:
+            _announce(ui, fake, base_url)
             async for _ in signals:
                 break
+    ui.info("fake provider stopped")
     return 0
 
 
