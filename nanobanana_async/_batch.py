@@ -147,7 +147,9 @@ class BatchRunner:
             elapsed=anyio.current_time() - c.started if c.started else 0.0,
             total=c.total,
             on_provider=c.following,
-            waiting=c.running - c.following,
+            # Read but neither finished nor on the provider: so done + on_provider + waiting
+            # + the requests not read yet make the total.
+            waiting=max(c.submitted - c.succeeded - c.failed - c.following, 0),
         )
 
     async def run(

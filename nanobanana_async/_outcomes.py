@@ -51,7 +51,7 @@ class BatchStatistics:
     Attributes:
         submitted: Requests read from the input.
         created: Tasks created by this run.
-        running: Jobs holding a slot now: ``on_provider`` plus ``waiting``.
+        running: Jobs holding an active-task slot now (being created or on the provider).
         succeeded: Outcomes with a result.
         failed: Outcomes with an error.
         resumed: Outcomes taken from the journal without any request.
@@ -67,8 +67,9 @@ class BatchStatistics:
         total: How many requests the batch holds, when known (a sized input, or the
             ``total=`` given to `BatchRunner.run`); None for a lazy input of unknown length.
         on_provider: Jobs whose task is created and running on the provider now.
-        waiting: Jobs holding a slot whose task is not created yet (waiting on the create
-            pacing, a 409 or a retry).
+        waiting: Requests read whose task is not created yet: waiting for a slot, the create
+            pacing, a 409 or a retry. ``done + on_provider + waiting`` plus the requests not
+            read yet make ``total``.
     """
 
     submitted: int

@@ -1,8 +1,8 @@
 """The live progress of a batch: two lines that add up, readable at 80 columns.
 
 The first line counts the requests: done of the total (when known), how many succeeded and
-failed, how many tasks are running on the provider, how many jobs wait to be created (they
-hold a slot, waiting on the pacing, a 409 or a retry), how many are queued (not yet read), and
+failed, how many tasks are running on the provider, how many were read but wait to be created
+(for a slot, the pacing, a 409 or a retry), how many are queued (not yet read), and
 an ETA (parts are dropped from the end first, so queued and elapsed go before the ETA). The
 second line says what the client has learned of the key's limits. Parts are
 dropped from the end of a line, never cut in the middle, when the terminal is narrow.
