@@ -29,7 +29,7 @@ from test_cli import (
 )
 
 from nanobanana_async import BatchStatistics
-from nanobanana_async.cli._app import hoist_global_options
+from nanobanana_async.cli._args import hoist_global_options
 from nanobanana_async.cli._exit import CliError
 from nanobanana_async.cli._names import check_template, file_stem
 from nanobanana_async.cli._progress import eta_seconds, limits_line, progress_line

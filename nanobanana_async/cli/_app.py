@@ -17,6 +17,7 @@ import attrs
 import typer
 
 from .. import IMAGE_SIZES, ImageRequest, ImageToImage, TextToImage, TierName, __version__
+from ._args import batch_paths
 from ._batch import BatchReport, interrupted_batch, print_summary, run_batch
 from ._check import check_batch
 from ._commands import (
@@ -35,38 +36,7 @@ from ._names import NAME_FIELDS, check_template
 from ._rows import open_batch_file
 from ._ui import Ui, execute, setup_logging
 
-__all__ = ["build_app", "hoist_global_options"]
-
-_GLOBAL_FLAGS = frozenset({"--verbose", "-v"})
-_GLOBAL_VALUED = frozenset({"--api-key", "--base-url"})
-
-
-def hoist_global_options(argv: Sequence[str]) -> list[str]:
-    """``argv`` with the global options given after the command moved before it.
-
-    So ``nanobanana generate "x" --base-url URL`` works like ``nanobanana --base-url URL
-    generate "x"``; nothing after ``--`` is touched.
-    """
-    hoisted: list[str] = []
-    rest: list[str] = []
-    args = list(argv)
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        if arg == "--":
-            rest.extend(args[index:])
-            break
-        name = arg.split("=", 1)[0]
-        if arg in _GLOBAL_FLAGS or (name in _GLOBAL_VALUED and "=" in arg):
-            hoisted.append(arg)
-        elif arg in _GLOBAL_VALUED and index + 1 < len(args):
-            hoisted += [arg, args[index + 1]]
-            index += 1
-        else:
-            rest.append(arg)
-        index += 1
-    return hoisted + rest
-
+__all__ = ["build_app"]
 
 # Options that several commands take; typer copies them for each command.
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Where to save the images.")]
@@ -337,23 +307,6 @@ def _add_generate_and_edit(app: typer.Typer) -> None:
     )
 
 
-def _batch_paths(
-    file: Path, out: Path | None, journal: Path | None, *, no_save: bool, no_journal: bool
-) -> tuple[Path | None, Path | None]:
-    """Where a batch saves its images and keeps its journal: safe unless told otherwise."""
-    if no_save and out is not None:
-        raise CliError("--out and --no-save contradict each other")
-    if no_journal and journal is not None:
-        raise CliError("--journal and --no-journal contradict each other")
-    folder = None if no_save else (out or file.with_name(f"{file.stem}-out"))
-    if no_journal:
-        return folder, None
-    if journal is None:
-        # Beside the images, or beside the input when nothing is saved.
-        journal = (folder / "journal.sqlite") if folder else file.with_name(f"{file.stem}.journal")
-    return folder, journal
-
-
 def _add_batch(app: typer.Typer, argv: Sequence[str]) -> None:
     @app.command()
     def batch(
@@ -388,7 +341,7 @@ def _add_batch(app: typer.Typer, argv: Sequence[str]) -> None:
                 return
             if name is not None:
                 check_template(name)
-            out, journal = _batch_paths(file, out, journal, no_save=no_save, no_journal=no_journal)
+            out, journal = batch_paths(file, out, journal, no_save=no_save, no_journal=no_journal)
             handle, rows, total = open_batch_file(file)
         except CliError as exc:
             ui.error(str(exc))
