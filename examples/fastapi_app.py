@@ -40,6 +40,7 @@ from nanobanana_async import (
     AsyncNanoBanana,
     BatchOutcome,
     BatchRunner,
+    ImageRequest,
     ImageSize,
     ImageToImage,
     InvalidRequestError,
@@ -51,7 +52,6 @@ from nanobanana_async import (
     TextToImage,
     WaitTimeoutError,
 )
-from nanobanana_async import Request as ImageRequest
 
 MAX_BATCHES = 100
 """Finished batches kept in memory for ``GET /batches/{id}``; a real app would use a store."""

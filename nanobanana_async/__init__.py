@@ -46,10 +46,10 @@ from ._images import LocalImage
 from ._models import (
     IMAGE_SIZES,
     ImageInput,
+    ImageRequest,
     ImageSize,
     ImageToImage,
     OutputFormat,
-    Request,
     Task,
     TaskResult,
     TaskState,
@@ -60,8 +60,17 @@ from ._polling import OnUpdate, PollPolicy
 from ._publish import ImageHost
 from ._retry import RetryPolicy
 from ._s3 import S3ImageHost
+from ._variants import RawResponse
 from ._version import __version__
-from .limits import TIERS, Limits, LimitsBackend, LimitsSnapshot, RedisLimits, TierLimits
+from .limits import (
+    TIERS,
+    Limits,
+    LimitsBackend,
+    LimitsSnapshot,
+    RedisLimits,
+    TierLimits,
+    TierName,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -88,6 +97,7 @@ __all__ = [
     "ImageHost",
     "ImageHostError",
     "ImageInput",
+    "ImageRequest",
     "ImageSize",
     "ImageToImage",
     "InsufficientCreditsError",
@@ -103,8 +113,8 @@ __all__ = [
     "PollPolicy",
     "ProgressHook",
     "RateLimitError",
+    "RawResponse",
     "RedisLimits",
-    "Request",
     "RequestConflictError",
     "ResponseTooLargeError",
     "RetryPolicy",
@@ -117,8 +127,24 @@ __all__ = [
     "TaskState",
     "TextToImage",
     "TierLimits",
+    "TierName",
     "UnprocessableEntityError",
     "UsageError",
     "WaitTimeoutError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `Request` was renamed `ImageRequest` (FastAPI and Starlette export a `Request` too); the
+    # old name still works, with a warning, until the next major version.
+    if name == "Request":
+        import warnings
+
+        warnings.warn(
+            "nanobanana_async.Request is deprecated: use nanobanana_async.ImageRequest",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ImageRequest
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

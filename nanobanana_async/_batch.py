@@ -18,8 +18,8 @@ import contextlib
 import inspect
 import os
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
-from typing import TYPE_CHECKING, cast
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sized
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import anyio
 import attrs
@@ -39,17 +39,19 @@ from ._errors import (
     UsageError,
 )
 from ._journal import Journal, JournalRow, Status, error_columns, fingerprint, outcome_from_row
-from ._outcomes import BatchOutcome, BatchStatistics, ProgressHook
+from ._outcomes import BatchOutcome, BatchStatistics, ProgressHook, RequestT
 from ._polling import result_of
 from ._wire import CreateBody, create_body
 
 if TYPE_CHECKING:
     from ._client import AsyncNanoBanana
-    from ._models import Request
+    from ._models import ImageRequest
+    from .limits import TierName
 
 __all__ = ["BatchRunner"]
 
 _JOURNAL_CHUNK = 512
+_Outcome: TypeAlias = "BatchOutcome[Any]"
 
 
 class _Counters:
@@ -58,6 +60,7 @@ class _Counters:
         "created",
         "failed",
         "finished_tasks",
+        "following",
         "polls",
         "rate_limited0",
         "resumed",
@@ -65,10 +68,12 @@ class _Counters:
         "started",
         "submitted",
         "succeeded",
+        "total",
     )
 
     def __init__(self) -> None:
-        self.submitted = self.created = self.running = 0
+        self.submitted = self.created = self.running = self.following = 0
+        self.total: int | None = None
         self.succeeded = self.failed = self.resumed = 0
         self.polls = self.finished_tasks = 0
         self.conflicts0 = self.rate_limited0 = 0
@@ -100,7 +105,7 @@ class BatchRunner:
         client: AsyncNanoBanana,
         *,
         max_active: int | None = None,
-        tier: str | None = None,
+        tier: TierName | None = None,
         journal: str | os.PathLike[str] | None = None,
         task_timeout: float = 3600.0,
         on_progress: ProgressHook | None = None,
@@ -140,28 +145,43 @@ class BatchRunner:
             create_rate=limits.create_rate,
             query_rate=limits.query_rate,
             elapsed=anyio.current_time() - c.started if c.started else 0.0,
+            total=c.total,
+            on_provider=c.following,
+            # Read but neither finished nor on the provider: so done + on_provider + waiting
+            # + the requests not read yet make the total.
+            waiting=max(c.submitted - c.succeeded - c.failed - c.following, 0),
         )
 
-    async def run(self, requests: Iterable[Request] | AsyncIterable[Request]) -> list[BatchOutcome]:
+    async def run(
+        self,
+        requests: Iterable[RequestT] | AsyncIterable[RequestT],
+        *,
+        total: int | None = None,
+    ) -> list[BatchOutcome[RequestT]]:
         """Run a whole batch and return one outcome per request, in input order.
 
         Args:
             requests: `TextToImage` / `ImageToImage` requests, from any iterable or async
                 iterable; read lazily.
+            total: How many requests there are, for `BatchStatistics.total` when
+                ``requests`` has no length (a generator); a sized input is counted.
 
         Returns:
             The outcomes, ``outcomes[i]`` for ``requests[i]``.
         """
-        found: dict[int, BatchOutcome] = {}
-        async with self.stream(requests) as results:
+        found: dict[int, BatchOutcome[RequestT]] = {}
+        async with self.stream(requests, total=total) as results:
             async for outcome in results:
                 found[outcome.index] = outcome
         return [found[i] for i in range(len(found))]
 
     @contextlib.asynccontextmanager
     async def stream(
-        self, requests: Iterable[Request] | AsyncIterable[Request]
-    ) -> AsyncGenerator[AsyncIterator[BatchOutcome], None]:
+        self,
+        requests: Iterable[RequestT] | AsyncIterable[RequestT],
+        *,
+        total: int | None = None,
+    ) -> AsyncGenerator[AsyncIterator[BatchOutcome[RequestT]], None]:
         """Run a batch, yielding outcomes as they complete.
 
         Leaving the ``async with`` block early cancels the rest of the batch: nothing keeps
@@ -170,6 +190,7 @@ class BatchRunner:
         Args:
             requests: `TextToImage` / `ImageToImage` requests, from any iterable or async
                 iterable; read lazily.
+            total: How many requests there are, as for `run`.
 
         Yields:
             An async iterator of `BatchOutcome`, in completion order.
@@ -184,6 +205,9 @@ class BatchRunner:
         self._stop = None
         self._counters = _Counters()
         self._counters.started = anyio.current_time()
+        self._counters.total = (
+            len(requests) if total is None and isinstance(requests, Sized) else total
+        )
         snapshot = self._client.limits.snapshot()
         self._counters.conflicts0 = snapshot.conflicts
         self._counters.rate_limited0 = snapshot.rate_limited
@@ -191,7 +215,7 @@ class BatchRunner:
             # Opened here, so that a bad journal raises as itself, not inside a task group.
             journal = None if self._journal_path is None else await Journal.open(self._journal_path)
             try:
-                send, receive = anyio.create_memory_object_stream[BatchOutcome](64)
+                send, receive = anyio.create_memory_object_stream[_Outcome](64)
                 async with anyio.create_task_group() as group, receive:
                     group.start_soon(self._drive, requests, journal, send)
                     try:
@@ -208,9 +232,9 @@ class BatchRunner:
 
     async def _drive(
         self,
-        requests: Iterable[Request] | AsyncIterable[Request],
+        requests: Iterable[Any] | AsyncIterable[Any],
         journal: Journal | None,
-        send: MemoryObjectSendStream[BatchOutcome],
+        send: MemoryObjectSendStream[_Outcome],
     ) -> None:
         async with send:
             try:
@@ -228,10 +252,10 @@ class BatchRunner:
 
     async def _feed(
         self,
-        requests: Iterable[Request] | AsyncIterable[Request],
+        requests: Iterable[Any] | AsyncIterable[Any],
         journal: Journal | None,
         jobs: anyio.abc.TaskGroup,
-        send: MemoryObjectSendStream[BatchOutcome],
+        send: MemoryObjectSendStream[_Outcome],
     ) -> None:
         rows = _JournalCursor(journal)
         index = -1
@@ -247,7 +271,7 @@ class BatchRunner:
         rows: _JournalCursor,
         journal: Journal | None,
         jobs: anyio.abc.TaskGroup,
-        send: MemoryObjectSendStream[BatchOutcome],
+        send: MemoryObjectSendStream[_Outcome],
     ) -> None:
         """Take one request: answer it from the journal, or start its job once a slot frees."""
         active = self._client.limits.active
@@ -262,8 +286,8 @@ class BatchRunner:
         row = await rows.get(index)
         if row is not None and row.fingerprint != job_fingerprint:
             error = JournalError(
-                f"job {index} differs from the request journaled at that place; "
-                "use a new journal for a different batch"
+                f"request {index + 1} of the batch (job {index}) differs from the request "
+                "journaled at that place; use a new journal for a different batch"
             )
             await self._emit(send, BatchOutcome(index=index, request=request, error=error))
             return
@@ -298,7 +322,7 @@ class BatchRunner:
         job: _Job,
         holder: object,
         journal: Journal | None,
-        send: MemoryObjectSendStream[BatchOutcome],
+        send: MemoryObjectSendStream[_Outcome],
     ) -> None:
         try:
             outcome = await self._create_and_follow(job, holder, journal)
@@ -309,7 +333,7 @@ class BatchRunner:
 
     async def _create_and_follow(
         self, job: _Job, holder: object, journal: Journal | None
-    ) -> BatchOutcome:
+    ) -> _Outcome:
         engine = self._engine
         outcome = BatchOutcome(index=job.index, request=job.request, request_id=job.request_id)
         if job.task_id is None:
@@ -342,12 +366,15 @@ class BatchRunner:
         else:
             engine.limits.active.mark_running(holder)
         outcome = attrs.evolve(outcome, task_id=job.task_id)
+        self._counters.following += 1
         try:
             task = await engine.follow(
                 job.task_id, timeout=self._task_timeout, on_poll=self._polled
             )
         except NanoBananaError as exc:
             return attrs.evolve(outcome, error=exc)
+        finally:
+            self._counters.following -= 1
         self._counters.finished_tasks += 1
         try:
             result = result_of(task)
@@ -400,14 +427,12 @@ class BatchRunner:
             **error_columns(exc),
         )
 
-    def _stopped(self, index: int, request: object) -> BatchOutcome:
+    def _stopped(self, index: int, request: object) -> _Outcome:
         error = self._stop_error()
         assert error is not None
         return BatchOutcome(index=index, request=request, error=error)
 
-    async def _emit(
-        self, send: MemoryObjectSendStream[BatchOutcome], outcome: BatchOutcome
-    ) -> None:
+    async def _emit(self, send: MemoryObjectSendStream[_Outcome], outcome: _Outcome) -> None:
         if outcome.resumed:
             self._counters.resumed += 1
         if outcome.ok:
@@ -434,7 +459,7 @@ class _Job:
     task_id: str | None
 
     @property
-    def request(self) -> Request:
+    def request(self) -> ImageRequest:
         return self.body.request
 
 
@@ -464,7 +489,7 @@ class _JournalCursor:
 
 
 async def _aiter(
-    requests: Iterable[Request] | AsyncIterable[Request],
+    requests: Iterable[Any] | AsyncIterable[Any],
 ) -> AsyncGenerator[object, None]:
     if isinstance(requests, AsyncIterable):
         async for request in cast("AsyncIterable[object]", requests):

@@ -53,13 +53,16 @@ from ._wire import (
 )
 from .limits import LimitsBackend
 
-__all__ = ["Caller", "CreatedTasks", "Endpoint", "StopCheck"]
+__all__ = ["Caller", "CreatedTasks", "Endpoint", "OnResponse", "StopCheck"]
 
 logger = logging.getLogger("nanobanana_async")
 
 Endpoint = Literal["create", "query"]
 StopCheck = Callable[[], "NanoBananaError | None"]
 """Asked right before a create is sent: an error to raise instead, or None to send it."""
+
+OnResponse = Callable[[int, httpx.Headers], object]
+"""Told of each answer's HTTP status and headers (with the key redacted)."""
 
 T = TypeVar("T")
 
@@ -162,6 +165,7 @@ class Caller:
         *,
         holder: object | None = None,
         stop: StopCheck | None = None,
+        on_response: OnResponse | None = None,
     ) -> str:
         """Create a task; returns its id.
 
@@ -172,6 +176,7 @@ class Caller:
             holder: The active-task slot the caller holds for this task, if any: after a 409
                 it queues again for a slot, and the task counts as running once created.
             stop: Asked right before each try is sent (see `StopCheck`).
+            on_response: Told of every answer's status and headers (see `call`).
         """
         if body.images:
             raise UsageError("a request's local images must be published before it is sent")
@@ -183,6 +188,7 @@ class Caller:
             deadline=deadline,
             holder=holder,
             stop=stop,
+            on_response=on_response,
         )
         self.created.remember(task_id)
         if holder is not None:
@@ -191,7 +197,9 @@ class Caller:
         logger.debug("created task %s (request id %s)", task_id, request_id)
         return task_id
 
-    async def query(self, task_id: str, deadline: float) -> Task:
+    async def query(
+        self, task_id: str, deadline: float, *, on_response: OnResponse | None = None
+    ) -> Task:
         """Read a task once (``recordInfo``), with retries, until ``deadline``."""
         return await self.call(
             "query",
@@ -199,6 +207,7 @@ class Caller:
             params={"taskId": task_id},
             deadline=deadline,
             task_id=task_id,
+            on_response=on_response,
         )
 
     async def call(
@@ -213,8 +222,13 @@ class Caller:
         task_id: str | None = None,
         holder: object | None = None,
         stop: StopCheck | None = None,
+        on_response: OnResponse | None = None,
     ) -> T:
-        """Run one logical request to its end; returns what ``read`` makes of ``data``."""
+        """Run one logical request to its end; returns what ``read`` makes of ``data``.
+
+        ``on_response`` is told of each answer's status and headers (the key redacted), so
+        the last call it gets is the answer the result came from.
+        """
         if self.closed:
             raise UsageError("this client is closed")
         create = endpoint == "create"
@@ -253,7 +267,7 @@ class Caller:
                 raise reason
             try:
                 data = await self._exchange(
-                    endpoint, headers, content, params, deadline, request_id
+                    endpoint, headers, content, params, deadline, request_id, on_response
                 )
                 value = read(data)
             except (APIStatusError, APIConnectionError, DecodeError) as exc:
@@ -327,6 +341,7 @@ class Caller:
         params: dict[str, str] | None,
         deadline: float,
         request_id: str | None,
+        on_response: OnResponse | None = None,
     ) -> Any:
         """One HTTP exchange, bounded in time and size; returns the answer's ``data``."""
         remaining = deadline - anyio.current_time()
@@ -371,6 +386,12 @@ class Caller:
         status = response.status_code
         reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
         logger.debug("%s %s -> %s", request.method, request.url.path, status)
+        if on_response is not None:
+            secret = self._secret
+            on_response(
+                status,
+                httpx.Headers([(k, secret.redact(v)) for k, v in response.headers.items()]),
+            )
         return answer_data(
             status,
             response.headers,

@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 import anyio
 import httpx
@@ -41,14 +42,15 @@ from ._errors import (
     NanoBananaError,
     WaitTimeoutError,
 )
-from ._models import Request, Task, TaskResult
+from ._models import ImageRequest, Task, TaskResult
 from ._polling import DurationModel, OnUpdate, PollPlanner, PollPolicy, result_of
 from ._publish import ImageHost, ImagePublisher
 from ._retry import RetryPolicy
 from ._secret import Secret
+from ._variants import RawResponses, shared_engine
 from ._version import __version__
 from ._wire import create_body
-from .limits import Limits, LimitsBackend, LimitsSnapshot
+from .limits import Limits, LimitsBackend, LimitsSnapshot, TierName
 
 __all__ = ["AsyncNanoBanana"]
 
@@ -56,6 +58,16 @@ logger = logging.getLogger("nanobanana_async")
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
+
+
+class _Settings(NamedTuple):
+    """The constructor's settings a `AsyncNanoBanana.with_options` client starts from."""
+
+    secret: Secret
+    timeout: float | httpx.Timeout | None
+    retry: RetryPolicy
+    max_download_bytes: int
+    max_response_bytes: int
 
 
 class AsyncNanoBanana:
@@ -108,7 +120,7 @@ class AsyncNanoBanana:
         max_retries: int | None = None,
         http_client: httpx.AsyncClient | None = None,
         download_client: httpx.AsyncClient | None = None,
-        tier: str | None = None,
+        tier: TierName | None = None,
         max_active: int | None = None,
         retry: RetryPolicy | None = None,
         poll: PollPolicy | None = None,
@@ -137,6 +149,8 @@ class AsyncNanoBanana:
                 "base_url", "must use https:// (plain http is allowed only on loopback)"
             )
         retry = retry_policy(retry, max_retries)
+        # Kept for `with_options`, which builds a client of the same settings.
+        self._settings = _Settings(secret, timeout, retry, max_download_bytes, max_response_bytes)
         if max_download_bytes < 1:
             raise ConfigurationError("max_download_bytes", "must be at least 1")
         if max_response_bytes < 1:
@@ -249,11 +263,64 @@ class AsyncNanoBanana:
         """What the client knows now of its key's limits."""
         return self._engine.limits.snapshot()
 
+    # -- variants ----------------------------------------------------------------------------
+
+    def with_options(
+        self,
+        *,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
+    ) -> AsyncNanoBanana:
+        """A client like this one with some options changed, sharing all the rest.
+
+        It shares the connection pools, the key's limits, the poll planner (or, with
+        ``poll``, the task durations seen) and the memory of recent creates, so it paces
+        itself with this client. Closing it closes nothing shared; close this client when
+        both are done. ``client.with_options(timeout=5).get_task(task_id)`` is one call with
+        other options.
+
+        Args:
+            timeout: Seconds one HTTP exchange may take (as for the constructor).
+            max_retries: Retries after a 5xx, a dropped connection or a timeout.
+            retry: Finer control of retries; ``max_retries`` overrides its count.
+            poll: How to poll before any task duration has been seen.
+
+        Raises:
+            ConfigurationError: An option is out of range.
+        """
+        settings = self._settings
+        derived = AsyncNanoBanana(
+            settings.secret.reveal(),
+            base_url=self._base_url,
+            timeout=timeout if timeout is not None else settings.timeout,
+            max_retries=max_retries,
+            retry=retry or settings.retry,
+            poll=poll or self._poll,
+            http_client=self._http,
+            download_client=self._download,
+            limits=self.limits,
+            max_download_bytes=settings.max_download_bytes,
+            max_response_bytes=settings.max_response_bytes,
+        )
+        derived._engine = shared_engine(derived, self, same_poll=poll is None)
+        return derived
+
+    @property
+    def with_raw_response(self) -> RawResponses:
+        """The calls that return a `RawResponse`: the value, HTTP status, headers, request id.
+
+        ``raw = await client.with_raw_response.create_task(request)`` gives ``raw.value`` (the
+        task id), ``raw.http_status``, ``raw.headers`` and ``raw.request_id``.
+        """
+        return RawResponses(self)
+
     # -- the API -----------------------------------------------------------------------------
 
     async def create_task(
         self,
-        request: Request,
+        request: ImageRequest,
         *,
         request_id: str | None = None,
         timeout: float = DEFAULT_CREATE_TIMEOUT,
@@ -350,7 +417,7 @@ class AsyncNanoBanana:
 
     async def generate(
         self,
-        request: Request,
+        request: ImageRequest,
         *,
         request_id: str | None = None,
         timeout: float = DEFAULT_WAIT_TIMEOUT,

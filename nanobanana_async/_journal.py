@@ -404,7 +404,7 @@ def _row(record: tuple[Any, ...]) -> JournalRow:
 # -- the codec between journal rows and outcomes -----------------------------------------------
 
 
-def outcome_from_row(row: JournalRow, request: object) -> BatchOutcome:
+def outcome_from_row(row: JournalRow, request: Any) -> BatchOutcome[Any]:
     """Rebuild the outcome of a finished job from its row, with no request sent."""
     outcome = BatchOutcome(
         index=row.index,

@@ -25,7 +25,7 @@ __all__ = [
     "ImageSize",
     "ImageToImage",
     "OutputFormat",
-    "Request",
+    "ImageRequest",
     "Task",
     "TaskResult",
     "TaskState",
@@ -259,7 +259,7 @@ def _pick_size(image_size: ImageSize | None, aspect_ratio: ImageSize | None) -> 
     return aspect_ratio if aspect_ratio is not None else _DEFAULT_SIZE
 
 
-Request: TypeAlias = "TextToImage | ImageToImage"
+ImageRequest: TypeAlias = "TextToImage | ImageToImage"
 """Any request the client can send."""
 
 

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Generic, TypeVar
 
 import attrs
 
 from ._errors import NanoBananaError
-from ._models import TaskResult
+from ._models import ImageToImage, TaskResult, TextToImage
 
-__all__ = ["BatchOutcome", "BatchStatistics", "ProgressHook"]
+__all__ = ["BatchOutcome", "BatchStatistics", "ProgressHook", "RequestT"]
+
+RequestT = TypeVar("RequestT", bound="TextToImage | ImageToImage")
+"""The type of a batch's requests, carried by its outcomes."""
 
 
 @attrs.frozen(kw_only=True)
-class BatchOutcome:
-    """What became of one request of a batch.
+class BatchOutcome(Generic[RequestT]):
+    """What became of one request of a batch: ``BatchOutcome[TextToImage]`` and so on.
 
     Attributes:
         index: The request's position in the input (0-based).
@@ -28,7 +31,7 @@ class BatchOutcome:
     """
 
     index: int
-    request: Any
+    request: RequestT
     task_id: str | None = None
     result: TaskResult | None = None
     error: NanoBananaError | None = None
@@ -48,7 +51,7 @@ class BatchStatistics:
     Attributes:
         submitted: Requests read from the input.
         created: Tasks created by this run.
-        running: Jobs holding a slot now (being created or running on the provider).
+        running: Jobs holding an active-task slot now (being created or on the provider).
         succeeded: Outcomes with a result.
         failed: Outcomes with an error.
         resumed: Outcomes taken from the journal without any request.
@@ -61,6 +64,12 @@ class BatchStatistics:
         create_rate: Creates per second the client allows now, or None if unlimited.
         query_rate: Polls per second the client allows now, or None if unlimited.
         elapsed: Seconds since the run started.
+        total: How many requests the batch holds, when known (a sized input, or the
+            ``total=`` given to `BatchRunner.run`); None for a lazy input of unknown length.
+        on_provider: Jobs whose task is created and running on the provider now.
+        waiting: Requests read whose task is not created yet: waiting for a slot, the create
+            pacing, a 409 or a retry. ``done + on_provider + waiting`` plus the requests not
+            read yet make ``total``.
     """
 
     submitted: int
@@ -78,6 +87,9 @@ class BatchStatistics:
     create_rate: float | None
     query_rate: float | None
     elapsed: float
+    total: int | None = None
+    on_provider: int = 0
+    waiting: int = 0
 
     @property
     def done(self) -> int:

@@ -730,7 +730,7 @@ async def test_a_journal_of_another_batch_is_refused_job_by_job(tmp_path: Path) 
     assert outcomes[2].resumed
     error = outcomes[1].error
     assert isinstance(error, JournalError)
-    assert "differs from the request journaled" in str(error)
+    assert "request 2 of the batch (job 1) differs from the request journaled" in str(error)
     assert outcomes[1].task_id is None
     assert fake.stats.create_requests == stats.create_requests
     assert fake.stats.tasks_created == 3
@@ -999,3 +999,38 @@ async def test_image_to_image_requests_run_too() -> None:
         outcomes = await BatchRunner(client).run(requests)
     assert all(o.ok for o in outcomes)
     assert fake.tasks[outcomes[0].task_id or ""].model == "nano-banana-image-to-image"
+
+
+async def test_statistics_carry_the_total_and_split_running_into_provider_and_waiting() -> None:
+    seen: list[BatchStatistics] = []
+    fake = fake_provider(max_active=2)
+    async with client_for(fake) as client:
+        runner = BatchRunner(client, max_active=2)
+
+        async def sample() -> None:
+            while True:
+                seen.append(runner.statistics())
+                await anyio.sleep(0.001)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(sample)
+            await runner.run(prompts(6))
+            group.cancel_scope.cancel()
+        assert runner.statistics().total == 6
+        during = [stats for stats in seen if stats.submitted]
+        assert all(stats.total == 6 for stats in during)
+        # Never more tasks on the provider than the cap; the rest read wait, and it adds up.
+        assert all(stats.on_provider <= 2 for stats in during)
+        assert max(stats.on_provider for stats in during) == 2
+        assert max(stats.waiting for stats in during) >= 1
+        assert all(stats.done + stats.on_provider + stats.waiting <= 6 for stats in during)
+        final = runner.statistics()
+        assert (final.on_provider, final.waiting, final.running) == (0, 0, 0)
+
+        def lazy() -> Iterator[TextToImage]:
+            yield from prompts(3, prefix="lazy")
+
+        await runner.run(lazy())
+        assert runner.statistics().total is None
+        await runner.run(lazy(), total=3)
+        assert runner.statistics().total == 3

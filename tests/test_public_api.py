@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 
+import pytest
+
 import nanobanana_async as nb
 
 PUBLIC = [
@@ -31,6 +33,7 @@ PUBLIC = [
     "ImageHost",
     "ImageHostError",
     "ImageInput",
+    "ImageRequest",
     "ImageSize",
     "ImageToImage",
     "InsufficientCreditsError",
@@ -46,8 +49,8 @@ PUBLIC = [
     "PollPolicy",
     "ProgressHook",
     "RateLimitError",
+    "RawResponse",
     "RedisLimits",
-    "Request",
     "RequestConflictError",
     "ResponseTooLargeError",
     "RetryPolicy",
@@ -60,6 +63,7 @@ PUBLIC = [
     "TaskState",
     "TextToImage",
     "TierLimits",
+    "TierName",
     "UnprocessableEntityError",
     "UsageError",
     "WaitTimeoutError",
@@ -113,3 +117,12 @@ def test_the_package_does_not_import_redis() -> None:
     code = "import sys, nanobanana_async; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_old_name_of_image_request_still_works_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="use nanobanana_async.ImageRequest"):
+        old = nb.Request
+    assert old is nb.ImageRequest
+    assert "Request" not in nb.__all__
+    with pytest.raises(AttributeError, match="no attribute 'Requests'"):
+        nb.Requests  # noqa: B018

@@ -1,4 +1,4 @@
-"""The ``nanobanana`` command line: generate, edit, batch, status, download and demo.
+"""The ``nanobanana`` command line: generate, edit, batch, status, download, demo, fake-server.
 
 typer and rich come with the ``[cli]`` extra. This package imports them only once `main` runs
 (its modules import them freely: `main` imports those only after checking), so
@@ -19,7 +19,10 @@ line, ``error: ...``, with the API key in use redacted, and the exit code says w
 
 The modules: ``_exit`` (exit codes, error lines, redaction), ``_rows`` (batch files),
 ``_ui`` (the consoles, running a command), ``_commands`` (the one-task commands), ``_batch``
-(a batch with progress and summary), ``_demo``, and ``_app`` (the typer app).
+(a batch with progress and summary), ``_progress`` (its progress lines), ``_check`` (``batch
+--check``), ``_names`` (``--name`` templates), ``_gallery`` (the ``index.html`` page),
+``_args`` (arguments typer does not place), ``_demo``, ``_fake_server``, and ``_app`` (the
+typer app).
 """
 
 import sys
@@ -46,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(INSTALL_HINT + "\n")
         return EXIT_FAILURE
     from ._app import build_app
+    from ._args import hoist_global_options
 
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = hoist_global_options(sys.argv[1:] if argv is None else argv)
     try:
         build_app(args)(args=args, prog_name="nanobanana")
     except SystemExit as exc:

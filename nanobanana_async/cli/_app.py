@@ -16,8 +16,10 @@ from typing import Annotated, Any, cast
 import attrs
 import typer
 
-from .. import IMAGE_SIZES, ImageToImage, Request, TextToImage, __version__
+from .. import IMAGE_SIZES, ImageRequest, ImageToImage, TextToImage, TierName, __version__
+from ._args import batch_paths
 from ._batch import BatchReport, interrupted_batch, print_summary, run_batch
+from ._check import check_batch
 from ._commands import (
     IMAGE_HOST_VARIABLE,
     Settings,
@@ -30,6 +32,9 @@ from ._commands import (
     show_status,
 )
 from ._exit import CliError
+from ._fake_server import add_fake_server
+from ._gallery import write_gallery
+from ._names import NAME_FIELDS, check_template
 from ._rows import open_batch_file
 from ._ui import Ui, execute, setup_logging
 
@@ -53,15 +58,42 @@ BatchFileArgument = Annotated[
 ]
 BatchOutOption = Annotated[
     Path | None,
-    typer.Option("--out", "-o", help="Save the images here as they complete.", show_default=False),
+    typer.Option(
+        "--out",
+        "-o",
+        help="Save the images here as they complete [default: FILE's name + '-out', beside it].",
+        show_default=False,
+    ),
 ]
 JournalOption = Annotated[
     Path | None,
     typer.Option(
         "--journal",
         "-j",
-        help="An SQLite journal: re-run with the same one to resume, never paying twice.",
+        help="The SQLite journal that makes a re-run resume, never paying twice "
+        "[default: journal.sqlite in the --out folder].",
         show_default=False,
+    ),
+]
+NoSaveOption = Annotated[
+    bool, typer.Option("--no-save", help="Print the result URLs (they expire) instead of saving.")
+]
+NoJournalOption = Annotated[
+    bool, typer.Option("--no-journal", help="Keep no journal: a re-run creates every task again.")
+]
+CheckOption = Annotated[
+    bool,
+    typer.Option(
+        "--check", help="Validate the whole file and say what would be sent; send nothing."
+    ),
+]
+_NAME_HELP = "File names of the saved images, a template of " + ", ".join(
+    f"{{{name}}}" for name in NAME_FIELDS
+)
+NameOption = Annotated[
+    str | None,
+    typer.Option(
+        "--name", "-n", help=_NAME_HELP + ", e.g. '{index:03d}-{slug}'.", show_default=False
     ),
 ]
 TierOption = Annotated[
@@ -134,6 +166,7 @@ _TASK_OPTIONS = (
         ],
         True,
     ),
+    _keyword("name", NameOption, None),
 )
 
 
@@ -147,8 +180,9 @@ class TaskOptions:
     timeout: float
     nsfw_checker: bool
     wait: bool
+    name: str | None
 
-    def request(self, prompt: str, image_urls: list[str] | None = None) -> Request:
+    def request(self, prompt: str, image_urls: list[str] | None = None) -> ImageRequest:
         """The request these options ask for: an edit if there are image URLs."""
         options: dict[str, Any] = {
             "image_size": self.size,
@@ -222,11 +256,17 @@ def _root(
 
 def _one_task(
     ctx: typer.Context,
-    build: Callable[[], Request],
+    build: Callable[[], ImageRequest],
     options: TaskOptions,
     image_host: str | None = None,
 ) -> None:
     ui, settings = _ui_for(ctx)
+    if options.name is not None:
+        try:
+            check_template(options.name)
+        except CliError as exc:
+            ui.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
     started = Started()
 
     def interrupted() -> None:
@@ -248,6 +288,7 @@ def _one_task(
             wait=options.wait,
             started=started,
             image_host=image_host,
+            name=options.name,
         )
 
     _finish(execute(ui, work, on_interrupt=interrupted))
@@ -295,29 +336,41 @@ def _add_batch(app: typer.Typer, argv: Sequence[str]) -> None:
         file: BatchFileArgument,
         out: BatchOutOption = None,
         journal: JournalOption = None,
+        no_save: NoSaveOption = False,
+        no_journal: NoJournalOption = False,
+        check: CheckOption = False,
+        name: NameOption = None,
         tier: TierOption = None,
         max_active: MaxActiveOption = None,
         timeout: TaskTimeoutOption = 3600.0,
         quiet: QuietOption = False,
         image_host: ImageHostOption = None,
     ) -> None:
-        """Run a JSONL or CSV file of requests, with progress, a journal and a summary.
+        """Run a file of requests (JSONL, CSV, or one prompt per line), resumable, with a gallery.
 
         Fields (JSONL) or columns (CSV): prompt, image_urls (CSV: separated by spaces or |;
         URLs, or files relative to the batch file, published through --image-host),
-        image_size or aspect_ratio, output_format, nsfw_checker, name (the file name).
-        A row that cannot be read or breaks a rule becomes a failed outcome naming its line,
-        and nothing is sent for it. Exit code 0 if every row succeeded, 3 if the key or
-        credits stopped the batch, 2 if a row was invalid, else 1.
+        image_size or aspect_ratio, output_format, nsfw_checker, name (the file name). A .txt
+        file (or any file that is neither) holds one prompt per line. Images are saved in
+        FILE's name + '-out' with an index.html gallery, and the run is journaled there:
+        running the same command again resumes without paying twice. A row that cannot be
+        read or breaks a rule becomes a failed outcome naming its line; nothing is sent for
+        it. Exit code 0 if every row succeeded, 3 if the key or credits stopped the batch, 2
+        if a row was invalid, else 1.
         """
         ui, settings = _ui_for(ctx)
-        report = BatchReport(out=out)
         try:
+            if check:
+                _finish(check_batch(ui, file))
+                return
+            if name is not None:
+                check_template(name)
+            out, journal = batch_paths(file, out, journal, no_save=no_save, no_journal=no_journal)
             handle, rows, total = open_batch_file(file)
         except CliError as exc:
             ui.error(str(exc))
             raise typer.Exit(exc.exit_code) from None
-        report.total = total
+        report = BatchReport(out=out, total=total, name_template=name)
 
         async def work() -> int:
             async with (
@@ -330,7 +383,7 @@ def _add_batch(app: typer.Typer, argv: Sequence[str]) -> None:
                     rows,
                     report,
                     journal=journal,
-                    tier=tier,
+                    tier=cast("TierName | None", tier),
                     max_active=max_active,
                     task_timeout=timeout,
                     quiet=quiet,
@@ -346,6 +399,11 @@ def _add_batch(app: typer.Typer, argv: Sequence[str]) -> None:
 
         with handle:
             code = execute(ui, work, on_interrupt=interrupted)
+        if out is not None and report.entries:
+            gallery = write_gallery(
+                out, report.entries, report.final, title=f"nanobanana batch {file.name}"
+            )
+            ui.info(f"Gallery: {gallery}")
         _finish(code)
 
 
@@ -427,4 +485,5 @@ def build_app(argv: Sequence[str]) -> typer.Typer:
     _add_batch(app, argv)
     _add_status_and_download(app)
     _add_demo(app, argv)
+    add_fake_server(app)
     return app

@@ -1,28 +1,21 @@
 """``batch`` (and the demo's batch): a `BatchRunner` with a live progress view and a summary.
 
 Each outcome is printed as it comes (one line on stderr), its images are saved while the batch
-goes on, and a `BatchReport` keeps what the summary table and the exit code need. After Ctrl-C,
-`interrupted_batch` says how to resume, never repeating the key.
+goes on, and a `BatchReport` keeps what the summary table, the gallery (`_gallery`) and the
+exit code need. After Ctrl-C, `interrupted_batch` says how to resume, never repeating the key.
 """
 
+import contextlib
 import re
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import anyio
 import anyio.abc
 import attrs
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -32,16 +25,20 @@ from .. import (
     BatchOutcome,
     BatchRunner,
     BatchStatistics,
+    ImageRequest,
     InsufficientCreditsError,
     JournalError,
     NanoBananaError,
-    Request,
     TaskFailedError,
     TaskResult,
+    TierName,
 )
 from .._journal import Journal
 from ._commands import API_KEY_VARIABLE
 from ._exit import EXIT_AUTH, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, describe
+from ._gallery import GalleryEntry
+from ._names import file_stem
+from ._progress import BatchProgress
 from ._rows import BadRow, Row
 from ._ui import Ui
 
@@ -68,6 +65,31 @@ class BatchReport:
     unlisted_failures: int = 0
     final: BatchStatistics | None = None
     last_running: int = 0
+    name_template: str | None = None
+    entries: list[GalleryEntry] = attrs.field(factory=list[GalleryEntry])
+
+    def record(
+        self,
+        row: Row,
+        where: str,
+        *,
+        task_id: str | None = None,
+        images: tuple[Path, ...] = (),
+        urls: tuple[str, ...] = (),
+        error: str | None = None,
+    ) -> None:
+        """Note what became of ``row``, for the gallery."""
+        prompt = "" if isinstance(row.item, BadRow) else row.item.prompt
+        entry = GalleryEntry(
+            where=where,
+            prompt=prompt,
+            task_id=task_id,
+            images=images,
+            urls=urls,
+            error=error,
+            order=row.line,
+        )
+        self.entries.append(entry)
 
     def fail(self, where: str, task_id: str | None, message: str) -> None:
         """Note a failed job, keeping only the first few for the summary."""
@@ -88,38 +110,12 @@ class BatchReport:
         return EXIT_OK
 
 
-def _limits_text(stats: BatchStatistics) -> str:
-    active = f"{stats.max_active}" + ("" if stats.max_active_known else "+")
-    parts = [f"max active {active}"]
-    if stats.create_rate:
-        parts.append(f"create {stats.create_rate:.3g}/s")
-    if stats.query_rate:
-        parts.append(f"poll {stats.query_rate:.3g}/s")
-    if stats.conflicts or stats.rate_limited:
-        parts.append(f"409s {stats.conflicts}, 429s {stats.rate_limited}")
-    return "limits: " + ", ".join(parts)
-
-
-def _progress(ui: Ui) -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(
-            "[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/] "
-            "[cyan]{task.fields[running]} running[/]"
-        ),
-        TextColumn("{task.fields[limits]}", style="dim", markup=False),
-        TimeElapsedColumn(),
-        console=ui.err,
-        disable=not ui.err.is_terminal,
-        redirect_stdout=False,
-        redirect_stderr=False,
-    )
-
-
-def _stem(row: Row, what: str) -> str:
+def _stem(row: Row, what: str, template: str | None, task_id: str, index: int) -> str:
+    if template is not None:
+        prompt = "" if isinstance(row.item, BadRow) else row.item.prompt
+        return file_stem(
+            template, index=index, line=row.line, prompt=prompt, task_id=task_id, name=row.name
+        )
     stem = row.name or f"{what}-{row.line:04d}"
     return _UNSAFE_NAME.sub("_", stem) or f"{what}-{row.line:04d}"
 
@@ -146,8 +142,6 @@ class _BatchView:
         self,
         ui: Ui,
         report: BatchReport,
-        progress: Progress,
-        bar: TaskID,
         runner: BatchRunner,
         client: AsyncNanoBanana,
         *,
@@ -156,20 +150,19 @@ class _BatchView:
     ) -> None:
         self._ui = ui
         self._report = report
-        self._progress = progress
-        self._bar = bar
         self._runner = runner
         self._client = client
         self._what = what
         self._quiet = quiet
         self._saves = anyio.Semaphore(_SAVE_CONCURRENCY)
+        self.progress = BatchProgress()
 
     def line(self, ok: bool, row: Row, text: str) -> None:
         if self._quiet:
             return
         ui = self._ui
         mark = Text(ui.ok_mark if ok else ui.fail_mark, style="green" if ok else "red")
-        self._progress.console.print(
+        ui.err.print(
             Text.assemble(mark, f" {self._what} {row.line}  ", ui.clean(text)), soft_wrap=True
         )
 
@@ -177,27 +170,25 @@ class _BatchView:
         report = self._report
         stats = self._runner.statistics()
         report.last_running = stats.running
-        self._progress.update(
-            self._bar,
-            completed=stats.done,
-            ok=stats.succeeded,
-            failed=stats.failed + report.save_failed,
-            running=stats.running,
-            limits=_limits_text(stats),
-        )
+        self.progress.update(stats, not_saved=report.save_failed)
 
     async def ticker(self) -> None:
         while True:
             self.refresh()
             await anyio.sleep(0.1)
 
-    async def take(self, outcome: BatchOutcome, row: Row, saves: anyio.abc.TaskGroup) -> None:
-        report = self._report
+    def _failed(self, row: Row, task_id: str | None, message: str) -> None:
         where = f"{self._what} {row.line}"
+        self._report.fail(where, task_id, message)
+        self._report.record(row, where, task_id=task_id, error=message)
+        invalid = isinstance(row.item, BadRow)
+        self.line(False, row, message if invalid else f"{task_id or '-'}  {message}")
+
+    async def take(self, outcome: BatchOutcome[Any], row: Row, saves: anyio.abc.TaskGroup) -> None:
+        report = self._report
         if isinstance(row.item, BadRow):
             report.invalid += 1
-            report.fail(where, None, f"invalid: {row.item.reason}")
-            self.line(False, row, f"invalid: {row.item.reason}")
+            self._failed(row, None, f"invalid: {row.item.reason}")
             return
         error = outcome.error
         if isinstance(error, (AuthenticationError, InsufficientCreditsError)):
@@ -208,21 +199,24 @@ class _BatchView:
                 report.not_sent += 1
                 return
         if outcome.result is None:
-            message = _failure_message(error)
-            report.fail(where, outcome.task_id, message)
-            self.line(False, row, f"{outcome.task_id or '-'}  {message}")
+            self._failed(row, outcome.task_id, _failure_message(error))
             return
         journal = "  (from the journal)" if outcome.resumed else ""
         if report.out is None:
-            self.line(True, row, f"{outcome.task_id}  {' '.join(outcome.result.urls)}{journal}")
+            urls = outcome.result.urls
+            report.record(row, f"{self._what} {row.line}", task_id=outcome.task_id, urls=urls)
+            self.line(True, row, f"{outcome.task_id}  {' '.join(urls)}{journal}")
             return
         await self._saves.acquire()
-        saves.start_soon(self._save, outcome.result, row, journal, report.out)
+        index = outcome.index + 1
+        saves.start_soon(self._save, outcome.result, row, journal, report.out, index)
 
-    async def _save(self, result: TaskResult, row: Row, journal: str, out: Path) -> None:
+    async def _save(
+        self, result: TaskResult, row: Row, journal: str, out: Path, index: int
+    ) -> None:
         report = self._report
         try:
-            stem = _stem(row, self._what)
+            stem = _stem(row, self._what, report.name_template, result.task_id, index)
             existing = await _existing_file(out, stem) if journal else None
             try:
                 paths = (
@@ -232,15 +226,22 @@ class _BatchView:
                 )
             except (NanoBananaError, OSError) as exc:
                 report.save_failed += 1
-                message = f"not saved: {describe(exc)}"
-                report.fail(f"{self._what} {row.line}", result.task_id, message)
-                self.line(False, row, f"{result.task_id}  {message}")
+                self._failed(row, result.task_id, f"not saved: {describe(exc)}")
                 return
             report.saved += 1
+            where = f"{self._what} {row.line}"
+            report.record(row, where, task_id=result.task_id, images=tuple(paths))
             shown = ", ".join(str(path) for path in paths)
             self.line(True, row, f"{result.task_id}  -> {shown}{journal}")
         finally:
             self._saves.release()
+
+
+def _live(ui: Ui, view: _BatchView) -> contextlib.AbstractContextManager[object]:
+    """The progress lines, redrawn below the per-request lines (on a terminal only)."""
+    if not ui.err.is_terminal:
+        return contextlib.nullcontext()
+    return Live(view.progress, console=ui.err, refresh_per_second=8, transient=False)
 
 
 async def run_batch(
@@ -250,23 +251,24 @@ async def run_batch(
     report: BatchReport,
     *,
     journal: Path | None = None,
-    tier: str | None = None,
+    tier: TierName | None = None,
     max_active: int | None = None,
     task_timeout: float = 3600.0,
     quiet: bool = False,
     what: str = "line",
 ) -> None:
     """Run the rows of a batch through a `BatchRunner`, showing progress and saving images."""
+    if report.out is not None:
+        await anyio.Path(report.out).mkdir(parents=True, exist_ok=True)
     if journal is not None:
         try:
+            await anyio.Path(journal).parent.mkdir(parents=True, exist_ok=True)
             await (await Journal.open(journal)).aclose()
         except (JournalError, ValueError, OSError) as exc:
             raise CliError(f"cannot use the journal {journal}: {exc}") from None
     runner = BatchRunner(
         client, tier=tier, max_active=max_active, journal=journal, task_timeout=task_timeout
     )
-    if report.out is not None:
-        await anyio.Path(report.out).mkdir(parents=True, exist_ok=True)
     pending: dict[int, Row] = {}
 
     def requests() -> Iterator[object]:
@@ -274,19 +276,16 @@ async def run_batch(
             pending[index] = row
             yield row.item
 
+    view = _BatchView(ui, report, runner, client, what=what, quiet=quiet)
     try:
-        with _progress(ui) as progress:
-            bar = progress.add_task(
-                "batch", total=report.total, ok=0, failed=0, running=0, limits="limits: learning"
-            )
-            view = _BatchView(ui, report, progress, bar, runner, client, what=what, quiet=quiet)
+        with _live(ui, view):
             async with anyio.create_task_group() as background:
                 background.start_soon(view.ticker)
                 async with anyio.create_task_group() as saves:
                     # A BadRow is not a request: the runner makes it a failed outcome at its
                     # own index without sending anything, so rows keep their journal places.
-                    batch = cast("Iterable[Request]", requests())
-                    async with runner.stream(batch) as results:
+                    batch = cast("Iterable[ImageRequest]", requests())
+                    async with runner.stream(batch, total=report.total) as results:
                         async for outcome in results:
                             await view.take(outcome, pending.pop(outcome.index), saves)
                 background.cancel_scope.cancel()
@@ -386,8 +385,8 @@ def interrupted_batch(
     )
     if journal is None:
         ui.info(
-            "No journal was kept, so running the batch again creates every unfinished task "
-            "again: pass --journal PATH to make a batch resumable."
+            "No journal was kept (--no-journal), so running the batch again creates every "
+            "unfinished task again: leave --no-journal out to make a batch resumable."
         )
         return
     command, dropped = resume_command(argv)

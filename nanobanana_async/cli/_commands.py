@@ -20,9 +20,9 @@ from .. import (
     AsyncNanoBanana,
     ConfigurationError,
     ImageHost,
+    ImageRequest,
     ImageToImage,
     NanoBananaError,
-    Request,
     S3ImageHost,
     Task,
     TaskFailedError,
@@ -32,6 +32,7 @@ from .. import (
     WaitTimeoutError,
 )
 from ._exit import EXIT_AUTH, EXIT_FAILURE, EXIT_OK, CliError, describe, os_error
+from ._names import file_stem
 from ._ui import Ui
 
 __all__ = [
@@ -98,7 +99,7 @@ async def open_image_host(url: str | None) -> AsyncGenerator[ImageHost | None, N
         yield host
 
 
-def needs_image_host(request: Request, image_host: str | None) -> None:
+def needs_image_host(request: ImageRequest, image_host: str | None) -> None:
     """Refuse, with the CLI's words, an edit of local files without ``--image-host``."""
     if isinstance(request, ImageToImage) and request.local_images and not image_host:
         raise CliError(
@@ -125,15 +126,19 @@ def _on_update(ui: Ui, status: Status, task_id: str) -> Callable[[Task], None]:
 async def generate_image(
     ui: Ui,
     settings: Settings,
-    build: Callable[[], Request],
+    build: Callable[[], ImageRequest],
     *,
     out: Path,
     timeout: float,
     wait: bool,
     started: Started,
     image_host: str | None = None,
+    name: str | None = None,
 ) -> int:
-    """Create one task, wait for it and save its images; prints the saved paths."""
+    """Create one task, wait for it and save its images; prints the saved paths.
+
+    ``name`` is a ``--name`` template (`_names`), already checked.
+    """
     request = build()
     needs_image_host(request, image_host)
     if not timeout > 0:
@@ -165,7 +170,10 @@ async def generate_image(
                 ) from None
             status.update(f"task {task_id}: saving")
             try:
-                paths = await client.save_result(result, out)
+                stem = None
+                if name is not None:
+                    stem = file_stem(name, index=1, line=1, prompt=request.prompt, task_id=task_id)
+                paths = await client.save_result(result, out, stem=stem)
             except (OSError, NanoBananaError) as exc:
                 detail = describe(exc) if isinstance(exc, NanoBananaError) else os_error(exc)
                 raise CliError(
@@ -211,8 +219,14 @@ async def show_status(ui: Ui, settings: Settings, task_id: str, *, as_json: bool
         if key == "urls":
             for url in task.urls:
                 table.add_row("url", ui.clean(url))
+        elif key == "cost_time" and value is not None:
+            # The docs say milliseconds; some servers send seconds: say what was sent.
+            table.add_row("cost time", f"{value:g} (costTime, in ms per the API docs)")
         elif value is not None and value != "":
             table.add_row(key.replace("_", " "), ui.clean(str(value)))
+    if task.create_time and task.complete_time:
+        took = (task.complete_time - task.create_time).total_seconds()
+        table.add_row("took", f"{took:.1f} s (from create to complete time)")
     ui.out.print(table)
     return EXIT_OK
 

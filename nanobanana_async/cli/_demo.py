@@ -6,10 +6,11 @@ from typing import Any, cast
 
 import attrs
 
-from .. import AsyncNanoBanana, ImageToImage, PollPolicy, Request, RetryPolicy, TextToImage
+from .. import AsyncNanoBanana, ImageRequest, ImageToImage, PollPolicy, RetryPolicy, TextToImage
 from ..testing import FakeNanoBanana
 from ._batch import BatchReport, print_summary, run_batch
 from ._exit import EXIT_FAILURE, EXIT_OK
+from ._gallery import write_gallery
 from ._rows import Row
 from ._ui import Ui
 
@@ -17,25 +18,26 @@ __all__ = ["demo_rows", "run_demo"]
 
 _TIME_SCALE = 0.1
 _EDIT_SOURCE = "https://example.com/photos/banana.png"
-_PROMPTS: tuple[tuple[str, str, str], ...] = (
-    ("a banana surfing a wave at sunset", "16:9", "png"),
-    ("a banana astronaut floating above the moon", "1:1", "png"),
-    ("a watercolour of a banana market in Lisbon", "4:3", "jpeg"),
-    ("a banana-shaped submarine in a coral reef", "16:9", "png"),
-    ("a cubist still life with bananas and a teapot", "3:4", "png"),
-    ("a banana reading a newspaper in a Paris cafe", "1:1", "jpeg"),
-    ("a neon sign that says BANANA in the rain", "9:16", "png"),
-    ("a banana knight guarding a castle of pineapples", "2:3", "png"),
-    ("a banana tree on a tiny floating island", "1:1", "png"),
-    ("an art deco poster of a banana airship", "2:3", "jpeg"),
-    ("a banana detective with a magnifying glass", "4:5", "png"),
-    ("a pixel-art banana jumping over a pipe", "1:1", "png"),
-    ("a banana wearing sunglasses on a skateboard", "16:9", "png"),
-    ("a banana lighthouse on a stormy night", "9:16", "jpeg"),
-    ("a banana bread recipe card, hand-lettered", "3:2", "png"),
-    ("a banana robot watering houseplants", "1:1", "png"),
-    ("a ukiyo-e wave made of bananas", "21:9", "png"),
-    ("a banana hot-air balloon over the Alps", "5:4", "jpeg"),
+# PNG only: the fake draws a picture of the prompt in a PNG (a JPEG is a flat colour).
+_PROMPTS: tuple[tuple[str, str], ...] = (
+    ("a banana surfing a wave at sunset", "16:9"),
+    ("a banana astronaut floating above the moon", "1:1"),
+    ("a watercolour of a banana market in Lisbon", "4:3"),
+    ("a banana-shaped submarine in a coral reef", "16:9"),
+    ("a cubist still life with bananas and a teapot", "3:4"),
+    ("a banana reading a newspaper in a Paris cafe", "1:1"),
+    ("a neon sign that says BANANA in the rain", "9:16"),
+    ("a banana knight guarding a castle of pineapples", "2:3"),
+    ("a banana tree on a tiny floating island", "1:1"),
+    ("an art deco poster of a banana airship", "2:3"),
+    ("a banana detective with a magnifying glass", "4:5"),
+    ("a pixel-art banana jumping over a pipe", "1:1"),
+    ("a banana wearing sunglasses on a skateboard", "16:9"),
+    ("a banana lighthouse on a stormy night", "9:16"),
+    ("a banana bread recipe card, hand-lettered", "3:2"),
+    ("a banana robot watering houseplants", "1:1"),
+    ("a ukiyo-e wave made of bananas", "21:9"),
+    ("a banana hot-air balloon over the Alps", "5:4"),
 )
 _FAILING = frozenset(
     {"a banana reading a newspaper in a Paris cafe", "a banana lighthouse on a stormy night"}
@@ -48,7 +50,7 @@ _EDITS: tuple[str, ...] = (
 
 
 def demo_rows(count: int) -> list[Row]:
-    """The demo's requests: mostly text-to-image, a few edits, in several sizes and formats."""
+    """The demo's requests: mostly text-to-image, a few edits, in several sizes."""
     rows: list[Row] = []
     drawn = edits = 0
     for index in range(count):
@@ -56,15 +58,11 @@ def demo_rows(count: int) -> list[Row]:
         if index % 10 == 9:
             prompt = _EDITS[edits % len(_EDITS)]
             edits += 1
-            request: Request = ImageToImage(prompt=prompt, image_urls=[_EDIT_SOURCE])
+            request: ImageRequest = ImageToImage(prompt=prompt, image_urls=[_EDIT_SOURCE])
         else:
-            prompt, size, output_format = _PROMPTS[drawn % len(_PROMPTS)]
+            prompt, size = _PROMPTS[drawn % len(_PROMPTS)]
             drawn += 1
-            request = TextToImage(
-                prompt=prompt,
-                image_size=cast("Any", size),
-                output_format=cast("Any", output_format),
-            )
+            request = TextToImage(prompt=prompt, image_size=cast("Any", size))
         words = [word for word in re.findall(r"[a-z0-9]+", prompt.lower()) if word not in _STOP]
         rows.append(Row(line, request, f"{line:02d}-{'-'.join(words[:3])}"))
     return rows
@@ -113,8 +111,19 @@ async def run_demo(ui: Ui, report: BatchReport, *, count: int) -> int:
         )
         await run_batch(ui, client, demo_rows(count), report, what="request")
     print_summary(ui, report, what="request")
-    ui.info(
-        f"Images saved in {report.out}/. Next: set NANOBANANA_API_KEY and try "
-        "`nanobanana generate`."
+    assert report.out is not None
+    gallery = write_gallery(
+        report.out,
+        report.entries,
+        report.final,
+        title="nanobanana demo",
+        note=(
+            "Pictures drawn by the fake provider on this machine (no API key, no network): "
+            "each shows its prompt, in shapes and colours derived from it. Two requests "
+            "fail on purpose, to show how failures look."
+        ),
     )
+    ui.info(f"Images saved in {report.out}/. Open the gallery: {gallery.resolve()}")
+    ui.result(str(gallery))
+    ui.info('Next: set NANOBANANA_API_KEY and try `nanobanana generate "a banana"`.')
     return EXIT_OK if report.saved else EXIT_FAILURE

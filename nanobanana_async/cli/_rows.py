@@ -1,4 +1,10 @@
-"""Batch files: JSONL and CSV rows, read lazily, each a request or the reason it is none.
+"""Batch files: JSONL, CSV and plain text rows, read lazily, each a request or why it is none.
+
+Which kind a file is: ``.jsonl``/``.ndjson``/``.json`` is JSONL, ``.csv`` is CSV, ``.txt`` is
+one prompt per line. Any other name is looked at: a first line that starts with ``{`` is JSONL,
+one that is a CSV header of known columns is CSV, and anything else is one prompt per line,
+since that is what a newcomer's list of prompts is (reading it as CSV would take its first
+prompt for a header and fail on it).
 
 A row that cannot be read or that breaks a rule of the provider becomes a `BadRow` naming its
 line and the reason; nothing is sent for it and the other rows go on. Rows keep their place in
@@ -15,11 +21,11 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, Literal, cast
 
 import attrs
 
-from .. import ImageToImage, InvalidRequestError, Request, TextToImage
+from .. import ImageRequest, ImageToImage, InvalidRequestError, TextToImage
 from .._images import is_url_like
 from ._exit import CliError
 
@@ -30,6 +36,7 @@ __all__ = [
     "count_rows",
     "csv_rows",
     "jsonl_rows",
+    "text_rows",
     "open_batch_file",
     "request_from_fields",
     "split_urls",
@@ -66,7 +73,7 @@ class Row:
     """One row of a batch: its line, the request (or why there is none), a file name."""
 
     line: int
-    item: "Request | BadRow"
+    item: "ImageRequest | BadRow"
     name: str | None = None
 
 
@@ -100,7 +107,7 @@ def _local_paths(urls: object, base: Path | None) -> object:
 
 def request_from_fields(
     fields: Mapping[str, object], *, from_csv: bool, base: Path | None = None
-) -> tuple[Request, str | None]:
+) -> tuple[ImageRequest, str | None]:
     """Build the request of one batch row; raises `InvalidRequestError` or ValueError.
 
     An ``image_urls`` item that is not a URL is a local file, relative to ``base``.
@@ -131,7 +138,7 @@ def request_from_fields(
     if isinstance(urls, str):
         urls = split_urls(urls) or None
     urls = _local_paths(urls, base)
-    request: Request
+    request: ImageRequest
     if urls is None:
         request = TextToImage(prompt=cast("str", prompt), **options)
     else:
@@ -240,7 +247,8 @@ def csv_rows(lines: Iterable[bytes], source: str, base: Path | None = None) -> I
     if unknown:
         raise CliError(
             f"{source}: line {reader.line_num}: unknown column {unknown[0]!r}; "
-            f"the columns are {', '.join(FIELDS)}"
+            f"the columns are {', '.join(FIELDS)} (the file was read as CSV because its name "
+            "ends in .csv; for a plain list of prompts, one per line, name it .txt)"
         )
     if "prompt" not in columns:
         raise CliError(f"{source}: line {reader.line_num}: the header has no 'prompt' column")
@@ -312,15 +320,37 @@ def _scan_csv(file: BinaryIO) -> _CsvScan:
         file.seek(0)
 
 
-def _is_csv(path: Path, file: BinaryIO) -> bool:
+FileKind = Literal["jsonl", "csv", "text"]
+
+
+def _kind(path: Path, file: BinaryIO) -> FileKind:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return True
+        return "csv"
     if suffix in (".jsonl", ".ndjson", ".json"):
-        return False
+        return "jsonl"
+    if suffix == ".txt":
+        return "text"
     head = file.read(4096)
     file.seek(0)
-    return not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
+    first = head.lstrip(b"\xef\xbb\xbf \t\r\n").split(b"\n", 1)[0]
+    if first.startswith(b"{"):
+        return "jsonl"
+    columns = {column.strip().strip('"') for column in first.decode("utf-8", "replace").split(",")}
+    return "csv" if "prompt" in columns and columns <= set(FIELDS) else "text"
+
+
+def text_rows(lines: Iterable[bytes]) -> Iterator[Row]:
+    """Rows of a plain text file: each non-blank line is the prompt of a `TextToImage`."""
+    for number, raw in enumerate(lines, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield Row(number, BadRow(number, "is not valid UTF-8"))
+            continue
+        prompt = (text.removeprefix("\ufeff") if number == 1 else text).strip()
+        if prompt:
+            yield _row(number, {"prompt": prompt}, from_csv=False)
 
 
 def count_rows(file: BinaryIO, *, is_csv: bool) -> int:
@@ -344,7 +374,8 @@ def open_batch_file(path: Path) -> tuple[BinaryIO, Iterator[Row], int]:
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        if _is_csv(path, file):
+        kind = _kind(path, file)
+        if kind == "csv":
             scan = _scan_csv(file)
             if scan.unclosed is not None:
                 raise CliError(
@@ -352,8 +383,10 @@ def open_batch_file(path: Path) -> tuple[BinaryIO, Iterator[Row], int]:
                     "never closed, so no row after it can be read; nothing was sent"
                 )
             total, rows = scan.rows, csv_rows(file, str(path), path.parent)
-        else:
+        elif kind == "jsonl":
             total, rows = count_rows(file, is_csv=False), jsonl_rows(file, path.parent)
+        else:
+            total, rows = count_rows(file, is_csv=False), text_rows(file)
     except OSError as exc:
         file.close()
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None

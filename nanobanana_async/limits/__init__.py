@@ -21,7 +21,7 @@ from ._protocols import ActiveSlots, Endpoint, EndpointPacer, LimitsBackend, Lim
 from ._redis import RedisLimits
 from ._redis_active import RedisActiveTaskLimiter
 from ._redis_endpoint import RedisEndpointLimiter
-from ._tiers import TIERS, TierLimits, tier_limits
+from ._tiers import TIERS, TierLimits, TierName, tier_limits
 
 __all__ = [
     "TIERS",
@@ -37,5 +37,6 @@ __all__ = [
     "RedisEndpointLimiter",
     "RedisLimits",
     "TierLimits",
+    "TierName",
     "tier_limits",
 ]

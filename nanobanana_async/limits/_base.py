@@ -21,7 +21,7 @@ import anyio
 
 from .._errors import ConfigurationError
 from ._protocols import Endpoint, LimitsSnapshot
-from ._tiers import tier_limits
+from ._tiers import TierName, tier_limits
 
 __all__ = [
     "LimitsBase",
@@ -322,7 +322,7 @@ class LimitsBase(Generic[P, S]):
         self.query = query
         self.active = active
 
-    def seed(self, *, tier: str | None = None, max_active: int | None = None) -> None:
+    def seed(self, *, tier: TierName | None = None, max_active: int | None = None) -> None:
         """Start from known numbers: a tier's table row and/or an active-task cap.
 
         Raises:

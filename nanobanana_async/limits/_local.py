@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._active import ActiveTaskLimiter
 from ._base import LimitsBase
 from ._endpoint import EndpointLimiter
+from ._tiers import TierName
 
 __all__ = ["Limits"]
 
@@ -29,6 +30,6 @@ class Limits(LimitsBase[EndpointLimiter, ActiveTaskLimiter]):
         ConfigurationError: The tier is unknown or ``max_active`` is below 1.
     """
 
-    def __init__(self, *, tier: str | None = None, max_active: int | None = None) -> None:
+    def __init__(self, *, tier: TierName | None = None, max_active: int | None = None) -> None:
         super().__init__(EndpointLimiter("create"), EndpointLimiter("query"), ActiveTaskLimiter())
         self.seed(tier=tier, max_active=max_active)

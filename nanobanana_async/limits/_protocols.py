@@ -11,6 +11,8 @@ from typing import Literal, Protocol
 
 import attrs
 
+from ._tiers import TierName
+
 __all__ = ["ActiveSlots", "Endpoint", "EndpointPacer", "LimitsBackend", "LimitsSnapshot"]
 
 Endpoint = Literal["create", "query"]
@@ -127,7 +129,7 @@ class LimitsBackend(Protocol):
         """The active-task cap."""
         ...
 
-    def seed(self, *, tier: str | None = None, max_active: int | None = None) -> None:
+    def seed(self, *, tier: TierName | None = None, max_active: int | None = None) -> None:
         """Start from known numbers."""
         ...
 

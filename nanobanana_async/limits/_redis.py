@@ -26,6 +26,7 @@ from ._redis_active import RedisActiveTaskLimiter
 from ._redis_endpoint import RedisEndpointLimiter
 from ._redis_link import Connection, RedisLink
 from ._redis_scripts import RedisKeys
+from ._tiers import TierName
 
 __all__ = ["RedisLimits"]
 
@@ -69,7 +70,7 @@ class RedisLimits(LimitsBase[RedisEndpointLimiter, RedisActiveTaskLimiter]):
         *,
         key: str = "nanobanana",
         lease: float = 30.0,
-        tier: str | None = None,
+        tier: TierName | None = None,
         max_active: int | None = None,
         poll_interval: float = 0.05,
     ) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal, TypeAlias
 
 import attrs
 
 from .._errors import ConfigurationError
 
-__all__ = ["TIERS", "TierLimits", "tier_limits"]
+__all__ = ["TIERS", "TierLimits", "TierName", "tier_limits"]
+
+TierName: TypeAlias = Literal["free", "basic", "standard", "pro", "ultra", "enterprise"]
+"""The name of a tier of the provider's table (a type checker catches a typo)."""
 
 
 @attrs.frozen

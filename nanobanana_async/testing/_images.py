@@ -1,7 +1,9 @@
 """Real, small PNG and JPEG files made with the standard library only.
 
-Each image is a solid colour derived from the prompt, and carries the prompt's digest in a
-comment, so different prompts always give different bytes and the same prompt the same bytes.
+A PNG is a picture of the prompt (`._picture`: shapes and colours derived from it, the prompt
+written on it, labelled as the fake's); a JPEG is a solid colour derived from the prompt (the
+encoder below writes flat blocks only). Both carry the prompt's digest in a comment, so
+different prompts always give different bytes and the same prompt the same bytes.
 """
 
 from __future__ import annotations
@@ -11,10 +13,20 @@ import hashlib
 import struct
 import zlib
 
-__all__ = ["IMAGE_SIZE", "jpeg_bytes", "png_bytes", "prompt_colour", "render_image"]
+from ._picture import PICTURE_SIZE, draw_picture
+
+__all__ = [
+    "IMAGE_SIZE",
+    "PICTURE_SIZE",
+    "jpeg_bytes",
+    "png_bytes",
+    "png_pixels",
+    "prompt_colour",
+    "render_image",
+]
 
 IMAGE_SIZE = 64
-"""Width and height, in pixels, of every image the fake serves (a multiple of 8)."""
+"""Width and height, in pixels, of the fake's JPEG images (a multiple of 8)."""
 
 
 def prompt_colour(prompt: str) -> tuple[bytes, tuple[int, int, int]]:
@@ -27,15 +39,22 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def png_bytes(rgb: tuple[int, int, int], *, size: int = IMAGE_SIZE, comment: str = "") -> bytes:
-    """Encode a solid-colour, 8-bit RGB PNG of ``size`` x ``size`` pixels."""
-    ihdr = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    row = b"\x00" + bytes(rgb) * size  # filter type 0 (None), then the pixels
+def png_pixels(width: int, height: int, pixels: bytes, *, comment: str = "") -> bytes:
+    """Encode 8-bit RGB ``pixels`` (rows top to bottom, 3 bytes a pixel) as a PNG."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    stride = width * 3
+    # Each row: filter type 0 (None), then its pixels.
+    raw = b"".join(b"\x00" + pixels[row * stride : (row + 1) * stride] for row in range(height))
     parts = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", ihdr)]
     if comment:
         parts.append(_png_chunk(b"tEXt", b"Comment\x00" + comment.encode("latin-1")))
-    parts += [_png_chunk(b"IDAT", zlib.compress(row * size, 9)), _png_chunk(b"IEND", b"")]
+    parts += [_png_chunk(b"IDAT", zlib.compress(raw, 9)), _png_chunk(b"IEND", b"")]
     return b"".join(parts)
+
+
+def png_bytes(rgb: tuple[int, int, int], *, size: int = IMAGE_SIZE, comment: str = "") -> bytes:
+    """Encode a solid-colour, 8-bit RGB PNG of ``size`` x ``size`` pixels."""
+    return png_pixels(size, size, bytes(rgb) * (size * size), comment=comment)
 
 
 # The standard DC Huffman tables (ITU T.81 Annex K.3): code counts per length 1..16, symbols.
@@ -146,4 +165,5 @@ def render_image(prompt: str, output_format: str) -> bytes:
     comment = f"fake-nanobanana prompt-blake2b={digest.hex()}"
     if output_format == "jpeg":
         return jpeg_bytes(rgb, comment=comment)
-    return png_bytes(rgb, comment=comment)
+    picture = draw_picture(prompt)
+    return png_pixels(picture.width, picture.height, bytes(picture.pixels), comment=comment)

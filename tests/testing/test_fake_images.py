@@ -1,4 +1,7 @@
-"""The fake's result images decode as real PNG and JPEG files (checked without Pillow)."""
+"""The fake's result images decode as real PNG and JPEG files (checked without Pillow).
+
+The PNG pictures are also read back: the label and the prompt, glyph by glyph.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,15 @@ import zlib
 
 import pytest
 
+from nanobanana_async.testing._font import GLYPH_HEIGHT, GLYPH_WIDTH, glyph
 from nanobanana_async.testing._images import (
-    IMAGE_SIZE,
+    PICTURE_SIZE,
     jpeg_bytes,
     png_bytes,
     prompt_colour,
     render_image,
 )
+from nanobanana_async.testing._picture import LABEL, Canvas, draw_picture
 
 
 def decode_png(data: bytes) -> tuple[int, int, list[tuple[int, int, int]], dict[bytes, bytes]]:
@@ -178,11 +183,11 @@ def decode_jpeg(data: bytes) -> tuple[int, int, list[tuple[int, int, int]], list
 
 
 @pytest.mark.parametrize("prompt", ["a banana", "", "ünïcødé 🍌", "x" * 20000])
-def test_png_is_a_valid_png_of_the_prompts_colour(prompt: str) -> None:
-    digest, rgb = prompt_colour(prompt)
+def test_png_is_a_valid_png_picture_of_the_prompt(prompt: str) -> None:
+    digest, _ = prompt_colour(prompt)
     width, height, pixels, text = decode_png(render_image(prompt, "png"))
-    assert (width, height) == (IMAGE_SIZE, IMAGE_SIZE)
-    assert set(pixels) == {rgb}
+    assert (width, height) == (PICTURE_SIZE, PICTURE_SIZE)
+    assert len(set(pixels)) > 4  # a picture, not a flat square
     assert digest.hex().encode() in text[b"Comment"]
 
 
@@ -220,6 +225,7 @@ def test_byte_stuffing_is_applied() -> None:
 
 def test_sizes_are_configurable() -> None:
     assert decode_png(png_bytes((1, 2, 3), size=8))[:2] == (8, 8)
+    assert set(decode_png(png_bytes((1, 2, 3), size=8))[2]) == {(1, 2, 3)}
     assert decode_jpeg(jpeg_bytes((1, 2, 3), size=16))[:2] == (16, 16)
     assert b"tEXt" not in png_bytes((1, 2, 3))
     assert b"\xff\xfe" not in jpeg_bytes((1, 2, 3))
@@ -232,3 +238,69 @@ def test_different_prompts_different_bytes_same_prompt_same_bytes() -> None:
         assert len(set(images)) == len(prompts)
         assert render_image("prompt 3", fmt) == images[3]
     assert render_image("p", "png") != render_image("p", "jpeg")
+
+
+# -- the pictures: told apart and read back ------------------------------------------------
+_SCALE = 2
+_CELL = (GLYPH_WIDTH + 1) * _SCALE
+_BY_ROWS = {glyph(chr(code)): chr(code) for code in range(0x20, 0x7F)}
+
+
+def read_line(
+    pixels: list[tuple[int, int, int]], x: int, y: int, ink: tuple[int, int, int], chars: int
+) -> str:
+    """Read ``chars`` characters of the 5x7 font written in ``ink`` at (x, y), scale 2."""
+    text = ""
+    for index in range(chars):
+        rows = []
+        for row in range(GLYPH_HEIGHT):
+            bits = 0
+            for column in range(GLYPH_WIDTH):
+                px = x + index * _CELL + column * _SCALE
+                py = y + row * _SCALE
+                bits = bits << 1 | (pixels[py * PICTURE_SIZE + px] == ink)
+            rows.append(bits)
+        text += _BY_ROWS.get(tuple(rows), "?")
+    return text
+
+
+def test_every_printable_character_has_its_own_glyph() -> None:
+    assert len(_BY_ROWS) == 0x7F - 0x20
+    assert glyph("\u00e9") == glyph("\u2603") != glyph(" ")  # an empty box for the rest
+
+
+@pytest.mark.parametrize(
+    "prompt", ["a banana surfing a wave at sunset", "Neon sign: BANANA {42} & ~rain~!"]
+)
+def test_the_prompt_and_the_label_can_be_read_back(prompt: str) -> None:
+    _, _, pixels, _ = decode_png(render_image(prompt, "png"))
+    ink, label_ink = (24, 24, 32), (255, 214, 64)
+    label_x = (PICTURE_SIZE - (len(LABEL) * _CELL - _SCALE)) // 2
+    assert read_line(pixels, label_x, 5, label_ink, len(LABEL)) == LABEL
+    first_line = prompt[:25].rsplit(" ", 1)[0] if len(prompt) > 25 else prompt
+    assert read_line(pixels, 10, 218, ink, len(first_line)) == first_line
+
+
+def test_long_prompts_are_cut_with_an_ellipsis_inside_the_panel() -> None:
+    prompt = " ".join(["banana"] * 200)
+    canvas = draw_picture(prompt)
+    pixels = [tuple(canvas.pixels[i : i + 3]) for i in range(0, len(canvas.pixels), 3)]
+    last_line_y = 218 + 3 * 20  # four lines of 8 + 2 rows fit
+    assert "..." in read_line(pixels, 10, last_line_y, (24, 24, 32), 25)  # type: ignore[arg-type]
+
+
+def test_different_prompts_look_different() -> None:
+    first, second = draw_picture("a red fox"), draw_picture("a blue whale")
+    # Above the text panel, where the shapes and the background are.
+    top = slice(0, 200 * PICTURE_SIZE * 3)
+    differing = sum(a != b for a, b in zip(first.pixels[top], second.pixels[top], strict=True))
+    assert differing > len(first.pixels[top]) // 4
+
+
+def test_shapes_are_clipped_to_the_canvas() -> None:
+    canvas = Canvas(10, 10)
+    for kind in range(4):
+        canvas.shape(kind, 0, 0, 30, (1, 2, 3))
+        canvas.shape(kind, 9, 9, 30, (4, 5, 6))
+    assert len(canvas.pixels) == 300
+    assert canvas.pixels[:3] == bytes((4, 5, 6))

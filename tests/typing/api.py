@@ -25,6 +25,7 @@ from nanobanana_async import (
     BatchOutcome,
     BatchRunner,
     DownloadError,
+    ImageRequest,
     ImageSize,
     ImageToImage,
     InvalidRequestError,
@@ -32,7 +33,6 @@ from nanobanana_async import (
     OutputFormat,
     PollPolicy,
     RateLimitError,
-    Request,
     RetryPolicy,
     Task,
     TaskFailedError,
@@ -44,7 +44,7 @@ from nanobanana_async import (
 )
 
 
-def requests() -> list[Request]:
+def requests() -> list[ImageRequest]:
     size: ImageSize = "16:9"
     fmt: OutputFormat = "jpeg"
     text = TextToImage(prompt="a banana", image_size=size, output_format=fmt, nsfw_checker=False)
@@ -136,20 +136,37 @@ async def client_calls(http: httpx.AsyncClient) -> None:
         assert_type(snapshot.max_active, int)
         assert_type(snapshot.create_rate, float | None)
         assert_type(client.poll_policy, PollPolicy)
+        quick = client.with_options(timeout=5.0, max_retries=0)
+        assert_type(quick, AsyncNanoBanana)
+        raw = await client.with_raw_response.create_task(TextToImage(prompt="x"))
+        assert_type(raw, nb.RawResponse[str])
+        assert_type(raw.http_status, int)
+        assert_type(raw.headers, httpx.Headers)
+        assert_type(raw.request_id, str | None)
+        assert_type((await client.with_raw_response.get_task("t")).parse(), Task)
         await client.aclose()
 
 
 async def batches(client: AsyncNanoBanana) -> None:
     runner = BatchRunner(client, max_active=5, tier="basic", journal=Path("batch.sqlite"))
     outcomes = await runner.run(requests())
-    assert_type(outcomes, list[BatchOutcome])
+    assert_type(outcomes, list[BatchOutcome[ImageRequest]])
+    texts = await runner.run([TextToImage(prompt="one")], total=1)
+    assert_type(texts, list[BatchOutcome[TextToImage]])
+    assert_type(texts[0].request, TextToImage)
+    assert_type(runner.statistics().total, int | None)
+    assert_type(runner.statistics().on_provider, int)
+    assert_type(runner.statistics().waiting, int)
+    tier: nb.TierName = "pro"
+    BatchRunner(client, tier=tier)
+    BatchRunner(client, tier="platinum")  # type: ignore[arg-type]  # a typo is caught
 
-    async def lazy() -> AsyncIterator[Request]:
+    async def lazy() -> AsyncIterator[ImageRequest]:
         yield TextToImage(prompt="one")
 
     async with runner.stream(lazy()) as results:
         async for outcome in results:
-            assert_type(outcome, BatchOutcome)
+            assert_type(outcome, BatchOutcome[ImageRequest])
             assert_type(outcome.index, int)
             assert_type(outcome.task_id, str | None)
             assert_type(outcome.result, TaskResult | None)
