@@ -6,10 +6,6 @@ one poll loop (`_polling`), result files through the downloader (`_download`).
 
 from __future__ import annotations
 
-import logging
-import os
-import re
-from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
@@ -18,33 +14,28 @@ import httpx
 
 from ._calls import Caller
 from ._config import (
-    DEFAULT_BASE_URL,
     DEFAULT_CREATE_TIMEOUT,
-    DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_MAX_DOWNLOAD_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_POOL,
     DEFAULT_QUERY_TIMEOUT,
     DEFAULT_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
+    check_api_key,
+    check_at_least_one,
+    check_base_url,
     check_request_id,
     check_task_id,
     check_timeout,
     retry_policy,
     timeouts,
 )
-from ._download import Downloader, is_loopback_host
+from ._download import Downloader
 from ._engine import Engine
-from ._errors import (
-    APITimeoutError,
-    ConfigurationError,
-    DownloadError,
-    NanoBananaError,
-    WaitTimeoutError,
-)
 from ._models import ImageRequest, Task, TaskResult
 from ._polling import DurationModel, OnUpdate, PollPlanner, PollPolicy, result_of
 from ._publish import ImageHost, ImagePublisher
+from ._results import ResultFiles
 from ._retry import RetryPolicy
 from ._secret import Secret
 from ._variants import RawResponses, shared_engine
@@ -53,11 +44,6 @@ from ._wire import create_body
 from .limits import Limits, LimitsBackend, LimitsSnapshot, TierName
 
 __all__ = ["AsyncNanoBanana"]
-
-logger = logging.getLogger("nanobanana_async")
-
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
-_KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
 
 
 class _Settings(NamedTuple):
@@ -70,7 +56,7 @@ class _Settings(NamedTuple):
     max_response_bytes: int
 
 
-class AsyncNanoBanana:
+class AsyncNanoBanana(ResultFiles):
     """The async client of the Nano Banana image API, for one API key.
 
     Use it as an async context manager (or call `aclose`), and share one instance across your
@@ -129,32 +115,14 @@ class AsyncNanoBanana:
         limits: LimitsBackend | None = None,
         image_host: ImageHost | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("NANOBANANA_API_KEY")
-        if not key or not key.strip():
-            raise ConfigurationError(
-                "api_key", "no API key: pass api_key= or set the NANOBANANA_API_KEY variable"
-            )
-        if not _KEY_CHARS.match(key.strip()):
-            raise ConfigurationError(
-                "api_key", "must be printable ASCII without spaces (check for a stray newline)"
-            )
-        secret = Secret(key.strip())
-        url = httpx.URL(str(base_url or os.environ.get("NANOBANANA_BASE_URL") or DEFAULT_BASE_URL))
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigurationError("base_url", f"must be an http(s) URL, got {str(url)!r}")
+        secret = check_api_key(api_key)
+        url, loopback = check_base_url(base_url)
         self._base_url = url
-        loopback = is_loopback_host(url.host)
-        if url.scheme == "http" and not loopback:
-            raise ConfigurationError(
-                "base_url", "must use https:// (plain http is allowed only on loopback)"
-            )
         retry = retry_policy(retry, max_retries)
         # Kept for `with_options`, which builds a client of the same settings.
         self._settings = _Settings(secret, timeout, retry, max_download_bytes, max_response_bytes)
-        if max_download_bytes < 1:
-            raise ConfigurationError("max_download_bytes", "must be at least 1")
-        if max_response_bytes < 1:
-            raise ConfigurationError("max_response_bytes", "must be at least 1")
+        check_at_least_one(max_download_bytes=max_download_bytes)
+        check_at_least_one(max_response_bytes=max_response_bytes)
         if limits is None:
             limits = Limits(tier=tier, max_active=max_active)
         else:
@@ -448,125 +416,4 @@ class AsyncNanoBanana:
         self._engine.check_publishable(body)
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_WAIT_TIMEOUT)
-        deadline = anyio.current_time() + seconds
-        # Published before a slot is taken: an upload needs none of the key's active tasks.
-        body = await self._engine.publish(
-            body, deadline=deadline, needed_for=seconds, request_id=request_id
-        )
-        active = self._engine.limits.active
-        holder = object()
-        with anyio.move_on_after(seconds):
-            await active.acquire(holder)
-        if not active.holds(holder):
-            raise APITimeoutError(
-                f"no active-task slot came free within {seconds:g} s; nothing was created",
-                request_id=request_id,
-            )
-        try:
-            task_id = await self._engine.caller.create(body, request_id, deadline, holder=holder)
-            # The create may have used up the whole budget: then this is a WaitTimeoutError
-            # that carries the task id, not a complaint about a zero timeout.
-            try:
-                task = await self._engine.follow(
-                    task_id, timeout=seconds, deadline=deadline, on_update=on_update
-                )
-            except (NanoBananaError, anyio.get_cancelled_exc_class()) as exc:
-                if not isinstance(exc, WaitTimeoutError):  # that one carries the id itself
-                    # The task exists and is paid for: never let its id be lost.
-                    logger.warning("generate: task %s was created, then: %r", task_id, exc)
-                raise
-            return result_of(task)
-        finally:
-            active.release(holder)
-
-    async def download(
-        self, url: str, *, max_bytes: int | None = None, timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
-    ) -> bytes:
-        """Fetch one result file into memory.
-
-        The file is fetched by a separate HTTP client that never sends the API key, over
-        https only (plain http only when the API itself is on loopback), following at most
-        five redirects, each checked the same way, and refused past ``max_bytes`` (counted
-        after decompression, as the bytes arrive).
-
-        Args:
-            url: A result URL.
-            max_bytes: The largest file accepted (default: the client's ``max_download_bytes``).
-            timeout: The most seconds to spend.
-
-        Raises:
-            DownloadError: The URL is refused, the host answered an error, or the file is
-                too large.
-            APIConnectionError: The host could not be reached or broke off (an
-                `APITimeoutError` when the deadline passed).
-        """
-        seconds = check_timeout(timeout, DEFAULT_DOWNLOAD_TIMEOUT)
-        deadline = anyio.current_time() + seconds
-        return await self._downloader.fetch(url, deadline=deadline, max_bytes=max_bytes)
-
-    async def save_result(
-        self,
-        result: TaskResult,
-        directory: str | os.PathLike[str],
-        *,
-        stem: str | None = None,
-        max_bytes: int | None = None,
-        timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
-    ) -> list[Path]:
-        """Download every image of a result into ``directory``.
-
-        Each file is streamed to a temporary file in the directory and renamed into place, so
-        a file with the final name is always complete; temporary files a killed run left in
-        the directory are removed first. Files are named after the task (``<task_id>.png``,
-        or ``<task_id>-1.png``, ``-2``... for several images) or ``stem``, with the suffix the
-        host's content type gives. If a URL has expired (403/404), the task is read again once
-        for fresh URLs.
-
-        Args:
-            result: The result to save.
-            directory: Where to save it (created if needed).
-            stem: The file name without suffix (default: the task id).
-            max_bytes: The largest file accepted.
-            timeout: The most seconds for each file.
-
-        Returns:
-            The paths written, in the order of ``result.urls``.
-
-        Raises:
-            DownloadError: A file could not be fetched safely.
-            APIConnectionError: A host could not be reached or broke off.
-        """
-        seconds = check_timeout(timeout, DEFAULT_DOWNLOAD_TIMEOUT)
-        folder = Path(directory)
-        await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
-        base = _UNSAFE_NAME.sub("_", stem or result.task_id) or "image"
-        urls = list(result.urls)
-        names = [base] if len(urls) == 1 else [f"{base}-{n + 1}" for n in range(len(urls))]
-        await self._downloader.remove_stale_parts(folder, names, older_than=max(seconds, 600.0))
-        paths: list[Path] = []
-        refreshed = False
-        for index, name in enumerate(names):
-            deadline = anyio.current_time() + seconds
-            try:
-                paths.append(
-                    await self._downloader.save(
-                        urls[index], folder, name, deadline=deadline, max_bytes=max_bytes
-                    )
-                )
-            except DownloadError as exc:
-                if refreshed or exc.status not in (403, 404):
-                    raise
-                refreshed = True
-                task = await self._engine.caller.query(result.task_id, deadline)
-                if len(task.urls) != len(urls) or task.urls[index] == urls[index]:
-                    raise DownloadError(
-                        f"result URL of task {result.task_id} has expired ({exc.status})",
-                        status=exc.status,
-                    ) from exc
-                urls = list(task.urls)
-                paths.append(
-                    await self._downloader.save(
-                        urls[index], folder, name, deadline=deadline, max_bytes=max_bytes
-                    )
-                )
-        return paths
+        return result_of(await self._engine.generate(body, request_id, seconds, on_update))

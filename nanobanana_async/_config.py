@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 
 import httpx
 
+from ._download import is_loopback_host
 from ._errors import ConfigurationError, InvalidRequestError
 from ._retry import RetryPolicy
+from ._secret import Secret
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -20,6 +23,9 @@ __all__ = [
     "DEFAULT_QUERY_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "DEFAULT_WAIT_TIMEOUT",
+    "check_api_key",
+    "check_at_least_one",
+    "check_base_url",
     "check_request_id",
     "check_task_id",
     "check_timeout",
@@ -45,8 +51,51 @@ DEFAULT_DOWNLOAD_TIMEOUT = 120.0
 # Keep every pooled connection alive: httpx's default keeps 20, and a batch with more requests
 # in flight than that would open and close a connection per request.
 DEFAULT_POOL = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+_KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
 _MAX_REQUEST_ID = 128
 _REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]+$")
+
+
+def check_api_key(api_key: str | None) -> Secret:
+    """The API key given, or ``NANOBANANA_API_KEY``'s, held as a `Secret`.
+
+    Raises:
+        ConfigurationError: There is none, or it has spaces or control characters.
+    """
+    key = api_key if api_key is not None else os.environ.get("NANOBANANA_API_KEY")
+    if not key or not key.strip():
+        raise ConfigurationError(
+            "api_key", "no API key: pass api_key= or set the NANOBANANA_API_KEY variable"
+        )
+    if not _KEY_CHARS.match(key.strip()):
+        raise ConfigurationError(
+            "api_key", "must be printable ASCII without spaces (check for a stray newline)"
+        )
+    return Secret(key.strip())
+
+
+def check_base_url(base_url: str | httpx.URL | None) -> tuple[httpx.URL, bool]:
+    """The API host (given, ``NANOBANANA_BASE_URL``'s or the provider's), and if on loopback.
+
+    Raises:
+        ConfigurationError: It is not an https URL (plain http only on loopback).
+    """
+    url = httpx.URL(str(base_url or os.environ.get("NANOBANANA_BASE_URL") or DEFAULT_BASE_URL))
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError("base_url", f"must be an http(s) URL, got {str(url)!r}")
+    loopback = is_loopback_host(url.host)
+    if url.scheme == "http" and not loopback:
+        raise ConfigurationError(
+            "base_url", "must use https:// (plain http is allowed only on loopback)"
+        )
+    return url, loopback
+
+
+def check_at_least_one(**setting: int) -> None:
+    """Refuse a size setting below 1 (given as ``name=value``)."""
+    for name, value in setting.items():
+        if value < 1:
+            raise ConfigurationError(name, "must be at least 1")
 
 
 def retry_policy(retry: RetryPolicy | None, max_retries: int | None) -> RetryPolicy:

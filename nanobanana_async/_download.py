@@ -16,7 +16,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator, Collection
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from pathlib import Path
 
 import anyio
@@ -24,12 +24,14 @@ import httpx
 
 from ._errors import DownloadError, UsageError
 from ._http import ACCEPT_ENCODING, iter_body, transport_error
+from ._models import TaskResult
 
 __all__ = ["Downloader", "is_loopback_host"]
 
 _MAX_REDIRECTS = 5
 _IMAGE_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$", re.IGNORECASE)
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _PART = re.compile(r"^\.(.+?)(?:\.png|\.jpg|\.webp)\.[0-9a-f]{8}\.part$")
 
 
@@ -157,6 +159,59 @@ class Downloader:
                     await anyio.Path(partial).unlink(missing_ok=True)
                 raise
         return target
+
+    async def save_result(
+        self,
+        result: TaskResult,
+        folder: Path,
+        stem: str | None,
+        *,
+        seconds: float,
+        max_bytes: int | None,
+        refresh: Callable[[float], Awaitable[tuple[str, ...]]],
+    ) -> list[Path]:
+        """Every image of a result into ``folder`` (see `AsyncNanoBanana.save_result`).
+
+        Args:
+            result: The result.
+            folder: Where to save it (created if needed).
+            stem: The file name without suffix (default: the task id).
+            seconds: The most seconds for each file.
+            max_bytes: The largest file accepted.
+            refresh: Reads the task's URLs again, by a deadline, once one has expired.
+        """
+        await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+        base = _UNSAFE_NAME.sub("_", stem or result.task_id) or "image"
+        urls = list(result.urls)
+        names = [base] if len(urls) == 1 else [f"{base}-{n + 1}" for n in range(len(urls))]
+        await self.remove_stale_parts(folder, names, older_than=max(seconds, 600.0))
+        paths: list[Path] = []
+        refreshed = False
+        for index, name in enumerate(names):
+            deadline = anyio.current_time() + seconds
+            try:
+                paths.append(
+                    await self.save(
+                        urls[index], folder, name, deadline=deadline, max_bytes=max_bytes
+                    )
+                )
+            except DownloadError as exc:
+                if refreshed or exc.status not in (403, 404):
+                    raise
+                refreshed = True
+                fresh = await refresh(deadline)
+                if len(fresh) != len(urls) or fresh[index] == urls[index]:
+                    raise DownloadError(
+                        f"result URL of task {result.task_id} has expired ({exc.status})",
+                        status=exc.status,
+                    ) from exc
+                urls = list(fresh)
+                paths.append(
+                    await self.save(
+                        urls[index], folder, name, deadline=deadline, max_bytes=max_bytes
+                    )
+                )
+        return paths
 
     @staticmethod
     async def remove_stale_parts(folder: Path, names: Collection[str], older_than: float) -> None:

@@ -8,12 +8,13 @@ its polls, so both paths follow one set of rules.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import anyio
 
 from ._calls import Caller
-from ._errors import InvalidRequestError
+from ._errors import APITimeoutError, InvalidRequestError, NanoBananaError, WaitTimeoutError
 from ._models import Task
 from ._polling import OnUpdate, PollPlanner, follow
 from ._publish import ImagePublisher, PublishedImages
@@ -21,6 +22,8 @@ from ._wire import CreateBody
 from .limits import LimitsBackend
 
 __all__ = ["Engine"]
+
+logger = logging.getLogger("nanobanana_async")
 
 
 class Engine:
@@ -73,6 +76,51 @@ class Engine:
         return await self.publisher.publish(
             body, deadline=deadline, needed_for=needed_for, store=store, request_id=request_id
         )
+
+    async def generate(
+        self,
+        body: CreateBody,
+        request_id: str,
+        seconds: float,
+        on_update: OnUpdate | None = None,
+    ) -> Task:
+        """Publish, take an active-task slot, create and follow; returns the finished task.
+
+        The slot is held from before the create until the task is seen finished, so many
+        concurrent calls stay within the key's active-task cap together.
+
+        Raises:
+            APITimeoutError: No slot came free in time; nothing was created.
+        """
+        deadline = anyio.current_time() + seconds
+        # Published before a slot is taken: an upload needs none of the key's active tasks.
+        body = await self.publish(
+            body, deadline=deadline, needed_for=seconds, request_id=request_id
+        )
+        active = self.limits.active
+        holder = object()
+        with anyio.move_on_after(seconds):
+            await active.acquire(holder)
+        if not active.holds(holder):
+            raise APITimeoutError(
+                f"no active-task slot came free within {seconds:g} s; nothing was created",
+                request_id=request_id,
+            )
+        try:
+            task_id = await self.caller.create(body, request_id, deadline, holder=holder)
+            # The create may have used up the whole budget: then this is a WaitTimeoutError
+            # that carries the task id, not a complaint about a zero timeout.
+            try:
+                return await self.follow(
+                    task_id, timeout=seconds, deadline=deadline, on_update=on_update
+                )
+            except (NanoBananaError, anyio.get_cancelled_exc_class()) as exc:
+                if not isinstance(exc, WaitTimeoutError):  # that one carries the id itself
+                    # The task exists and is paid for: never let its id be lost.
+                    logger.warning("generate: task %s was created, then: %r", task_id, exc)
+                raise
+        finally:
+            active.release(holder)
 
     @property
     def limits(self) -> LimitsBackend:

@@ -124,8 +124,9 @@ def shared_engine(
     """
     caller = derived.engine.caller
     caller.created = original.engine.caller.created
+    publisher = original.engine.publisher  # the same image host, and its cache
     if same_poll:
-        return Engine(caller, original.engine.planner)
+        return Engine(caller, original.engine.planner, publisher)
     limits = original.limits
     planner = PollPlanner(derived.poll_policy, original.durations, lambda: limits.query.rate)
-    return Engine(caller, planner)
+    return Engine(caller, planner, publisher)
