@@ -150,15 +150,21 @@ class ImagePublisher:
         return body.published(urls)
 
     async def _url(self, image: LocalImage, needed: float, store: PublishedImages | None) -> str:
-        while (busy := self._busy.get(image.sha256)) is not None:
-            await busy.wait()  # the same picture in another job: wait for its URL
-        url = self._known(image.sha256, needed)
-        if url is None and store is not None:
-            url = await store.published_url(image.sha256, time.time() + needed)
+        while True:
+            busy = self._busy.get(image.sha256)
+            if busy is not None:
+                await busy.wait()  # the same picture in another job: wait for its URL
+                continue
+            url = self._known(image.sha256, needed)
+            if url is None and store is not None:
+                url = await store.published_url(image.sha256, time.time() + needed)
+                if url is not None:
+                    self._remember(image.sha256, url, time.time() + needed)
             if url is not None:
-                self._remember(image.sha256, url, time.time() + needed)
-        if url is not None:
-            return url
+                return url
+            # The journal was read with an await: another job may have started meanwhile.
+            if self._busy.get(image.sha256) is None:
+                break
         done = self._busy[image.sha256] = anyio.Event()
         try:
             data = await anyio.to_thread.run_sync(image.read)
