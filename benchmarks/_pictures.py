@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def draw(scenario: Any, rows: list[dict[str, Any]], directory: Path = PICTURES) 
 
     directory.mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(
-        len(rows), 1, figsize=(10, 2.9 * len(rows) + 0.8), sharex=True, squeeze=False
+        len(rows), 1, figsize=(10, 2.9 * len(rows) + 1.4), sharex=True, squeeze=False
     )
     top = max(s[3] or 0 for row in rows for s in row["timeline"]["samples"])
     for axis, row in zip(axes[:, 0], rows, strict=True):
@@ -57,29 +58,43 @@ def draw(scenario: Any, rows: list[dict[str, Any]], directory: Path = PICTURES) 
                 linewidth=1.5,
                 label="cap the client believes",
             )
-        for status, y, colour in ((409, -1.0, "tab:red"), (429, -2.2, "tab:purple")):
+        counts = []
+        for status, y, colour, label in (
+            (409, -1.0, "tab:red", "409 (active-task limit)"),
+            (429, -2.2, "tab:purple", "429 (rate limit)"),
+        ):
             times = [r[0] for r in timeline["refusals"] if r[1] == status]
-            axis.scatter(
-                times,
-                [y] * len(times),
-                marker="|",
-                s=60,
-                color=colour,
-                label=f"{status} ({len(times)})",
-            )
+            counts.append(len(times))
+            axis.scatter(times, [y] * len(times), marker="|", s=60, color=colour, label=label)
         axis.axvline(row["oracle"], color="tab:green", linestyle=":", label="oracle's makespan")
-        axis.set_ylim(-3.2, top + 2)
+        axis.set_ylim(-3.2, top + 1.5)
+        axis.set_yticks(range(0, top + 1, max(1, round(top / 5))))
+        for y, text in ((-1.0, "409"), (-2.2, "429")):
+            axis.text(1.005, y, text, transform=axis.get_yaxis_transform(), va="center", fontsize=7)
         axis.set_ylabel("active-task slots")
         axis.set_title(
-            f"{LABELS.get(row['contender'], row['contender'])}: makespan {row['makespan']:.0f} s, "
-            f"oracle {row['oracle']:.0f} s, efficiency {row['efficiency']:.2f}",
+            f"{LABELS.get(row['contender'], row['contender'])}: makespan {row['makespan']:.0f} s "
+            f"(oracle {row['oracle']:.0f} s, efficiency {row['efficiency']:.2f}); "
+            f"{counts[0]} 409s, {counts[1]} 429s",
             fontsize=10,
         )
         axis.grid(axis="x", alpha=0.3)
-        axis.legend(loc="upper right", fontsize=7, ncols=4)
     axes[-1, 0].set_xlabel("provider seconds since the client started")
-    figure.suptitle(f"{scenario.name}: {scenario.description}", fontsize=10, wrap=True)
-    figure.tight_layout()
+    handles: dict[str, Any] = {}
+    for axis in axes[:, 0]:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            handles.setdefault(str(label), handle)
+    figure.legend(
+        list(handles.values()),
+        list(handles),
+        loc="lower center",
+        ncols=4,
+        fontsize=8,
+        frameon=False,
+    )
+    title = textwrap.fill(f"{scenario.name}: {scenario.description}", 110)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout(rect=(0, 0.45 / figure.get_figheight(), 1, 1))
     path = directory / f"{scenario.name}.png"
     figure.savefig(path, dpi=90)
     plt.close(figure)
