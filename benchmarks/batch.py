@@ -1,6 +1,6 @@
 """BatchRunner against hand-written baselines and the oracle, on the fake provider over loopback.
 
-    python benchmarks/batch.py                 # every scenario, writes docs/benchmarks.md
+    python benchmarks/batch.py                 # every scenario (about 12 min), writes the docs
     python benchmarks/batch.py --only basic    # one scenario, prints only
     python benchmarks/batch.py --only neighbour --pictures   # ... and draws its picture
     python benchmarks/batch.py --rss           # peak RSS of a lazy 100 000-job batch
