@@ -68,12 +68,26 @@ T = TypeVar("T")
 
 _REMEMBERED_CREATES = 10_000
 _MIN_SLOT_WAIT = 0.01
+_HELD = 0.05  # seconds of pacing after which the exchange's own time bound starts afresh
 _WAITS = {
     "backoff": "retrying in %.2f s",
     "rate_limit": "the key's pacer holds the endpoint for %.2f s",
     "slot": "waiting up to %.2f s for an active-task slot",
     "not_visible": "not visible yet; asking again in %.2f s",
 }
+
+
+class _PacingCut(Exception):  # noqa: N818 - a signal inside the loop, never raised out of it
+    """The pacer held a try longer than one exchange's bound, before the call's deadline."""
+
+
+class _SentAt:
+    """When the pacer let a call's current try go (None until it has)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: float | None = None
 
 
 class CreatedTasks:
@@ -244,10 +258,11 @@ class Caller:
         maybe_created = False
         rate_waited = 0.0  # seconds spent waiting because of 429s, pacing included
         rate_limited: RateLimitError | None = None  # the 429 being waited out, if any
-        started = anyio.current_time()
+        started: float | None = None  # when the first try failed (read only on failures)
+        sent = _SentAt()
         while True:
             if rate_limited is None:
-                sent_at = await self._pace(endpoint, deadline, request_id)
+                sent.at = None  # paced within the exchange's own cancel scope, below
             else:
                 # Waiting out a 429: the pacer holds the endpoint (for every caller of the
                 # key) until the provider's window frees; that wait spends the 429 budget.
@@ -259,17 +274,26 @@ class Caller:
                 rate_waited += anyio.current_time() - waited_from
                 if paced is None:
                     raise rate_limited
-                sent_at = paced
+                sent.at = paced
             # A create whose try ended unanswered (a timeout, a 5xx) may exist: its retries,
             # with the same request id, cannot bill twice, and only they can recover its id.
             # Anything else not yet accepted is held back once the batch has stopped.
-            if stop is not None and not maybe_created and (reason := stop()) is not None:
-                raise reason
+            hold_back = stop if stop is not None and not maybe_created else None
             try:
                 data = await self._exchange(
-                    endpoint, headers, content, params, deadline, request_id, on_response
+                    endpoint,
+                    headers,
+                    content,
+                    params,
+                    deadline,
+                    request_id,
+                    on_response=on_response,
+                    sent=sent,
+                    stop=hold_back,
                 )
                 value = read(data)
+            except _PacingCut:
+                continue
             except (APIStatusError, APIConnectionError, DecodeError) as exc:
                 error: NanoBananaError = exc
                 if isinstance(exc, DecodeError) and exc.request_id is None:
@@ -277,7 +301,7 @@ class Caller:
             else:
                 pacer.on_success()
                 return value
-            self._learn(endpoint, error, sent_at)
+            self._learn(endpoint, error, sent.at)
             maybe_created = (
                 maybe_created
                 or not isinstance(error, APIStatusError)
@@ -285,6 +309,8 @@ class Caller:
             )
             created_at = None if task_id is None else self.created.created_at(task_id)
             now = anyio.current_time()
+            if started is None:
+                started = now
             decision = retry_decision(
                 error,
                 create=create,
@@ -323,16 +349,6 @@ class Caller:
             elif decision.kind != "rate_limit":
                 await anyio.sleep(delay)
 
-    async def _pace(self, endpoint: Endpoint, deadline: float, request_id: str | None) -> float:
-        """Wait for the endpoint's pacer, up to the deadline; returns when it let us through."""
-        with anyio.CancelScope(deadline=deadline):
-            return await self._limits.endpoint(endpoint).acquire()
-        raise APITimeoutError(
-            f"{endpoint}: the key's rate limit held the request past the deadline; "
-            "nothing was sent",
-            request_id=request_id,
-        )
-
     async def _exchange(
         self,
         endpoint: Endpoint,
@@ -341,35 +357,53 @@ class Caller:
         params: dict[str, str] | None,
         deadline: float,
         request_id: str | None,
+        *,
+        sent: _SentAt,
         on_response: OnResponse | None = None,
+        stop: StopCheck | None = None,
     ) -> Any:
-        """One HTTP exchange, bounded in time and size; returns the answer's ``data``."""
-        remaining = deadline - anyio.current_time()
-        if remaining <= 0:
-            raise APITimeoutError(
-                f"{endpoint}: the deadline passed before the request was sent",
-                request_id=request_id,
-            )
-        request = self._http.build_request(
-            "POST" if endpoint == "create" else "GET",
-            self._create_url if endpoint == "create" else self._query_url,
-            content=content,
-            params=params,
-            headers=headers,
-            timeout=self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT,
-        )
-        if content is not None:
-            request.stream = RequestBody(content)
+        """Pace (unless ``sent.at`` says it was), then one HTTP exchange; returns ``data``.
 
-        def too_large(_declared: int | None) -> ResponseTooLargeError:
-            return ResponseTooLargeError(
-                f"{endpoint}: the answer is larger than {self._max_bytes} bytes "
-                "(max_response_bytes); the connection was dropped",
-                request_id=request_id,
+        One cancel scope bounds both: the pacing by the call's deadline, then the exchange,
+        whole, by the exchange timeout as well.
+        """
+        sending = False
+        entered = anyio.current_time()
+        # One scope, one timer: set once for the common case, where the pacer lets the
+        # request go at once; moved only when the pacer held it.
+        with anyio.CancelScope(deadline=min(deadline, entered + self._exchange_timeout)) as scope:
+            if sent.at is None:
+                sent.at = await self._limits.endpoint(endpoint).acquire()
+            if stop is not None and (refusal := stop()) is not None:
+                raise refusal
+            now = anyio.current_time()
+            if now >= deadline:
+                raise APITimeoutError(
+                    f"{endpoint}: the deadline passed before the request was sent",
+                    request_id=request_id,
+                )
+            if now - entered > _HELD:
+                scope.deadline = min(deadline, now + self._exchange_timeout)
+            sending = True
+            request = self._http.build_request(
+                "POST" if endpoint == "create" else "GET",
+                self._create_url if endpoint == "create" else self._query_url,
+                content=content,
+                params=params,
+                headers=headers,
+                timeout=self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
+            if content is not None:
+                request.stream = RequestBody(content)
 
-        try:
-            with anyio.fail_after(min(self._exchange_timeout, remaining)):
+            def too_large(_declared: int | None) -> ResponseTooLargeError:
+                return ResponseTooLargeError(
+                    f"{endpoint}: the answer is larger than {self._max_bytes} bytes "
+                    "(max_response_bytes); the connection was dropped",
+                    request_id=request_id,
+                )
+
+            try:
                 response = await self._http.send(request, stream=True)
                 try:
                     body = await read_body(response, self._max_bytes, too_large)
@@ -377,14 +411,38 @@ class Caller:
                     if not response.is_closed:  # read whole, httpx has closed it already
                         with anyio.CancelScope(shield=True):
                             await response.aclose()
-        except (httpx.TransportError, TimeoutError) as exc:
-            raise transport_error(exc, endpoint, request_id=request_id) from exc
-        except RuntimeError as exc:
-            if self.closed:  # httpx: "Cannot send a request, as the client has been closed"
-                raise UsageError("this client was closed during the call") from exc
-            raise
+            except httpx.TransportError as exc:
+                raise transport_error(exc, endpoint, request_id=request_id) from exc
+            except RuntimeError as exc:
+                if self.closed:  # httpx: "Cannot send a request, as the client has been closed"
+                    raise UsageError("this client was closed during the call") from exc
+                raise
+            return self._answer(request, response, body, request_id, on_response)
+        # Only the scope's own deadline gets here (everything else returned or raised).
+        if not sending:
+            if anyio.current_time() < deadline:
+                raise _PacingCut  # held longer than one exchange may take: pace again
+            raise APITimeoutError(
+                f"{endpoint}: the key's rate limit held the request past the deadline; "
+                "nothing was sent",
+                request_id=request_id,
+            )
+        raise transport_error(TimeoutError(), endpoint, request_id=request_id)
+
+    def _answer(
+        self,
+        request: httpx.Request,
+        response: httpx.Response,
+        body: bytes,
+        request_id: str | None,
+        on_response: OnResponse | None,
+    ) -> Any:
+        """The ``data`` of an answer read whole (see `answer_data`), the key redacted."""
         status = response.status_code
-        reason = response.reason_phrase or httpx.codes.get_reason_phrase(status)
+        # The reason phrase only words an error that has no message of its own.
+        reason = (
+            "" if status < 400 else response.reason_phrase or httpx.codes.get_reason_phrase(status)
+        )
         logger.debug("%s %s -> %s", request.method, request.url.path, status)
         if on_response is not None:
             secret = self._secret
@@ -400,7 +458,7 @@ class Caller:
             request_id=request_id,
         )
 
-    def _learn(self, endpoint: Endpoint, error: NanoBananaError, sent_at: float) -> None:
+    def _learn(self, endpoint: Endpoint, error: NanoBananaError, sent_at: float | None) -> None:
         """Teach the key's limits what a refusal says."""
         if isinstance(error, RateLimitError):
             hints = limit_hints(error)

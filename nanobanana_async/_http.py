@@ -90,8 +90,7 @@ async def read_body(
     response: httpx.Response, limit: int, too_large: Callable[[int | None], NanoBananaError]
 ) -> bytes:
     """The whole decoded body of a streamed answer, at most ``limit`` bytes (see `iter_body`)."""
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    declared = response.headers.get("content-length", "")
+    encoding, declared = _framing(response)
     if encoding in ("", "identity") and declared.isdigit() and int(declared) <= limit:
         # The common case, read in one go: HTTP/1.1 framing ends the read at the declared
         # length, so the cap holds without a loop over chunks.
@@ -101,6 +100,21 @@ async def read_body(
         async for chunk in chunks:
             parts.append(chunk)
     return b"".join(parts)
+
+
+def _framing(response: httpx.Response) -> tuple[str, str]:
+    """The answer's content-encoding and content-length, in one pass over its raw headers.
+
+    (httpx's ``headers.get`` walks every header each time: this is on every call's path.)
+    """
+    encoding, declared = "identity", ""
+    for name, value in response.headers.raw:
+        lowered = name.lower()
+        if lowered == b"content-encoding":
+            encoding = value.decode("latin-1").strip().lower()
+        elif lowered == b"content-length":
+            declared = value.decode("latin-1").strip()
+    return encoding, declared
 
 
 def _raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
