@@ -154,7 +154,9 @@ async def test_pacing_is_atomic_across_processes(redis_url: str, key: str) -> No
     a, b = _pair(redis_url, key)
     times: list[float] = []
     async with a, b:
-        a.create.learn_window(3, 0.3)
+        # A window of 1 s: the 6 requests go in two windows, before the window's first
+        # probe (two windows after it first held a request back) could raise it.
+        a.create.learn_window(3, 1.0)
         await a.flush()
         await b.refresh()
 
@@ -162,14 +164,14 @@ async def test_pacing_is_atomic_across_processes(redis_url: str, key: str) -> No
             times.append(await limits.create.acquire())
 
         async with anyio.create_task_group() as tg:
-            for i in range(12):
+            for i in range(6):
                 tg.start_soon(one, (a, b)[i % 2])
     times.sort()
-    assert len(times) == 12
-    # In any 0.3 s of Redis time, at most 3 were let through, by both processes together.
+    assert len(times) == 6
+    # In any 1 s of Redis time, at most 3 were let through, by both processes together.
     for i, t in enumerate(times):
-        assert sum(1 for u in times[i:] if u < t + 0.3) <= 3
-    assert times[-1] - times[0] >= 0.9
+        assert sum(1 for u in times[i:] if u < t + 1.0) <= 3
+    assert times[-1] - times[0] >= 1.0
 
 
 @pytest.mark.anyio
