@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from nanobanana_async import PollPolicy, RetryPolicy
-from nanobanana_async.testing import FakeNanoBanana, Faults
+from nanobanana_async.testing import FakeNanoBanana, Faults, TierLimits
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -55,6 +55,42 @@ def planned_duration(low: float, high: float) -> Callable[[Mapping[str, Any]], f
 
 
 @dataclass(frozen=True)
+class Retier:
+    """At ``at`` provider seconds into the run, the key moves to ``tier`` (with ``overrides``)."""
+
+    at: float
+    tier: str
+    overrides: Mapping[str, int] = field(default_factory=dict)
+
+    def apply(self, fake: FakeNanoBanana) -> None:
+        fake.set_tier(self.tier, **self.overrides)
+
+    def describe(self) -> str:
+        return f"at {self.at:g} s the key moves to {self.tier}"
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """At ``at`` provider seconds into the run, another consumer holds ``slots`` slots."""
+
+    at: float
+    slots: int
+    for_seconds: float
+
+    def apply(self, fake: FakeNanoBanana) -> None:
+        fake.neighbour(self.slots, for_seconds=self.for_seconds)
+
+    def describe(self) -> str:
+        return (
+            f"from {self.at:g} s to {self.at + self.for_seconds:g} s another consumer of the key "
+            f"holds {self.slots} slots"
+        )
+
+
+Change = Retier | Neighbour
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
@@ -64,6 +100,9 @@ class Scenario:
     time_scale: float
     overrides: Mapping[str, int] = field(default_factory=dict)
     faults: Faults | None = None
+    changes: tuple[Change, ...] = ()
+    """The key's changes under the run, in provider seconds from the client's start."""
+    contenders: tuple[str, ...] = ("runner", "gather", "aiolimiter")
 
     def fake(self, seed: int = 0) -> FakeNanoBanana:
         return FakeNanoBanana(
@@ -75,6 +114,10 @@ class Scenario:
             faults=self.faults,
             **self.overrides,  # type: ignore[arg-type]
         )
+
+    def start_changes(self, fake: FakeNanoBanana) -> None:
+        """Plan the scenario's changes on ``fake``, from now."""
+        fake.schedule([(change.at, change.apply) for change in self.changes])
 
     def durations(self) -> list[float]:
         draw = planned_duration(*self.duration)
@@ -94,56 +137,88 @@ class Scenario:
         }
 
 
-def oracle_makespan(scenario: Scenario, fake: FakeNanoBanana, offset: float = 0.0) -> float:
+class KeyTimeline:
+    """The key's limits and the slots other consumers hold, as functions of provider time.
+
+    Times are provider seconds since the fake started; the scenario's changes start at
+    ``origin`` (when the fake was told the schedule, just as the client started).
+    """
+
+    def __init__(self, scenario: Scenario, origin: float = 0.0) -> None:
+        fake = scenario.fake()  # the fake's own arithmetic turns each change into limits
+        self.steps: list[tuple[float, TierLimits]] = [(-math.inf, fake.limits)]
+        self.neighbours: list[tuple[float, float, int]] = []
+        for change in sorted(scenario.changes, key=lambda c: c.at):
+            at = origin + change.at
+            if isinstance(change, Retier):
+                self.steps.append((at, fake.set_tier(change.tier, **change.overrides)))
+            else:
+                self.neighbours.append((at, at + change.for_seconds, change.slots))
+        self.points = sorted(
+            {at for at, _ in self.steps[1:]} | {t for n in self.neighbours for t in n[:2]}
+        )
+
+    def limits_at(self, t: float) -> TierLimits:
+        return [limits for at, limits in self.steps if at <= t][-1]
+
+    def neighbour_slots_at(self, t: float) -> int:
+        return sum(slots for start, end, slots in self.neighbours if start <= t < end)
+
+    def next_change_after(self, t: float) -> float:
+        return next((at for at in self.points if at > t), math.inf)
+
+
+def oracle_makespan(scenario: Scenario, offset: float = 0.0, origin: float | None = None) -> float:
     """Provider seconds an all-knowing client needs: every limit and task end known ahead.
 
-    It creates in input order the moment a slot is free and both fixed create windows (aligned
-    to the fake's start, as the fake counts them; the client starts ``offset`` provider seconds
-    after that) have room; polls cost it nothing. The better of input order and longest-first
-    is taken, so the ceiling is never flattering.
+    It creates in input order the moment a slot is free (the key's cap then, less the slots
+    other consumers hold then) and both fixed create windows (aligned to the fake's start, as
+    the fake counts them, with the limits in force then) have room; polls cost it nothing. The
+    client starts ``offset`` provider seconds after the fake, and the scenario's changes start
+    at ``origin`` (default: ``offset``). The better of input order and longest-first is taken,
+    so the ceiling is never flattering.
     """
-    limits = fake.limits
-    windows = [
-        (limit, seconds)
-        for limit, seconds in (
-            (limits.create_per_second, 1.0),
-            (limits.create_per_minute, 60.0),
-        )
-        if limit is not None
-    ]
+    timeline = KeyTimeline(scenario, offset if origin is None else origin)
     durations = scenario.durations()
     return (
         min(
-            _greedy(durations, limits.max_active, windows, offset),
-            _greedy(sorted(durations, reverse=True), limits.max_active, windows, offset),
+            _greedy(durations, timeline, offset),
+            _greedy(sorted(durations, reverse=True), timeline, offset),
         )
         - offset
     )
 
 
-def _greedy(
-    durations: list[float],
-    max_active: int | None,
-    windows: list[tuple[int, float]],
-    offset: float = 0.0,
-) -> float:
+def _greedy(durations: list[float], timeline: KeyTimeline, offset: float = 0.0) -> float:
     running: list[float] = []
-    counts: list[dict[int, int]] = [{} for _ in windows]
+    counts: dict[float, dict[int, int]] = {1.0: {}, 60.0: {}}
     t = offset
     end = 0.0
     for duration in durations:
-        if max_active is not None and len(running) >= max_active:
-            t = max(t, heapq.heappop(running))
         while True:
-            moved = False
-            for (limit, seconds), count in zip(windows, counts, strict=True):
-                slot = math.floor(t / seconds + 1e-9)
-                if count.get(slot, 0) >= limit:
-                    t = (slot + 1) * seconds
-                    moved = True
-            if not moved:
-                break
-        for (_, seconds), count in zip(windows, counts, strict=True):
+            while running and running[0] <= t:
+                heapq.heappop(running)
+            limits = timeline.limits_at(t)
+            later = timeline.next_change_after(t)
+            cap = limits.max_active
+            if cap is not None and len(running) + timeline.neighbour_slots_at(t) >= cap:
+                t = min(running[0] if running else math.inf, later)
+            else:
+                full = [
+                    (math.floor(t / seconds + 1e-9) + 1) * seconds
+                    for seconds, limit in (
+                        (1.0, limits.create_per_second),
+                        (60.0, limits.create_per_minute),
+                    )
+                    if limit is not None
+                    and counts[seconds].get(math.floor(t / seconds + 1e-9), 0) >= limit
+                ]
+                if not full:
+                    break
+                t = min(max(full), later)
+            if math.isinf(t):
+                raise ValueError("the key never has room again: the scenario cannot finish")
+        for seconds, count in counts.items():  # the fake counts even without a limit
             slot = math.floor(t / seconds + 1e-9)
             count[slot] = count.get(slot, 0) + 1
         heapq.heappush(running, t + duration)

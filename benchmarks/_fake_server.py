@@ -1,8 +1,10 @@
 """Serve one benchmark scenario's fake provider from its own process.
 
-The parent writes nothing; this prints the base URL on the first line, serves until its
-standard input closes, then prints the fake's statistics as JSON and exits. A separate
-process stands in for the provider's own machine: the client under test does not share an
+This prints the base URL (and when the fake started) on the first line. The parent writes a
+line when its client starts: the scenario's changes are planned from then, and for a
+scenario with changes the fake's state is sampled on a timer. When standard input closes this
+prints the fake's statistics as JSON (with that timeline) and exits. A separate process
+stands in for the provider's own machine: the client under test does not share an
 interpreter (or a core) with the server.
 """
 
@@ -12,6 +14,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -19,19 +22,55 @@ import attrs
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from batch import SCENARIOS
-from multiprocess import SCENARIO as MULTIPROCESS
+from _common import Scenario
+from batch import CHANGING, SCENARIOS
+from multiprocess import SCENARIOS as MULTIPROCESS
+
+from nanobanana_async.testing import FakeNanoBanana
+
+SAMPLE_EVERY = 0.1
+"""Provider seconds between two samples of the fake's state."""
+
+
+async def sample(fake: FakeNanoBanana, origin: float, into: dict[str, list[Any]]) -> None:
+    """Record the key's state every `SAMPLE_EVERY`, and each 409 and 429 from the request log.
+
+    Times are provider seconds since ``origin`` (the client's start). The log keeps the last
+    256 requests; read this often, it loses none.
+    """
+    scale = fake.time_scale
+    seen = -1.0
+    while True:
+        stats = fake.stats
+        now = fake.elapsed
+        cap = fake.limits.max_active
+        into["samples"].append(
+            [round(now / scale - origin, 3), stats.active, stats.neighbour_slots, cap]
+        )
+        for record in fake.recent_requests:
+            if record.at > seen and record.status in (409, 429):
+                into["refusals"].append([round(record.at / scale - origin, 3), record.status])
+        seen = now
+        await anyio.sleep(SAMPLE_EVERY * scale)
 
 
 async def main(name: str) -> None:
-    scenario = next(s for s in [*SCENARIOS, MULTIPROCESS] if s.name == name)
+    scenario: Scenario = next(s for s in [*SCENARIOS, *CHANGING, *MULTIPROCESS] if s.name == name)
     fake = scenario.fake()
+    timeline: dict[str, list[Any]] = {"samples": [], "refusals": []}
     async with fake.serve() as base_url:
         # The wall-clock moment the fake's windows started, for the parent's oracle.
         print(base_url, time.time() - fake.elapsed, flush=True)
-        await anyio.to_thread.run_sync(sys.stdin.read)
-    stats = fake.stats
-    print(json.dumps(attrs.asdict(stats)), flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)  # the client starts
+        origin = fake.elapsed / fake.time_scale
+        scenario.start_changes(fake)
+        async with anyio.create_task_group() as group:
+            if scenario.changes:
+                group.start_soon(sample, fake, origin, timeline)
+            await anyio.to_thread.run_sync(sys.stdin.read)
+            group.cancel_scope.cancel()
+    stats = attrs.asdict(fake.stats)
+    print(json.dumps({**stats, "origin": origin, "timeline": timeline}), flush=True)
 
 
 if __name__ == "__main__":

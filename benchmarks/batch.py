@@ -2,15 +2,18 @@
 
     python benchmarks/batch.py                 # every scenario, writes docs/benchmarks.md
     python benchmarks/batch.py --only basic    # one scenario, prints only
+    python benchmarks/batch.py --only neighbour --pictures   # ... and draws its picture
     python benchmarks/batch.py --rss           # peak RSS of a lazy 100 000-job batch
 
 Each scenario runs the fake provider at a scaled time (``time_scale``), so a minute of
 provider time passes in a few real seconds; every number below is in provider seconds.
 
 * runner: ``BatchRunner(client)``, told no limit at all.
+* webapp: hundreds of concurrent ``client.generate()`` calls on one client (a busy web app).
 * gather: ``asyncio.gather`` + a semaphore of the active limit + fixed 1 s polls.
 * aiolimiter: aiolimiter pacing at the create limit + a semaphore + 0.5 s polls.
-* oracle: the makespan of a client that knows every limit and when every task ends.
+* oracle: the makespan of a client that knows every limit and when every task ends, and
+  in the changing scenarios when each limit changes and when other consumers hold slots.
 
 Efficiency is oracle makespan / measured makespan (1.0 is the ceiling).
 """
@@ -32,7 +35,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import httpx
 from _common import (
+    BENCHMARKS_MD,
     BaselineResult,
+    Neighbour,
+    Retier,
     Scenario,
     job_prompt,
     oracle_makespan,
@@ -41,7 +47,7 @@ from _common import (
     write_docs_section,
 )
 
-from nanobanana_async import AsyncNanoBanana, BatchRunner, TextToImage
+from nanobanana_async import AsyncNanoBanana, BatchRunner, NanoBananaError, TextToImage
 from nanobanana_async.testing import Faults
 
 SCENARIOS = [
@@ -88,6 +94,82 @@ SCENARIOS = [
     ),
 ]
 
+CHANGING = [
+    Scenario(
+        name="neighbour",
+        description="10 active (standard tier's rates), tasks 2-6 s; another consumer of the "
+        "key takes 6 of the 10 slots from 20 s to 40 s, then frees them",
+        jobs=200,
+        tier="standard",
+        overrides={"max_active": 10},
+        duration=(2.0, 6.0),
+        time_scale=0.2,
+        changes=(Neighbour(at=20.0, slots=6, for_seconds=20.0),),
+    ),
+    Scenario(
+        name="upgrade",
+        description="basic tier (5 active, 5/s and 180/min creates), tasks 2-6 s; at 30 s "
+        "the key moves up to standard (15 active, 10/s and 600/min creates)",
+        jobs=200,
+        tier="basic",
+        duration=(2.0, 6.0),
+        time_scale=0.2,
+        changes=(Retier(at=30.0, tier="standard"),),
+    ),
+    Scenario(
+        name="downgrade",
+        description="standard tier (15 active, 10/s and 600/min creates), tasks 2-6 s; at 30 s "
+        "the key moves down to basic (5 active, 5/s and 180/min creates)",
+        jobs=200,
+        tier="standard",
+        duration=(2.0, 6.0),
+        time_scale=0.2,
+        changes=(Retier(at=30.0, tier="basic"),),
+    ),
+    Scenario(
+        name="webapp-neighbour",
+        description="300 concurrent `generate()` calls on one client (a busy web app), "
+        "10 active (standard tier's rates), tasks 2-6 s; another consumer of the key takes 6 "
+        "of the 10 slots from 20 s to 40 s, then frees them",
+        jobs=300,
+        tier="standard",
+        overrides={"max_active": 10},
+        duration=(2.0, 6.0),
+        time_scale=0.2,
+        changes=(Neighbour(at=20.0, slots=6, for_seconds=20.0),),
+        contenders=("webapp", "gather", "aiolimiter"),
+    ),
+]
+
+
+async def run_webapp(client: AsyncNanoBanana, scenario: Scenario) -> BaselineResult:
+    """Every job its own ``await client.generate(...)``, all at once on one client."""
+    result = BaselineResult()
+
+    async def one(index: int) -> None:
+        try:
+            await client.generate(TextToImage(prompt=job_prompt(index)))
+        except NanoBananaError:
+            result.failed += 1
+        else:
+            result.succeeded += 1
+
+    async with asyncio.TaskGroup() as group:
+        for index in range(scenario.jobs):
+            group.create_task(one(index))
+    return result
+
+
+async def watch_learned_cap(
+    client: AsyncNanoBanana, scenario: Scenario, into: list[list[float | None]]
+) -> None:
+    """Sample the cap the client believes in, as the fake's server samples the true one."""
+    started = time.perf_counter()
+    while True:
+        t = (time.perf_counter() - started) / scenario.time_scale
+        into.append([round(t, 3), client.limits_snapshot().max_active])
+        await asyncio.sleep(0.1 * scenario.time_scale)
+
 
 async def run_runner(client: AsyncNanoBanana, scenario: Scenario) -> tuple[BaselineResult, Any]:
     result = BaselineResult()
@@ -117,6 +199,7 @@ async def measure(scenario: Scenario, contender: str) -> dict[str, Any]:
     stats = None
     # Clients are built before the clock starts: their start-up (TLS contexts, pools) is the
     # same whatever the batch, and would be magnified by the time scale.
+    learned: list[list[float | None]] = []
     async with (
         AsyncNanoBanana(
             "sk-bench", base_url=base_url, timeout=30.0, **scenario.scaled_policies()
@@ -124,21 +207,30 @@ async def measure(scenario: Scenario, contender: str) -> dict[str, Any]:
         httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=100)) as http,
     ):
         offset = (time.time() - float(fake_started)) / scenario.time_scale
+        server.stdin.write(b"go\n")  # the scenario's changes count from now
+        await server.stdin.drain()
         started = time.perf_counter()
+        watcher = None
+        if scenario.changes and contender in ("runner", "webapp"):
+            watcher = asyncio.create_task(watch_learned_cap(client, scenario, learned))
         if contender == "runner":
             result, stats = await run_runner(client, scenario)
+        elif contender == "webapp":
+            result = await run_webapp(client, scenario)
         elif contender == "gather":
             result = await run_gather_baseline(http, base_url, scenario, fake)
         else:
             result = await run_aiolimiter_baseline(http, base_url, scenario, fake)
         wall = time.perf_counter() - started
+        if watcher is not None:
+            watcher.cancel()
     server.stdin.close()
     fs = json.loads(await server.stdout.readline())
     await server.wait()
     requests = fs["create_requests"] + fs["query_requests"]
     wasted = fs["active_limited"] + fs["rate_limited"]
     makespan = wall / scenario.time_scale
-    oracle = oracle_makespan(scenario, fake, offset)
+    oracle = oracle_makespan(scenario, offset, fs["origin"])
     return {
         "scenario": scenario.name,
         "contender": contender,
@@ -156,6 +248,7 @@ async def measure(scenario: Scenario, contender: str) -> dict[str, Any]:
         if stats is None
         else f"active {stats.max_active}, creates {stats.create_rate or 0:.1f}/s "
         f"(scaled), polls {stats.query_rate or 0:.1f}/s (scaled)",
+        "timeline": {**fs["timeline"], "learned": learned},
     }
 
 
@@ -243,39 +336,98 @@ def write_docs(rows: list[dict[str, Any]], command: str, rss: tuple[int, float, 
     write_docs_section("batch", section)
 
 
+def write_changes_docs(rows: list[dict[str, Any]], command: str, pictures: dict[str, Path]):
+    scenario_lines = "\n".join(
+        f"- **{s.name}** ({s.jobs} jobs, `time_scale={s.time_scale}`): {s.description}."
+        for s in CHANGING
+    )
+    section = [
+        "## Limits that change under a run",
+        "",
+        f"Produced by `{command}` (the same run as the table above), against the same fake",
+        "provider, which changes under the run on a schedule (`fake.schedule`, see",
+        "[Testing](testing.md#changes-under-a-run)) counted from the client's start. Times are",
+        "provider seconds.",
+        "",
+        scenario_lines,
+        "",
+        "Contenders as above, plus **webapp**: every job its own `await client.generate(...)`, "
+        "all started at once in one task group on one client, as a busy web app runs. The "
+        "baselines are told the key's limits as they are at the start, and keep them. The "
+        "**oracle** knows the schedule: the key's cap and create rates at every moment and "
+        "when each change comes, the slots the other consumer holds and when, and when every "
+        "task ends; it creates the moment the cap less the neighbour's slots and both create "
+        "windows (with the limits in force then) have room, and pays nothing for polls.",
+        "",
+        table(rows),
+        "",
+        "One run of each scenario, drawn from the fake's state sampled every 0.1 provider "
+        "second: the key's cap (black), the room the other consumer leaves (grey above it is "
+        "what it holds), the slots the client's tasks hold (blue), the cap the client believes "
+        "in (orange, for ours), and each 409 (red) and 429 (purple) the fake answered.",
+    ]
+    for name, path in pictures.items():
+        relative = path.relative_to(BENCHMARKS_MD.parent).as_posix()
+        section += ["", f"![{name}: slots in use against the key's cap over time]({relative})"]
+    write_docs_section("batch-changes", section)
+
+
+def report(row: dict[str, Any]) -> None:
+    print(
+        f"{row['scenario']:>16} {row['contender']:>10}: efficiency {row['efficiency']:.3f}"
+        f"  makespan {row['makespan']:.1f}s (oracle {row['oracle']:.1f}s)"
+        f"  409+429 {row['wasted']:.2%}  polls/task {row['polls_per_task']:.1f}"
+        f"  dup {row['duplicates']}  lost {row['lost']}"
+        + (f"  [{row['learned']}]" if row["learned"] else ""),
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", help="run one scenario by name; nothing is written")
-    parser.add_argument("--contenders", default="runner,gather,aiolimiter")
+    parser.add_argument("--only", help="run these scenarios (comma-separated); nothing is written")
+    parser.add_argument("--contenders", help="comma-separated; default: each scenario's own")
+    parser.add_argument(
+        "--pictures", action="store_true", help="with --only: draw the changing ones' pictures"
+    )
     parser.add_argument("--rss", action="store_true", help="measure the 100 000-job batch too")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         peak_rss_child(args.rss_child)
         return
-    scenarios = [s for s in SCENARIOS if args.only in (None, s.name)]
-    rows = []
-    for scenario in scenarios:
-        for contender in args.contenders.split(","):
+    names = None if args.only is None else set(args.only.split(","))
+    full = names is None and args.contenders is None
+    rows: list[dict[str, Any]] = []
+    pictures: dict[str, Path] = {}
+    for scenario in SCENARIOS + CHANGING:
+        if names is not None and scenario.name not in names:
+            continue
+        contenders = scenario.contenders
+        if args.contenders is not None:
+            contenders = tuple(c for c in args.contenders.split(",") if c in contenders)
+        scenario_rows = []
+        for contender in contenders:
             row = asyncio.run(measure(scenario, contender))
-            rows.append(row)
-            print(
-                f"{row['scenario']:>13} {row['contender']:>10}: efficiency {row['efficiency']:.3f}"
-                f"  makespan {row['makespan']:.1f}s (oracle {row['oracle']:.1f}s)"
-                f"  409+429 {row['wasted']:.2%}  polls/task {row['polls_per_task']:.1f}"
-                f"  dup {row['duplicates']}  lost {row['lost']}"
-                + (f"  [{row['learned']}]" if row["learned"] else ""),
-                flush=True,
-            )
+            scenario_rows.append(row)
+            report(row)
+        rows += scenario_rows
+        if scenario.changes and scenario_rows and (full or args.pictures):
+            from _pictures import draw
+
+            pictures[scenario.name] = draw(scenario, scenario_rows)
+            print(f"{'':>16} picture: {pictures[scenario.name]}", flush=True)
     rss = None
     if args.rss:
         rss = measure_rss(100_000)
         print(f"100000-job lazy batch: {rss[0]} ok, peak RSS {rss[1]:.1f} MB, {rss[2]:.0f} s")
     print()
     print(table(rows))
-    if args.only is None and args.contenders == "runner,gather,aiolimiter":
+    if full:
         command = "python benchmarks/batch.py" + (" --rss" if args.rss else "")
-        write_docs(rows, command, rss)
+        steady = {s.name for s in SCENARIOS}
+        write_docs([r for r in rows if r["scenario"] in steady], command, rss)
+        write_changes_docs([r for r in rows if r["scenario"] not in steady], command, pictures)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Four processes, one API key: limits shared through Redis against limits kept per process.
 
-    python benchmarks/multiprocess.py           # both modes, writes docs/benchmarks.md
+    python benchmarks/multiprocess.py           # both scenarios and modes, writes the docs
     python benchmarks/multiprocess.py --runs 3  # the median of three runs per mode
+    python benchmarks/multiprocess.py --only multiprocess-neighbour --no-docs
 
 One fake provider (basic tier: 5 active tasks, 5/s and 180/min creates; tasks 2-6 s) is
 served from its own process at a scaled time (``time_scale`` 0.2). Four worker processes each
@@ -10,8 +11,12 @@ run a `BatchRunner` batch of 60 jobs against it with the same API key, all start
 * shared: each worker's client has ``limits=RedisLimits(url)`` on one Redis key, told no limit;
 * per-process: each worker's client has its own in-process `Limits` (the default), told none.
 
+In the second scenario (``multiprocess-neighbour``) the key has 10 active slots (standard
+tier's rates) and another consumer of the key holds 6 of them from 20 s to 50 s into the run.
+
 The oracle is the makespan of one all-knowing client running the 240 jobs, as in
-``benchmarks/batch.py``. Needs ``redis-server`` on PATH (it starts its own on a free port).
+``benchmarks/batch.py``: it knows the schedule of the neighbour too. Needs ``redis-server``
+on PATH (it starts its own on a free port).
 """
 
 from __future__ import annotations
@@ -31,7 +36,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import Scenario, job_prompt, oracle_makespan, write_docs_section
+from _common import (
+    BENCHMARKS_MD,
+    Neighbour,
+    Scenario,
+    job_prompt,
+    oracle_makespan,
+    write_docs_section,
+)
 
 from nanobanana_async import AsyncNanoBanana, BatchRunner, RedisLimits, TextToImage
 
@@ -45,15 +57,30 @@ SCENARIO = Scenario(
     duration=(2.0, 6.0),
     time_scale=0.2,
 )
+NEIGHBOUR = Scenario(
+    name="multiprocess-neighbour",
+    description="10 active (standard tier's rates), tasks 2-6 s, 4 processes x 60 jobs on one "
+    "key; another consumer of the key holds 6 of the 10 slots from 20 s to 50 s",
+    jobs=PROCESSES * JOBS_EACH,
+    tier="standard",
+    overrides={"max_active": 10},
+    duration=(2.0, 6.0),
+    time_scale=0.2,
+    changes=(Neighbour(at=20.0, slots=6, for_seconds=30.0),),
+    contenders=("shared", "local"),
+)
+SCENARIOS = [SCENARIO, NEIGHBOUR]
 HERE = Path(__file__).parent
 
 
-async def worker(base_url: str, mode: str, redis_url: str, key: str, index: int) -> None:
+async def worker(
+    scenario: Scenario, base_url: str, mode: str, redis_url: str, key: str, index: int
+) -> None:
     """One process's batch: ready, wait for the go line, run, print its counts as JSON."""
     jobs = range(index * JOBS_EACH, (index + 1) * JOBS_EACH)
     requests = [TextToImage(prompt=job_prompt(i)) for i in jobs]
     loop = asyncio.get_running_loop()
-    policies = SCENARIO.scaled_policies()
+    policies = scenario.scaled_policies()
     if mode == "shared":
         limits: Any = RedisLimits(redis_url, key=key, poll_interval=0.01)
         await limits.__aenter__()
@@ -89,9 +116,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def measure(mode: str, redis_url: str) -> dict[str, Any]:
+def measure(scenario: Scenario, mode: str, redis_url: str) -> dict[str, Any]:
     server = subprocess.Popen(
-        [sys.executable, str(HERE / "_fake_server.py"), SCENARIO.name],
+        [sys.executable, str(HERE / "_fake_server.py"), scenario.name],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -100,9 +127,10 @@ def measure(mode: str, redis_url: str) -> dict[str, Any]:
     assert server.stdout is not None
     base_url, fake_started = server.stdout.readline().split()
     key = f"bench-{uuid.uuid4().hex}"
+    argv = [sys.executable, __file__, "--worker", scenario.name, base_url, mode, redis_url, key]
     workers = [
         subprocess.Popen(
-            [sys.executable, __file__, "--worker", base_url, mode, redis_url, key, str(i)],
+            [*argv, str(i)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -112,7 +140,9 @@ def measure(mode: str, redis_url: str) -> dict[str, Any]:
     for w in workers:
         assert w.stdout is not None
         assert w.stdout.readline().strip() == "ready"
-    offset = (time.time() - float(fake_started)) / SCENARIO.time_scale
+    offset = (time.time() - float(fake_started)) / scenario.time_scale
+    server.stdin.write("go\n")  # the scenario's changes count from now
+    server.stdin.flush()
     started = time.perf_counter()
     for w in workers:
         assert w.stdin is not None
@@ -129,10 +159,12 @@ def measure(mode: str, redis_url: str) -> dict[str, Any]:
     fs = json.loads(server.stdout.readline())
     server.wait()
     requests = fs["create_requests"] + fs["query_requests"]
-    makespan = wall / SCENARIO.time_scale
-    oracle = oracle_makespan(SCENARIO, SCENARIO.fake(), offset)
+    makespan = wall / scenario.time_scale
+    oracle = oracle_makespan(scenario, offset, fs["origin"])
     return {
+        "scenario": scenario.name,
         "mode": mode,
+        "contender": mode,
         "makespan": makespan,
         "oracle": oracle,
         "efficiency": oracle / makespan,
@@ -142,6 +174,8 @@ def measure(mode: str, redis_url: str) -> dict[str, Any]:
         "wasted": (fs["active_limited"] + fs["rate_limited"]) / requests,
         "max_active": fs["max_active"],
         "ok": sum(r["ok"] for r in results),
+        "duplicates": fs["duplicates"],
+        "timeline": fs["timeline"],
     }
 
 
@@ -168,14 +202,14 @@ LABELS = {"shared": "shared (RedisLimits)", "local": "per-process Limits"}
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| limits | makespan (s) | oracle (s) | efficiency | 409s | 429s | 409+429 share "
-        "| most active | jobs ok |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| most active | duplicates | jobs ok |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {LABELS[r['mode']]} | {r['makespan']:.1f} | {r['oracle']:.1f} "
             f"| {r['efficiency']:.3f} | {r['conflicts']} | {r['rate_limited']} "
-            f"| {r['wasted']:.2%} | {r['max_active']} | {r['ok']} |"
+            f"| {r['wasted']:.2%} | {r['max_active']} | {r['duplicates']} | {r['ok']} |"
         )
     return "\n".join(lines)
 
@@ -200,43 +234,83 @@ def write_docs(rows: list[dict[str, Any]], command: str) -> None:
     )
 
 
+def write_neighbour_docs(rows: list[dict[str, Any]], command: str, picture: Path) -> None:
+    relative = picture.relative_to(BENCHMARKS_MD.parent).as_posix()
+    write_docs_section(
+        "multiprocess-neighbour",
+        [
+            "## Many processes, one key, and a neighbour",
+            "",
+            f"Produced by `{command}` (the same run as the table above). As above, 4 worker "
+            "processes of 60 jobs each on one key, but the key has 10 active slots (standard "
+            "tier's rates: 10/s and 600/min creates) and another consumer of the key holds 6 "
+            "of them from 20 s to 50 s after the workers start (`fake.schedule`). The oracle "
+            "is one client running all 240 jobs that knows the limits, the neighbour's slots "
+            "and when it takes and frees them, and when every task ends (as in the batch "
+            "tables above); the median run of each mode is shown.",
+            "",
+            table(rows),
+            "",
+            "The drawn run of each mode: the key's cap (black), what the neighbour holds "
+            "(grey), the slots all four processes' tasks hold (blue), each 409 (red) and 429 "
+            "(purple), sampled from the fake every 0.1 provider second.",
+            "",
+            f"![multiprocess-neighbour: slots in use against the key's cap over time]({relative})",
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, default=1, help="runs per mode; the median is kept")
+    parser.add_argument("--only", help="one scenario: multiprocess or multiprocess-neighbour")
     parser.add_argument("--no-docs", action="store_true", help="print only")
     args = parser.parse_args()
     if args.worker:
-        base_url, mode, redis_url, key, index = args.worker
-        asyncio.run(worker(base_url, mode, redis_url, key, int(index)))
+        name, base_url, mode, redis_url, key, index = args.worker
+        scenario = next(s for s in SCENARIOS if s.name == name)
+        asyncio.run(worker(scenario, base_url, mode, redis_url, key, int(index)))
         return
     redis_server, redis_url = start_redis()
-    rows = []
+    command = "python benchmarks/multiprocess.py" + (
+        f" --runs {args.runs}" if args.runs != 1 else ""
+    )
     try:
-        for mode in ("shared", "local"):
-            runs = []
-            for _ in range(args.runs):
-                row = measure(mode, redis_url)
-                runs.append(row)
-                print(
-                    f"{LABELS[mode]:>22}: efficiency {row['efficiency']:.3f}  makespan "
-                    f"{row['makespan']:.1f}s (oracle {row['oracle']:.1f}s)  409 "
-                    f"{row['conflicts']}  429 {row['rate_limited']}  wasted {row['wasted']:.2%}"
-                    f"  most active {row['max_active']}  ok {row['ok']}",
-                    flush=True,
-                )
-            median = statistics.median(r["efficiency"] for r in runs)
-            rows.append(min(runs, key=lambda r: abs(r["efficiency"] - median)))
+        for scenario in SCENARIOS:
+            if args.only not in (None, scenario.name):
+                continue
+            rows = []
+            for mode in ("shared", "local"):
+                runs = []
+                for _ in range(args.runs):
+                    row = measure(scenario, mode, redis_url)
+                    runs.append(row)
+                    print(
+                        f"{scenario.name} {LABELS[mode]:>22}: efficiency "
+                        f"{row['efficiency']:.3f}  makespan {row['makespan']:.1f}s (oracle "
+                        f"{row['oracle']:.1f}s)  409 {row['conflicts']}  429 "
+                        f"{row['rate_limited']}  wasted {row['wasted']:.2%}  most active "
+                        f"{row['max_active']}  dup {row['duplicates']}  ok {row['ok']}",
+                        flush=True,
+                    )
+                median = statistics.median(r["efficiency"] for r in runs)
+                rows.append(min(runs, key=lambda r: abs(r["efficiency"] - median)))
+            print()
+            print(table(rows))
+            print()
+            if scenario.changes:
+                from _pictures import draw
+
+                picture = draw(scenario, rows)
+                print(f"picture: {picture}")
+                if not args.no_docs:
+                    write_neighbour_docs(rows, command, picture)
+            elif not args.no_docs:
+                write_docs(rows, command)
     finally:
         redis_server.terminate()
         redis_server.wait()
-    print()
-    print(table(rows))
-    if not args.no_docs:
-        command = "python benchmarks/multiprocess.py" + (
-            f" --runs {args.runs}" if args.runs != 1 else ""
-        )
-        write_docs(rows, command)
 
 
 if __name__ == "__main__":

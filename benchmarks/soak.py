@@ -72,7 +72,7 @@ async def soak(jobs: int) -> dict[str, float]:
                     failed += 1
         wall = time.perf_counter() - started
     stats = fake.stats
-    oracle = oracle_makespan(scenario, fake) * scenario.time_scale
+    oracle = oracle_makespan(scenario) * scenario.time_scale
     return {
         "jobs": jobs,
         "succeeded": ok,
