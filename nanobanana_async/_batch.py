@@ -140,6 +140,10 @@ class BatchRunner:
             create_rate=limits.create_rate,
             query_rate=limits.query_rate,
             elapsed=anyio.current_time() - c.started if c.started else 0.0,
+            max_active_neighbours=limits.max_active_neighbours,
+            max_active_probed_ago=limits.max_active_probed_ago,
+            create_probed_ago=limits.create_probed_ago,
+            query_probed_ago=limits.query_probed_ago,
         )
 
     async def run(self, requests: Iterable[Request] | AsyncIterable[Request]) -> list[BatchOutcome]:

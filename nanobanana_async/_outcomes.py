@@ -61,6 +61,12 @@ class BatchStatistics:
         create_rate: Creates per second the client allows now, or None if unlimited.
         query_rate: Polls per second the client allows now, or None if unlimited.
         elapsed: Seconds since the run started.
+        max_active_neighbours: Slots of the key's cap left to other consumers of the key
+            (0 unless a 409 showed their tasks): the cap is tightened by neighbours, and
+            probes look for their room to come back.
+        max_active_probed_ago: Seconds since the cap was last probed upward, or None.
+        create_probed_ago: Seconds since the create rate was last probed upward, or None.
+        query_probed_ago: Seconds since the poll rate was last probed upward, or None.
     """
 
     submitted: int
@@ -78,6 +84,10 @@ class BatchStatistics:
     create_rate: float | None
     query_rate: float | None
     elapsed: float
+    max_active_neighbours: int = 0
+    max_active_probed_ago: float | None = None
+    create_probed_ago: float | None = None
+    query_probed_ago: float | None = None
 
     @property
     def done(self) -> int:

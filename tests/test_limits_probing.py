@@ -13,8 +13,10 @@ import anyio
 import anyio.abc
 import pytest
 
+from nanobanana_async import AsyncNanoBanana, BatchRunner, BatchStatistics, TextToImage
 from nanobanana_async.limits import ActiveTaskLimiter, EndpointLimiter, Limits
 from nanobanana_async.limits._probe import MAX_INTERVAL, MIN_INTERVAL, ProbeSchedule, bounded
+from nanobanana_async.testing import FakeNanoBanana
 
 pytestmark = pytest.mark.anyio
 
@@ -37,7 +39,9 @@ def test_a_probe_is_due_after_the_first_interval_and_one_at_a_time() -> None:
     assert not probe.due(11.9)
     assert probe.due(12.0)
     assert probe.begin(5, 12.0) == 6
-    assert probe.probing and probe.base == 5 and probe.probed_at == 12.0
+    assert probe.probing
+    assert probe.base == 5
+    assert probe.probed_at == 12.0
     assert not probe.due(100.0)  # one probe at a time
 
 
@@ -49,7 +53,8 @@ def test_refused_probes_double_the_interval_up_to_the_longest() -> None:
         probe.refused(probe.next_at, longest=10.0)
         intervals.append(probe.interval)
     assert intervals == [2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
-    assert probe.last_outcome == "refused" and probe.step == 1
+    assert probe.last_outcome == "refused"
+    assert probe.step == 1
     assert probe.next_at == probe.started_at + 10.0
 
 
@@ -333,6 +338,114 @@ async def test_an_accepted_window_probe_steps_up_and_a_429_naming_more_is_believ
     # The provider allows more now: nothing refuses, so the probes go on, in growing steps.
     await _acquire_until(limiter, 0.02, lambda: limiter.windows[0.02] >= 5)
     window = limiter._windows[0.02]
-    assert window.probe is not None and window.probe.last_outcome == "raised"
+    assert window.probe is not None
+    assert window.probe.last_outcome == "raised"
     limiter.on_rate_limited(0.001, limit=40, window=0.02, sent_at=anyio.current_time())
     assert limiter.windows[0.02] == 40  # an upgrade named by a 429 is taken at once
+
+
+# -- on the fake provider ------------------------------------------------------------------------
+
+SCALE = 0.02  # one provider second is 20 ms here
+
+
+def _requests(n: int) -> list[TextToImage]:
+    return [TextToImage(prompt=f"probing banana {i}") for i in range(n)]
+
+
+class Seen:
+    """What the runner reported after each outcome: its statistics, and the cap's interval."""
+
+    def __init__(self, client: AsyncNanoBanana) -> None:
+        self.client = client
+        self.stats: list[BatchStatistics] = []
+        self.intervals: list[float] = []
+
+    def __call__(self, stats: BatchStatistics) -> None:
+        self.stats.append(stats)
+        active = self.client.limits.active
+        assert isinstance(active, ActiveTaskLimiter)
+        if active.probe_interval is not None:
+            self.intervals.append(active.probe_interval)
+
+
+async def test_a_cap_learned_under_a_neighbour_is_raised_again_once_it_leaves() -> None:
+    fake = FakeNanoBanana(tier=None, max_active=6, duration=(1.0, 2.0), time_scale=SCALE)
+    fake.schedule([(4.0, lambda f: f.neighbour(4, for_seconds=10.0))])
+    async with fake.client() as client:
+        seen = Seen(client)
+        with anyio.fail_after(60):
+            outcomes = await BatchRunner(client, on_progress=seen).run(_requests(150))
+    assert all(outcome.ok for outcome in outcomes)
+    caps = [(s.max_active, s.max_active_neighbours) for s in seen.stats]
+    # Under the neighbour: a cap of 2, the 4 other slots known to be someone else's ...
+    under = next(i for i, (cap, others) in enumerate(caps) if others == 4)
+    assert caps[under][0] == 2
+    # ... and the whole cap again once it left.
+    assert (6, 0) in caps[under:]
+    assert seen.stats[-1].max_active_probed_ago is not None
+    assert fake.stats.duplicates == 0
+
+
+async def test_an_upgrade_of_the_cap_is_found() -> None:
+    fake = FakeNanoBanana(tier=None, max_active=4, duration=(1.0, 2.0), time_scale=SCALE)
+    fake.schedule([(8.0, lambda f: f.set_limits(max_active=10))])
+    async with fake.client() as client:
+        seen = Seen(client)
+        with anyio.fail_after(60):
+            outcomes = await BatchRunner(client, on_progress=seen).run(_requests(150))
+    assert all(outcome.ok for outcome in outcomes)
+    caps = [s.max_active for s in seen.stats]
+    assert 4 in caps  # learned from the first 409s
+    # ... and the upgrade found (a probe past the true cap may still be in flight at the end).
+    assert caps[-1] >= 10
+    assert fake.stats.max_active == 10
+
+
+async def test_an_upgrade_of_the_create_rate_is_found() -> None:
+    fake = FakeNanoBanana(tier=None, create_per_second=3, duration=0.5, time_scale=SCALE)
+    fake.schedule([(6.0, lambda f: f.set_limits(create_per_second=12))])
+    async with fake.client() as client:
+        with anyio.fail_after(60):
+            outcomes = await BatchRunner(client).run(_requests(200))
+        window = client.limits.create.windows
+        snapshot = client.limits_snapshot()
+    assert all(outcome.ok for outcome in outcomes)
+    assert snapshot.create_probed_ago is not None
+    # The 1-second window (SCALE real seconds) was learned from a 429 at 3, then probed up.
+    assert window[SCALE] > 3
+
+
+async def test_a_refused_probe_backs_off() -> None:
+    fake = FakeNanoBanana(tier=None, max_active=6, duration=(1.0, 2.0), time_scale=SCALE)
+    async with fake.client() as client:
+        seen = Seen(client)
+        with fake.neighbour(3), anyio.fail_after(60):  # for the whole run
+            outcomes = await BatchRunner(client, on_progress=seen).run(_requests(120))
+    assert all(outcome.ok for outcome in outcomes)
+    assert seen.stats[-1].max_active == 3  # the room the neighbour leaves
+    assert seen.stats[-1].max_active_neighbours == 3
+    # Probes went on (the neighbour might have left) and were refused: the interval grew,
+    # so the 409s they cost stay few.
+    assert max(seen.intervals) > min(seen.intervals)
+    assert fake.stats.active_limited < fake.stats.tasks_created / 4
+
+
+async def test_many_generate_calls_probe_too() -> None:
+    fake = FakeNanoBanana(tier=None, max_active=6, duration=(1.0, 2.0), time_scale=SCALE)
+    fake.schedule([(4.0, lambda f: f.neighbour(4, for_seconds=8.0))])
+    caps: list[tuple[int, int]] = []
+    async with fake.client() as client:
+
+        async def one(i: int) -> None:
+            await client.generate(TextToImage(prompt=f"web banana {i}"))
+            snapshot = client.limits_snapshot()
+            caps.append((snapshot.max_active, snapshot.max_active_neighbours))
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                for i in range(150):
+                    group.start_soon(one, i)
+    under = next(i for i, (cap, others) in enumerate(caps) if others == 4)
+    assert (6, 0) in caps[under:]
+    assert fake.stats.tasks_created == 150

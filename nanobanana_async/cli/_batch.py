@@ -88,13 +88,20 @@ class BatchReport:
         return EXIT_OK
 
 
+def _probed(ago: float | None) -> str:
+    """When an estimate was last probed upward, compactly (nothing if it never was)."""
+    return "" if ago is None else f" (probed {ago:.0f}s ago)"
+
+
 def _limits_text(stats: BatchStatistics) -> str:
     active = f"{stats.max_active}" + ("" if stats.max_active_known else "+")
-    parts = [f"max active {active}"]
+    if stats.max_active_neighbours:
+        active += f", {stats.max_active_neighbours} to neighbours"
+    parts = [f"max active {active}{_probed(stats.max_active_probed_ago)}"]
     if stats.create_rate:
-        parts.append(f"create {stats.create_rate:.3g}/s")
+        parts.append(f"create {stats.create_rate:.3g}/s{_probed(stats.create_probed_ago)}")
     if stats.query_rate:
-        parts.append(f"poll {stats.query_rate:.3g}/s")
+        parts.append(f"poll {stats.query_rate:.3g}/s{_probed(stats.query_probed_ago)}")
     if stats.conflicts or stats.rate_limited:
         parts.append(f"409s {stats.conflicts}, 429s {stats.rate_limited}")
     return "limits: " + ", ".join(parts)
@@ -319,6 +326,8 @@ def _counts_table(report: BatchReport, stats: BatchStatistics) -> Table:
     table.add_row("polls per task", f"{stats.polls_per_task:.1f}")
     table.add_row("409s / 429s", f"{stats.conflicts} / {stats.rate_limited}")
     known = "learned" if stats.max_active_known else "still probing"
+    if stats.max_active_neighbours:
+        known += f", {stats.max_active_neighbours} more held by other consumers"
     table.add_row("active-task limit", f"{stats.max_active} ({known})")
     if stats.create_rate:
         table.add_row("create rate", f"{stats.create_rate:.3g}/s")
