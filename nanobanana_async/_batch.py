@@ -150,6 +150,10 @@ class BatchRunner:
             # Read but neither finished nor on the provider: so done + on_provider + waiting
             # + the requests not read yet make the total.
             waiting=max(c.submitted - c.succeeded - c.failed - c.following, 0),
+            max_active_neighbours=limits.max_active_neighbours,
+            max_active_probed_ago=limits.max_active_probed_ago,
+            create_probed_ago=limits.create_probed_ago,
+            query_probed_ago=limits.query_probed_ago,
         )
 
     async def run(

@@ -466,7 +466,8 @@ class Caller:
                 error.retry_after, limit=hints.limit, window=hints.window, sent_at=sent_at
             )
         elif isinstance(error, ActiveTaskLimitError) and endpoint == "create":
-            self._limits.active.on_conflict(limit_hints(error).limit)
+            hints = limit_hints(error)
+            self._limits.active.on_conflict(hints.limit, hints.active)
 
     async def _wait_for_slot(self, holder: object | None, delay: float, deadline: float) -> bool:
         """After a 409: queue again for a slot, or wait for some slot to be released.

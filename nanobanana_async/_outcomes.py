@@ -70,6 +70,12 @@ class BatchStatistics:
         waiting: Requests read whose task is not created yet: waiting for a slot, the create
             pacing, a 409 or a retry. ``done + on_provider + waiting`` plus the requests not
             read yet make ``total``.
+        max_active_neighbours: Slots of the key's cap left to other consumers of the key
+            (0 unless a 409 showed their tasks): the cap is tightened by neighbours, and
+            probes look for their room to come back.
+        max_active_probed_ago: Seconds since the cap was last probed upward, or None.
+        create_probed_ago: Seconds since the create rate was last probed upward, or None.
+        query_probed_ago: Seconds since the poll rate was last probed upward, or None.
     """
 
     submitted: int
@@ -90,6 +96,10 @@ class BatchStatistics:
     total: int | None = None
     on_provider: int = 0
     waiting: int = 0
+    max_active_neighbours: int = 0
+    max_active_probed_ago: float | None = None
+    create_probed_ago: float | None = None
+    query_probed_ago: float | None = None
 
     @property
     def done(self) -> int:

@@ -273,10 +273,12 @@ class LimitHints:
     Attributes:
         limit: Requests per window (429) or active tasks (409).
         window: The window's length in seconds (429 only).
+        active: The key's active tasks, every consumer's (409 only).
     """
 
     limit: int | None = None
     window: float | None = None
+    active: int | None = None
 
 
 def limit_hints(error: APIStatusError) -> LimitHints:
@@ -290,7 +292,10 @@ def limit_hints(error: APIStatusError) -> LimitHints:
         return LimitHints()
     limit = _positive(body.get("limit"), _MAX_LEARNED_LIMIT)
     window = _positive(body.get("windowSeconds"), _MAX_LEARNED_WINDOW)
-    return LimitHints(None if limit is None else int(limit), window)
+    active = _positive(body.get("active"), _MAX_LEARNED_LIMIT)
+    return LimitHints(
+        None if limit is None else int(limit), window, None if active is None else int(active)
+    )
 
 
 def _positive(value: object, maximum: float) -> float | None:

@@ -1012,3 +1012,34 @@ def test_counting_rows_leaves_the_file_at_its_start(tmp_path: Path) -> None:
     with io.BytesIO(b"prompt\n" + b"x" * 200_000 + b"\n") as broken:
         assert count_rows(broken, is_csv=True) == 1  # csv_rows reports that row as invalid
         assert broken.tell() == 0
+
+
+def test_the_progress_line_shows_the_estimates_and_their_probes() -> None:
+    from nanobanana_async import BatchStatistics
+
+    stats = BatchStatistics(
+        submitted=10,
+        created=8,
+        running=4,
+        succeeded=4,
+        failed=0,
+        resumed=0,
+        polls=20,
+        polls_per_task=5.0,
+        conflicts=3,
+        rate_limited=1,
+        max_active=4,
+        max_active_known=True,
+        create_rate=5.0,
+        query_rate=None,
+        elapsed=12.0,
+        max_active_neighbours=6,
+        max_active_probed_ago=2.4,
+        create_probed_ago=None,
+    )
+    text = _batch._limits_text(stats)
+    assert text == (
+        "limits: max active 4, 6 to neighbours (probed 2s ago), create 5/s, 409s 3, 429s 1"
+    )
+    quiet = attrs.evolve(stats, max_active_neighbours=0, max_active_probed_ago=None)
+    assert _batch._limits_text(quiet).startswith("limits: max active 4, create 5/s")

@@ -321,23 +321,6 @@ class TestActiveTaskLimiter:
         limiter.on_conflict(12)
         assert (limiter.limit, limiter.known) == (12, True)
 
-    @pytest.mark.anyio
-    async def test_a_known_cap_is_probed_upward_now_and_then(self) -> None:
-        limiter = ActiveTaskLimiter(1, probe_after=3)
-        holder = object()
-        await limiter.acquire(holder)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(limiter.acquire, object())
-            await anyio.wait_all_tasks_blocked()
-            for _ in range(2):
-                limiter.on_created()
-            assert limiter.limit == 1
-            limiter.on_created()
-            assert limiter.limit == 2  # the waiter gets the probing slot
-        assert limiter.active == 2
-        limiter.on_created()  # at the cap, but nobody waits: no probe
-        assert limiter.limit == 2
-
     def test_set_limit(self) -> None:
         limiter = ActiveTaskLimiter()
         limiter.set_limit(9)

@@ -493,39 +493,6 @@ async def test_a_409_that_says_the_limit_is_believed(body_limit: int) -> None:
         limiter.release(holder)
 
 
-async def test_a_known_cap_is_reprobed_after_enough_creates_at_the_cap() -> None:
-    limiter = ActiveTaskLimiter(2, probe_after=3)
-    assert limiter.known
-    holders = await hold(limiter, 2)
-    limiter.on_created()  # at the cap but nobody waits: no reason to probe
-    assert limiter.limit == 2
-    waiter = object()
-    got_slot = anyio.Event()
-
-    async def wait_for_slot() -> None:
-        await limiter.acquire(waiter)
-        got_slot.set()
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(wait_for_slot)
-        await wait_all_tasks_blocked()
-        assert limiter.waiting == 1
-        limiter.on_created()
-        limiter.on_created()
-        assert limiter.limit == 2
-        limiter.on_conflict(2)  # a conflict restarts the count
-        for _ in range(2):
-            limiter.on_created()
-        assert limiter.limit == 2
-        limiter.on_created()
-        assert limiter.limit == 3  # one more slot tried
-        await got_slot.wait()  # and handed to the waiter at once
-    assert limiter.holds(waiter)
-    for holder in [*holders, waiter]:
-        limiter.release(holder)
-    assert limiter.active == 0
-
-
 async def test_holds_mark_running_and_release_of_a_non_holder() -> None:
     limiter = ActiveTaskLimiter(2)
     stranger = object()

@@ -318,6 +318,8 @@ def _counts_table(report: BatchReport, stats: BatchStatistics) -> Table:
     table.add_row("polls per task", f"{stats.polls_per_task:.1f}")
     table.add_row("409s / 429s", f"{stats.conflicts} / {stats.rate_limited}")
     known = "learned" if stats.max_active_known else "still probing"
+    if stats.max_active_neighbours:
+        known += f", {stats.max_active_neighbours} more held by other consumers"
     table.add_row("active-task limit", f"{stats.max_active} ({known})")
     if stats.create_rate:
         table.add_row("create rate", f"{stats.create_rate:.3g}/s")

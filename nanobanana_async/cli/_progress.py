@@ -64,14 +64,21 @@ def progress_line(stats: BatchStatistics, *, not_saved: int = 0, width: int = 80
     return line
 
 
+def _probed(ago: float | None) -> str:
+    """When an estimate was last probed upward, compactly (nothing if it never was)."""
+    return "" if ago is None else f" (probed {ago:.0f}s ago)"
+
+
 def limits_line(stats: BatchStatistics, *, width: int = 80) -> Text:
     """What the client knows of the key's limits, as one dim line of at most ``width``."""
     active = f"{stats.max_active}" + ("" if stats.max_active_known else "+ (probing)")
-    parts = [f"limits: max active {active}"]
+    if stats.max_active_neighbours:
+        active += f", {stats.max_active_neighbours} to neighbours"
+    parts = [f"limits: max active {active}{_probed(stats.max_active_probed_ago)}"]
     if stats.create_rate:
-        parts.append(f"create {stats.create_rate:.3g}/s")
+        parts.append(f"create {stats.create_rate:.3g}/s{_probed(stats.create_probed_ago)}")
     if stats.query_rate:
-        parts.append(f"poll {stats.query_rate:.3g}/s")
+        parts.append(f"poll {stats.query_rate:.3g}/s{_probed(stats.query_probed_ago)}")
     if stats.conflicts or stats.rate_limited:
         parts.append(f"409s {stats.conflicts}, 429s {stats.rate_limited}")
     text = parts[0]

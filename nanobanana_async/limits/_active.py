@@ -1,15 +1,29 @@
 """`ActiveTaskLimiter`: the adaptive cap on the tasks one key has running, in this process.
 
-An `anyio.CapacityLimiter` whose size is learned: raised while creates succeed, cut to the level
-seen at a 409, and re-probed upward after a long quiet spell. A create that met a 409 waits for
+An `anyio.CapacityLimiter` whose size is an estimate that moves both ways: grown while it is
+still being learned, cut to what a 409 teaches (the room other consumers leave us, or a lower
+cap), and probed upward in time (`ProbeSchedule`) while callers wait for a slot, so that the
+room a neighbour gives back, or a tier upgrade, is found. A create that met a 409 waits for
 the next slot release, not a blind timer.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import anyio
 
 from ._base import SlotsBase, cap_after_conflict, grown_cap
+from ._probe import (
+    CAP_LONGEST,
+    CAP_ROOM_START,
+    CAP_UPGRADE_START,
+    DEFAULT_HOLD,
+    HOLD_WEIGHT,
+    ProbeSchedule,
+    bounded,
+)
 
 __all__ = ["ActiveTaskLimiter"]
 
@@ -25,14 +39,30 @@ class ActiveTaskLimiter(SlotsBase):
     Args:
         limit: The known cap, or None to learn it (starting at ``initial``).
         initial: The starting cap while the limit is unknown.
-        probe_after: Creates accepted at the learned cap before trying one more slot.
+        clock: The time source; anyio's by default.
     """
 
-    def __init__(self, limit: int | None = None, *, initial: int = 2, probe_after: int = 200):
+    def __init__(
+        self,
+        limit: int | None = None,
+        *,
+        initial: int = 2,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
         super().__init__(limit, initial=initial)
         self._limiter: anyio.CapacityLimiter | None = None
-        self._probe_after = probe_after
-        self._accepted_at_cap = 0
+        self._clock = clock
+        self._mean_hold = DEFAULT_HOLD
+        self._since: dict[object, float] = {}
+        self._probe: ProbeSchedule | None = None
+        self._timer = False  # whether a waiter runs `_probe_when_due`
+
+    def _now(self) -> float:
+        try:
+            return self._clock()
+        except RuntimeError:
+            # Taught outside an event loop (a test, a sync setup): before any request.
+            return -math.inf
 
     def _capacity(self) -> anyio.CapacityLimiter:
         if self._limiter is None:
@@ -49,23 +79,114 @@ class ActiveTaskLimiter(SlotsBase):
         """Callers waiting for a slot."""
         return 0 if self._limiter is None else self._limiter.statistics().tasks_waiting
 
+    @property
+    def probed_ago(self) -> float | None:
+        """Seconds since the cap was last probed upward, or None if it never was."""
+        if self._probe is None or self._probe.probed_at is None:
+            return None
+        return max(0.0, self._now() - self._probe.probed_at)
+
+    @property
+    def probe_interval(self) -> float | None:
+        """Seconds between probes now (doubled by each refused one), or None before any."""
+        return None if self._probe is None else self._probe.interval
+
+    def _unit(self) -> float:
+        """Seconds between two creates at the cap: the time scale of every probe interval."""
+        return self._mean_hold / max(1, self._limit)
+
+    def _start(self) -> float:
+        room = self.key_cap is not None and self._limit < self.key_cap
+        return bounded((CAP_ROOM_START if room else CAP_UPGRADE_START) * self._unit())
+
+    def _schedule(self) -> ProbeSchedule:
+        if self._probe is None:
+            self._probe = ProbeSchedule(self._start(), self._now())
+        return self._probe
+
     async def acquire(self, holder: object) -> None:
-        """Wait for a free slot and hold it for ``holder``."""
-        await self._capacity().acquire_on_behalf_of(holder)
+        """Wait for a free slot and hold it for ``holder``.
+
+        While it waits, the cap is probed one slot higher whenever the schedule allows.
+        """
+        capacity = self._capacity()
+        try:
+            capacity.acquire_on_behalf_of_nowait(holder)
+        except anyio.WouldBlock:
+            if self._timer:
+                # One waiter keeps the time; releases and creates check for a probe too.
+                await capacity.acquire_on_behalf_of(holder)
+            else:
+                self._timer = True
+                try:
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(self._probe_when_due)
+                        await capacity.acquire_on_behalf_of(holder)
+                        group.cancel_scope.cancel()
+                finally:
+                    self._timer = False
+        self._since[holder] = self._now()
         self._hold(holder)
 
+    async def _probe_when_due(self) -> None:
+        """While a caller waits: try one more slot each time the schedule says so."""
+        while True:
+            self.probe_now()
+            probe = self._schedule()
+            wait = probe.next_at - self._now()
+            if probe.probing or wait <= 0:
+                wait = probe.interval
+            await anyio.sleep(max(wait, 0.001))
+
+    def probe_now(self) -> bool:
+        """Raise the cap for a probe if one is due and callers wait for a slot.
+
+        Called by waiting callers as time passes; a probe nobody put to use is given up.
+
+        Returns:
+            Whether a probe started.
+        """
+        if not self.known or (self.ceiling is not None and self._limit >= self.ceiling):
+            return False
+        probe = self._schedule()
+        now = self._now()
+        if probe.probing:
+            if now - probe.started_at > max(probe.interval, 2.0 * self._mean_hold):
+                base = probe.unused(now)
+                if base is not None and base < self._limit:
+                    self._resize(base)
+            return False
+        capacity = self._capacity()
+        if not probe.due(now) or not self.waiting or capacity.borrowed_tokens < self._limit:
+            return False
+        raised = probe.begin(self._limit, now)
+        if self.key_cap is not None and self._limit < self.key_cap:
+            raised = min(raised, self.key_cap)  # win back the neighbours' room first
+        if self.ceiling is not None:
+            raised = min(raised, self.ceiling)
+        self._resize(raised)
+        return True
+
     def on_created(self) -> None:
-        """A create was accepted: raise the cap while learning, re-probe once in a while."""
+        """A create was accepted: raise the cap while learning; settle a probe in flight."""
         if not self.known:
             grown = grown_cap(self.limit, self.active, self.running)
             if grown != self.limit:
                 self._resize(grown)
             return
-        if self.active >= self.limit and self.waiting:
-            self._accepted_at_cap += 1
-            if self._accepted_at_cap >= self._probe_after:
-                self._accepted_at_cap = 0
-                self._resize(self.limit + 1)
+        probe = self._schedule()
+        if probe.base is None or self.running <= probe.base:
+            return
+        now = self._now()
+        room = self.key_cap is not None and probe.base < self.key_cap
+        # Past the key's named cap, one slot at a time: an acceptance there may be a fluke
+        # (a task of ours that ended unseen left its slot), and flukes must not compound.
+        probe.raised(now, grow=room)
+        if self.key_cap is not None and self._limit > self.key_cap:
+            self.key_cap = self._limit  # more than the key's cap was named: an upgrade
+        elif room and self._limit == self.key_cap:
+            # The neighbours' room is back whole: past it lies only a rare upgrade.
+            probe.restart(now, self._start())
 
     async def wait_for_release(self, timeout: float) -> bool:
         """Wait until some slot is released, at most ``timeout`` seconds.
@@ -84,14 +205,34 @@ class ActiveTaskLimiter(SlotsBase):
         return
 
     def _on_release(self, holder: object, member: str) -> None:
+        since = self._since.pop(holder, None)
+        if since is not None:
+            held = max(0.0, self._now() - since)
+            self._mean_hold += HOLD_WEIGHT * (held - self._mean_hold)
         self._capacity().release_on_behalf_of(holder)
+        if self.waiting:
+            self.probe_now()
 
     def _fix_limit(self, limit: int) -> None:
         self._resize(limit)
 
-    def _learn_conflict(self, stated: int | None) -> None:
-        self._accepted_at_cap = 0
-        cap = cap_after_conflict(self.limit, self.running, stated)
+    def _learn_conflict(self, stated: int | None, active: int | None) -> None:
+        now = self._now()
+        probe = self._schedule()
+        was_probing = probe.probing
+        before = self._limit
+        upgraded = stated is not None and self.key_cap is not None and stated > self.key_cap
+        cap = cap_after_conflict(self.limit, self.running, stated, active=active, held=self.active)
         if cap is not None:
             self.known = True
+            if stated is not None:
+                self.key_cap = stated
+            if self.ceiling is not None:
+                cap = min(cap, self.ceiling)
             self._resize(cap)
+        if upgraded or (not was_probing and cap is not None and cap < before):
+            probe.restart(now, self._start())
+        elif was_probing:
+            probe.refused(now, bounded(CAP_LONGEST * self._unit()))
+        else:
+            probe.hold_off(now)

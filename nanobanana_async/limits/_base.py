@@ -32,6 +32,7 @@ __all__ = [
     "cap_after_conflict",
     "check_max_active",
     "grown_cap",
+    "others_on_key",
     "told_window",
 ]
 
@@ -69,20 +70,45 @@ def grown_cap(limit: int, held: int, running: int) -> int:
     return limit
 
 
-def cap_after_conflict(limit: int, running: int, stated: int | None) -> int | None:
-    """The cap a 409 teaches, or None when it teaches nothing.
+def cap_after_conflict(
+    limit: int,
+    running: int,
+    stated: int | None,
+    *,
+    active: int | None = None,
+    held: int | None = None,
+) -> int | None:
+    """The cap a 409 teaches (the room left to us), or None when it teaches nothing.
+
+    A body that names the key's cap and its active tasks tells the two cases apart: when the
+    key holds more than our slots could (other consumers' tasks), the room left to us is the
+    cap less theirs, and it comes back when they leave (probes find it); otherwise the cap
+    itself is what the body names, lower or higher than the one we had.
 
     Args:
         limit: The cap in use.
         running: Our tasks running on the provider now.
         stated: The cap the 409's body names, if it names one.
+        active: The key's active tasks the body names (ours and others'), if it does.
+        held: Our slots held now, the refused create's included.
     """
     if stated is not None and stated > 0:
-        return stated
+        return max(1, stated - others_on_key(active, held))
     if running == 0:
         # Nothing of ours runs: another client of the key fills it.
         return None
     return max(1, min(limit, running))
+
+
+def others_on_key(active: int | None, held: int | None) -> int:
+    """Slots other consumers hold, by a 409's ``active``: at least what ours cannot explain.
+
+    Our slots held (less the refused create's own) bound our tasks on the provider from
+    above, so what is left of ``active`` is surely someone else's.
+    """
+    if active is None or held is None:
+        return 0
+    return max(0, active - max(0, held - 1))
 
 
 def check_max_active(max_active: int) -> None:
@@ -119,6 +145,11 @@ class PacerBase(abc.ABC):
     @abc.abstractmethod
     def rate(self) -> float | None:
         """The sustained requests per second allowed, or None if unlimited."""
+
+    @property
+    @abc.abstractmethod
+    def probed_ago(self) -> float | None:
+        """Seconds since a window was last probed upward, or None if none ever was."""
 
     @abc.abstractmethod
     def learn_window(self, limit: int, seconds: float) -> None:
@@ -192,6 +223,10 @@ class SlotsBase(abc.ABC):
         self._limit = limit if limit is not None else initial
         self.known = limit is not None
         self.conflicts = 0
+        self.ceiling: int | None = None
+        """A cap the user gave (``max_active=``): never exceeded, whatever probes find."""
+        self.key_cap: int | None = None
+        """The key's cap as a 409's body last named it (ours and other consumers' tasks)."""
         self._members: dict[object, str] = {}
         self._running: set[object] = set()
         self._released: anyio.Event | None = None
@@ -216,18 +251,34 @@ class SlotsBase(abc.ABC):
     def waiting(self) -> int:
         """Callers of this process waiting for a slot."""
 
+    @property
+    def neighbours(self) -> int:
+        """Slots of the key's named cap the estimate leaves to other consumers (0: none)."""
+        return 0 if self.key_cap is None else max(0, self.key_cap - self._limit)
+
+    @property
+    @abc.abstractmethod
+    def probed_ago(self) -> float | None:
+        """Seconds since the cap was last probed upward, or None if it never was."""
+
     def holds(self, holder: object) -> bool:
         """Whether ``holder`` holds a slot now."""
         return holder in self._members
 
-    def set_limit(self, limit: int) -> None:
-        """Fix the cap to a known value.
+    def set_limit(self, limit: int, *, ceiling: bool = False) -> None:
+        """Start from a known cap: an estimate probed both ways, or a ceiling never exceeded.
+
+        Args:
+            limit: The cap.
+            ceiling: Whether ``limit`` is a hard ceiling (a user's ``max_active``) rather
+                than a starting estimate (a tier's row), which probes may raise.
 
         Raises:
             ConfigurationError: ``limit`` is below 1 (``field`` is ``max_active``).
         """
         check_max_active(limit)
         self.known = True
+        self.ceiling = limit if ceiling else None
         self._fix_limit(limit)
 
     def mark_running(self, holder: object) -> None:
@@ -256,14 +307,16 @@ class SlotsBase(abc.ABC):
         for holder in list(self._members):
             self.release(holder)
 
-    def on_conflict(self, limit: int | None = None) -> None:
+    def on_conflict(self, limit: int | None = None, active: int | None = None) -> None:
         """A create met 409: the provider is full with the tasks running now.
 
         Args:
             limit: The cap from the 409's body, when the server says it.
+            active: The key's active tasks from the 409's body (every consumer's), if said.
         """
         self.conflicts += 1
-        self._learn_conflict(limit if limit is not None and limit > 0 else None)
+        stated = limit if limit is not None and limit > 0 else None
+        self._learn_conflict(stated, active if active is not None and active >= 0 else None)
 
     @abc.abstractmethod
     async def acquire(self, holder: object) -> None:
@@ -300,8 +353,8 @@ class SlotsBase(abc.ABC):
         """Make ``limit`` the cap in the store."""
 
     @abc.abstractmethod
-    def _learn_conflict(self, stated: int | None) -> None:
-        """Adapt the cap to a 409 (``stated``: the cap its body names)."""
+    def _learn_conflict(self, stated: int | None, active: int | None) -> None:
+        """Adapt the cap to a 409 (the cap and the key's active tasks its body names)."""
 
 
 P = TypeVar("P", bound=PacerBase)
@@ -331,18 +384,20 @@ class LimitsBase(Generic[P, S]):
         """
         if max_active is not None:
             check_max_active(max_active)
-        if tier is not None:
-            preset = tier_limits(tier)
+        preset = None if tier is None else tier_limits(tier)
+        if preset is not None:
             for pacer, (per_second, per_minute) in (
                 (self.create, preset.create),
                 (self.query, preset.query),
             ):
                 pacer.learn_window(per_second, 1.0)
                 pacer.learn_window(per_minute, 60.0)
-            if max_active is None:
-                max_active = preset.active
         if max_active is not None:
-            self.active.set_limit(max_active)
+            # The user's number is a ceiling that probes never pass; a tier's row is only
+            # where the estimate starts (the key may be upgraded, or shared).
+            self.active.set_limit(max_active, ceiling=True)
+        elif preset is not None:
+            self.active.set_limit(preset.active)
 
     def endpoint(self, name: Endpoint) -> P:
         """The pacer of one endpoint."""
@@ -363,4 +418,8 @@ class LimitsBase(Generic[P, S]):
             query_rate=self.query.rate,
             conflicts=self.active.conflicts,
             rate_limited=self.create.rate_limited + self.query.rate_limited,
+            max_active_neighbours=self.active.neighbours,
+            max_active_probed_ago=self.active.probed_ago,
+            create_probed_ago=self.create.probed_ago,
+            query_probed_ago=self.query.probed_ago,
         )

@@ -5,6 +5,11 @@ A sliding-window log per known window (see `Window`): a request may go when fewe
 429 (``limit`` and ``windowSeconds``) or seeded from a tier. A 429 without those numbers falls
 back to a CUBIC rate (the scheme of the AWS SDKs' adaptive retry mode): cut by ``beta`` on a
 throttle, then grown back along a cubic curve.
+
+A learned (or seeded) window is an estimate: while it holds requests back, it is probed one
+step higher now and then (`ProbeSchedule`: spaced in time, backing off while 429s answer,
+stepping up faster while the provider accepts), and a 429 that names a larger limit raises it
+at once. So a tier upgrade is found, and a limit that does not move costs few 429s.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from collections.abc import Callable
 import anyio
 
 from ._base import PacerBase, ToldWindow
-from ._window import Window
+from ._probe import ProbeSchedule
+from ._window import Window, probe_longest, probe_start
 
 __all__ = ["EndpointLimiter"]
 
@@ -71,6 +77,16 @@ class EndpointLimiter(PacerBase):
             rates.append(self._rate)
         return min(rates) if rates else None
 
+    @property
+    def probed_ago(self) -> float | None:
+        """Seconds since a window was last probed upward, or None if none ever was."""
+        times = [
+            w.probe.probed_at
+            for w in self._windows.values()
+            if w.probe is not None and w.probe.probed_at is not None
+        ]
+        return max(0.0, self._clock() - max(times)) if times else None
+
     def learn_window(self, limit: int, seconds: float) -> None:
         """Record that at most ``limit`` requests may go in any ``seconds`` seconds."""
         limit = max(1, int(limit))
@@ -115,14 +131,55 @@ class EndpointLimiter(PacerBase):
             while True:
                 now = self._clock()
                 at = self._next_slot(now)
+                if at > now and self._probe_binding(now):
+                    at = self._next_slot(now)
                 if at <= now:
                     break
                 await anyio.sleep(at - now)
             return self._let_through(now)
 
+    def _probe_binding(self, now: float) -> bool:
+        """A request is held back: try one step more in each window that holds it, if due.
+
+        Returns:
+            Whether a probe started.
+        """
+        started = False
+        for window in self._windows.values():
+            if window.earliest(now) <= now:
+                continue
+            if window.probe is None:
+                window.probe = ProbeSchedule(probe_start(window.seconds), now)
+                continue
+            self._settle(window, now)
+            if window.probe.due(now):
+                raised = window.probe.begin(window.limit, now, unit=window.limit // 10)
+                window.resize(raised, now)
+                started = True
+        return started
+
+    def _settle(self, window: Window, now: float) -> None:
+        """End a window's probe: accepted once used a whole window long, or given up unused."""
+        probe = window.probe
+        if probe is None or probe.base is None:
+            return
+        if probe.used_at is None:
+            if now - probe.started_at > 2.0 * window.seconds + probe.interval:
+                window.resize(probe.unused(now) or window.limit, now)
+        elif now >= probe.used_at + window.seconds + 2.0 * window.margin:
+            probe.raised(now)
+
     def _let_through(self, now: float) -> float:
         for window in self._windows.values():
             window.record(now)
+            probe = window.probe
+            if (
+                probe is not None
+                and probe.base is not None
+                and probe.used_at is None
+                and window.sent_within(now) > probe.base
+            ):
+                probe.used_at = now  # more went than the old limit allowed: now it is tested
         self._sent_recent.append(now)
         self.requests += 1
         return now
@@ -133,6 +190,7 @@ class EndpointLimiter(PacerBase):
         if self._accepted % self._RELAX_EVERY == 0:
             for window in self._windows.values():
                 window.relax()
+                self._settle(window, self._clock())
         if self._rate is None:
             return
         elapsed = self._clock() - self._last_throttle
@@ -156,7 +214,20 @@ class EndpointLimiter(PacerBase):
         if retry_after is not None:
             self._blocked_until = max(self._blocked_until, now + retry_after)
         if told is not None:
+            window = self._windows.get(told.seconds)
+            before = None if window is None else window.limit
+            probe = None if window is None else window.probe
             self.learn_window(told.limit, told.seconds)
+            if probe is None:
+                pass
+            elif probe.base is not None and told.limit <= probe.base:
+                # The probe met a 429 (the told limit replaced the raise): back off.
+                probe.refused(now, probe_longest(told.limit, told.seconds))
+            elif before is not None and told.limit != before:
+                # Told a lower limit, or a larger one than we knew (an upgrade, for sure).
+                probe.restart(now, probe_start(told.seconds))
+            else:
+                probe.hold_off(now)
             if retry_after is not None and not float(retry_after).is_integer():
                 # A precise wait tells where the provider's fixed window ends.
                 self._windows[told.seconds].align(now + retry_after)

@@ -33,6 +33,11 @@ class LimitsSnapshot:
         query_rate: Sustained polls per second allowed, or None if unlimited.
         conflicts: 409 answers seen.
         rate_limited: 429 answers seen.
+        max_active_neighbours: Slots of the key's cap (as a 409 named it) left to other
+            consumers by the estimate: > 0 while neighbours are believed to hold them.
+        max_active_probed_ago: Seconds since the cap was last probed upward, or None.
+        create_probed_ago: Seconds since a ``createTask`` window was last probed, or None.
+        query_probed_ago: Seconds since a ``recordInfo`` window was last probed, or None.
     """
 
     max_active: int
@@ -44,6 +49,10 @@ class LimitsSnapshot:
     query_rate: float | None
     conflicts: int
     rate_limited: int
+    max_active_neighbours: int = 0
+    max_active_probed_ago: float | None = None
+    create_probed_ago: float | None = None
+    query_probed_ago: float | None = None
 
 
 class EndpointPacer(Protocol):
@@ -107,8 +116,8 @@ class ActiveSlots(Protocol):
         """A create was accepted."""
         ...
 
-    def on_conflict(self, limit: int | None = None) -> None:
-        """A create met 409."""
+    def on_conflict(self, limit: int | None = None, active: int | None = None) -> None:
+        """A create met 409 (the cap and the key's active tasks, if its body names them)."""
         ...
 
     async def wait_for_release(self, timeout: float) -> bool:

@@ -7,8 +7,9 @@ import uuid
 import anyio
 
 from ._base import SlotsBase
+from ._probe import CAP_LONGEST, DEFAULT_HOLD, HOLD_WEIGHT
 from ._redis_link import Connection, RedisLink
-from ._redis_scripts import COUNT, RENEW, TAKE, UPDATE, RedisKeys
+from ._redis_scripts import COUNT, RENEW, TAKE, TIME, UPDATE, RedisKeys
 
 __all__ = ["RedisActiveTaskLimiter"]
 
@@ -18,8 +19,9 @@ class RedisActiveTaskLimiter(SlotsBase):
 
     The Redis twin of `ActiveTaskLimiter`: both implement `ActiveSlots` on the shared
     `SlotsBase`; this one leases its slots in Redis, so the slots of a process that died come
-    back within a lease, and stores the learned cap there for every process. Made by
-    `RedisLimits`.
+    back within a lease, and stores the learned cap and its probe schedule there for every
+    process: a process that finds no free slot may probe (one at a time, under a lease that
+    expires), and every process learns the result. Made by `RedisLimits`.
 
     Args:
         link: The owner's way to Redis.
@@ -51,6 +53,9 @@ class RedisActiveTaskLimiter(SlotsBase):
         self._default = self._limit
         self._waiting = 0
         self._held_anywhere = 0
+        self._mean_hold = DEFAULT_HOLD
+        self._since: dict[object, float] = {}
+        self._probed_at: float | None = None
 
     @property
     def held_anywhere(self) -> int:
@@ -66,15 +71,35 @@ class RedisActiveTaskLimiter(SlotsBase):
         """The Redis members of the slots this process holds."""
         return list(self._members.values())
 
+    @property
+    def probed_ago(self) -> float | None:
+        """Seconds since any process last probed the cap upward, or None if none did."""
+        if self._probed_at is None:
+            return None
+        return max(0.0, anyio.current_time() - self._probed_at)
+
+    def _unit(self) -> float:
+        """Seconds between two creates at the cap, as this process sees its slots held."""
+        return self._mean_hold / max(1, self._limit)
+
     async def _take(self, redis: Connection, member: str) -> bool:
-        keys = [self._keys.slots, self._keys.running, self._keys.state]
-        taken, limit, known, held = await redis.script(
-            TAKE, keys, [member, repr(self._lease), self._default]
+        keys = [self._keys.slots, self._keys.running, self._keys.state, self._keys.probe]
+        unit = self._unit()
+        # A probe's lease: long enough for its create to be answered, short enough that a
+        # process that died mid-probe holds nobody up for long.
+        probe_lease = max(2.0 * self._mean_hold, CAP_LONGEST * unit)
+        taken, limit, known, held, key_cap, ago = await redis.script(
+            TAKE, keys, [member, repr(self._lease), self._default, repr(unit), repr(probe_lease)]
         )
         self._limit = int(limit)
         self.known = bool(int(known)) or self.known
         self._held_anywhere = int(held)
+        self.key_cap = int(key_cap) or None
+        self._seen_probe(float(ago))
         return bool(int(taken))
+
+    def _seen_probe(self, ago: float) -> None:
+        self._probed_at = None if ago < 0 else anyio.current_time() - ago
 
     async def acquire(self, holder: object) -> None:
         """Wait for a slot free across every process and lease it for ``holder``.
@@ -90,6 +115,7 @@ class RedisActiveTaskLimiter(SlotsBase):
             while True:
                 await self._link.flush()
                 if await self._take(redis, member):
+                    self._since[holder] = anyio.current_time()
                     self._hold(holder, member)
                     return
                 released = self._release_signal()
@@ -100,9 +126,8 @@ class RedisActiveTaskLimiter(SlotsBase):
             self._waiting -= 1
 
     def on_created(self) -> None:
-        """A create was accepted: while the cap is unknown, grow it when every slot runs."""
-        if not self.known:
-            self._update("created")
+        """A create was accepted: grow the cap while it is learned, or settle a probe."""
+        self._update("created")
 
     async def wait_for_release(self, timeout: float) -> bool:
         """Wait until the slots held everywhere fall, at most ``timeout`` seconds.
@@ -138,24 +163,51 @@ class RedisActiveTaskLimiter(SlotsBase):
         if b"limit" in state:
             self._limit = int(state[b"limit"])
         self.known = state.get(b"known") == b"1" or self.known
+        self.key_cap = int(state[b"key_cap"]) if b"key_cap" in state else None
         self._held_anywhere = int(await redis.call("zcard", self._keys.slots))
+        if b"probed_at" in state:
+            now = float(await redis.script(TIME, [], []))
+            self._seen_probe(max(0.0, now - float(state[b"probed_at"])))
 
-    def _update(self, op: str, arg: str = "") -> None:
-        keys = [self._keys.slots, self._keys.running, self._keys.state, self._keys.stats]
-        args = [op, repr(self._lease), self._default, arg]
+    def _update(self, op: str, arg: str = "", active: str = "") -> None:
+        keys = [
+            self._keys.slots,
+            self._keys.running,
+            self._keys.state,
+            self._keys.stats,
+            self._keys.probe,
+        ]
+        args = [op, repr(self._lease), self._default, arg, active, repr(self._unit())]
         self._link.enqueue(lambda r: r.script(UPDATE, keys, args))
 
     def _on_running(self, member: str) -> None:
         self._update("running", member)
 
     def _on_release(self, holder: object, member: str) -> None:
+        since = self._since.pop(holder, None)
+        if since is not None:
+            held = max(0.0, anyio.current_time() - since)
+            self._mean_hold += HOLD_WEIGHT * (held - self._mean_hold)
         self._update("release", member)
 
     def _fix_limit(self, limit: int) -> None:
         self._limit = self._default = limit
         mapping = {"limit": str(limit), "known": "1"}
-        self._link.enqueue(lambda r: r.call("hset", self._keys.state, mapping=mapping))
+        ceiling = self.ceiling
 
-    def _learn_conflict(self, stated: int | None) -> None:
-        # The cap is learned in Redis, from the tasks running in every process.
-        self._update("conflict", "" if stated is None else str(int(stated)))
+        async def send(r: Connection) -> None:
+            await r.call("hset", self._keys.state, mapping=mapping)
+            if ceiling is None:
+                await r.call("hdel", self._keys.state, "ceiling")
+            else:
+                await r.call("hset", self._keys.state, "ceiling", str(ceiling))
+
+        self._link.enqueue(send)
+
+    def _learn_conflict(self, stated: int | None, active: int | None) -> None:
+        # The cap is learned in Redis, from the slots and tasks of every process.
+        self._update(
+            "conflict",
+            "" if stated is None else str(int(stated)),
+            "" if active is None else str(int(active)),
+        )

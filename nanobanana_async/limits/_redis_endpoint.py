@@ -9,7 +9,7 @@ import anyio
 from ._base import PacerBase, ToldWindow, base_margin
 from ._protocols import Endpoint
 from ._redis_link import Connection, RedisLink
-from ._redis_scripts import PACE, RATE_LIMITED, RedisKeys
+from ._redis_scripts import PACE, RATE_LIMITED, TIME, RedisKeys
 
 __all__ = ["RedisEndpointLimiter"]
 
@@ -20,7 +20,8 @@ class RedisEndpointLimiter(PacerBase):
     The Redis twin of `EndpointLimiter`: both implement `EndpointPacer` on the shared
     `PacerBase`; this one keeps the windows, the send logs and a 429's block in Redis, so a
     429 learned by one process paces all of them. A 429 that names neither a wait nor a
-    window blocks the endpoint for one second. Made by `RedisLimits`.
+    window blocks the endpoint for one second. The windows' probes live there too (see
+    `PACE`): one process probes, every process paces by the result. Made by `RedisLimits`.
 
     Args:
         link: The owner's way to Redis.
@@ -34,6 +35,8 @@ class RedisEndpointLimiter(PacerBase):
         self._windows_key = keys.windows(name)
         self._blocked_key = keys.blocked(name)
         self._log_prefix = keys.log_prefix(name)
+        self._probes_key = keys.probes(name)
+        self._probed_at: float | None = None
         self._stats_key = keys.stats
         self._windows: dict[float, int] = {}
         self._learned: dict[float, float] = {}
@@ -54,10 +57,23 @@ class RedisEndpointLimiter(PacerBase):
         ]
         return min(rates) if rates else None
 
+    @property
+    def probed_ago(self) -> float | None:
+        """Seconds since any process last probed a window upward (as last read), or None."""
+        if self._probed_at is None:
+            return None
+        return max(0.0, anyio.current_time() - self._probed_at)
+
     async def refresh(self) -> None:
-        """Read the windows every process has learned from Redis."""
-        raw = await self._link.connection().call("hgetall", self._windows_key)
+        """Read the windows every process has learned, and when they were probed, from Redis."""
+        redis = self._link.connection()
+        raw = await redis.call("hgetall", self._windows_key)
         self._windows = {float(k): int(v) for k, v in raw.items()}
+        probes = await redis.call("hgetall", self._probes_key)
+        probed = [float(v) for k, v in probes.items() if bytes(k).endswith(b":probed")]
+        if probed:
+            now = await redis.script(TIME, [], [])
+            self._probed_at = anyio.current_time() - max(0.0, float(now) - max(probed))
 
     def learn_window(self, limit: int, seconds: float) -> None:
         """Record (for every process) that at most ``limit`` requests may go per ``seconds``."""
@@ -79,7 +95,7 @@ class RedisEndpointLimiter(PacerBase):
             await self._link.flush()
             wait, now = await redis.script(
                 PACE,
-                [self._windows_key, self._blocked_key],
+                [self._windows_key, self._blocked_key, self._probes_key],
                 [self._log_prefix, member, repr(self._widening)],
             )
             wait = float(wait)
@@ -113,7 +129,7 @@ class RedisEndpointLimiter(PacerBase):
             "" if told is None else RedisKeys.window_field(told.seconds),
             f"rate_limited_{self.name}",
         ]
-        keys = [self._windows_key, self._blocked_key, self._stats_key]
+        keys = [self._windows_key, self._blocked_key, self._probes_key, self._stats_key]
 
         async def send(redis: Connection) -> None:
             now = await redis.script(RATE_LIMITED, keys, args)

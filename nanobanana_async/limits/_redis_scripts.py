@@ -8,12 +8,14 @@ atomically, so that every process sharing the key sees one count:
 * `TAKE`, `RENEW`, `COUNT` and `UPDATE` keep the active-task slots: leased entries of a sorted
   set (member: the holder, score: the lease's end), expired leases dropped before each take.
   `UPDATE`'s ``created`` and ``conflict`` ops apply the rules of `grown_cap` and
-  `cap_after_conflict` (in ``_base``) to the slots of every process.
+  `cap_after_conflict` (in ``_base``) to the slots of every process, and `TAKE` and `UPDATE`
+  keep the cap's probe schedule, the rules of `ProbeSchedule` (in ``_probe``) for every
+  process at once.
 """
 
 from __future__ import annotations
 
-__all__ = ["COUNT", "PACE", "RATE_LIMITED", "RENEW", "TAKE", "UPDATE", "RedisKeys"]
+__all__ = ["COUNT", "PACE", "RATE_LIMITED", "RENEW", "TAKE", "TIME", "UPDATE", "RedisKeys"]
 
 
 class RedisKeys:
@@ -24,7 +26,9 @@ class RedisKeys:
         stats: Hash: the 409s and 429s every process reported.
         slots: Sorted set: the active-task slots held, scored by the end of their lease.
         running: Sorted set: the slots whose task runs on the provider, scored likewise.
-        state: Hash: the learned cap (``limit``) and whether it is known (``known``).
+        state: Hash: the learned cap (``limit``), whether it is known (``known``), and its
+            probe schedule (see `TAKE`).
+        probe: String: the lease of the active-task probe in flight (its holder's member).
 
     Args:
         prefix: The prefix of every key.
@@ -36,6 +40,7 @@ class RedisKeys:
         self.slots = f"{prefix}:active:slots"
         self.running = f"{prefix}:active:running"
         self.state = f"{prefix}:active:state"
+        self.probe = f"{prefix}:active:probe"
 
     def windows(self, endpoint: str) -> str:
         """Hash: an endpoint's known windows, `window_field` → requests allowed."""
@@ -44,6 +49,10 @@ class RedisKeys:
     def blocked(self, endpoint: str) -> str:
         """String: the Redis time until which a 429 blocks the endpoint."""
         return f"{self.prefix}:{endpoint}:blocked"
+
+    def probes(self, endpoint: str) -> str:
+        """Hash: the probe schedules of an endpoint's windows (see `PACE`)."""
+        return f"{self.prefix}:{endpoint}:probes"
 
     def log_prefix(self, endpoint: str) -> str:
         """The prefix of an endpoint's send logs, one sorted set per `window_field`."""
@@ -60,22 +69,80 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 
+TIME = _NOW + "return tostring(now)\n"
+"""Returns Redis's time now (seconds), the clock every script dates by."""
+
+# The probes of an endpoint's windows (`Window`, `EndpointLimiter`), kept in one hash per
+# endpoint for every process, fields ``<window>:<name>``: ``base`` (the limit before the probe
+# in flight), ``at`` (when it began), ``used`` (when more than ``base`` went in one window),
+# ``next``, ``interval``, ``step``, ``probed``. Scripts run atomically, so one probe of a window
+# goes at a time, and it settles by time (accepted a window after it was used, given up when
+# unused), so no process has to live to settle it. Intervals: 2 windows after a tighten,
+# doubled by each refused probe up to max(32, 100 / limit) windows, within 0.01 s and 600 s.
+_WINDOW_PROBE = """
+local function clamp(x) return math.min(600, math.max(0.01, x)) end
+local function pget(f, name)
+  local v = redis.call('HGET', KEYS[3], f .. ':' .. name)
+  if v then return tonumber(v) end
+  return nil
+end
+local function pset(f, name, v) redis.call('HSET', KEYS[3], f .. ':' .. name, v) end
+local function pdel(f, name) redis.call('HDEL', KEYS[3], f .. ':' .. name) end
+"""
+
 # The margin is that of `base_margin`, times the pacer's widening.
 PACE = (
     _NOW
+    + _WINDOW_PROBE
     + """
 local widen = tonumber(ARGV[3])
 local wait = 0
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > now then wait = blocked - now end
 local windows = redis.call('HGETALL', KEYS[1])
+local counts = {}
 for i = 1, #windows, 2 do
-  local seconds = tonumber(windows[i])
+  local f = windows[i]
+  local seconds = tonumber(f)
   local limit = tonumber(windows[i + 1])
-  local log = ARGV[1] .. windows[i]
+  local log = ARGV[1] .. f
   local margin = math.min(0.02 * seconds, 0.05) * widen
   redis.call('ZREMRANGEBYSCORE', log, '-inf', now - seconds - margin)
   local n = redis.call('ZCARD', log)
+  counts[f] = n
+  local base = pget(f, 'base')
+  if base then
+    local interval = pget(f, 'interval') or clamp(2 * seconds)
+    local used = pget(f, 'used')
+    if used and now >= used + seconds + 2 * margin then
+      -- Used a whole window long and no 429 came: the raise stays, the next comes sooner.
+      pset(f, 'step', math.min((pget(f, 'step') or 1) * 2, 64))
+      pset(f, 'next', now)
+      pdel(f, 'base')
+      pdel(f, 'used')
+      base = nil
+    elseif not used and now - pget(f, 'at') > 2 * seconds + interval then
+      redis.call('HSET', KEYS[1], f, base)
+      limit = base
+      pset(f, 'next', now + interval)
+      pdel(f, 'base')
+      base = nil
+    end
+  end
+  if n >= limit then
+    -- This window holds the request back: the demand that makes a probe worth its cost.
+    local next_at = pget(f, 'next')
+    if not next_at then
+      pset(f, 'next', now + clamp(2 * seconds))
+    elseif not base and now >= next_at then
+      local raised = limit + (pget(f, 'step') or 1) * math.max(1, math.floor(limit / 10))
+      redis.call('HSET', KEYS[1], f, raised)
+      pset(f, 'base', limit)
+      pset(f, 'at', now)
+      pset(f, 'probed', now)
+      limit = raised
+    end
+  end
   if n >= limit then
     local oldest = redis.call('ZRANGE', log, n - limit, n - limit, 'WITHSCORES')
     local w = tonumber(oldest[2]) + seconds + margin - now
@@ -84,25 +151,31 @@ for i = 1, #windows, 2 do
 end
 if wait <= 0 then
   for i = 1, #windows, 2 do
-    local seconds = tonumber(windows[i])
-    local log = ARGV[1] .. windows[i]
+    local f = windows[i]
+    local seconds = tonumber(f)
+    local log = ARGV[1] .. f
     redis.call('ZADD', log, now, ARGV[2])
     redis.call('PEXPIRE', log, math.ceil(seconds * (1.25 + widen) * 1000) + 1000)
+    local base = pget(f, 'base')
+    if base and not pget(f, 'used') and counts[f] + 1 > base then pset(f, 'used', now) end
   end
   wait = 0
 end
 return {tostring(wait), tostring(now)}
 """
 )
-"""KEYS: windows hash, blocked key. ARGV: log key prefix, member, margin multiplier.
+"""KEYS: windows hash, blocked key, probes hash. ARGV: log key prefix, member, margin
+multiplier.
 
-Returns ``{wait, now}``: wait > 0 means nothing was counted; come back in wait seconds.
+Returns ``{wait, now}``: wait > 0 means nothing was counted; come back in wait seconds. A
+window that holds the request back is probed one step higher when its schedule allows.
 """
 
 RATE_LIMITED = (
     _NOW
+    + _WINDOW_PROBE
     + """
-redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
 if ARGV[1] ~= '' then
   local until_ = now + tonumber(ARGV[1])
   local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -110,35 +183,117 @@ if ARGV[1] ~= '' then
     redis.call('SET', KEYS[2], tostring(until_), 'PX', math.ceil(tonumber(ARGV[1]) * 1000) + 1000)
   end
 end
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[3], ARGV[2]) end
+if ARGV[2] ~= '' then
+  local f = ARGV[3]
+  local seconds = tonumber(f)
+  local told = tonumber(ARGV[2])
+  local before = tonumber(redis.call('HGET', KEYS[1], f) or '0')
+  redis.call('HSET', KEYS[1], f, told)
+  local interval = pget(f, 'interval') or clamp(2 * seconds)
+  local base = pget(f, 'base')
+  pdel(f, 'base')
+  pdel(f, 'used')
+  if base and told <= base then
+    -- The probe met a 429: back off.
+    interval = math.min(clamp(math.max(32, 100 / told) * seconds), interval * 2)
+    pset(f, 'interval', interval)
+    pset(f, 'next', now + interval)
+    pset(f, 'step', 1)
+  elseif told ~= before then
+    -- Told a lower limit, or a larger one than was known: the schedule starts again.
+    pset(f, 'interval', clamp(2 * seconds))
+    pset(f, 'next', now + clamp(2 * seconds))
+    pset(f, 'step', 1)
+  elseif told == before then
+    pset(f, 'next', math.max(pget(f, 'next') or now, now + interval))
+  end
+end
 return tostring(now)
 """
 )
-"""KEYS: windows hash, blocked key, stats hash.
+"""KEYS: windows hash, blocked key, probes hash, stats hash.
 
 ARGV: retry_after or '', limit or '', window field or '', stat field. Returns the time now.
+A 429 that names a window settles its probe as refused, and a larger limit is taken at once.
+"""
+
+# The probe schedule of the active-task cap (`ProbeSchedule`, `ActiveTaskLimiter`), kept in
+# the state hash for every process: ``base`` (the cap before the probe in flight), ``interval``,
+# ``next_at``, ``step``, ``probed_at``, ``outcome``, ``key_cap`` (the cap a 409 named) and
+# ``ceiling`` (a user's ``max_active``). ``unit`` is the caller's seconds between two creates
+# at the cap; intervals are 2 units (neighbours' room) or 4 (an upgrade) after a tighten,
+# doubled by each refused probe up to 12, within 0.01 s and 600 s.
+_PROBE = """
+local function clamp(x) return math.min(600, math.max(0.01, x)) end
+local function hnum(key, field)
+  local v = redis.call('HGET', key, field)
+  if v then return tonumber(v) end
+  return nil
+end
+local function probe_start(limit, key_cap, unit)
+  if key_cap and limit < key_cap then return clamp(2 * unit) end
+  return clamp(4 * unit)
+end
 """
 
 TAKE = (
     _NOW
+    + _PROBE
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or ARGV[3])
 local known = tonumber(redis.call('HGET', KEYS[3], 'known') or '0')
 local held = redis.call('ZCARD', KEYS[1])
+local unit = tonumber(ARGV[4])
 local taken = 0
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or held < limit then
+local function take()
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   taken = 1
   held = redis.call('ZCARD', KEYS[1])
 end
-return {taken, limit, known, held}
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or held < limit then take() end
+local key_cap = hnum(KEYS[3], 'key_cap')
+if taken == 0 and known == 1 then
+  local base = hnum(KEYS[3], 'base')
+  if base and redis.call('EXISTS', KEYS[4]) == 0 then
+    -- The prober's lease ran out before its probe was settled: give the probe up.
+    limit = base
+    local interval = hnum(KEYS[3], 'interval') or probe_start(limit, key_cap, unit)
+    redis.call('HSET', KEYS[3], 'limit', limit, 'next_at', now + interval, 'outcome', 'unused')
+    redis.call('HDEL', KEYS[3], 'base')
+    base = nil
+  end
+  local ceiling = hnum(KEYS[3], 'ceiling')
+  local next_at = hnum(KEYS[3], 'next_at')
+  if not next_at then
+    -- The first demand at a known cap starts the schedule.
+    next_at = now + probe_start(limit, key_cap, unit)
+    redis.call('HSET', KEYS[3], 'next_at', next_at)
+  end
+  if not base and now >= next_at and (not ceiling or limit < ceiling)
+      and redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', math.ceil(tonumber(ARGV[5]) * 1000)) then
+    local raised = limit + (hnum(KEYS[3], 'step') or 1)
+    if key_cap and limit < key_cap then raised = math.min(raised, key_cap) end
+    if ceiling then raised = math.min(raised, ceiling) end
+    redis.call('HSET', KEYS[3], 'limit', raised, 'base', limit, 'probed_at', now)
+    limit = raised
+    if held < limit then take() end
+  end
+end
+local probed_at = hnum(KEYS[3], 'probed_at')
+local ago = -1
+if probed_at then ago = now - probed_at end
+return {taken, limit, known, held, key_cap or 0, tostring(ago)}
 """
 )
-"""KEYS: slots, running, state. ARGV: member, lease, default limit.
+"""KEYS: slots, running, state, probe lease. ARGV: member, lease, default limit, unit, lease
+of a probe (seconds).
 
-Returns ``{taken (0/1), limit, known (0/1), held}``.
+A caller that finds no free slot may start a probe (one slot more, for every process) when the
+schedule allows: the probe lease (``SET NX PX``) makes it one probe at a time, and expires so
+that a process that died mid-probe cannot wedge the others. Returns ``{taken (0/1), limit,
+known (0/1), held, key_cap (0: none), seconds since the last probe (-1: none)}``.
 """
 
 COUNT = (
@@ -165,6 +320,7 @@ return 0
 
 UPDATE = (
     _NOW
+    + _PROBE
     + """
 local op = ARGV[1]
 if op == 'release' then
@@ -182,23 +338,82 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or ARGV[3])
 local known = redis.call('HGET', KEYS[3], 'known') == '1'
 local running = redis.call('ZCARD', KEYS[2])
+local unit = tonumber(ARGV[6])
+local key_cap = hnum(KEYS[3], 'key_cap')
+local base = hnum(KEYS[3], 'base')
 if op == 'created' then
-  if not known and redis.call('ZCARD', KEYS[1]) >= limit and running >= limit - 1 then
-    redis.call('HSET', KEYS[3], 'limit', limit + 1)
+  if not known then
+    if redis.call('ZCARD', KEYS[1]) >= limit and running >= limit - 1 then
+      redis.call('HSET', KEYS[3], 'limit', limit + 1)
+    end
+  elseif base and running > base then
+    -- The probe was accepted: keep the raise, probe again at once with a larger step.
+    -- The interval stays (an acceptance may be a fluke of a task that ended unseen).
+    -- The step grows only below the key's named cap (past it, a fluke must not compound).
+    local step = hnum(KEYS[3], 'step') or 1
+    if key_cap and base < key_cap then step = math.min(step * 2, 64) end
+    local interval = hnum(KEYS[3], 'interval') or probe_start(limit, key_cap, unit)
+    local next_at = now
+    if key_cap and limit > key_cap then
+      redis.call('HSET', KEYS[3], 'key_cap', limit)
+    elseif key_cap and base < key_cap and limit == key_cap then
+      step = 1
+      interval = clamp(4 * unit)
+      next_at = now + interval
+    end
+    redis.call('HSET', KEYS[3], 'step', step, 'interval', interval, 'next_at', next_at,
+      'outcome', 'raised')
+    redis.call('HDEL', KEYS[3], 'base')
+    redis.call('DEL', KEYS[5])
   end
   return 0
 end
 redis.call('HINCRBY', KEYS[4], 'conflicts', 1)
+local before = limit
+local cap = nil
+local upgraded = ARGV[4] ~= '' and key_cap and tonumber(ARGV[4]) > key_cap
 if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[3], 'limit', ARGV[4], 'known', '1')
+  local others = 0
+  if ARGV[5] ~= '' then
+    others = math.max(0, tonumber(ARGV[5]) - math.max(0, redis.call('ZCARD', KEYS[1]) - 1))
+  end
+  cap = math.max(1, tonumber(ARGV[4]) - others)
+  key_cap = tonumber(ARGV[4])
+  redis.call('HSET', KEYS[3], 'key_cap', key_cap)
 elseif running > 0 then
-  redis.call('HSET', KEYS[3], 'limit', math.max(1, math.min(limit, running)), 'known', '1')
+  cap = math.max(1, math.min(limit, running))
+end
+if cap then
+  local ceiling = hnum(KEYS[3], 'ceiling')
+  if ceiling then cap = math.min(cap, ceiling) end
+  redis.call('HSET', KEYS[3], 'limit', cap, 'known', '1')
+  limit = cap
+end
+local interval = hnum(KEYS[3], 'interval') or probe_start(limit, key_cap, unit)
+if base then
+  redis.call('HSET', KEYS[3], 'outcome', 'refused')
+  redis.call('HDEL', KEYS[3], 'base')
+  redis.call('DEL', KEYS[5])
+end
+if upgraded or (not base and cap and cap < before) then
+  -- The cap moved for sure: the schedule starts again.
+  interval = probe_start(limit, key_cap, unit)
+  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
+elseif base then
+  -- The probe met a 409: back off.
+  interval = math.min(clamp(12 * unit), interval * 2)
+  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
+else
+  local next_at = math.max(hnum(KEYS[3], 'next_at') or now, now + interval)
+  redis.call('HSET', KEYS[3], 'next_at', next_at)
 end
 return 0
 """
 )
-"""KEYS: slots, running, state, stats. ARGV: op, lease, default limit, arg.
+"""KEYS: slots, running, state, stats, probe lease. ARGV: op, lease, default limit, arg, the
+key's active tasks named by a 409 (or ''), unit.
 
 Ops: ``release`` (arg: member), ``running`` (arg: member), ``created`` (grows the cap as
-`grown_cap` does), ``conflict`` (arg: the stated cap or ''; learns as `cap_after_conflict`).
+`grown_cap` does while it is learned; settles a probe in flight as accepted), ``conflict``
+(arg: the stated cap or ''; learns as `cap_after_conflict`, and a probe in flight backs off).
 """

@@ -7,8 +7,23 @@ import math
 from collections.abc import Iterable
 
 from ._base import base_margin
+from ._probe import ProbeSchedule, bounded
 
-__all__ = ["Window"]
+__all__ = ["Window", "probe_longest", "probe_start"]
+
+
+def probe_start(seconds: float) -> float:
+    """The first probe interval of a window of ``seconds``: one window to see it used."""
+    return bounded(2.0 * seconds)
+
+
+def probe_longest(limit: int, seconds: float) -> float:
+    """The longest probe interval of a window of ``limit`` per ``seconds``.
+
+    A refused probe then costs at most one 429 per hundred requests the window lets through,
+    and at most one per 32 windows.
+    """
+    return bounded(max(32.0, 100.0 / max(1, limit)) * seconds)
 
 
 class Window:
@@ -39,6 +54,7 @@ class Window:
         "margin",
         "misses",
         "phase",
+        "probe",
         "seconds",
         "sent",
     )
@@ -55,6 +71,8 @@ class Window:
         self.phase: float | None = None
         self.counts: dict[int, int] = {}
         self.misses = 0
+        self.probe: ProbeSchedule | None = None
+        """When this window is next tried higher; made when it first holds a request back."""
 
     def _span(self, t: float) -> range:
         """The provider windows a request sent at ``t`` may land in."""
@@ -120,3 +138,7 @@ class Window:
         self.limit = limit
         self.learned_at = learned_at
         self.sent = collections.deque(self.sent, maxlen=limit)
+
+    def sent_within(self, now: float) -> int:
+        """Requests counted in the last ``seconds`` before ``now`` (at most ``limit``)."""
+        return sum(1 for t in self.sent if t > now - self.seconds)
