@@ -32,6 +32,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from nanobanana_async import IMAGE_SIZES, AsyncNanoBanana, ImageToImage, TextToImage
 from nanobanana_async.cli import _app, _batch, main
 from nanobanana_async.cli._exit import CliError, leaf, redact
+from nanobanana_async.cli._progress import limits_line
 from nanobanana_async.cli._rows import (
     BadRow,
     count_rows,
@@ -1037,9 +1038,9 @@ def test_the_progress_line_shows_the_estimates_and_their_probes() -> None:
         max_active_probed_ago=2.4,
         create_probed_ago=None,
     )
-    text = _batch._limits_text(stats)
+    text = limits_line(stats, width=200).plain
     assert text == (
         "limits: max active 4, 6 to neighbours (probed 2s ago), create 5/s, 409s 3, 429s 1"
     )
     quiet = attrs.evolve(stats, max_active_neighbours=0, max_active_probed_ago=None)
-    assert _batch._limits_text(quiet).startswith("limits: max active 4, create 5/s")
+    assert limits_line(quiet).plain.startswith("limits: max active 4, create 5/s")

@@ -8,12 +8,19 @@ asserting only the order of what happens.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
 import pytest
 
-from nanobanana_async import AsyncNanoBanana, BatchRunner, BatchStatistics, TextToImage
+from nanobanana_async import (
+    AsyncNanoBanana,
+    BatchOutcome,
+    BatchRunner,
+    BatchStatistics,
+    TextToImage,
+)
 from nanobanana_async.limits import ActiveTaskLimiter, EndpointLimiter, Limits
 from nanobanana_async.limits._probe import MAX_INTERVAL, MIN_INTERVAL, ProbeSchedule, bounded
 from nanobanana_async.testing import FakeNanoBanana
@@ -369,13 +376,30 @@ class Seen:
             self.intervals.append(active.probe_interval)
 
 
+async def _batches_until(
+    client: AsyncNanoBanana, seen: Seen | None, done: Callable[[], bool], size: int = 50
+) -> list[BatchOutcome[TextToImage]]:
+    """Run batches until ``done()`` (a slow, loaded machine needs more), within 60 s."""
+    outcomes: list[BatchOutcome[TextToImage]] = []
+    with anyio.fail_after(60):
+        while True:
+            outcomes += await BatchRunner(client, on_progress=seen).run(_requests(size))
+            if done():
+                return outcomes
+
+
 async def test_a_cap_learned_under_a_neighbour_is_raised_again_once_it_leaves() -> None:
     fake = FakeNanoBanana(tier=None, max_active=6, duration=(1.0, 2.0), time_scale=SCALE)
     fake.schedule([(4.0, lambda f: f.neighbour(4, for_seconds=10.0))])
     async with fake.client() as client:
         seen = Seen(client)
-        with anyio.fail_after(60):
-            outcomes = await BatchRunner(client, on_progress=seen).run(_requests(150))
+
+        def raised_again() -> bool:
+            caps = [(s.max_active, s.max_active_neighbours) for s in seen.stats]
+            under = next((i for i, (_, others) in enumerate(caps) if others == 4), None)
+            return under is not None and (6, 0) in caps[under:]
+
+        outcomes = await _batches_until(client, seen, raised_again)
     assert all(outcome.ok for outcome in outcomes)
     caps = [(s.max_active, s.max_active_neighbours) for s in seen.stats]
     # Under the neighbour: a cap of 2, the 4 other slots known to be someone else's ...
@@ -392,8 +416,9 @@ async def test_an_upgrade_of_the_cap_is_found() -> None:
     fake.schedule([(8.0, lambda f: f.set_limits(max_active=10))])
     async with fake.client() as client:
         seen = Seen(client)
-        with anyio.fail_after(60):
-            outcomes = await BatchRunner(client, on_progress=seen).run(_requests(150))
+        outcomes = await _batches_until(
+            client, seen, lambda: bool(seen.stats) and seen.stats[-1].max_active >= 10
+        )
     assert all(outcome.ok for outcome in outcomes)
     caps = [s.max_active for s in seen.stats]
     assert 4 in caps  # learned from the first 409s
@@ -406,8 +431,11 @@ async def test_an_upgrade_of_the_create_rate_is_found() -> None:
     fake = FakeNanoBanana(tier=None, create_per_second=3, duration=0.5, time_scale=SCALE)
     fake.schedule([(6.0, lambda f: f.set_limits(create_per_second=12))])
     async with fake.client() as client:
-        with anyio.fail_after(60):
-            outcomes = await BatchRunner(client).run(_requests(200))
+
+        def probed_up() -> bool:
+            return client.limits.create.windows.get(SCALE, 0) > 3
+
+        outcomes = await _batches_until(client, None, probed_up, size=100)
         window = client.limits.create.windows
         snapshot = client.limits_snapshot()
     assert all(outcome.ok for outcome in outcomes)
@@ -442,10 +470,16 @@ async def test_many_generate_calls_probe_too() -> None:
             snapshot = client.limits_snapshot()
             caps.append((snapshot.max_active, snapshot.max_active_neighbours))
 
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as group:
-                for i in range(150):
-                    group.start_soon(one, i)
-    under = next(i for i, (cap, others) in enumerate(caps) if others == 4)
-    assert (6, 0) in caps[under:]
-    assert fake.stats.tasks_created == 150
+        def raised_again() -> bool:
+            under = next((i for i, (_, others) in enumerate(caps) if others == 4), None)
+            return under is not None and (6, 0) in caps[under:]
+
+        rounds = 0
+        with anyio.fail_after(60):  # rounds until seen: a slow, loaded machine needs more
+            while not raised_again():
+                async with anyio.create_task_group() as group:
+                    for i in range(150):
+                        group.start_soon(one, i)
+                rounds += 1
+    assert fake.stats.tasks_created == 150 * rounds
+    assert fake.stats.duplicates == 0
