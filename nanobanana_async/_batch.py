@@ -19,12 +19,13 @@ import inspect
 import os
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sized
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
+from ._batch_input import JournalCursor, read_requests
 from ._errors import (
     APIStatusError,
     AuthenticationError,
@@ -38,8 +39,8 @@ from ._errors import (
     UnprocessableEntityError,
     UsageError,
 )
-from ._journal import Journal, JournalRow, Status, error_columns, fingerprint, outcome_from_row
-from ._outcomes import BatchOutcome, BatchStatistics, ProgressHook, RequestT
+from ._journal import Journal, Status, error_columns, fingerprint, outcome_from_row
+from ._outcomes import BatchCounters, BatchOutcome, BatchStatistics, ProgressHook, RequestT
 from ._polling import result_of
 from ._wire import CreateBody, create_body
 
@@ -50,34 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchRunner"]
 
-_JOURNAL_CHUNK = 512
 _Outcome: TypeAlias = "BatchOutcome[Any]"
-
-
-class _Counters:
-    __slots__ = (
-        "conflicts0",
-        "created",
-        "failed",
-        "finished_tasks",
-        "following",
-        "polls",
-        "rate_limited0",
-        "resumed",
-        "running",
-        "started",
-        "submitted",
-        "succeeded",
-        "total",
-    )
-
-    def __init__(self) -> None:
-        self.submitted = self.created = self.running = self.following = 0
-        self.total: int | None = None
-        self.succeeded = self.failed = self.resumed = 0
-        self.polls = self.finished_tasks = 0
-        self.conflicts0 = self.rate_limited0 = 0
-        self.started = 0.0
 
 
 class BatchRunner:
@@ -118,7 +92,7 @@ class BatchRunner:
         self._journal_path = journal
         self._task_timeout = task_timeout
         self._on_progress = on_progress
-        self._counters = _Counters()
+        self._counters = BatchCounters()
         self._stop: APIStatusError | None = None
         self._running = False
         self._progress_lock: anyio.Lock | None = None
@@ -207,7 +181,7 @@ class BatchRunner:
             raise UsageError("this BatchRunner is already running a batch")
         self._running = True
         self._stop = None
-        self._counters = _Counters()
+        self._counters = BatchCounters()
         self._counters.started = anyio.current_time()
         self._counters.total = (
             len(requests) if total is None and isinstance(requests, Sized) else total
@@ -261,9 +235,9 @@ class BatchRunner:
         jobs: anyio.abc.TaskGroup,
         send: MemoryObjectSendStream[_Outcome],
     ) -> None:
-        rows = _JournalCursor(journal)
+        rows = JournalCursor(journal)
         index = -1
-        async with contextlib.aclosing(_aiter(requests)) as items:
+        async with contextlib.aclosing(read_requests(requests)) as items:
             async for request in items:
                 index += 1
                 await self._admit(index, request, rows, journal, jobs, send)
@@ -272,7 +246,7 @@ class BatchRunner:
         self,
         index: int,
         request: object,
-        rows: _JournalCursor,
+        rows: JournalCursor,
         journal: Journal | None,
         jobs: anyio.abc.TaskGroup,
         send: MemoryObjectSendStream[_Outcome],
@@ -465,40 +439,3 @@ class _Job:
     @property
     def request(self) -> ImageRequest:
         return self.body.request
-
-
-class _JournalCursor:
-    """Reads journal rows in index order, a chunk at a time, beside the lazy input."""
-
-    def __init__(self, journal: Journal | None) -> None:
-        self._journal = journal
-        self._rows: dict[int, JournalRow] = {}
-        self._next = 0
-        self._exhausted = journal is None
-
-    async def get(self, index: int) -> JournalRow | None:
-        """The row of job ``index``; indexes must be asked for in increasing order."""
-        if self._journal is None:
-            return None
-        # Past the chunk in hand: read on (the loop ends once the chunk covers ``index``, or
-        # the journal has no more rows).
-        while not self._exhausted and index >= self._next:
-            rows = await self._journal.rows(self._next, _JOURNAL_CHUNK)
-            self._rows = {row.index: row for row in rows}
-            if len(rows) < _JOURNAL_CHUNK:
-                self._exhausted = True
-            else:
-                self._next = rows[-1].index + 1
-        return self._rows.pop(index, None)
-
-
-async def _aiter(
-    requests: Iterable[Any] | AsyncIterable[Any],
-) -> AsyncGenerator[object, None]:
-    if isinstance(requests, AsyncIterable):
-        async for request in cast("AsyncIterable[object]", requests):
-            yield request
-    else:
-        for request in cast("Iterable[object]", requests):
-            yield request
-            await anyio.lowlevel.checkpoint()

@@ -27,7 +27,6 @@ import anyio
 import httpx
 
 from ._errors import (
-    ActiveTaskLimitError,
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -40,6 +39,7 @@ from ._errors import (
 )
 from ._http import ACCEPT_ENCODING, RequestBody, read_body, transport_error
 from ._models import Task
+from ._refusals import MIN_SLOT_WAIT, learn, wait_for_slot
 from ._retry import RetryPolicy, retry_decision
 from ._secret import Secret
 from ._wire import (
@@ -47,7 +47,6 @@ from ._wire import (
     QUERY_PATH,
     CreateBody,
     answer_data,
-    limit_hints,
     structure_task,
     structure_task_id,
 )
@@ -67,7 +66,6 @@ OnResponse = Callable[[int, httpx.Headers], object]
 T = TypeVar("T")
 
 _REMEMBERED_CREATES = 10_000
-_MIN_SLOT_WAIT = 0.01
 _HELD = 0.05  # seconds of pacing after which the exchange's own time bound starts afresh
 _WAITS = {
     "backoff": "retrying in %.2f s",
@@ -301,7 +299,7 @@ class Caller:
             else:
                 pacer.on_success()
                 return value
-            self._learn(endpoint, error, sent.at)
+            learn(self._limits, endpoint, error, sent.at)
             maybe_created = (
                 maybe_created
                 or not isinstance(error, APIStatusError)
@@ -338,13 +336,13 @@ class Caller:
                 # A slot may come free any moment: wait at most half of what is left, and
                 # give up only once too little is left to create anything.
                 delay = min(delay, (deadline - now) / 2)
-                if delay < _MIN_SLOT_WAIT:
+                if delay < MIN_SLOT_WAIT:
                     raise error
             elif now + delay > deadline:
                 raise error
             logger.info("%s: %s; " + _WAITS[decision.kind], endpoint, error, delay)
             if decision.kind == "slot":
-                if not await self._wait_for_slot(holder, delay, deadline):
+                if not await wait_for_slot(self._limits.active, holder, delay, deadline):
                     raise error
             elif decision.kind != "rate_limit":
                 await anyio.sleep(delay)
@@ -457,38 +455,3 @@ class Caller:
             reason=self._secret.redact(reason),
             request_id=request_id,
         )
-
-    def _learn(self, endpoint: Endpoint, error: NanoBananaError, sent_at: float | None) -> None:
-        """Teach the key's limits what a refusal says."""
-        if isinstance(error, RateLimitError):
-            hints = limit_hints(error)
-            self._limits.endpoint(endpoint).on_rate_limited(
-                error.retry_after, limit=hints.limit, window=hints.window, sent_at=sent_at
-            )
-        elif isinstance(error, ActiveTaskLimitError) and endpoint == "create":
-            hints = limit_hints(error)
-            self._limits.active.on_conflict(hints.limit, hints.active)
-
-    async def _wait_for_slot(self, holder: object | None, delay: float, deadline: float) -> bool:
-        """After a 409: queue again for a slot, or wait for some slot to be released.
-
-        A caller holding a slot gives it back and waits its turn for the next one, so callers
-        refused together do not all retry at the next release. While none of our tasks runs,
-        the key is full of someone else's work, and only a timer can tell when it frees.
-
-        Returns:
-            False if the deadline passed before the caller got its slot back.
-        """
-        active = self._limits.active
-        if holder is None or not active.running:
-            await active.wait_for_release(delay)
-            return True
-        active.release(holder)
-        queued_at = anyio.current_time()
-        with anyio.move_on_after(max(0.0, deadline - queued_at)):
-            await active.acquire(holder)
-            if anyio.current_time() - queued_at < _MIN_SLOT_WAIT:
-                # A slot was free at once (the cap allows more than we hold): the key is
-                # full of other work, so wait for a release or the delay, not at all.
-                await active.wait_for_release(min(delay, max(0.0, deadline - queued_at)))
-        return active.holds(holder)

@@ -10,7 +10,7 @@ import attrs
 from ._errors import NanoBananaError
 from ._models import ImageToImage, TaskResult, TextToImage
 
-__all__ = ["BatchOutcome", "BatchStatistics", "ProgressHook", "RequestT"]
+__all__ = ["BatchCounters", "BatchOutcome", "BatchStatistics", "ProgressHook", "RequestT"]
 
 RequestT = TypeVar("RequestT", bound="TextToImage | ImageToImage")
 """The type of a batch's requests, carried by its outcomes."""
@@ -109,3 +109,31 @@ class BatchStatistics:
 
 ProgressHook = Callable[[BatchStatistics], object]
 """Called with fresh statistics after every outcome; it may be sync or async."""
+
+
+class BatchCounters:
+    """A running batch's counts, from which `BatchStatistics` are made (internal)."""
+
+    __slots__ = (
+        "conflicts0",
+        "created",
+        "failed",
+        "finished_tasks",
+        "following",
+        "polls",
+        "rate_limited0",
+        "resumed",
+        "running",
+        "started",
+        "submitted",
+        "succeeded",
+        "total",
+    )
+
+    def __init__(self) -> None:
+        self.submitted = self.created = self.running = self.following = 0
+        self.total: int | None = None
+        self.succeeded = self.failed = self.resumed = 0
+        self.polls = self.finished_tasks = 0
+        self.conflicts0 = self.rate_limited0 = 0
+        self.started = 0.0
