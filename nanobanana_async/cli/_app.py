@@ -13,15 +13,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, cast
 
-import attrs
 import typer
 
-from .. import IMAGE_SIZES, ImageRequest, ImageToImage, TextToImage, TierName, __version__
+from .. import ImageRequest, TierName, __version__
 from ._args import batch_paths
 from ._batch import BatchReport, interrupted_batch, print_summary, run_batch
 from ._check import check_batch
 from ._commands import (
-    IMAGE_HOST_VARIABLE,
     Settings,
     Started,
     api_key_in_use,
@@ -34,171 +32,31 @@ from ._commands import (
 from ._exit import CliError
 from ._fake_server import add_fake_server
 from ._gallery import write_gallery
-from ._names import NAME_FIELDS, check_template
+from ._names import check_template
+from ._options import (
+    BatchFileArgument,
+    BatchOutOption,
+    CheckOption,
+    ImageHostOption,
+    JournalOption,
+    MaxActiveOption,
+    NameOption,
+    NoJournalOption,
+    NoSaveOption,
+    OutOption,
+    QuietOption,
+    TaskIdArgument,
+    TaskOptions,
+    TaskTimeoutOption,
+    TierOption,
+    TimeoutOption,
+    keyword,
+    task_command,
+)
 from ._rows import open_batch_file
 from ._ui import Ui, execute, setup_logging
 
 __all__ = ["build_app"]
-
-# Options that several commands take; typer copies them for each command.
-OutOption = Annotated[Path, typer.Option("--out", "-o", help="Where to save the images.")]
-TimeoutOption = Annotated[
-    float, typer.Option("--timeout", help="The most seconds to wait for the image.")
-]
-TaskIdArgument = Annotated[str, typer.Argument(help="The task id.", show_default=False)]
-
-
-# The options of `batch`.
-BatchFileArgument = Annotated[
-    Path,
-    typer.Argument(
-        help="A JSONL file (one object per line) or a CSV file with a header.",
-        show_default=False,
-    ),
-]
-BatchOutOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--out",
-        "-o",
-        help="Save the images here as they complete [default: FILE's name + '-out', beside it].",
-        show_default=False,
-    ),
-]
-JournalOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--journal",
-        "-j",
-        help="The SQLite journal that makes a re-run resume, never paying twice "
-        "[default: journal.sqlite in the --out folder].",
-        show_default=False,
-    ),
-]
-NoSaveOption = Annotated[
-    bool, typer.Option("--no-save", help="Print the result URLs (they expire) instead of saving.")
-]
-NoJournalOption = Annotated[
-    bool, typer.Option("--no-journal", help="Keep no journal: a re-run creates every task again.")
-]
-CheckOption = Annotated[
-    bool,
-    typer.Option(
-        "--check", help="Validate the whole file and say what would be sent; send nothing."
-    ),
-]
-_NAME_HELP = "File names of the saved images, a template of " + ", ".join(
-    f"{{{name}}}" for name in NAME_FIELDS
-)
-NameOption = Annotated[
-    str | None,
-    typer.Option(
-        "--name", "-n", help=_NAME_HELP + ", e.g. '{index:03d}-{slug}'.", show_default=False
-    ),
-]
-TierOption = Annotated[
-    str | None,
-    typer.Option(help="Your key's tier (free, basic, ...), to start from its limits."),
-]
-MaxActiveOption = Annotated[
-    int | None, typer.Option(help="Your key's active-task limit, if you know it.")
-]
-TaskTimeoutOption = Annotated[
-    float, typer.Option("--timeout", help="The most seconds to follow one task.")
-]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No line per finished request.")]
-ImageHostOption = Annotated[
-    str | None,
-    typer.Option(
-        "--image-host",
-        envvar=IMAGE_HOST_VARIABLE,
-        help="Where local input images are published for the provider: s3://bucket/prefix "
-        "(S3 or S3-compatible; AWS_* variables give credentials and endpoint).",
-        show_default=False,
-    ),
-]
-
-
-def _keyword(name: str, annotation: object, default: object) -> inspect.Parameter:
-    return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
-    )
-
-
-_SIZE_HELP = f"The output ratio: {', '.join(IMAGE_SIZES)}. [default: 1:1]"
-
-# The options of `generate` and `edit`, written once: `_task_command` gives both commands the
-# signature typer reads, and `TaskOptions` takes the values typer passes for them.
-_TASK_OPTIONS = (
-    _keyword(
-        "size",
-        Annotated[
-            str | None,
-            typer.Option("--size", "--aspect-ratio", "-s", help=_SIZE_HELP, show_default=False),
-        ],
-        None,
-    ),
-    _keyword(
-        "output_format",
-        Annotated[str, typer.Option("--format", "-f", help="The file format: png or jpeg.")],
-        "png",
-    ),
-    _keyword("out", OutOption, Path(".")),
-    _keyword("timeout", TimeoutOption, 600.0),
-    _keyword(
-        "nsfw_checker",
-        Annotated[
-            bool,
-            typer.Option(
-                "--nsfw-checker/--no-nsfw-checker",
-                help="Whether the provider runs its safety checker.",
-            ),
-        ],
-        True,
-    ),
-    _keyword(
-        "wait",
-        Annotated[
-            bool,
-            typer.Option(
-                "--wait/--no-wait", help="Wait for the image, or print the task id at once."
-            ),
-        ],
-        True,
-    ),
-    _keyword("name", NameOption, None),
-)
-
-
-@attrs.frozen(kw_only=True)
-class TaskOptions:
-    """The values of the options `generate` and `edit` share."""
-
-    size: str | None
-    output_format: str
-    out: Path
-    timeout: float
-    nsfw_checker: bool
-    wait: bool
-    name: str | None
-
-    def request(self, prompt: str, image_urls: list[str] | None = None) -> ImageRequest:
-        """The request these options ask for: an edit if there are image URLs."""
-        options: dict[str, Any] = {
-            "image_size": self.size,
-            "output_format": self.output_format,
-            "nsfw_checker": self.nsfw_checker,
-        }
-        if image_urls is None:
-            return TextToImage(prompt=prompt, **options)
-        return ImageToImage(prompt=prompt, image_urls=image_urls, **options)
-
-
-def _task_command(command: Callable[..., None], *leading: inspect.Parameter) -> Callable[..., None]:
-    """``command`` with the signature typer reads: the context, ``leading``, the task options."""
-    context = _keyword("ctx", typer.Context, inspect.Parameter.empty)
-    cast("Any", command).__signature__ = inspect.Signature([context, *leading, *_TASK_OPTIONS])
-    return command
 
 
 def _ui_for(ctx: typer.Context) -> tuple[Ui, Settings]:
@@ -297,7 +155,7 @@ def _one_task(
 def _add_generate_and_edit(app: typer.Typer) -> None:
     def prompt(help: str) -> inspect.Parameter:
         argument = typer.Argument(help=help, show_default=False)
-        return _keyword("prompt", Annotated[str, argument], inspect.Parameter.empty)
+        return keyword("prompt", Annotated[str, argument], inspect.Parameter.empty)
 
     def generate(ctx: typer.Context, prompt: str, **options: Any) -> None:
         """Draw an image from a prompt and save it (prints the saved paths)."""
@@ -318,13 +176,13 @@ def _add_generate_and_edit(app: typer.Typer) -> None:
         "--image-host (1 to 10; repeat the option).",
         show_default=False,
     )
-    app.command()(_task_command(generate, prompt("What to draw.")))
+    app.command()(task_command(generate, prompt("What to draw.")))
     app.command()(
-        _task_command(
+        task_command(
             edit,
             prompt("The edit to make."),
-            _keyword("image", Annotated[list[str], image], inspect.Parameter.empty),
-            _keyword("image_host", ImageHostOption, None),
+            keyword("image", Annotated[list[str], image], inspect.Parameter.empty),
+            keyword("image_host", ImageHostOption, None),
         )
     )
 
