@@ -68,7 +68,11 @@ class Engine:
         store: PublishedImages | None = None,
         request_id: str | None = None,
     ) -> CreateBody:
-        """The body to send, its local images published (see `ImagePublisher.publish`)."""
+        """The body to send, its local images published (see `ImagePublisher.publish`).
+
+        A deliberate twin of `ImagePublisher.publish`'s signature: this checks for a host
+        first, and passes a body without local images through.
+        """
         if not body.images:
             return body
         self.check_publishable(body)

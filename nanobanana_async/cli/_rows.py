@@ -158,15 +158,22 @@ def _row(
     return Row(line, request, name)
 
 
+def _utf8_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, str | None]]:
+    """Each line's number (1-based) and text, None for a line that is not valid UTF-8."""
+    for number, raw in enumerate(lines, 1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield number, None
+
+
 def jsonl_rows(lines: Iterable[bytes], base: Path | None = None) -> Iterator[Row]:
     """Rows of a JSONL file, one JSON object per non-blank line, read lazily.
 
     Local image paths in the rows are relative to ``base``.
     """
-    for number, raw in enumerate(lines, 1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
+    for number, text in _utf8_lines(lines):
+        if text is None:
             yield Row(number, BadRow(number, "is not valid UTF-8"))
             continue
         if number == 1:
@@ -342,10 +349,8 @@ def _kind(path: Path, file: BinaryIO) -> FileKind:
 
 def text_rows(lines: Iterable[bytes]) -> Iterator[Row]:
     """Rows of a plain text file: each non-blank line is the prompt of a `TextToImage`."""
-    for number, raw in enumerate(lines, 1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
+    for number, text in _utf8_lines(lines):
+        if text is None:
             yield Row(number, BadRow(number, "is not valid UTF-8"))
             continue
         prompt = (text.removeprefix("\ufeff") if number == 1 else text).strip()
