@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import http
 import json
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -245,3 +246,27 @@ async def raw_server(
             yield f"http://{host}:{port}", received
         finally:
             group.cancel_scope.cancel()
+
+
+def texts_of(error: BaseException, *, with_locals: bool = False) -> list[str]:
+    """What an exception shows: str, repr, args, attributes, the chain, the traceback.
+
+    Args:
+        error: The exception.
+        with_locals: Also the traceback with every frame's locals (as Sentry or rich show).
+    """
+    texts: list[str] = []
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current), repr(current.args), repr(vars(current))]
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    texts.append("".join(traceback.format_exception(error)))
+    if with_locals:
+        exception = traceback.TracebackException.from_exception(error, capture_locals=True)
+        texts.append("".join(exception.format()))
+    return texts

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import traceback
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -47,6 +46,7 @@ from hostile_server import (
     trickle_body,
     truncated_chunked,
 )
+from support import texts_of
 
 from nanobanana_async import (
     ActiveTaskLimitError,
@@ -158,22 +158,6 @@ def peak_memory() -> Iterator[Callable[[], int]]:
         yield lambda: tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-
-
-def texts_of(error: BaseException) -> list[str]:
-    """What an exception shows: str, repr, args, attributes, the chain, the traceback."""
-    texts: list[str] = []
-    seen: set[int] = set()
-    pending: list[BaseException] = [error]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        texts += [str(current), repr(current), repr(current.args), repr(vars(current))]
-        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
-    texts.append("".join(traceback.format_exception(error)))
-    return texts
 
 
 def files_in(folder: Path) -> list[str]:

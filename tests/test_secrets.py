@@ -9,7 +9,6 @@ run through the fake over loopback with faults on every endpoint.
 from __future__ import annotations
 
 import logging
-import traceback
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ from support import (
     loopback,
     prompts,
     raw_server,
+    texts_of,
 )
 
 from nanobanana_async import (
@@ -42,24 +42,6 @@ pytestmark = pytest.mark.anyio
 
 WRONG_KEY = "sk-SECRET-wrong-key-0b9e27d1c4a8"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
-
-
-def texts_of(error: BaseException) -> list[str]:
-    """Everything an exception shows: str, repr, args, attributes, chained causes, traceback."""
-    texts: list[str] = []
-    seen: set[int] = set()
-    pending: list[BaseException] = [error]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        texts += [str(current), repr(current), repr(current.args), repr(vars(current))]
-        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
-    texts.append("".join(traceback.format_exception(error)))
-    exception = traceback.TracebackException.from_exception(error, capture_locals=True)
-    texts.append("".join(exception.format()))
-    return texts
 
 
 async def test_the_key_shows_nowhere_after_a_faulty_run(
@@ -116,7 +98,7 @@ async def test_the_key_shows_nowhere_after_a_faulty_run(
     assert {TaskFailedError, APITimeoutError, ServerError, AuthenticationError} <= kinds
     assert {WaitTimeoutError, DownloadError} <= kinds
     for error in errors:
-        texts += texts_of(error)
+        texts += texts_of(error, with_locals=True)
     texts.append(caplog.text)
     texts += [repr(record.args) for record in caplog.records]
     texts += [repr(vars(record)) for record in caplog.records]
