@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 
 from nanobanana_async import PollPolicy, RetryPolicy
@@ -127,13 +128,8 @@ class Scenario:
         """The client's default poll and retry policies, in the scenario's scaled time."""
         s = self.time_scale
         return {
-            "poll": PollPolicy(initial=1.0 * s, maximum=10.0 * s, min_interval=0.05 * s),
-            "retry": RetryPolicy(
-                backoff_base=0.5 * s,
-                backoff_max=8.0 * s,
-                max_rate_limit_wait=300.0,
-                not_found_grace=10.0 * s,
-            ),
+            "poll": PollPolicy().scaled(s),
+            "retry": attrs.evolve(RetryPolicy().scaled(s), max_rate_limit_wait=300.0),
         }
 
 

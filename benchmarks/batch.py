@@ -269,16 +269,12 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def peak_rss_child(jobs: int) -> None:
     """Run a lazy batch of ``jobs`` on the in-process fake; print peak RSS in MB."""
-    from nanobanana_async import PollPolicy
     from nanobanana_async.testing import FakeNanoBanana
 
     async def main() -> None:
         fake = FakeNanoBanana(tier="enterprise", duration=(2.0, 6.0), time_scale=0.0005, seed=3)
-        scale = fake.time_scale
         done = 0
-        async with fake.client(
-            poll=PollPolicy(initial=scale, maximum=10 * scale, min_interval=0.05 * scale)
-        ) as client:
+        async with fake.client() as client:
             runner = BatchRunner(client)
             requests = (TextToImage(prompt=f"rss banana {i}") for i in range(jobs))
             async with runner.stream(requests) as outcomes:

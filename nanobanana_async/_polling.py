@@ -40,6 +40,7 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._models import Task, TaskResult, TaskState
+from .limits._tiers import TIERS
 
 if TYPE_CHECKING:
     from ._calls import Caller
@@ -54,10 +55,15 @@ OnUpdate = Callable[[Task], "Awaitable[object] | object"]
 _POLL_BUDGET_SHARE = 0.9
 _MAX_UNREADABLE = 3
 
+#: The fewest sustained polls per second per active task that any tier allows.
+_LEAST_POLLS_PER_TASK = min(tier.query[1] / 60.0 / tier.active for tier in TIERS.values())
+#: The fewest sustained polls per second that a paid tier allows.
+_LEAST_PAID_POLLS = min(tier.query[1] / 60.0 for name, tier in TIERS.items() if name != "free")
+
 
 @attrs.frozen(kw_only=True)
 class PollPolicy:
-    """How often to poll a task while the client has no durations to go on.
+    """How often to poll a task while the client has no durations to go on, and how much.
 
     Attributes:
         initial: Seconds before the first poll.
@@ -65,6 +71,14 @@ class PollPolicy:
         maximum: The longest interval, in seconds.
         jitter: A random spread of ±this fraction on every interval.
         min_interval: The shortest interval the learned schedule may use.
+        budget_per_task: Polls per second for each task being followed, while the key's
+            query limit is unknown (no 429 has named it and no tier was given). The default
+            is the least that any tier of the provider's table allows per active task (free:
+            60 a minute for one task), so that the client leaves the key's query window room
+            for its other consumers and for a move to a lower tier.
+        budget_floor: The polls per second spent in all, however few tasks are followed,
+            while the query limit is unknown: by default the least that a paid tier allows
+            (basic: 1000 a minute).
     """
 
     initial: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
@@ -74,6 +88,24 @@ class PollPolicy:
         default=0.1, validator=[attrs.validators.ge(0), attrs.validators.lt(1)]
     )
     min_interval: float = attrs.field(default=0.05, validator=attrs.validators.gt(0))
+    budget_per_task: float = attrs.field(
+        default=_LEAST_POLLS_PER_TASK, validator=attrs.validators.gt(0)
+    )
+    budget_floor: float = attrs.field(default=_LEAST_PAID_POLLS, validator=attrs.validators.gt(0))
+
+    def scaled(self, scale: float) -> PollPolicy:
+        """This policy on a clock where one second lasts ``scale`` seconds.
+
+        For a fake provider running at ``time_scale``: the times shrink and the rate grows.
+        """
+        return attrs.evolve(
+            self,
+            initial=self.initial * scale,
+            maximum=self.maximum * scale,
+            min_interval=self.min_interval * scale,
+            budget_per_task=self.budget_per_task / scale,
+            budget_floor=self.budget_floor / scale,
+        )
 
     def interval(self, polls: int, rng: random.Random) -> float:
         """The interval before poll number ``polls`` (0-based), without learned durations."""
@@ -177,7 +209,11 @@ class PollPlanner:
     """When to poll each task a client follows: from the durations seen, within the budget.
 
     One planner lives on each client, so every task it follows (a batch's, or many
-    ``generate()`` calls of a web app) shares the key's query budget.
+    ``generate()`` calls of a web app) shares the key's query budget. While the key's query
+    limit is unknown (no 429 has named it and no tier was given), the budget is
+    `PollPolicy.budget_per_task` for each task followed (at least `PollPolicy.budget_floor`),
+    so that a move to a lower tier or another consumer of the key does not find the query
+    window already spent.
 
     Args:
         policy: The fallback schedule and the interval bounds.
@@ -195,7 +231,13 @@ class PollPlanner:
         self.durations = durations
         self._query_rate = query_rate
         self._weights = 0.0
+        self._followed = 0
         self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
+
+    def join(self) -> _Share:
+        """A task starts being followed: its share of the budget."""
+        self._followed += 1
+        return _Share()
 
     def next_delay(self, age: float, polls: int, share: _Share) -> float:
         """Seconds until the next poll of a task: its likely end, within the query budget."""
@@ -206,20 +248,26 @@ class PollPlanner:
         weight = 1.0 / math.sqrt(max(remaining or 1.0, self.policy.min_interval))
         self._weights += weight - share.weight
         share.weight = weight
+        # Share the query budget among the tasks being polled now (the others sleep until
+        # the fastest tasks tend to finish), each in proportion to the square root of its
+        # chance to be done (1 / expected remaining time): the split that makes the expected
+        # delay before a finished task is seen smallest for a given budget.
+        budget = max(self._weights, weight) / self.polls_per_second()
+        return max(delay, budget / weight)
+
+    def polls_per_second(self) -> float:
+        """The polls per second all the tasks followed may spend together now."""
         rate = self._query_rate()
-        if rate:
-            # Share the query budget among the tasks being polled now (the others sleep until
-            # the fastest tasks tend to finish), each in proportion to the square root of its
-            # chance to be done (1 / expected remaining time): the split that makes the
-            # expected delay before a finished task is seen smallest for a given budget.
-            budget = max(self._weights, weight) / (rate * _POLL_BUDGET_SHARE)
-            delay = max(delay, budget / weight)
-        return delay
+        if rate is not None:
+            return rate * _POLL_BUDGET_SHARE
+        # The key's query limit is unknown: spend what any tier would allow.
+        return max(self.policy.budget_floor, self.policy.budget_per_task * self._followed)
 
     def leave(self, share: _Share) -> None:
         """A task is no longer polled: give its share back."""
         self._weights -= share.weight
         share.weight = 0.0
+        self._followed -= 1
 
     def observe(self, task: Task, created_at: float | None) -> None:
         """Learn a finished task's duration: the provider's times if plausible, else ours."""
@@ -264,7 +312,7 @@ async def follow(
     polls = unreadable = 0
     last: Task | None = None
     failure: NanoBananaError | None = None
-    share = _Share()
+    share = planner.join()
     try:
         with anyio.CancelScope(deadline=deadline):
             while True:

@@ -63,6 +63,19 @@ class RetryPolicy:
     max_rate_limit_wait: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))
     not_found_grace: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
 
+    def scaled(self, scale: float) -> RetryPolicy:
+        """This policy on a clock where one second lasts ``scale`` seconds (every wait shrinks).
+
+        For a fake provider running at ``time_scale``.
+        """
+        return attrs.evolve(
+            self,
+            backoff_base=self.backoff_base * scale,
+            backoff_max=self.backoff_max * scale,
+            max_rate_limit_wait=self.max_rate_limit_wait * scale,
+            not_found_grace=self.not_found_grace * scale,
+        )
+
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Seconds to sleep before retry number ``attempt`` (0-based): full jitter."""
         ceiling = min(self.backoff_max, self.backoff_base * (2.0 ** min(attempt, 30)))

@@ -25,7 +25,16 @@ CREATE_URL = f"{DEFAULT_BASE_URL}/api/v1/jobs/createTask"
 QUERY_URL = f"{DEFAULT_BASE_URL}/api/v1/jobs/recordInfo"
 
 FAST_RETRY = RetryPolicy(max_retries=3, backoff_base=0.001, backoff_max=0.004, not_found_grace=5.0)
-FAST_POLL = PollPolicy(initial=0.001, factor=1.5, maximum=0.005, jitter=0.1, min_interval=0.001)
+# Mocked answers come at once: a budget that never slows a test's polls down.
+FAST_POLL = PollPolicy(
+    initial=0.001,
+    factor=1.5,
+    maximum=0.005,
+    jitter=0.1,
+    min_interval=0.001,
+    budget_per_task=1e6,
+    budget_floor=1e6,
+)
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -30,7 +30,10 @@ from nanobanana_async.testing import FakeNanoBanana
 #: A distinctive key: the secrets suite searches every text the library produces for it.
 KEY = "sk-SECRET-hardening-7f3a9c1e5b2d4f60"
 SCALE = 0.01  # real seconds per provider second
-POLL = PollPolicy(initial=0.005, factor=1.5, maximum=0.02, jitter=0.1, min_interval=0.002)
+# Polls at the fake's scaled time, within the default query budget scaled alike.
+POLL = attrs.evolve(
+    PollPolicy().scaled(SCALE), initial=0.005, maximum=0.02, jitter=0.1, min_interval=0.002
+)
 RETRY = RetryPolicy(max_retries=12, backoff_base=0.002, backoff_max=0.01, max_rate_limit_wait=30.0)
 
 

@@ -96,7 +96,15 @@ SENT_BOUND = 4 * MIB
 PEAK_BOUND = 16 * MIB
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
 FAST_RETRY = RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05)
-FAST_POLL = PollPolicy(initial=0.01, factor=1.5, maximum=0.05, jitter=0.1, min_interval=0.005)
+FAST_POLL = PollPolicy(
+    initial=0.01,
+    factor=1.5,
+    maximum=0.05,
+    jitter=0.1,
+    min_interval=0.005,
+    budget_per_task=1e6,
+    budget_floor=1e6,
+)
 FILE_PATH = "/files/x.png"
 REQUEST = TextToImage(prompt="a banana on a hostile server")
 

@@ -22,6 +22,7 @@ from nanobanana_async.limits import (
     Limits,
     tier_limits,
 )
+from nanobanana_async.limits._base import base_margin
 from nanobanana_async.testing import TIERS as FAKE_TIERS
 
 pytestmark = pytest.mark.anyio
@@ -643,3 +644,14 @@ async def test_snapshot_counts_conflicts_and_rate_limits() -> None:
     assert snapshot.max_active == 1
     assert snapshot.query_windows == {1.0: 5}
     limits.active.release(holder)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "margin"),
+    [(60.0, 0.05), (1.0, 0.02), (0.2, 0.01), (0.02, 0.005), (1e-300, 2.5e-301)],
+)
+def test_a_windows_margin_is_bounded_both_ways_and_by_the_window(
+    seconds: float, margin: float
+) -> None:
+    assert base_margin(seconds) == pytest.approx(margin)
+    assert base_margin(seconds) <= MAX_MARGIN * seconds

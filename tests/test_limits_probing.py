@@ -23,7 +23,13 @@ from nanobanana_async import (
     TextToImage,
 )
 from nanobanana_async.limits import ActiveTaskLimiter, EndpointLimiter, Limits
-from nanobanana_async.limits._probe import MAX_INTERVAL, MIN_INTERVAL, ProbeSchedule, bounded
+from nanobanana_async.limits._probe import (
+    MAX_INTERVAL,
+    MIN_INTERVAL,
+    REFUSED_PROBE_REQUESTS,
+    ProbeSchedule,
+    bounded,
+)
 from nanobanana_async.testing import FakeNanoBanana
 
 pytestmark = pytest.mark.anyio
@@ -90,6 +96,20 @@ def test_restart_unused_and_hold_off() -> None:
     assert (probe.interval, probe.next_at, probe.step, probe.probing) == (0.5, 5.5, 1, False)
     probe.hold_off(5.2)
     assert probe.next_at == 5.7
+
+
+def test_a_refused_probe_also_waits_for_requests_to_pass() -> None:
+    probe = ProbeSchedule(1.0, now=0.0)
+    probe.begin(5, 1.0)
+    probe.refused(1.0, longest=8.0, owed=3)
+    assert not probe.due(100.0)  # long past the interval, but no request has passed
+    probe.passed()
+    probe.passed()
+    assert not probe.due(100.0)
+    probe.passed()
+    assert probe.due(100.0)
+    probe.passed()
+    assert probe.owed == 0
 
 
 def test_intervals_are_bounded() -> None:
@@ -338,6 +358,35 @@ async def test_a_window_that_holds_requests_back_is_probed_and_backs_off_when_re
     assert limiter.windows[0.02] == 2
     assert window.probe.interval == 2 * first
     assert window.probe.last_outcome == "refused"
+
+
+async def test_a_refused_window_probe_waits_for_a_hundred_requests_too() -> None:
+    limiter = EndpointLimiter("create")
+    limiter.learn_window(2, 0.02)
+    await _acquire_until(limiter, 0.02, lambda: limiter.windows[0.02] > 2)
+    window = limiter._windows[0.02]
+    assert window.probe is not None
+    limiter.on_rate_limited(0.001, limit=2, window=0.02, sent_at=anyio.current_time())
+    assert window.probe.owed == REFUSED_PROBE_REQUESTS
+    await limiter.acquire()
+    assert window.probe.owed == REFUSED_PROBE_REQUESTS - 1
+
+
+async def test_a_429_from_another_window_does_not_accept_a_probe() -> None:
+    clock = Clock()
+    limiter = EndpointLimiter("create", clock=clock)
+    limiter.learn_window(2, 1.0)
+    limiter.learn_window(100, 60.0)
+    window = limiter._windows[1.0]
+    window.probe = ProbeSchedule(2.0, clock.now)
+    window.resize(window.probe.begin(2, clock.now), clock.now)  # probing 3 a second
+    sent = [await limiter.acquire() for _ in range(3)]
+    assert window.probe.used_at == clock.now  # the third went past the old limit
+    # The minute's window refuses it: the raise of the second's window was not tested.
+    limiter.on_rate_limited(30.0, limit=100, window=60.0, sent_at=sent[-1])
+    assert window.probe.used_at is None
+    assert window.probe.probing
+    assert limiter.windows[1.0] == 3
 
 
 async def test_an_accepted_window_probe_steps_up_and_a_429_naming_more_is_believed() -> None:

@@ -30,7 +30,7 @@ from nanobanana_async import (
     UnprocessableEntityError,
     WaitTimeoutError,
 )
-from nanobanana_async._polling import DurationModel
+from nanobanana_async._polling import DurationModel, PollPlanner
 
 if TYPE_CHECKING:
     from conftest import Api
@@ -378,11 +378,67 @@ class TestPollPolicy:
     @pytest.mark.parametrize(
         "kwargs",
         [{"initial": 0}, {"factor": 0.5}, {"maximum": 0}, {"jitter": 1.0}, {"jitter": -0.1},
-         {"min_interval": 0}],
+         {"min_interval": 0}, {"budget_per_task": 0}, {"budget_floor": 0}],
     )  # fmt: skip
     def test_validation(self, kwargs: dict[str, Any]) -> None:
         with pytest.raises(ValueError):  # noqa: PT011
             PollPolicy(**kwargs)
+
+    def test_scaled_to_a_faster_clock(self) -> None:
+        policy = PollPolicy(initial=2.0, maximum=10.0, min_interval=0.1, jitter=0.2)
+        scaled = policy.scaled(0.5)
+        assert (scaled.initial, scaled.maximum, scaled.min_interval) == (1.0, 5.0, 0.05)
+        assert scaled.budget_per_task == 2 * policy.budget_per_task  # a rate grows
+        assert scaled.budget_floor == 2 * policy.budget_floor
+        assert (scaled.factor, scaled.jitter) == (policy.factor, policy.jitter)
+
+    def test_the_default_budget_is_the_least_a_paid_tier_allows(self) -> None:
+        policy = PollPolicy()
+        assert policy.budget_per_task == pytest.approx(60 / 60 / 1)  # free
+        assert policy.budget_floor == pytest.approx(1000 / 60)  # basic
+
+
+class TestPollPlanner:
+    """The query budget shared by every task a client follows."""
+
+    POLICY = PollPolicy(jitter=0, min_interval=0.001, budget_per_task=2.0, budget_floor=5.0)
+
+    def planner(self, rate: float | None) -> PollPlanner:
+        durations = DurationModel()
+        for seconds in (0.1, 0.11, 0.12):  # near its end, a task would be polled every 3 ms
+            durations.observe(seconds)
+        return PollPlanner(self.POLICY, durations, lambda: rate)
+
+    def spent(self, planner: PollPlanner, tasks: int) -> float:
+        """Polls per second that ``tasks`` tasks near their likely end spend together."""
+        shares = [planner.join() for _ in range(tasks)]
+        delays = [planner.next_delay(0.11, 1, share) for share in shares]
+        delays = [planner.next_delay(0.11, 2, share) for share in shares]  # all weighed now
+        return sum(1.0 / delay for delay in delays)
+
+    @pytest.mark.parametrize(("tasks", "budget"), [(1, 5.0), (2, 5.0), (10, 20.0)])
+    def test_an_unknown_query_limit_spends_per_task_or_the_floor(
+        self, tasks: int, budget: float
+    ) -> None:
+        assert self.spent(self.planner(None), tasks) == pytest.approx(budget)
+
+    def test_a_known_query_limit_is_spent_up_to_most_of_it(self) -> None:
+        planner = self.planner(100.0)
+        assert self.spent(planner, 10) == pytest.approx(90.0)
+        assert planner.polls_per_second() == pytest.approx(90.0)
+
+    def test_a_task_that_leaves_gives_its_share_back(self) -> None:
+        planner = self.planner(None)
+        shares = [planner.join() for _ in range(10)]
+        assert planner.polls_per_second() == 20.0
+        for share in shares[:8]:
+            planner.leave(share)
+        assert planner.polls_per_second() == 5.0  # the floor
+
+    def test_the_first_sleep_is_not_budgeted(self) -> None:
+        planner = self.planner(None)
+        share = planner.join()
+        assert planner.next_delay(0.0, 0, share) == pytest.approx(0.1)  # the fastest end
 
 
 class TestDurationModel:

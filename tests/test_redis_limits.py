@@ -28,6 +28,7 @@ from nanobanana_async import (
     TextToImage,
     UsageError,
 )
+from nanobanana_async.limits._probe import REFUSED_PROBE_REQUESTS
 from nanobanana_async.limits._redis_link import Connection
 from nanobanana_async.limits._redis_scripts import TAKE
 from nanobanana_async.testing import FakeNanoBanana
@@ -536,3 +537,29 @@ async def test_a_window_probe_is_shared_and_a_429_backs_it_off(redis_url: str, k
         with redis.Redis.from_url(redis_url, decode_responses=True) as r:
             probes = r.hgetall(f"{key}:create:probes")
         assert float(probes["0.05:interval"]) == 0.2  # two windows, doubled
+        assert int(probes["0.05:owed"]) == REFUSED_PROBE_REQUESTS  # and requests to pass
+        await a.create.acquire()
+        with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+            assert int(r.hget(f"{key}:create:probes", "0.05:owed") or 0) == (
+                REFUSED_PROBE_REQUESTS - 1
+            )
+
+
+@pytest.mark.anyio
+async def test_a_429_from_another_window_does_not_accept_a_shared_probe(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        a.create.learn_window(2, 1.0)
+        a.create.learn_window(100, 60.0)
+        await a.flush()
+        with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+            # A probe of the second's window in flight, and a request past its old limit.
+            r.hset(f"{key}:create:probes", mapping={"1.0:base": 2, "1.0:at": 0, "1.0:used": 0})
+        b.create.on_rate_limited(30.0, limit=100, window=60.0, sent_at=0.0)
+        await b.flush()
+        with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+            probes = r.hgetall(f"{key}:create:probes")
+        assert "1.0:used" not in probes  # that request was refused: the raise is not tested
+        assert probes["1.0:base"] == "2"  # the probe goes on

@@ -4,8 +4,6 @@ import re
 from collections.abc import Mapping
 from typing import Any, cast
 
-import attrs
-
 from .. import AsyncNanoBanana, ImageRequest, ImageToImage, PollPolicy, RetryPolicy, TextToImage
 from ..testing import FakeNanoBanana
 from ._batch import BatchReport, print_summary, run_batch
@@ -75,25 +73,11 @@ def _fails(body: Mapping[str, Any]) -> bool:
 
 def _client(fake: FakeNanoBanana, base_url: str) -> AsyncNanoBanana:
     """A client for the fake on loopback, its clocks scaled like ``fake.client()``'s."""
-    scale = fake.time_scale
-    poll = PollPolicy()
-    retry = RetryPolicy()
     return AsyncNanoBanana(
         api_key=fake.api_key,
         base_url=base_url,
-        poll=attrs.evolve(
-            poll,
-            initial=poll.initial * scale,
-            maximum=poll.maximum * scale,
-            min_interval=poll.min_interval * scale,
-        ),
-        retry=attrs.evolve(
-            retry,
-            backoff_base=retry.backoff_base * scale,
-            backoff_max=retry.backoff_max * scale,
-            max_rate_limit_wait=retry.max_rate_limit_wait * scale,
-            not_found_grace=retry.not_found_grace * scale,
-        ),
+        poll=PollPolicy().scaled(fake.time_scale),
+        retry=RetryPolicy().scaled(fake.time_scale),
     )
 
 

@@ -40,9 +40,11 @@ __all__ = [
 def base_margin(seconds: float) -> float:
     """Seconds of slack at a window's edge for jitter between our clock and the provider's.
 
-    Absolute rather than proportional past a point, since jitter does not grow with the window.
+    Proportional between two absolute bounds, since jitter (an event loop's lag, a network's
+    variance) neither grows with a long window nor shrinks with a short one; never more than
+    a quarter of the window.
     """
-    return min(0.02 * seconds, 0.05)
+    return min(max(0.02 * seconds, 0.01), 0.05, 0.25 * seconds)
 
 
 class ToldWindow(NamedTuple):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import anyio
 
 from ._base import PacerBase, ToldWindow
-from ._probe import ProbeSchedule
+from ._probe import REFUSED_PROBE_REQUESTS, ProbeSchedule
 from ._window import Window, probe_longest, probe_start
 
 __all__ = ["EndpointLimiter"]
@@ -173,6 +173,8 @@ class EndpointLimiter(PacerBase):
         for window in self._windows.values():
             window.record(now)
             probe = window.probe
+            if probe is not None:
+                probe.passed()
             if (
                 probe is not None
                 and probe.base is not None
@@ -213,6 +215,10 @@ class EndpointLimiter(PacerBase):
         now = self._clock()
         if retry_after is not None:
             self._blocked_until = max(self._blocked_until, now + retry_after)
+        for seconds, other in self._windows.items():
+            if other.probe is not None and (told is None or seconds != told.seconds):
+                # Refused by another window: this one's raise is not shown to hold yet.
+                other.probe.used_at = None
         if told is not None:
             window = self._windows.get(told.seconds)
             before = None if window is None else window.limit
@@ -222,7 +228,9 @@ class EndpointLimiter(PacerBase):
                 pass
             elif probe.base is not None and told.limit <= probe.base:
                 # The probe met a 429 (the told limit replaced the raise): back off.
-                probe.refused(now, probe_longest(told.limit, told.seconds))
+                probe.refused(
+                    now, probe_longest(told.limit, told.seconds), owed=REFUSED_PROBE_REQUESTS
+                )
             elif before is not None and told.limit != before:
                 # Told a lower limit, or a larger one than we knew (an upgrade, for sure).
                 probe.restart(now, probe_start(told.seconds))

@@ -9,7 +9,9 @@ little:
 * after a tighten (a refusal that lowered the estimate) the first probe comes ``start``
   seconds later;
 * a probe that is refused doubles the interval, up to ``longest``: steady limits are tried
-  ever more rarely, so the refusals they cost stay a small share of the requests;
+  ever more rarely, so the refusals they cost stay a small share of the requests; a rate
+  window's next probe also waits for `REFUSED_PROBE_REQUESTS` requests to pass (a window that
+  binds only now and then would otherwise be probed each time it binds);
 * a probe that is accepted keeps the raise and doubles the next step (1, 2, 4, ... more),
   tried at once, so a limit that grew a lot is found in a few round trips; the interval
   starts again only when a refusal names a larger limit than was known (an upgrade, sure);
@@ -33,6 +35,7 @@ __all__ = [
     "HOLD_WEIGHT",
     "MAX_INTERVAL",
     "MIN_INTERVAL",
+    "REFUSED_PROBE_REQUESTS",
     "ProbeOutcome",
     "ProbeSchedule",
     "bounded",
@@ -56,6 +59,9 @@ MAX_INTERVAL = 600.0
 CAP_ROOM_START = 2.0
 CAP_UPGRADE_START = 4.0
 CAP_LONGEST = 12.0
+
+REFUSED_PROBE_REQUESTS = 100
+"""Requests a rate window lets through after a refused probe before the next: at most 1 %."""
 
 DEFAULT_HOLD = 1.0
 """Seconds a slot is assumed held before any was released (the probes' time unit)."""
@@ -82,6 +88,7 @@ class ProbeSchedule:
         "interval",
         "last_outcome",
         "next_at",
+        "owed",
         "probed_at",
         "started_at",
         "step",
@@ -99,6 +106,8 @@ class ProbeSchedule:
         self.probed_at: float | None = None
         """When the last probe was made (the owner's clock), or None if none was."""
         self.last_outcome: ProbeOutcome | None = None
+        self.owed = 0
+        """Requests still to pass before the next probe (see `refused`)."""
 
     @property
     def probing(self) -> bool:
@@ -106,8 +115,13 @@ class ProbeSchedule:
         return self.base is not None
 
     def due(self, now: float) -> bool:
-        """Whether a probe may start now (none in flight and the interval has passed)."""
-        return self.base is None and now >= self.next_at
+        """Whether a probe may start now (none in flight, the interval and requests passed)."""
+        return self.base is None and now >= self.next_at and self.owed <= 0
+
+    def passed(self) -> None:
+        """A request went: one fewer to wait for."""
+        if self.owed > 0:
+            self.owed -= 1
 
     def begin(self, limit: int, now: float, unit: int = 1) -> int:
         """Start a probe from ``limit``, ``unit`` times the step higher; returns the limit."""
@@ -131,9 +145,16 @@ class ProbeSchedule:
             self.step = min(self.step * 2, 64)
         self.next_at = now
 
-    def refused(self, now: float, longest: float) -> None:
-        """The probe met a refusal: back off (the interval doubles, up to ``longest``)."""
+    def refused(self, now: float, longest: float, owed: int = 0) -> None:
+        """The probe met a refusal: back off (the interval doubles, up to ``longest``).
+
+        Args:
+            now: The time now.
+            longest: The longest interval.
+            owed: Requests that must pass (`passed`) before the next probe, too.
+        """
         self.base = None
+        self.owed = owed
         self.last_outcome = "refused"
         self.step = 1
         self.interval = min(bounded(longest), self.interval * 2.0)

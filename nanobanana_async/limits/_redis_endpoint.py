@@ -7,6 +7,7 @@ import uuid
 import anyio
 
 from ._base import PacerBase, ToldWindow, base_margin
+from ._probe import REFUSED_PROBE_REQUESTS
 from ._protocols import Endpoint
 from ._redis_link import Connection, RedisLink
 from ._redis_scripts import PACE, RATE_LIMITED, TIME, RedisKeys
@@ -128,6 +129,7 @@ class RedisEndpointLimiter(PacerBase):
             "" if told is None else str(told.limit),
             "" if told is None else RedisKeys.window_field(told.seconds),
             f"rate_limited_{self.name}",
+            str(REFUSED_PROBE_REQUESTS),
         ]
         keys = [self._windows_key, self._blocked_key, self._probes_key, self._stats_key]
 

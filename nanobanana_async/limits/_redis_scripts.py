@@ -75,10 +75,12 @@ TIME = _NOW + "return tostring(now)\n"
 # The probes of an endpoint's windows (`Window`, `EndpointLimiter`), kept in one hash per
 # endpoint for every process, fields ``<window>:<name>``: ``base`` (the limit before the probe
 # in flight), ``at`` (when it began), ``used`` (when more than ``base`` went in one window),
-# ``next``, ``interval``, ``step``, ``probed``. Scripts run atomically, so one probe of a window
-# goes at a time, and it settles by time (accepted a window after it was used, given up when
-# unused), so no process has to live to settle it. Intervals: 2 windows after a tighten,
-# doubled by each refused probe up to max(32, 100 / limit) windows, within 0.01 s and 600 s.
+# ``next``, ``interval``, ``step``, ``probed``, ``owed`` (requests to pass before the next
+# probe). Scripts run atomically, so one probe of a window goes at a time, and it settles by
+# time (accepted a window after it was used, given up when unused), so no process has to live
+# to settle it. Intervals: 2 windows after a tighten, doubled by each refused probe up to
+# max(32, 100 / limit) windows, within 0.01 s and 600 s, and a refused probe's next waits for
+# `REFUSED_PROBE_REQUESTS` requests of any process.
 _WINDOW_PROBE = """
 local function clamp(x) return math.min(600, math.max(0.01, x)) end
 local function pget(f, name)
@@ -106,7 +108,7 @@ for i = 1, #windows, 2 do
   local seconds = tonumber(f)
   local limit = tonumber(windows[i + 1])
   local log = ARGV[1] .. f
-  local margin = math.min(0.02 * seconds, 0.05) * widen
+  local margin = math.min(math.max(0.02 * seconds, 0.01), 0.05, 0.25 * seconds) * widen
   redis.call('ZREMRANGEBYSCORE', log, '-inf', now - seconds - margin)
   local n = redis.call('ZCARD', log)
   counts[f] = n
@@ -134,7 +136,7 @@ for i = 1, #windows, 2 do
     local next_at = pget(f, 'next')
     if not next_at then
       pset(f, 'next', now + clamp(2 * seconds))
-    elseif not base and now >= next_at then
+    elseif not base and now >= next_at and (pget(f, 'owed') or 0) <= 0 then
       local raised = limit + (pget(f, 'step') or 1) * math.max(1, math.floor(limit / 10))
       redis.call('HSET', KEYS[1], f, raised)
       pset(f, 'base', limit)
@@ -158,6 +160,8 @@ if wait <= 0 then
     redis.call('PEXPIRE', log, math.ceil(seconds * (1.25 + widen) * 1000) + 1000)
     local base = pget(f, 'base')
     if base and not pget(f, 'used') and counts[f] + 1 > base then pset(f, 'used', now) end
+    local owed = pget(f, 'owed')
+    if owed and owed > 0 then pset(f, 'owed', owed - 1) end
   end
   wait = 0
 end
@@ -176,6 +180,10 @@ RATE_LIMITED = (
     + _WINDOW_PROBE
     + """
 redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
+-- Refused by another window: a probe in flight is not shown to hold yet.
+for _, other in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if other ~= ARGV[3] then pdel(other, 'used') end
+end
 if ARGV[1] ~= '' then
   local until_ = now + tonumber(ARGV[1])
   local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -199,6 +207,7 @@ if ARGV[2] ~= '' then
     pset(f, 'interval', interval)
     pset(f, 'next', now + interval)
     pset(f, 'step', 1)
+    pset(f, 'owed', ARGV[5])
   elseif told ~= before then
     -- Told a lower limit, or a larger one than was known: the schedule starts again.
     pset(f, 'interval', clamp(2 * seconds))
@@ -213,8 +222,10 @@ return tostring(now)
 )
 """KEYS: windows hash, blocked key, probes hash, stats hash.
 
-ARGV: retry_after or '', limit or '', window field or '', stat field. Returns the time now.
-A 429 that names a window settles its probe as refused, and a larger limit is taken at once.
+ARGV: retry_after or '', limit or '', window field or '', stat field, requests owed after a
+refused probe. Returns the time now.
+A 429 that names a window settles its probe as refused, and a larger limit is taken at once;
+the other windows' probes in flight wait to be used again (that request did not test them).
 """
 
 # The probe schedule of the active-task cap (`ProbeSchedule`, `ActiveTaskLimiter`), kept in
