@@ -54,6 +54,8 @@ OnUpdate = Callable[[Task], "Awaitable[object] | object"]
 
 _POLL_BUDGET_SHARE = 0.9
 _MAX_UNREADABLE = 3
+_POLLS_PER_TYPICAL_TASK = 6.0
+"""While the query limit is unknown, short tasks get this many polls in a typical life."""
 
 #: The fewest sustained polls per second per active task that any tier allows.
 _LEAST_POLLS_PER_TASK = min(tier.query[1] / 60.0 / tier.active for tier in TIERS.values())
@@ -75,7 +77,8 @@ class PollPolicy:
             query limit is unknown (no 429 has named it and no tier was given). The default
             is the least that any tier of the provider's table allows per active task (free:
             60 a minute for one task), so that the client leaves the key's query window room
-            for its other consumers and for a move to a lower tier.
+            for its other consumers and for a move to a lower tier. Tasks shorter than six
+            seconds get six polls in a typical task's life instead.
         budget_floor: The polls per second spent in all, however few tasks are followed,
             while the query limit is unknown: by default the least that a paid tier allows
             (basic: 1000 a minute).
@@ -260,8 +263,13 @@ class PollPlanner:
         rate = self._query_rate()
         if rate is not None:
             return rate * _POLL_BUDGET_SHARE
-        # The key's query limit is unknown: spend what any tier would allow.
-        return max(self.policy.budget_floor, self.policy.budget_per_task * self._followed)
+        # The key's query limit is unknown: spend what any tier would allow, or enough for a
+        # few polls in the life of a typical task, when tasks are short.
+        per_task = self.policy.budget_per_task
+        typical = self.durations.quantile(0.5)
+        if typical:
+            per_task = max(per_task, _POLLS_PER_TYPICAL_TASK / typical)
+        return max(self.policy.budget_floor, per_task * self._followed)
 
     def leave(self, share: _Share) -> None:
         """A task is no longer polled: give its share back."""

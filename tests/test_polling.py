@@ -401,44 +401,61 @@ class TestPollPolicy:
 class TestPollPlanner:
     """The query budget shared by every task a client follows."""
 
-    POLICY = PollPolicy(jitter=0, min_interval=0.001, budget_per_task=2.0, budget_floor=5.0)
+    POLICY = PollPolicy(jitter=0, min_interval=0.001, budget_per_task=2.0, budget_floor=3.0)
 
     def planner(self, rate: float | None) -> PollPlanner:
         durations = DurationModel()
-        for seconds in (0.1, 0.11, 0.12):  # near its end, a task would be polled every 3 ms
+        for seconds in (10.0, 11.0, 12.0):
             durations.observe(seconds)
         return PollPlanner(self.POLICY, durations, lambda: rate)
 
     def spent(self, planner: PollPlanner, tasks: int) -> float:
         """Polls per second that ``tasks`` tasks near their likely end spend together."""
         shares = [planner.join() for _ in range(tasks)]
-        delays = [planner.next_delay(0.11, 1, share) for share in shares]
-        delays = [planner.next_delay(0.11, 2, share) for share in shares]  # all weighed now
+        # Near its end, a task of about 11 s would be polled every 0.27 s: the budget binds.
+        delays = [planner.next_delay(11.0, 1, share) for share in shares]
+        delays = [planner.next_delay(11.0, 2, share) for share in shares]  # all weighed now
         return sum(1.0 / delay for delay in delays)
 
-    @pytest.mark.parametrize(("tasks", "budget"), [(1, 5.0), (2, 5.0), (10, 20.0)])
+    def test_short_tasks_get_a_few_polls_in_a_typical_life(self) -> None:
+        fast = DurationModel()
+        for seconds in (0.1, 0.11, 0.12):
+            fast.observe(seconds)
+        planner = PollPlanner(PollPolicy(), fast, lambda: None)
+        shares = [planner.join() for _ in range(10)]
+        # Tasks of about 0.11 s: six polls each in that time, not one a second.
+        assert planner.polls_per_second() == pytest.approx(10 * 6 / 0.11)
+        for share in shares:
+            planner.leave(share)
+        slow = DurationModel()
+        slow.observe(60.0)
+        planner = PollPlanner(PollPolicy(), slow, lambda: None)
+        shares = [planner.join() for _ in range(30)]
+        assert planner.polls_per_second() == pytest.approx(30 * PollPolicy().budget_per_task)
+
+    @pytest.mark.parametrize(("tasks", "budget"), [(1, 3.0), (2, 4.0), (10, 20.0)])
     def test_an_unknown_query_limit_spends_per_task_or_the_floor(
         self, tasks: int, budget: float
     ) -> None:
         assert self.spent(self.planner(None), tasks) == pytest.approx(budget)
 
     def test_a_known_query_limit_is_spent_up_to_most_of_it(self) -> None:
-        planner = self.planner(100.0)
-        assert self.spent(planner, 10) == pytest.approx(90.0)
-        assert planner.polls_per_second() == pytest.approx(90.0)
+        planner = self.planner(20.0)
+        assert self.spent(planner, 10) == pytest.approx(18.0)
+        assert planner.polls_per_second() == pytest.approx(18.0)
 
     def test_a_task_that_leaves_gives_its_share_back(self) -> None:
         planner = self.planner(None)
         shares = [planner.join() for _ in range(10)]
         assert planner.polls_per_second() == 20.0
-        for share in shares[:8]:
+        for share in shares[:9]:
             planner.leave(share)
-        assert planner.polls_per_second() == 5.0  # the floor
+        assert planner.polls_per_second() == 3.0  # the floor
 
     def test_the_first_sleep_is_not_budgeted(self) -> None:
         planner = self.planner(None)
         share = planner.join()
-        assert planner.next_delay(0.0, 0, share) == pytest.approx(0.1)  # the fastest end
+        assert planner.next_delay(0.0, 0, share) == pytest.approx(10.0)  # the fastest end
 
 
 class TestDurationModel:
