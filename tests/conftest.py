@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from support import RESULT_URL, envelope, record_info
+from support import RESULT_URL, envelope, quick_polls, record_info
 
-from nanobanana_async import DEFAULT_BASE_URL, AsyncNanoBanana, PollPolicy, RetryPolicy
+from nanobanana_async import DEFAULT_BASE_URL, AsyncNanoBanana, RetryPolicy
 
 #: A distinctive key: tests search every text the library produces for it.
 API_KEY = "sk-nb-SECRET-0xC0FFEE-d41d8cd98f00b204"
@@ -25,16 +25,7 @@ CREATE_URL = f"{DEFAULT_BASE_URL}/api/v1/jobs/createTask"
 QUERY_URL = f"{DEFAULT_BASE_URL}/api/v1/jobs/recordInfo"
 
 FAST_RETRY = RetryPolicy(max_retries=3, backoff_base=0.001, backoff_max=0.004, not_found_grace=5.0)
-# Mocked answers come at once: a budget that never slows a test's polls down.
-FAST_POLL = PollPolicy(
-    initial=0.001,
-    factor=1.5,
-    maximum=0.005,
-    jitter=0.1,
-    min_interval=0.001,
-    budget_per_task=1e6,
-    budget_floor=1e6,
-)
+FAST_POLL = quick_polls(initial=0.001, maximum=0.005, min_interval=0.001)
 
 
 @pytest.fixture(params=["asyncio", "trio"])

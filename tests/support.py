@@ -30,6 +30,19 @@ from nanobanana_async.testing import FakeNanoBanana
 #: A distinctive key: the secrets suite searches every text the library produces for it.
 KEY = "sk-SECRET-hardening-7f3a9c1e5b2d4f60"
 SCALE = 0.01  # real seconds per provider second
+
+
+def quick_polls(*, initial: float, maximum: float, min_interval: float) -> PollPolicy:
+    """Polls for answers that come at once (mocks, a local server): no budget slows them."""
+    return PollPolicy(
+        initial=initial,
+        maximum=maximum,
+        min_interval=min_interval,
+        budget_per_task=1e6,
+        budget_floor=1e6,
+    )
+
+
 # Polls at the fake's scaled time, within the default query budget scaled alike.
 POLL = attrs.evolve(
     PollPolicy().scaled(SCALE), initial=0.005, maximum=0.02, jitter=0.1, min_interval=0.002

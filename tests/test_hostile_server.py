@@ -46,7 +46,7 @@ from hostile_server import (
     trickle_body,
     truncated_chunked,
 )
-from support import texts_of
+from support import quick_polls, texts_of
 
 from nanobanana_async import (
     ActiveTaskLimitError,
@@ -59,7 +59,6 @@ from nanobanana_async import (
     DownloadError,
     InsufficientCreditsError,
     NanoBananaError,
-    PollPolicy,
     RateLimitError,
     RequestConflictError,
     ResponseTooLargeError,
@@ -96,15 +95,7 @@ SENT_BOUND = 4 * MIB
 PEAK_BOUND = 16 * MIB
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
 FAST_RETRY = RetryPolicy(max_retries=2, backoff_base=0.01, backoff_max=0.05)
-FAST_POLL = PollPolicy(
-    initial=0.01,
-    factor=1.5,
-    maximum=0.05,
-    jitter=0.1,
-    min_interval=0.005,
-    budget_per_task=1e6,
-    budget_floor=1e6,
-)
+FAST_POLL = quick_polls(initial=0.01, maximum=0.05, min_interval=0.005)
 FILE_PATH = "/files/x.png"
 REQUEST = TextToImage(prompt="a banana on a hostile server")
 
