@@ -261,7 +261,7 @@ class PollPlanner:
     def polls_per_second(self) -> float:
         """The polls per second all the tasks followed may spend together now."""
         rate = self._query_rate()
-        if rate is not None:
+        if rate:
             return rate * _POLL_BUDGET_SHARE
         # The key's query limit is unknown: spend what any tier would allow, or enough for a
         # few polls in the life of a typical task, when tasks are short.

@@ -444,6 +444,11 @@ class TestPollPlanner:
         assert self.spent(planner, 10) == pytest.approx(18.0)
         assert planner.polls_per_second() == pytest.approx(18.0)
 
+    def test_a_rate_of_nothing_is_no_rate(self) -> None:
+        planner = self.planner(0.0)  # a pacer that knows nothing useful: the default budget
+        planner.join()
+        assert planner.polls_per_second() == 3.0
+
     def test_a_task_that_leaves_gives_its_share_back(self) -> None:
         planner = self.planner(None)
         shares = [planner.join() for _ in range(10)]
