@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections.abc import Callable
 
 import anyio
@@ -509,8 +510,13 @@ async def test_a_refused_probe_backs_off() -> None:
         with fake.neighbour(3), anyio.fail_after(180):  # for the whole run
             outcomes = await BatchRunner(client, on_progress=seen).run(_requests(120))
     assert all(outcome.ok for outcome in outcomes)
-    assert seen.stats[-1].max_active == 3  # the room the neighbour leaves
-    assert seen.stats[-1].max_active_neighbours == 3
+    # Most of the run, the cap is the room the neighbour leaves. (Not at every moment: a probe
+    # may be accepted by a fluke, a slot freed by a task of ours that ended unseen, until the
+    # next 409 takes it back.)
+    caps = [s.max_active for s in seen.stats]
+    others = [s.max_active_neighbours for s in seen.stats]
+    assert statistics.mode(caps) == 3
+    assert statistics.mode(others) == 3
     # Probes went on (the neighbour might have left) and were refused: the interval grew,
     # so the 409s they cost stay few.
     assert max(seen.intervals) > min(seen.intervals)
