@@ -323,11 +323,7 @@ class AsyncNanoBanana(ResultFiles):
         self._engine.check_publishable(body)
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
-        deadline = anyio.current_time() + seconds
-        body = await self._engine.publish(
-            body, deadline=deadline, needed_for=DEFAULT_WAIT_TIMEOUT, request_id=request_id
-        )
-        return await self._engine.caller.create(body, request_id, deadline)
+        return await self._engine.create(body, request_id, seconds)
 
     async def get_task(self, task_id: str, *, timeout: float = DEFAULT_QUERY_TIMEOUT) -> Task:
         """Read a task once (one ``recordInfo`` call, plus retries).

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import anyio
 
-from ._calls import Caller
+from ._calls import Caller, OnResponse
+from ._config import DEFAULT_WAIT_TIMEOUT
 from ._errors import APITimeoutError, InvalidRequestError, NanoBananaError, WaitTimeoutError
 from ._models import Task
 from ._polling import OnUpdate, PollPlanner, follow
@@ -80,6 +81,24 @@ class Engine:
         return await self.publisher.publish(
             body, deadline=deadline, needed_for=needed_for, store=store, request_id=request_id
         )
+
+    async def create(
+        self,
+        body: CreateBody,
+        request_id: str,
+        seconds: float,
+        *,
+        on_response: OnResponse | None = None,
+    ) -> str:
+        """Publish the body's local images, then create its task, all within ``seconds``.
+
+        What ``create_task`` runs, raw or not; returns the task id.
+        """
+        deadline = anyio.current_time() + seconds
+        body = await self.publish(
+            body, deadline=deadline, needed_for=DEFAULT_WAIT_TIMEOUT, request_id=request_id
+        )
+        return await self.caller.create(body, request_id, deadline, on_response=on_response)
 
     async def generate(
         self,

@@ -92,13 +92,13 @@ class RawResponses:
         timeout: float = DEFAULT_CREATE_TIMEOUT,
     ) -> RawResponse[str]:
         """`AsyncNanoBanana.create_task`, with the answer's status, headers and request id."""
+        engine = self._client.engine
         body = create_body(request)
+        engine.check_publishable(body)
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
         last = _LastAnswer()
-        task_id = await self._client.engine.caller.create(
-            body, request_id, anyio.current_time() + seconds, on_response=last
-        )
+        task_id = await engine.create(body, request_id, seconds, on_response=last)
         return last.response(task_id, request_id)
 
     async def get_task(

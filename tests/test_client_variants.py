@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from nanobanana_async import RawResponse, ServerError, Task, TextToImage
+from nanobanana_async import (
+    ImageToImage,
+    InvalidRequestError,
+    RawResponse,
+    ServerError,
+    Task,
+    TextToImage,
+)
 from nanobanana_async.testing import FakeNanoBanana
 
 pytestmark = pytest.mark.anyio
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)  # a picture's bytes, as far as the checks go
 
 
 async def test_with_options_shares_the_pool_the_limits_and_the_poll_planner() -> None:
@@ -61,3 +70,36 @@ async def test_raw_responses_carry_the_status_headers_and_request_id() -> None:
         fake.script("create", ["500"])
         retried = await client.with_raw_response.create_task(TextToImage(prompt="again"))
         assert retried.http_status == 200  # the answer the value came from, not the 500
+
+
+class _Host:
+    """An image host that hands out made-up URLs and counts what it was given."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    async def publish(self, data: bytes, *, name: str, content_type: str, valid_for: float) -> str:
+        self.names.append(name)
+        return f"https://images.example/{name}"
+
+
+async def test_a_raw_create_publishes_local_images_as_create_task_does() -> None:
+    fake = FakeNanoBanana(time_scale=0.01)
+    request = ImageToImage(prompt="edit", image_urls=[PNG])
+    host = _Host()
+    async with fake.client(image_host=host) as client:
+        raw = await client.with_raw_response.create_task(request)
+    assert len(host.names) == 1
+    sent = fake.tasks[raw.value].body["input"]["image_urls"]
+    assert sent == [f"https://images.example/{host.names[0]}"]
+
+
+async def test_a_raw_create_with_local_images_and_no_host_sends_nothing() -> None:
+    fake = FakeNanoBanana(time_scale=0.01)
+    async with fake.client() as client:
+        with pytest.raises(InvalidRequestError, match="image host") as info:
+            await client.with_raw_response.create_task(
+                ImageToImage(prompt="edit", image_urls=[PNG])
+            )
+    assert info.value.field == "image_urls"
+    assert fake.stats.create_requests == 0
