@@ -42,7 +42,7 @@ from ._errors import (
 from ._journal import Journal, Status, error_columns, fingerprint, outcome_from_row
 from ._outcomes import BatchCounters, BatchOutcome, BatchStatistics, ProgressHook, RequestT
 from ._polling import result_of
-from ._wire import CreateBody, create_body
+from ._wire import CreateBody
 
 if TYPE_CHECKING:
     from ._client import AsyncNanoBanana
@@ -255,8 +255,7 @@ class BatchRunner:
         active = self._client.limits.active
         self._counters.submitted += 1
         try:
-            body = create_body(request)
-            self._engine.check_publishable(body)
+            body = self._engine.body_for(request)
         except InvalidRequestError as exc:
             await self._emit(send, BatchOutcome(index=index, request=request, error=exc))
             return

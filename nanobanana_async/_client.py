@@ -40,7 +40,6 @@ from ._retry import RetryPolicy
 from ._secret import Secret
 from ._variants import RawResponses, shared_engine
 from ._version import __version__
-from ._wire import create_body
 from .limits import Limits, LimitsBackend, LimitsSnapshot, TierName
 
 __all__ = ["AsyncNanoBanana"]
@@ -319,8 +318,7 @@ class AsyncNanoBanana(ResultFiles):
             APIStatusError: The provider refused (see its subclasses).
             APIConnectionError: No answer after every retry, or the deadline passed.
         """
-        body = create_body(request)
-        self._engine.check_publishable(body)
+        body = self._engine.body_for(request)
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
         return await self._engine.create(body, request_id, seconds)
@@ -408,8 +406,7 @@ class AsyncNanoBanana(ResultFiles):
             ImageHostError: A local image could not be published; nothing was created.
             APIStatusError: The provider refused the create (see its subclasses).
         """
-        body = create_body(request)  # a bad request fails before waiting for a slot
-        self._engine.check_publishable(body)
+        body = self._engine.body_for(request)  # a bad request fails before waiting for a slot
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_WAIT_TIMEOUT)
         return result_of(await self._engine.generate(body, request_id, seconds, on_update))

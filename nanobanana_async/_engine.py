@@ -19,7 +19,7 @@ from ._errors import APITimeoutError, InvalidRequestError, NanoBananaError, Wait
 from ._models import Task
 from ._polling import OnUpdate, PollPlanner, follow
 from ._publish import ImagePublisher, PublishedImages
-from ._wire import CreateBody
+from ._wire import CreateBody, create_body
 from .limits import LimitsBackend
 
 __all__ = ["Engine"]
@@ -44,6 +44,17 @@ class Engine:
         self.caller = caller
         self.planner = planner
         self.publisher = publisher
+
+    def body_for(self, request: object) -> CreateBody:
+        """The body a request is sent as, checked before anything is sent.
+
+        Raises:
+            InvalidRequestError: The request is not valid, or it holds local images and the
+                client has no image host.
+        """
+        body = create_body(request)
+        self.check_publishable(body)
+        return body
 
     def check_publishable(self, body: CreateBody) -> None:
         """Refuse, before anything is sent, a body with local images and no host for them.

@@ -26,7 +26,6 @@ from ._config import (
 from ._engine import Engine
 from ._models import ImageRequest, Task
 from ._polling import PollPlanner
-from ._wire import create_body
 
 if TYPE_CHECKING:
     from ._client import AsyncNanoBanana
@@ -93,8 +92,7 @@ class RawResponses:
     ) -> RawResponse[str]:
         """`AsyncNanoBanana.create_task`, with the answer's status, headers and request id."""
         engine = self._client.engine
-        body = create_body(request)
-        engine.check_publishable(body)
+        body = engine.body_for(request)
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
         last = _LastAnswer()
