@@ -1,6 +1,5 @@
 """``nanobanana demo``: a batch against the fake provider on loopback, with no key or network."""
 
-import re
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -9,6 +8,7 @@ from ..testing import FakeNanoBanana
 from ._batch import BatchReport, print_summary, run_batch
 from ._exit import EXIT_FAILURE, EXIT_OK
 from ._gallery import write_gallery
+from ._names import slug
 from ._rows import Row
 from ._ui import Ui
 
@@ -40,7 +40,6 @@ _PROMPTS: tuple[tuple[str, str], ...] = (
 _FAILING = frozenset(
     {"a banana reading a newspaper in a Paris cafe", "a banana lighthouse on a stormy night"}
 )
-_STOP = frozenset({"a", "an", "the", "of", "on", "in", "with", "at"})
 _EDITS: tuple[str, ...] = (
     "make the banana gold",
     "put the banana in a snow globe",
@@ -61,8 +60,7 @@ def demo_rows(count: int) -> list[Row]:
             prompt, size = _PROMPTS[drawn % len(_PROMPTS)]
             drawn += 1
             request = TextToImage(prompt=prompt, image_size=cast("Any", size))
-        words = [word for word in re.findall(r"[a-z0-9]+", prompt.lower()) if word not in _STOP]
-        rows.append(Row(line, request, f"{line:02d}-{'-'.join(words[:3])}"))
+        rows.append(Row(line, request, f"{line:02d}-{slug(prompt, words=3)}"))
     return rows
 
 
