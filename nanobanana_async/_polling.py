@@ -40,7 +40,7 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._models import Task, TaskResult, TaskState
-from .limits._tiers import TIERS
+from .limits import TIERS
 
 if TYPE_CHECKING:
     from ._calls import Caller
