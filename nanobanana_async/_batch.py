@@ -118,7 +118,7 @@ class BatchRunner:
             max_active_known=limits.max_active_known,
             create_rate=limits.create_rate,
             query_rate=limits.query_rate,
-            elapsed=anyio.current_time() - c.started if c.started else 0.0,
+            elapsed=anyio.current_time() - c.started if c.started is not None else 0.0,
             total=c.total,
             on_provider=c.following,
             # Read but neither finished nor on the provider: so done + on_provider + waiting

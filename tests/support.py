@@ -3,7 +3,8 @@
 - The provider's answers, built once: `envelope`, `envelope_json`, `record_info` (the
   ``data`` of a ``recordInfo`` answer, after the provider's own example `SEED_RECORD`).
 - The fake provider with our key and fast tasks (`fake_provider`), reached in-process with
-  some answers rewritten if need be (`client_for`) or over loopback (`loopback`).
+  some answers rewritten if need be (`client_for`) or over HTTP (`over_http`: the fake's own
+  HTTP/1.1 server, on a `MemoryNetwork`, so the test keeps its virtual clock).
 - `raw_server`, for what the fake cannot send; `wait_until`, for what has no event.
 
 The respx stand-in (``tests/conftest.py``'s ``api`` fixture) builds its answers here too.
@@ -23,9 +24,11 @@ import anyio
 import anyio.abc
 import attrs
 import httpx
+from memory_network import MemoryNetwork, memory_network
 
 from nanobanana_async import AsyncNanoBanana, PollPolicy, RetryPolicy, TextToImage
 from nanobanana_async.testing import FakeNanoBanana
+from nanobanana_async.testing._server import Connection as FakeConnection
 
 #: A distinctive key: the secrets suite searches every text the library produces for it.
 KEY = "sk-SECRET-hardening-7f3a9c1e5b2d4f60"
@@ -173,14 +176,31 @@ async def client_for(
 
 
 @contextlib.asynccontextmanager
-async def loopback(fake: FakeNanoBanana, **kwargs: Any) -> AsyncIterator[AsyncNanoBanana]:
-    """Serve ``fake`` on loopback and open a client of it with tiny poll and retry intervals."""
+async def serve_in_memory(fake: FakeNanoBanana, network: MemoryNetwork) -> AsyncIterator[str]:
+    """Serve ``fake`` with its own HTTP/1.1 server on ``network``; yield its base URL."""
+    base_url = ""
+
+    async def handle(stream: anyio.abc.ByteStream) -> None:
+        await FakeConnection(fake, stream, base_url).run()
+
+    base_url = network.listen(handle)
+    try:
+        yield base_url
+    finally:
+        network.close(base_url)
+
+
+@contextlib.asynccontextmanager
+async def over_http(fake: FakeNanoBanana, **kwargs: Any) -> AsyncIterator[AsyncNanoBanana]:
+    """A client of ``fake`` over HTTP (its own server, in memory), with tiny poll and retry
+    intervals; ``kwargs`` go to `AsyncNanoBanana`."""
     kwargs.setdefault("poll", POLL)
     kwargs.setdefault("retry", RETRY)
     kwargs.setdefault("api_key", fake.api_key)
     async with (
-        fake.serve() as base_url,
-        AsyncNanoBanana(base_url=base_url, **kwargs) as client,
+        memory_network() as network,
+        serve_in_memory(fake, network) as base_url,
+        network.client(base_url, **kwargs) as client,
     ):
         yield client
 
@@ -226,18 +246,16 @@ Answer = Callable[[RawRequest], bytes]
 
 @contextlib.asynccontextmanager
 async def raw_server(
-    answer: Answer, host: str = "127.0.0.1"
+    answer: Answer, network: MemoryNetwork, host: str = "127.0.0.1"
 ) -> AsyncIterator[tuple[str, list[RawRequest]]]:
-    """A bare HTTP/1.1 server on loopback answering each request with ``answer``'s bytes.
+    """A bare HTTP/1.1 server on ``network`` answering each request with ``answer``'s bytes.
 
     For what the fake cannot send: malformed JSON, proxy pages, redirects to other hosts.
     Yields the base URL and the list of requests received so far.
     """
     received: list[RawRequest] = []
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
 
-    async def handle(stream: anyio.abc.SocketStream) -> None:
+    async def handle(stream: anyio.abc.ByteStream) -> None:
         async with stream:
             buffer = b""
             with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
@@ -256,12 +274,11 @@ async def raw_server(
                 received.append(request)
                 await stream.send(answer(request))
 
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, handle)
-        try:
-            yield f"http://{host}:{port}", received
-        finally:
-            group.cancel_scope.cancel()
+    base_url = network.listen(handle, host)
+    try:
+        yield base_url, received
+    finally:
+        network.close(base_url)
 
 
 def texts_of(error: BaseException, *, with_locals: bool = False) -> list[str]:

@@ -44,6 +44,7 @@ WRONG_KEY = "sk-SECRET-wrong-key-0b9e27d1c4a8"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 
+@pytest.mark.real_time  # a faulty run over real sockets
 async def test_the_key_shows_nowhere_after_a_faulty_run(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -112,6 +113,7 @@ async def test_the_key_shows_nowhere_after_a_faulty_run(
     assert fake.stats.authorization_sent_to_result_host is False
 
 
+@pytest.mark.real_time  # the API host's own port over loopback
 async def test_result_hosts_never_see_the_key_not_even_the_api_host() -> None:
     fake = fake_provider()
     # Over loopback the result files live on the API's own host and port.
@@ -123,6 +125,7 @@ async def test_result_hosts_never_see_the_key_not_even_the_api_host() -> None:
     assert fake.stats.authorization_sent_to_result_host is False
 
 
+@pytest.mark.real_time  # two real hosts on loopback
 @pytest.mark.parametrize("own_download_client", [False, True])
 async def test_no_key_across_a_redirect_to_another_host(own_download_client: bool) -> None:
     def final(_request: RawRequest) -> bytes:

@@ -22,6 +22,7 @@ from ._neighbours import Neighbour
 from ._reply import Reply
 from ._stats import FakeStats, RequestRecord
 from ._tasks import FakeTask, FakeTaskState
+from ._virtual_time import VirtualTimeEventLoop, virtual_time
 
 __all__ = [
     "TIERS",
@@ -36,4 +37,6 @@ __all__ = [
     "Reply",
     "RequestRecord",
     "TierLimits",
+    "VirtualTimeEventLoop",
+    "virtual_time",
 ]
