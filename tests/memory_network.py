@@ -219,7 +219,7 @@ class _MemoryTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport (its request and error mapping) over a `MemoryNetwork`."""
 
     def __init__(self, network: MemoryNetwork) -> None:
-        super().__init__()
+        super().__init__(verify=False)  # no TLS here: skip loading the CA bundle
         # httpx takes no network backend; its pool is swapped for one that has ours.
         self._pool = httpcore.AsyncConnectionPool(network_backend=network)
 

@@ -3,7 +3,7 @@
 The client, its limits, a batch runner, its statistics and outcomes, every exception of the
 fault scenarios (with their causes, contexts and tracebacks, locals included), every log record
 at DEBUG (httpx and httpcore included) and the journal file are searched for the key, after a
-run through the fake over loopback with faults on every endpoint.
+run through the fake over HTTP with faults on every endpoint.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import httpx
 import pytest
+from memory_network import memory_network
 from support import (
     KEY,
     RawRequest,
     fake_provider,
     http_response,
-    loopback,
+    over_http,
     prompts,
     raw_server,
     texts_of,
@@ -26,7 +26,6 @@ from support import (
 
 from nanobanana_async import (
     APITimeoutError,
-    AsyncNanoBanana,
     AuthenticationError,
     BatchRunner,
     DownloadError,
@@ -44,7 +43,6 @@ WRONG_KEY = "sk-SECRET-wrong-key-0b9e27d1c4a8"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 
-@pytest.mark.real_time  # a faulty run over real sockets
 async def test_the_key_shows_nowhere_after_a_faulty_run(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -62,7 +60,7 @@ async def test_the_key_shows_nowhere_after_a_faulty_run(
     journal = tmp_path / "batch.sqlite"
     errors: list[BaseException] = []
     texts: list[str] = []
-    async with loopback(fake, timeout=0.2) as client:
+    async with over_http(fake, timeout=0.2) as client:
         runner = BatchRunner(client, journal=journal)
         outcomes = await runner.run([*prompts(12, "secret"), TextToImage(prompt="doomed")])
         errors += [o.error for o in outcomes if o.error is not None]
@@ -86,10 +84,7 @@ async def test_the_key_shows_nowhere_after_a_faulty_run(
             with pytest.raises(NanoBananaError) as info:
                 await call()
             errors.append(info.value)
-    async with (
-        fake_provider().serve() as base_url,
-        AsyncNanoBanana(api_key=WRONG_KEY, base_url=base_url) as wrong,
-    ):
+    async with over_http(fake_provider(), api_key=WRONG_KEY) as wrong:
         texts.append(repr(wrong))
         with pytest.raises(AuthenticationError) as refused:
             await wrong.create_task(TextToImage(prompt="wrong key"))
@@ -113,11 +108,10 @@ async def test_the_key_shows_nowhere_after_a_faulty_run(
     assert fake.stats.authorization_sent_to_result_host is False
 
 
-@pytest.mark.real_time  # the API host's own port over loopback
 async def test_result_hosts_never_see_the_key_not_even_the_api_host() -> None:
     fake = fake_provider()
-    # Over loopback the result files live on the API's own host and port.
-    async with loopback(fake) as client:
+    # Over its own HTTP server the fake's result files live on the API's own host and port.
+    async with over_http(fake) as client:
         result = await client.generate(TextToImage(prompt="same host"), timeout=30)
         assert result.urls[0].startswith(str(client.base_url))
         assert (await client.download(result.urls[0])).startswith(b"\x89PNG")
@@ -125,27 +119,25 @@ async def test_result_hosts_never_see_the_key_not_even_the_api_host() -> None:
     assert fake.stats.authorization_sent_to_result_host is False
 
 
-@pytest.mark.real_time  # two real hosts on loopback
 @pytest.mark.parametrize("own_download_client", [False, True])
 async def test_no_key_across_a_redirect_to_another_host(own_download_client: bool) -> None:
     def final(_request: RawRequest) -> bytes:
         return http_response(200, PNG, content_type="image/png")
 
-    async with raw_server(final, host="127.0.0.2") as (other_host, at_other):
+    async with (
+        memory_network() as network,
+        raw_server(final, network, host="127.0.0.2") as (other_host, at_other),
+    ):
 
         def hop(_request: RawRequest) -> bytes:
             return http_response(302, headers={"Location": f"{other_host}/real.png"})
 
-        async with raw_server(hop) as (first_host, at_first):
+        async with raw_server(hop, network) as (first_host, at_first):
             # A download client that carries the key by mistake is stripped of it, too.
             headers = {"Authorization": f"Bearer {KEY}"} if own_download_client else None
             async with (
-                httpx.AsyncClient(headers=headers) as download,
-                AsyncNanoBanana(
-                    api_key=KEY,
-                    base_url=first_host,
-                    download_client=download if own_download_client else None,
-                ) as client,
+                network.http_client(headers=headers) as download,
+                network.client(first_host, api_key=KEY, download_client=download) as client,
             ):
                 assert await client.download(f"{first_host}/files/task_1/0.png") == PNG
     assert [r.target for r in at_first] == ["/files/task_1/0.png"]
