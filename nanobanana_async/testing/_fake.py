@@ -125,6 +125,7 @@ class FakeNanoBanana:
         self.api_key = api_key
         """The API key the fake accepts."""
         self._time_scale = float(time_scale)
+        self._seed = seed
         self.result_base_url = result_base_url.rstrip("/") if result_base_url else None
         """Where result URLs point, if fixed at construction."""
         self._clock = LoopClock() if clock is None else clock
@@ -177,6 +178,11 @@ class FakeNanoBanana:
     def time_scale(self) -> float:
         """Seconds of the fake's clock per provider second."""
         return self._time_scale
+
+    @property
+    def seed(self) -> int:
+        """The seed of every random choice the fake makes (and `client`'s jitter)."""
+        return self._seed
 
     @property
     def limits(self) -> TierLimits:

@@ -38,6 +38,10 @@ _Ts = TypeVarTuple("_Ts")
 
 _THREAD_WAIT = 0.05
 """Real seconds the loop waits at a time for a busy worker thread (it wakes when it ends)."""
+_TURN = 1e-9
+"""Virtual seconds each turn of the asyncio loop takes: time always moves, as a real clock's
+does, so code that waits for a rounding error to drain (a leaky bucket's level that floats
+a hair above zero) still gets there."""
 
 
 def virtual_time(backend: Literal["asyncio", "trio"] = "asyncio") -> tuple[str, dict[str, Any]]:
@@ -87,6 +91,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         real_select = selector.select
 
         def select(timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+            self._virtual_now += _TURN
             ready = real_select(0)
             if ready or timeout == 0:
                 return ready
@@ -94,7 +99,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
                 return real_select(None)
             if self._threads_busy():
                 return real_select(min(timeout, _THREAD_WAIT))
-            self._virtual_now += timeout
+            self._virtual_now += max(0.0, timeout - _TURN)
             return []
 
         selector.select = select  # type: ignore[method-assign]
