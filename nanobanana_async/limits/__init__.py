@@ -17,7 +17,14 @@ and the rules that adapt the numbers are written once.
 from ._active import ActiveTaskLimiter
 from ._endpoint import EndpointLimiter
 from ._local import Limits
-from ._protocols import ActiveSlots, Endpoint, EndpointPacer, LimitsBackend, LimitsSnapshot
+from ._protocols import (
+    ActiveSlots,
+    Endpoint,
+    EndpointPacer,
+    LimitsBackend,
+    LimitsSnapshot,
+    Priority,
+)
 from ._redis import RedisLimits
 from ._redis_active import RedisActiveTaskLimiter
 from ._redis_endpoint import RedisEndpointLimiter
@@ -33,6 +40,7 @@ __all__ = [
     "Limits",
     "LimitsBackend",
     "LimitsSnapshot",
+    "Priority",
     "RedisActiveTaskLimiter",
     "RedisEndpointLimiter",
     "RedisLimits",
