@@ -34,7 +34,14 @@ from ._config import (
 from ._download import Downloader
 from ._engine import Engine
 from ._models import ImageRequest, Task, TaskResult
-from ._polling import DurationModel, OnUpdate, PollPlanner, PollPolicy, result_of
+from ._polling import (
+    DurationModel,
+    OnUpdate,
+    PollPlanner,
+    PollPolicy,
+    result_of,
+    slots_wanted,
+)
 from ._publish import ImageHost, ImagePublisher
 from ._results import ResultFiles
 from ._retry import RetryPolicy
@@ -149,7 +156,12 @@ class AsyncNanoBanana(ResultFiles):
             max_response_bytes=max_response_bytes,
         )
         self._poll = poll or PollPolicy()
-        planner = PollPlanner(self._poll, DurationModel(), lambda: limits.query.rate)
+        planner = PollPlanner(
+            self._poll,
+            DurationModel(),
+            lambda: limits.query.rate,
+            lambda: slots_wanted(limits.active),
+        )
         publisher = None if image_host is None else ImagePublisher(image_host)
         self._engine = Engine(caller, planner, publisher)
         self._downloader = Downloader(

@@ -26,7 +26,7 @@ from ._config import (
 )
 from ._engine import Engine
 from ._models import ImageRequest, Task
-from ._polling import PollPlanner
+from ._polling import PollPlanner, slots_wanted
 from .limits import Priority
 
 if TYPE_CHECKING:
@@ -132,5 +132,10 @@ def shared_engine(
     if same_poll:
         return Engine(caller, original.engine.planner, publisher)
     limits = original.limits
-    planner = PollPlanner(derived.poll_policy, original.durations, lambda: limits.query.rate)
+    planner = PollPlanner(
+        derived.poll_policy,
+        original.durations,
+        lambda: limits.query.rate,
+        lambda: slots_wanted(limits.active),
+    )
     return Engine(caller, planner, publisher)

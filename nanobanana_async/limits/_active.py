@@ -26,18 +26,22 @@ from ._probe import (
     CAP_UPGRADE_START,
     DEFAULT_HOLD,
     HOLD_WEIGHT,
+    UPGRADE_LONGEST,
     ProbeSchedule,
     bounded,
 )
 from ._protocols import Priority
 from ._queue import PrioritySlots
 
-__all__ = ["COURTESY_SECONDS", "COURTESY_SLOTS", "ActiveTaskLimiter"]
+__all__ = ["COURTESY_SECONDS", "COURTESY_SHARE", "COURTESY_SLOTS", "ActiveTaskLimiter"]
 
 COURTESY_SLOTS = 1
-"""Slots background work leaves free after a 409 showed another consumer on the key."""
+"""Slots background work leaves free after a 409 showed a small consumer on the key."""
 COURTESY_SECONDS = 120.0
 """For how long after the last such 409 (seconds)."""
+COURTESY_SHARE = 0.2
+"""Another consumer counts as small (a web app's visitors, not another batch) while it holds
+at most this share of the key's cap (and at least one slot)."""
 
 
 class ActiveTaskLimiter(SlotsBase):
@@ -218,10 +222,10 @@ class ActiveTaskLimiter(SlotsBase):
         room = self.key_cap is not None and probe.base < self.key_cap
         # Past the key's named cap, one slot at a time: an acceptance there may be a fluke
         # (a task of ours that ended unseen left its slot), and flukes must not compound.
+        # The key's cap stays what a 409 named until a 409 names another: an acceptance past
+        # it proves nothing yet (a fluke, or an upgrade, which the next 409 will name).
         probe.raised(now, grow=room)
-        if self.key_cap is not None and self._limit > self.key_cap:
-            self.key_cap = self._limit  # more than the key's cap was named: an upgrade
-        elif room and self._limit == self.key_cap:
+        if room and self._limit == self.key_cap:
             # The neighbours' room is back whole: past it lies only a rare upgrade.
             probe.restart(now, self._start())
 
@@ -253,14 +257,25 @@ class ActiveTaskLimiter(SlotsBase):
     def _fix_limit(self, limit: int) -> None:
         self._resize(limit)
 
+    def on_tier_changed(self) -> None:
+        """A 429 named another tier than before: the cap may have moved, probe it soon."""
+        self._schedule().restart(self._now(), self._start())
+
     def _learn_conflict(self, stated: int | None, active: int | None) -> None:
         now = self._now()
         probe = self._schedule()
         was_probing = probe.probing
         before = self._limit
-        upgraded = stated is not None and self.key_cap is not None and stated > self.key_cap
-        if others_on_key(active, self.active) or (stated is not None and self.active < stated):
-            # Someone else holds slots of the key: background work leaves it room a while.
+        named_before = self.key_cap
+        upgraded = stated is not None and named_before is not None and stated > named_before
+        # Past the cap a 409 named, told the same cap: the probe (or a fluke's raise) failed.
+        past_named = named_before is not None and before > named_before and not upgraded
+        others = max(
+            others_on_key(active, self.active), 0 if stated is None else stated - self.active
+        )
+        if 0 < others <= max(1, COURTESY_SHARE * (stated or self._limit)):
+            # A small consumer (a web app, say) holds slots of the key: background work leaves
+            # it room for a while. (A large one, another batch, is left the room it holds.)
             self._others_seen_at = now
         cap = cap_after_conflict(self.limit, self.running, stated, active=active, held=self.active)
         if cap is not None:
@@ -270,7 +285,9 @@ class ActiveTaskLimiter(SlotsBase):
             if self.ceiling is not None:
                 cap = min(cap, self.ceiling)
             self._resize(cap)
-        if upgraded or (not was_probing and cap is not None and cap < before):
+        if past_named:
+            probe.refused(now, UPGRADE_LONGEST)
+        elif upgraded or (not was_probing and cap is not None and cap < before):
             probe.restart(now, self._start())
         elif was_probing:
             probe.refused(now, bounded(CAP_LONGEST * self._unit()))
