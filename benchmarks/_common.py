@@ -490,8 +490,9 @@ class FakeServer:
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
+        script = Path(__file__).parent / "_fake_server.py"
         self._process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "_fake_server.py"), scenario.name],
+            [sys.executable, str(script), scenario.name, str(scenario.time_scale)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
