@@ -49,6 +49,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -624,12 +625,14 @@ def publish(
 
 
 def draw(rows: list[dict[str, Any]], name: str, args: argparse.Namespace, caption: str) -> Path:
-    from _pictures import draw_shared_key
+    """Draw the picture: into the docs with --write, else beside the system's temporary files."""
+    from _pictures import PICTURES, draw_shared_key
 
     labels = {setup: label.format(h=args.headroom) for setup, label in LABELS.items()}
     cap = SCENARIO.overrides["max_active"]
     caption += f": {SCENARIO.description}, a visitor every {VISIT_EVERY:g} s ({args.arrivals})"
-    return draw_shared_key(rows, name, labels, BARS, cap, caption)
+    directory = PICTURES if args.write else Path(tempfile.gettempdir()) / "nanobanana-benchmarks"
+    return draw_shared_key(rows, name, labels, BARS, cap, caption, directory)
 
 
 def command_flags(args: argparse.Namespace) -> str:
