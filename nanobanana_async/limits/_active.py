@@ -102,8 +102,11 @@ class ActiveTaskLimiter(SlotsBase):
         The room kept for others is the headroom asked for, or `COURTESY_SLOTS` for a while
         after a 409 showed another consumer, whichever is more; the slots our estimate already
         leaves to others (a 409 saw them held) count toward it. A background caller may always
-        hold one slot.
+        hold one slot. While the cap is still being learned there is nothing to leave room
+        of: the estimate grows only when every slot is held, and the first 409 names the cap.
         """
+        if not self.known:
+            return 0
         courtesy = COURTESY_SLOTS if self._now() - self._others_seen_at < COURTESY_SECONDS else 0
         reserve = max(headroom, courtesy)
         if not reserve:
