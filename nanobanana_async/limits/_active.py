@@ -7,13 +7,14 @@ room a neighbour gives back, or a tier upgrade, is found. A create that met a 40
 the next slot release, not a blind timer.
 
 Interactive callers are served first. Background callers (a batch) leave room for others:
-the headroom they ask for, and, for a while after a 409 showed another consumer on the key,
-`COURTESY_SLOTS` more, so that a web app that shares the key without sharing these limits
-finds a free slot instead of losing every race for one.
+the headroom they ask for, and, for a while after 409s showed a small consumer on the key (a
+web app that shares the key without sharing these limits), as many slots as it was seen to
+hold at most, so that it finds a free slot instead of losing every race for one.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable
 
@@ -33,12 +34,11 @@ from ._probe import (
 from ._protocols import Priority
 from ._queue import PrioritySlots
 
-__all__ = ["COURTESY_SECONDS", "COURTESY_SHARE", "COURTESY_SLOTS", "ActiveTaskLimiter"]
+__all__ = ["COURTESY_SECONDS", "COURTESY_SHARE", "ActiveTaskLimiter"]
 
-COURTESY_SLOTS = 1
-"""Slots background work leaves free after a 409 showed a small consumer on the key."""
 COURTESY_SECONDS = 120.0
-"""For how long after the last such 409 (seconds)."""
+"""For how long background work leaves room for a small consumer a 409 showed (seconds)."""
+_SEEN_KEPT = 64
 COURTESY_SHARE = 0.2
 """Another consumer counts as small (a web app's visitors, not another batch) while it holds
 at most this share of the key's cap (and at least one slot)."""
@@ -68,7 +68,8 @@ class ActiveTaskLimiter(SlotsBase):
         super().__init__(limit, initial=initial)
         self._slots: PrioritySlots | None = None
         self._clock = clock
-        self._others_seen_at = -math.inf
+        self._others_seen: collections.deque[tuple[float, int]] = collections.deque()
+        """When 409s showed a small consumer on the key, and how many slots it held."""
         self._mean_hold = DEFAULT_HOLD
         self._since: dict[object, float] = {}
         self._probe: ProbeSchedule | None = None
@@ -80,6 +81,14 @@ class ActiveTaskLimiter(SlotsBase):
         except RuntimeError:
             # Taught outside an event loop (a test, a sync setup): before any request.
             return -math.inf
+
+    def _courtesy(self) -> int:
+        """The most slots a small consumer was seen to hold in the last `COURTESY_SECONDS`."""
+        seen = self._others_seen
+        since = self._now() - COURTESY_SECONDS
+        while seen and not seen[0][0] > since:
+            seen.popleft()
+        return max((others for _, others in seen), default=0)
 
     def _capacity(self) -> PrioritySlots:
         if self._slots is None:
@@ -99,16 +108,16 @@ class ActiveTaskLimiter(SlotsBase):
     def keep_free(self, headroom: int) -> int:
         """Slots a background caller asking for ``headroom`` must leave free now.
 
-        The room kept for others is the headroom asked for, or `COURTESY_SLOTS` for a while
-        after a 409 showed another consumer, whichever is more; the slots our estimate already
-        leaves to others (a 409 saw them held) count toward it. A background caller may always
-        hold one slot. While the cap is still being learned there is nothing to leave room
-        of: the estimate grows only when every slot is held, and the first 409 names the cap.
+        The room kept for others is the headroom asked for, or, for `COURTESY_SECONDS` after
+        409s showed a small consumer, the most slots it was seen to hold, whichever is more;
+        the slots our estimate already leaves to others (a 409 saw them held) count toward it.
+        A background caller may always hold one slot. While the cap is still being learned
+        there is nothing to leave room of: the estimate grows only when every slot is held,
+        and the first 409 names the cap.
         """
         if not self.known:
             return 0
-        courtesy = COURTESY_SLOTS if self._now() - self._others_seen_at < COURTESY_SECONDS else 0
-        reserve = max(headroom, courtesy)
+        reserve = max(headroom, self._courtesy())
         if not reserve:
             return 0
         left_to_others = self.neighbours
@@ -279,7 +288,9 @@ class ActiveTaskLimiter(SlotsBase):
         if 0 < others <= max(1, COURTESY_SHARE * (stated or self._limit)):
             # A small consumer (a web app, say) holds slots of the key: background work leaves
             # it room for a while. (A large one, another batch, is left the room it holds.)
-            self._others_seen_at = now
+            if len(self._others_seen) >= _SEEN_KEPT:
+                self._others_seen.popleft()
+            self._others_seen.append((now, int(others)))
         cap = cap_after_conflict(self.limit, self.running, stated, active=active, held=self.active)
         if cap is not None:
             self.known = True
