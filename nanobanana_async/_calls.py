@@ -452,6 +452,7 @@ class Caller:
             return self._answer(request, response, body, request_id, on_response)
         # Only the scope's own deadline gets here (everything else returned or raised).
         if not sending:
+            self.telemetry.paced(endpoint, anyio.current_time() - entered)  # held, then cut
             if anyio.current_time() < deadline:
                 raise _PacingCut  # held longer than one exchange may take: pace again
             raise APITimeoutError(

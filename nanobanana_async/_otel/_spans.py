@@ -89,9 +89,9 @@ class Traced(Scope):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._active is not None:
-            self._active.__exit__(exc_type, exc, tb)
-            self._active = None
+        active, self._active = self._active, None
+        assert active is not None  # entered before
+        active.__exit__(exc_type, exc, tb)
         self.end(exc)
 
     def current(self) -> Scope:
@@ -183,10 +183,12 @@ class Wait(Traced):
     __slots__ = ()
 
     def polled(self, task: Task | None = None, error: BaseException | None = None) -> None:
-        if task is not None:
-            self.span.add_event("nanobanana.poll", {"nanobanana.task.state": task.raw_state})
-        elif error is not None:
-            self.span.add_event("nanobanana.poll", {"error.type": type(error).__name__})
+        told: Attributes = (
+            {"error.type": type(error).__name__}
+            if task is None
+            else {"nanobanana.task.state": task.raw_state}
+        )
+        self.span.add_event("nanobanana.poll", told)
 
     def _finish(self) -> None:
         self.span.set_attribute("nanobanana.polls", self.polls)
@@ -246,16 +248,7 @@ class Exchange(Scope):
         parent: The recording scope it runs in, if any.
     """
 
-    __slots__ = (
-        "_context_token",
-        "_endpoint",
-        "_instruments",
-        "_parent",
-        "_sent_at",
-        "_span",
-        "_status",
-        "_tracer",
-    )
+    __slots__ = ("_endpoint", "_instruments", "_parent", "_sent_at", "_span", "_status", "_tracer")
 
     def __init__(
         self, tracer: Tracer, instruments: Instruments, endpoint: str, parent: Traced | None
@@ -266,8 +259,7 @@ class Exchange(Scope):
         self._parent = parent
         self._sent_at: float | None = None
         self._status: int | None = None
-        self._span: Span | None = None
-        self._context_token: Token[otel_context.Context] | None = None
+        self._span: tuple[Span, Token[otel_context.Context]] | None = None
 
     def sending(self, held: float = 0.0) -> None:
         self._sent_at = anyio.current_time()
@@ -287,9 +279,8 @@ class Exchange(Scope):
         span = self._tracer.start_span(
             "nanobanana.create", kind=SpanKind.CLIENT, attributes=attributes
         )
-        self._span = span
         # Current while the request is out: an HTTP instrumentation's span nests under it.
-        self._context_token = otel_context.attach(trace.set_span_in_context(span))
+        self._span = span, otel_context.attach(trace.set_span_in_context(span))
 
     def answered(self, status: int) -> None:
         self._status = status
@@ -318,11 +309,10 @@ class Exchange(Scope):
         )
         self._instruments.requests.add(1, attributes)
         self._instruments.request_duration.record(seconds, attributes)
-        span = self._span
-        if span is None:
+        if self._span is None:
             return
-        if self._context_token is not None:
-            otel_context.detach(self._context_token)
+        span, token = self._span
+        otel_context.detach(token)
         if self._status is not None:
             span.set_attribute("http.response.status_code", self._status)
         if code is not None:
