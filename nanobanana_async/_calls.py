@@ -290,8 +290,9 @@ class Caller:
                 paced: float | None = None
                 with anyio.CancelScope(deadline=min(deadline, budget_end)):
                     paced = await pacer.acquire(priority)
-                rate_waited += anyio.current_time() - waited_from
-                self.telemetry.paced(endpoint, anyio.current_time() - waited_from)
+                waited = anyio.current_time() - waited_from
+                rate_waited += waited
+                self.telemetry.paced(endpoint, waited)
                 if paced is None:
                     raise rate_limited
                 sent.at = paced
@@ -401,12 +402,14 @@ class Caller:
         # One scope, one timer: set once for the common case, where the pacer lets the
         # request go at once; moved only when the pacer held it.
         with anyio.CancelScope(deadline=min(deadline, entered + self._exchange_timeout)) as scope:
-            if sent.at is None:
+            pacing = sent.at is None
+            if pacing:
                 sent.at = await self._limits.endpoint(endpoint).acquire(priority)
-                self.telemetry.paced(endpoint, anyio.current_time() - entered)
             if stop is not None and (refusal := stop()) is not None:
                 raise refusal
             now = anyio.current_time()
+            if pacing:
+                self.telemetry.paced(endpoint, now - entered)
             if now >= deadline:
                 raise APITimeoutError(
                     f"{endpoint}: the deadline passed before the request was sent",

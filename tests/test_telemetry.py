@@ -208,9 +208,6 @@ async def test_a_faulty_batch_adds_up_to_what_the_fake_saw(otel: Otel) -> None:
         == 1
     )
     assert otel.total(requests, {"error.type": "APIConnectionError"}) == 1
-    assert otel.total("nanobanana.client.request.duration") == (
-        stats.create_requests + stats.query_requests
-    )
     # Each job waited for a slot once before its create, and once after each 409.
     slot_waits = "nanobanana.slot.wait.duration"
     assert otel.total(slot_waits, {"nanobanana.slot.reason": "before_create"}) == 50

@@ -1,6 +1,6 @@
 """`Instruments`: the client's metrics, made once on each meter provider.
 
-Requests, their durations, the waits for a slot and for the pacer, task durations and how late
+Requests, the waits for a slot and for the pacer, task durations and how late
 a task's end is seen are recorded as they happen; the active tasks held and the limits learned
 are gauges, read when the SDK collects (by its reader's thread, so the callbacks read a few
 numbers and no clock).
@@ -33,9 +33,8 @@ NAME = "nanobanana_async"
 
 Attributes = dict[str, AttributeValue]
 
-# Bucket advice, in seconds: an exchange (as OpenTelemetry's HTTP duration), waits for a slot
-# or the pacer (zero most of the time), a task's life, and how late its end is seen.
-_EXCHANGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+# Bucket advice, in seconds: waits for a slot or the pacer (zero most of the time), a task's
+# life, and how late its end is seen.
 _WAIT_BUCKETS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _TASK_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 600.0)
 _DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
@@ -53,12 +52,6 @@ class Instruments:
             "nanobanana.client.requests",
             unit="{request}",
             description="HTTP requests sent to the API, by endpoint and outcome.",
-        )
-        self.request_duration = meter.create_histogram(
-            "nanobanana.client.request.duration",
-            unit="s",
-            description="One HTTP exchange with the API, from sending to the answer read.",
-            explicit_bucket_boundaries_advisory=_EXCHANGE_BUCKETS,
         )
         self.task_duration = meter.create_histogram(
             "nanobanana.task.duration",

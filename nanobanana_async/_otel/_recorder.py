@@ -10,9 +10,9 @@ it); below them ``nanobanana.slot_wait``, ``nanobanana.create`` (one per create 
 `Instruments`. Durations are read on anyio's clock, the one the library runs on; span
 timestamps are the SDK's.
 
-Without an SDK, the global providers are OpenTelemetry's proxies: no span is started at all
-(the proxy tracer provider is recognised), and the metric instruments are proxies whose calls
-return at once.
+Without an SDK, the global providers are OpenTelemetry's proxies: the proxy tracer answers
+with the one non-recording span (so nothing below a call is even started), and the metric
+instruments are proxies whose calls return at once. Nothing here reads the clock per request.
 """
 
 # OpenTelemetry is optional: where it is not installed, pyright cannot know its types, and the
@@ -70,7 +70,7 @@ class OtelRecorder(Recorder):
         ConfigurationError: A provider given is not an OpenTelemetry one.
     """
 
-    __slots__ = ("_endpoints", "_given_tracer", "_instruments", "_prompts", "_reasons", "_tracer")
+    __slots__ = ("_endpoints", "_instruments", "_prompts", "_reasons", "_tracer")
 
     def __init__(self, telemetry: Telemetry, *, limits: LimitsBackend, server_address: str) -> None:
         tracer_provider = telemetry.tracer_provider
@@ -83,7 +83,6 @@ class OtelRecorder(Recorder):
             raise ConfigurationError(
                 "telemetry", "meter_provider must be an OpenTelemetry MeterProvider"
             )
-        self._given_tracer = tracer_provider is not None
         self._tracer = trace.get_tracer(NAME, __version__, tracer_provider)
         self._instruments = instruments_for(meter_provider)
         gauges: Attributes = {"server.address": server_address}
@@ -99,12 +98,6 @@ class OtelRecorder(Recorder):
             for reason in ("before_create", "after_conflict")
         }
 
-    def _tracing(self) -> bool:
-        """Whether a span may record: a provider was given, or the application set one."""
-        return self._given_tracer or not isinstance(
-            trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-        )
-
     def operation(
         self,
         name: str,
@@ -115,8 +108,6 @@ class OtelRecorder(Recorder):
         index: int | None = None,
         parent: Scope | None = None,
     ) -> Scope:
-        if not self._tracing():
-            return NULL_SCOPE
         if isinstance(parent, Traced):
             owner: Traced | None = parent
             context = trace.set_span_in_context(parent.span)
@@ -196,8 +187,6 @@ class OtelRecorder(Recorder):
                 operation.annotate("nanobanana.task.fail_code", task.fail_code)
 
     def download(self, url: str | httpx.URL) -> Scope:
-        if not self._tracing():
-            return NULL_SCOPE
         span = self._tracer.start_span("nanobanana.download", kind=SpanKind.CLIENT)
         if not span.is_recording():
             return NULL_SCOPE

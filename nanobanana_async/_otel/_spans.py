@@ -248,7 +248,7 @@ class Exchange(Scope):
         parent: The recording scope it runs in, if any.
     """
 
-    __slots__ = ("_endpoint", "_instruments", "_parent", "_sent_at", "_span", "_status", "_tracer")
+    __slots__ = ("_endpoint", "_instruments", "_parent", "_sent", "_span", "_status", "_tracer")
 
     def __init__(
         self, tracer: Tracer, instruments: Instruments, endpoint: str, parent: Traced | None
@@ -257,12 +257,12 @@ class Exchange(Scope):
         self._instruments = instruments
         self._endpoint = endpoint
         self._parent = parent
-        self._sent_at: float | None = None
+        self._sent = False
         self._status: int | None = None
         self._span: tuple[Span, Token[otel_context.Context]] | None = None
 
     def sending(self, held: float = 0.0) -> None:
-        self._sent_at = anyio.current_time()
+        self._sent = True
         parent = self._parent
         if parent is None:
             return
@@ -291,9 +291,8 @@ class Exchange(Scope):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._sent_at is None:
+        if not self._sent:
             return  # nothing went out: the pacing was cut short, or the batch stopped
-        seconds = anyio.current_time() - self._sent_at
         code: int | None = None
         error_type: str | None = None
         if exc is None:
@@ -308,7 +307,6 @@ class Exchange(Scope):
             self._endpoint, self._status, code, error_type
         )
         self._instruments.requests.add(1, attributes)
-        self._instruments.request_duration.record(seconds, attributes)
         if self._span is None:
             return
         span, token = self._span
