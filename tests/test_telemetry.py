@@ -639,3 +639,62 @@ def test_importing_the_library_imports_no_opentelemetry() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+_GLOBAL_PROVIDERS = """
+import anyio
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from nanobanana_async import Telemetry, TextToImage
+from nanobanana_async.testing import FakeNanoBanana
+
+async def main():
+    fake = FakeNanoBanana(time_scale=0.01)
+    async with fake.client(telemetry=Telemetry(name="early")) as early:
+        # The application sets its providers after one client was built, before another.
+        spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        async with fake.client(telemetry=Telemetry(name="late")) as late:
+            await early.generate(TextToImage(prompt="a banana"))
+            await late.generate(TextToImage(prompt="two bananas"))
+            data = reader.get_metrics_data()
+    points = {
+        metric.name: sorted(
+            (dict(point.attributes).get("nanobanana.client.name", ""), getattr(point, "value", 0))
+            for point in metric.data.data_points
+        )
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    print(sorted(span.name for span in spans.get_finished_spans() if span.parent is None))
+    print(points["nanobanana.limits.max_active"])
+    stats = fake.stats
+    counted = sum(value for _, value in points["nanobanana.client.requests"])
+    print(counted, stats.create_requests + stats.query_requests)
+
+anyio.run(main)
+"""
+
+
+def test_the_global_providers_serve_clients_built_before_and_after_they_are_set() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _GLOBAL_PROVIDERS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    roots, caps, requests = done.stdout.strip().splitlines()
+    assert roots == "['nanobanana.generate', 'nanobanana.generate']"
+    assert caps == "[('early', 2), ('late', 2)]"
+    counted, seen = requests.split()
+    assert counted == seen

@@ -157,17 +157,25 @@ class Instruments:
         return observed
 
 
-_BY_PROVIDER: weakref.WeakKeyDictionary[object, Instruments] = weakref.WeakKeyDictionary()
+_BY_PROVIDER: weakref.WeakKeyDictionary[metrics.MeterProvider, Instruments] = (
+    weakref.WeakKeyDictionary()
+)
+_GLOBAL: list[Instruments] = []
+"""The instruments on the global provider: made once, on OpenTelemetry's proxy meter if the
+application has not set a provider yet (the proxy hands them over when it does)."""
 
 
 def instruments_for(provider: metrics.MeterProvider | None) -> Instruments:
     """The instruments on ``provider`` (None: the global one), made on first use.
 
-    An instrument is made once per meter: a second client on the same provider shares them.
+    An instrument is made once per meter: every client of a provider shares them.
     """
-    key = metrics.get_meter_provider() if provider is None else provider
-    instruments = _BY_PROVIDER.get(key)
+    if provider is None:
+        if not _GLOBAL:
+            _GLOBAL.append(Instruments(metrics.get_meter(NAME, __version__)))
+        return _GLOBAL[0]
+    instruments = _BY_PROVIDER.get(provider)
     if instruments is None:
         meter = metrics.get_meter(NAME, __version__, provider)
-        instruments = _BY_PROVIDER[key] = Instruments(meter)
+        instruments = _BY_PROVIDER[provider] = Instruments(meter)
     return instruments
