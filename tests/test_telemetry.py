@@ -585,7 +585,7 @@ def test_a_provider_that_is_not_opentelemetrys_is_refused() -> None:
         AsyncNanoBanana("sk-test", telemetry=Telemetry(meter_provider=object()))
 
 
-async def test_without_an_sdk_no_span_is_even_started() -> None:
+async def test_without_an_sdk_nothing_reaches_opentelemetry() -> None:
     # The process's global providers are OpenTelemetry's proxies: no SDK was configured.
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     fake = fake_provider()
@@ -594,8 +594,19 @@ async def test_without_an_sdk_no_span_is_even_started() -> None:
         assert recorder is not NO_RECORDER
         assert recorder.operation("generate") is NULL_SCOPE
         assert recorder.download("https://example.com/a.png") is NULL_SCOPE
+        assert recorder.exchange("create") is NULL_SCOPE
+        assert recorder.slot_wait("before_create") is NULL_SCOPE
         result = await client.generate(TextToImage(prompt="a banana"))
     assert result.urls
+
+
+def test_the_api_still_keeps_its_providers_where_the_client_looks() -> None:
+    # The client tells "no provider set" from the API's module globals, as cheap as a read;
+    # without them it would record through the API's proxies always (correct, slower).
+    assert trace._TRACER_PROVIDER is None  # type: ignore[attr-defined]
+    from opentelemetry.metrics import _internal as metrics_api
+
+    assert metrics_api._METER_PROVIDER is None
 
 
 # -- without OpenTelemetry installed -------------------------------------------------------------
@@ -650,17 +661,20 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from nanobanana_async import Telemetry, TextToImage
+from nanobanana_async._telemetry import NULL_SCOPE
 from nanobanana_async.testing import FakeNanoBanana
 
 async def main():
     fake = FakeNanoBanana(time_scale=0.01)
     async with fake.client(telemetry=Telemetry(name="early")) as early:
+        assert early.engine.telemetry.exchange("create") is NULL_SCOPE  # nothing set yet
         # The application sets its providers after one client was built, before another.
         spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
         tracer_provider = TracerProvider()
         tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        assert early.engine.telemetry.exchange("create") is not NULL_SCOPE
         async with fake.client(telemetry=Telemetry(name="late")) as late:
             await early.generate(TextToImage(prompt="a banana"))
             await late.generate(TextToImage(prompt="two bananas"))

@@ -10,9 +10,10 @@ it); below them ``nanobanana.slot_wait``, ``nanobanana.create`` (one per create 
 `Instruments`. Durations are read on anyio's clock, the one the library runs on; span
 timestamps are the SDK's.
 
-Without an SDK, the global providers are OpenTelemetry's proxies: the proxy tracer answers
-with the one non-recording span (so nothing below a call is even started), and the metric
-instruments are proxies whose calls return at once. Nothing here reads the clock per request.
+Without an SDK, nothing reaches OpenTelemetry: while the application has set no global
+provider (and gave none), every hook returns at once (see `GlobalProvider`). Once it has, a
+call that is not sampled gets the API's non-recording span, and nothing below it is started.
+Nothing here reads the clock per request.
 """
 
 # OpenTelemetry is optional: where it is not installed, pyright cannot know its types, and the
@@ -24,7 +25,9 @@ instruments are proxies whose calls return at once. Nothing here reads the clock
 
 from __future__ import annotations
 
+import importlib
 import time
+from collections.abc import Callable
 
 import anyio
 import httpx
@@ -39,7 +42,40 @@ from ..limits import LimitsBackend
 from ._metrics import NAME, Attributes, instruments_for
 from ._spans import CURRENT, Download, Exchange, Operation, SlotWait, Traced, Wait
 
-__all__ = ["OtelRecorder"]
+__all__ = ["GlobalProvider", "OtelRecorder"]
+
+
+class GlobalProvider:
+    """Whether the application has set OpenTelemetry's global tracer (or meter) provider.
+
+    Asked by every hook, so it must cost next to nothing. The API's own answer costs more
+    than the client's whole hook: ``get_tracer_provider()`` looks the environment up (a
+    ``KeyError`` raised and caught) each time while none is set, and a non-recording
+    ``start_span`` walks the context API. The API keeps the provider it was given in a module
+    global, read here; an API without that global is taken as set, so that the client
+    records (through the API's proxies) exactly as without this shortcut.
+
+    Args:
+        module: The API module keeping the global, e.g. ``opentelemetry.trace``.
+        name: The global's name.
+        resolve: The API's getter, called once: a provider named by an
+            ``OTEL_PYTHON_*_PROVIDER`` environment variable is set by it.
+    """
+
+    __slots__ = ("_module", "_name")
+
+    def __init__(self, module: str, name: str, resolve: Callable[[], object]) -> None:
+        resolve()
+        self._module = importlib.import_module(module)
+        self._name = name
+
+    def __call__(self) -> bool:
+        """Whether a provider is set (or, with an unknown API, may be)."""
+        return getattr(self._module, self._name, True) is not None
+
+
+def _given() -> bool:
+    return True
 
 
 def _describe(request: object, *, prompt: bool) -> Attributes:
@@ -70,7 +106,15 @@ class OtelRecorder(Recorder):
         ConfigurationError: A provider given is not an OpenTelemetry one.
     """
 
-    __slots__ = ("_endpoints", "_instruments", "_prompts", "_reasons", "_tracer")
+    __slots__ = (
+        "_endpoints",
+        "_instruments",
+        "_metering",
+        "_prompts",
+        "_reasons",
+        "_tracer",
+        "_tracing",
+    )
 
     def __init__(self, telemetry: Telemetry, *, limits: LimitsBackend, server_address: str) -> None:
         tracer_provider = telemetry.tracer_provider
@@ -85,6 +129,17 @@ class OtelRecorder(Recorder):
             )
         self._tracer = trace.get_tracer(NAME, __version__, tracer_provider)
         self._instruments = instruments_for(meter_provider)
+        # Providers given are used as they are; the global ones only once the app sets them.
+        self._tracing: Callable[[], bool] = _given
+        if tracer_provider is None:
+            self._tracing = GlobalProvider(
+                "opentelemetry.trace", "_TRACER_PROVIDER", trace.get_tracer_provider
+            )
+        self._metering: Callable[[], bool] = _given
+        if meter_provider is None:
+            self._metering = GlobalProvider(
+                "opentelemetry.metrics._internal", "_METER_PROVIDER", metrics.get_meter_provider
+            )
         gauges: Attributes = {"server.address": server_address}
         if telemetry.name is not None:
             gauges["nanobanana.client.name"] = telemetry.name
@@ -108,6 +163,8 @@ class OtelRecorder(Recorder):
         index: int | None = None,
         parent: Scope | None = None,
     ) -> Scope:
+        if not self._tracing():
+            return NULL_SCOPE
         if isinstance(parent, Traced):
             owner: Traced | None = parent
             context = trace.set_span_in_context(parent.span)
@@ -128,6 +185,8 @@ class OtelRecorder(Recorder):
 
     def slot_wait(self, reason: str, *, parent: Scope | None = None) -> Scope:
         owner = parent if isinstance(parent, Traced) else CURRENT.get()
+        if owner is None and not self._metering():
+            return NULL_SCOPE
         span = None
         if owner is not None:  # a span only within a call or job that records
             context = trace.set_span_in_context(owner.span) if owner is parent else None
@@ -139,10 +198,14 @@ class OtelRecorder(Recorder):
         return SlotWait(self._instruments, self._reasons[reason], span)
 
     def exchange(self, endpoint: str) -> Scope:
-        return Exchange(self._tracer, self._instruments, endpoint, CURRENT.get())
+        parent = CURRENT.get()
+        if parent is None and not self._metering():
+            return NULL_SCOPE
+        return Exchange(self._tracer, self._instruments, endpoint, parent)
 
     def paced(self, endpoint: str, seconds: float) -> None:
-        self._instruments.pacer_wait.record(seconds, self._endpoints[endpoint])
+        if self._metering():
+            self._instruments.pacer_wait.record(seconds, self._endpoints[endpoint])
 
     def created(self, task_id: str) -> None:
         scope = CURRENT.get()
@@ -165,13 +228,14 @@ class OtelRecorder(Recorder):
         if task.complete_time is not None:
             # The provider's clock against ours: a little skew must not make it negative.
             delay = max(0.0, time.time() - task.complete_time.timestamp())
-        attributes: Attributes = {"nanobanana.task.state": task.raw_state}
-        if task.model:
-            attributes["nanobanana.model"] = task.model
-        if duration is not None:
-            self._instruments.task_duration.record(duration, attributes)
-        if delay is not None:
-            self._instruments.detection_delay.record(delay, attributes)
+        if self._metering():
+            attributes: Attributes = {"nanobanana.task.state": task.raw_state}
+            if task.model:
+                attributes["nanobanana.model"] = task.model
+            if duration is not None:
+                self._instruments.task_duration.record(duration, attributes)
+            if delay is not None:
+                self._instruments.detection_delay.record(delay, attributes)
         scope = CURRENT.get()
         if scope is None:
             return
@@ -187,6 +251,8 @@ class OtelRecorder(Recorder):
                 operation.annotate("nanobanana.task.fail_code", task.fail_code)
 
     def download(self, url: str | httpx.URL) -> Scope:
+        if not self._tracing():
+            return NULL_SCOPE
         span = self._tracer.start_span("nanobanana.download", kind=SpanKind.CLIENT)
         if not span.is_recording():
             return NULL_SCOPE
