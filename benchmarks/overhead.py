@@ -23,11 +23,11 @@ clients of one process that differ in it alone:
 * client + SDK: an OpenTelemetry SDK recording every span (a batch processor, its exports
   dropped) and every metric (an in-memory reader, never collected during the run).
 
-Rounds alternate between the contenders (and which goes first), so that a busy machine's drift
-hits all of them; each round times many cycles with ``time.perf_counter`` after a
-``gc.collect()``. A ratio is the median over rounds of one contender's time / another's in the
-same round, which is steadier on a shared machine than the ratio of the two medians (also
-printed).
+Within each round the contenders take turns every 20 cycles (in an order that rotates), so that
+a busy machine's drift hits all of them alike; a round times each contender's cycles with
+``time.perf_counter``, after a ``gc.collect()``. A ratio is the median over rounds of one
+contender's time / another's in the same round, which is steadier on a shared machine than the
+ratio of the two medians (also printed).
 """
 
 from __future__ import annotations
@@ -132,6 +132,10 @@ async def client_cycle(client: AsyncNanoBanana, request: TextToImage) -> Task:
     return await client.get_task(task_id)
 
 
+CHUNK = 20
+"""Cycles a contender runs before the next takes over, within a round."""
+
+
 async def time_cycles(cycle: Callable[[], Awaitable[Any]], cycles: int) -> float:
     """Seconds per cycle over ``cycles`` cycles."""
     gc.collect()
@@ -139,6 +143,29 @@ async def time_cycles(cycle: Callable[[], Awaitable[Any]], cycles: int) -> float
     for _ in range(cycles):
         await cycle()
     return (time.perf_counter() - started) / cycles
+
+
+async def time_round(
+    contenders: dict[str, Callable[[], Awaitable[Any]]], cycles: int, shift: int
+) -> dict[str, float]:
+    """Seconds per cycle of each contender over one round of ``cycles`` cycles each.
+
+    The contenders take turns every `CHUNK` cycles, in an order that rotates, so that each of
+    them meets the same moments of a busy machine.
+    """
+    names = list(contenders)
+    spent = dict.fromkeys(names, 0.0)
+    gc.collect()
+    for chunk in range(max(1, cycles // CHUNK)):
+        turn = (shift + chunk) % len(names)
+        for name in names[turn:] + names[:turn]:
+            cycle = contenders[name]
+            started = time.perf_counter()
+            for _ in range(CHUNK):
+                await cycle()
+            spent[name] += time.perf_counter() - started
+    done = max(1, cycles // CHUNK) * CHUNK
+    return {name: seconds / done for name, seconds in spent.items()}
 
 
 RAW = "raw httpx"
@@ -205,11 +232,9 @@ async def measure(cycles: int, rounds: int) -> dict[str, list[float]]:
         # Warm every path (imports, caches, the limiter's first use) before timing.
         for contender in contenders.values():
             await time_cycles(contender, cycles // 5 + 1)
-        names = list(contenders)
         for index in range(rounds):
-            shift = index % len(names)
-            for name in names[shift:] + names[:shift]:
-                times[name].append(await time_cycles(contenders[name], cycles))
+            for name, seconds in (await time_round(contenders, cycles, index)).items():
+                times[name].append(seconds)
     return times
 
 
@@ -238,7 +263,7 @@ def report(
         "`httpx.MockTransport` answering from pre-encoded bytes, so only client-side work is "
         "measured. **client** is `create_task` + `get_task`; **raw httpx** sends the same two "
         "requests by hand (same headers, a fresh X-Request-ID, envelope `code` checked, "
-        "`resultJson` parsed). Rounds alternate between the contenders; the times are medians "
+        "`resultJson` parsed). The contenders take turns every 20 cycles; the times are medians "
         f"over {len(times[RAW])} rounds of {cycles} cycles, a ratio is the median of the "
         "rounds' ratios.",
         "",
