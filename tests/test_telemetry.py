@@ -276,8 +276,29 @@ async def test_generate_is_a_child_of_the_apps_span_and_shows_where_time_went(ot
     polls = [event for event in wait.events if event.name == "nanobanana.poll"]
     assert len(polls) == fake.stats.query_requests == attributes(wait)["nanobanana.polls"]
     assert (polls[-1].attributes or {})["nanobanana.task.state"] == "success"
-    assert attributes(wait)["nanobanana.task.detection_delay"] >= 0
-    assert attributes(wait)["nanobanana.task.duration"] > 0
+    delay = attributes(wait)["nanobanana.task.detection_delay"]
+    assert 0 <= delay < attributes(wait)["nanobanana.task.duration"]
+
+
+async def test_the_detection_delay_does_not_bend_to_the_providers_clock(otel: Otel) -> None:
+    hour_ms = 3_600_000
+
+    def an_hour_behind(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
+        if request.method != "GET" or "recordInfo" not in request.url.path:
+            return None
+        body = json.loads(response.content)
+        for name in ("createTime", "completeTime"):
+            if body["data"].get(name) is not None:
+                body["data"][name] -= hour_ms
+        return httpx.Response(response.status_code, json=body)
+
+    fake = fake_provider(duration=30.0, time_scale=1.0)  # the provider's own speed: virtual
+    async with client_for(fake, an_hour_behind, telemetry=otel.telemetry()) as client:
+        await client.generate(TextToImage(prompt="a banana"))
+    wait = otel.only("nanobanana.wait")
+    # Seen 30 s and some after the create, ended 30 s after it by the provider's clock.
+    assert attributes(wait)["nanobanana.task.duration"] >= 30
+    assert 0 <= attributes(wait)["nanobanana.task.detection_delay"] < 5
 
 
 async def test_a_poll_that_fails_is_an_event_and_the_wait_goes_on(otel: Otel) -> None:
@@ -545,6 +566,11 @@ async def test_a_task_without_completetime_has_no_detection_delay(otel: Otel) ->
     assert otel.total("nanobanana.task.duration") == 1
     (_, wait) = otel.spans("nanobanana.wait")
     assert "nanobanana.task.duration" not in attributes(wait)
+    # With them, it has the provider's duration, and the end against the wall clock.
+    async with client_for(fake, telemetry=otel.telemetry()) as third:
+        await third.wait_for_result(result.task_id)
+    assert otel.total("nanobanana.task.duration") == 2
+    assert otel.total("nanobanana.task.detection_delay") == 1
 
 
 async def test_disabled_telemetry_records_nothing(otel: Otel) -> None:

@@ -62,7 +62,7 @@ class Instruments:
         self.detection_delay = meter.create_histogram(
             "nanobanana.task.detection_delay",
             unit="s",
-            description="From a task's end on the provider (completeTime) to our seeing it.",
+            description="From a task's end on the provider to the poll that saw it.",
             explicit_bucket_boundaries_advisory=_DELAY_BUCKETS,
         )
         self.slot_wait = meter.create_histogram(

@@ -223,10 +223,15 @@ class OtelRecorder(Recorder):
         return Wait(span, owner)
 
     def finished(self, task: Task, created_at: float | None) -> None:
-        duration = task.elapsed if created_at is None else anyio.current_time() - created_at
+        seen = None if created_at is None else anyio.current_time() - created_at
+        ran = task.elapsed  # by the provider's own clock
+        duration = ran if seen is None else seen
         delay = None
-        if task.complete_time is not None:
-            # The provider's clock against ours: a little skew must not make it negative.
+        if seen is not None and ran is not None:
+            # How much longer we saw the task run than it did: each side on its own clock, so
+            # neither a skew between the two nor a virtual clock in tests can bend it.
+            delay = max(0.0, seen - ran)
+        elif task.complete_time is not None:  # a task created elsewhere: the wall clocks
             delay = max(0.0, time.time() - task.complete_time.timestamp())
         if self._metering():
             attributes: Attributes = {"nanobanana.task.state": task.raw_state}
