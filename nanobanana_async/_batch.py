@@ -211,7 +211,7 @@ class BatchRunner:
         self._counters.conflicts0 = snapshot.conflicts
         self._counters.rate_limited0 = snapshot.rate_limited
         # The batch's span: its jobs' parent, whichever task runs them.
-        self._trace = self._engine.telemetry.operation("batch")
+        self._trace = self._engine.telemetry.operation("batch", priority=self._priority)
         if self._counters.total is not None:
             self._trace.annotate("nanobanana.batch.total", self._counters.total)
         try:
@@ -324,7 +324,7 @@ class BatchRunner:
             "batch.job", request=request, request_id=request_id, index=index, parent=self._trace
         )
         try:
-            with self._engine.telemetry.slot_wait("before_create", parent=trace):
+            with self._engine.telemetry.slot_wait("before_create", self._priority, parent=trace):
                 await active.acquire(holder, self._priority, self._headroom)
         except BaseException as exc:
             trace.end(exc)

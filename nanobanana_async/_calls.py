@@ -292,7 +292,7 @@ class Caller:
                     paced = await pacer.acquire(priority)
                 waited = anyio.current_time() - waited_from
                 rate_waited += waited
-                self.telemetry.paced(endpoint, waited)
+                self.telemetry.paced(endpoint, priority, waited)
                 if paced is None:
                     raise rate_limited
                 sent.at = paced
@@ -368,7 +368,7 @@ class Caller:
                 raise error
             logger.info("%s: %s; " + _WAITS[decision.kind], endpoint, error, delay)
             if decision.kind == "slot":
-                with self.telemetry.slot_wait("after_conflict"):
+                with self.telemetry.slot_wait("after_conflict", priority):
                     freed = await wait_for_slot(
                         self._limits.active, holder, delay, deadline, priority, headroom
                     )
@@ -409,7 +409,7 @@ class Caller:
                 raise refusal
             now = anyio.current_time()
             if pacing:
-                self.telemetry.paced(endpoint, now - entered)
+                self.telemetry.paced(endpoint, priority, now - entered)
             if now >= deadline:
                 raise APITimeoutError(
                     f"{endpoint}: the deadline passed before the request was sent",
@@ -455,7 +455,7 @@ class Caller:
             return self._answer(request, response, body, request_id, on_response)
         # Only the scope's own deadline gets here (everything else returned or raised).
         if not sending:
-            self.telemetry.paced(endpoint, anyio.current_time() - entered)  # held, then cut
+            self.telemetry.paced(endpoint, priority, anyio.current_time() - entered)  # then cut
             if anyio.current_time() < deadline:
                 raise _PacingCut  # held longer than one exchange may take: pace again
             raise APITimeoutError(

@@ -340,7 +340,7 @@ class AsyncNanoBanana(ResultFiles):
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
         priority = check_priority(priority)
         with self._engine.telemetry.operation(
-            "create_task", request=request, request_id=request_id
+            "create_task", request=request, request_id=request_id, priority=priority
         ):
             return await self._engine.create(body, request_id, seconds, priority=priority)
 
@@ -399,7 +399,9 @@ class AsyncNanoBanana(ResultFiles):
         task_id = check_task_id(task_id)
         seconds = check_timeout(timeout, DEFAULT_WAIT_TIMEOUT)
         priority = check_priority(priority)
-        with self._engine.telemetry.operation("wait_for_result", task_id=task_id):
+        with self._engine.telemetry.operation(
+            "wait_for_result", task_id=task_id, priority=priority
+        ):
             task = await self._engine.follow(
                 task_id, timeout=seconds, on_update=on_update, priority=priority
             )
@@ -443,6 +445,8 @@ class AsyncNanoBanana(ResultFiles):
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_WAIT_TIMEOUT)
         priority = check_priority(priority)
-        with self._engine.telemetry.operation("generate", request=request, request_id=request_id):
+        with self._engine.telemetry.operation(
+            "generate", request=request, request_id=request_id, priority=priority
+        ):
             task = await self._engine.generate(body, request_id, seconds, on_update, priority)
             return result_of(task)

@@ -139,7 +139,7 @@ class Engine:
         )
         active = self.limits.active
         holder = object()
-        with self.telemetry.slot_wait("before_create"), anyio.move_on_after(seconds):
+        with self.telemetry.slot_wait("before_create", priority), anyio.move_on_after(seconds):
             await active.acquire(holder, priority)
         if not active.holds(holder):
             raise APITimeoutError(

@@ -119,6 +119,7 @@ class Recorder:
         request_id: str | None = None,
         task_id: str | None = None,
         index: int | None = None,
+        priority: str | None = None,
         parent: Scope | None = None,
     ) -> Scope:
         """A public call or a batch job (``name``), with what is known of it at the start.
@@ -129,20 +130,24 @@ class Recorder:
             request_id: The ``X-Request-ID`` of its create.
             task_id: The task it concerns, when known at the start.
             index: A batch job's place in its batch.
+            priority: Its class on the key: ``"interactive"`` or ``"background"``.
             parent: The scope it belongs to; default: the current span.
         """
         return NULL_SCOPE
 
-    def slot_wait(self, reason: str, *, parent: Scope | None = None) -> Scope:
-        """A wait for an active-task slot: ``"before_create"``, or ``"after_conflict"`` (409)."""
+    def slot_wait(self, reason: str, priority: str, *, parent: Scope | None = None) -> Scope:
+        """A wait for an active-task slot by a caller of class ``priority``.
+
+        ``reason``: ``"before_create"``, or ``"after_conflict"`` (a 409).
+        """
         return NULL_SCOPE
 
     def exchange(self, endpoint: str) -> Scope:
         """One try of a call (``"create"`` or ``"query"``); it counts once its request is sent."""
         return NULL_SCOPE
 
-    def paced(self, endpoint: str, seconds: float) -> None:
-        """The endpoint's pacer held a request this long (0 when it let it go at once)."""
+    def paced(self, endpoint: str, priority: str, seconds: float) -> None:
+        """The endpoint's pacer held a request of class ``priority`` this long (0: not at all)."""
 
     def created(self, task_id: str) -> None:
         """The current call or job created this task."""

@@ -100,7 +100,9 @@ class RawResponses:
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
         priority = check_priority(priority)
         last = _LastAnswer()
-        with engine.telemetry.operation("create_task", request=request, request_id=request_id):
+        with engine.telemetry.operation(
+            "create_task", request=request, request_id=request_id, priority=priority
+        ):
             task_id = await engine.create(
                 body, request_id, seconds, on_response=last, priority=priority
             )

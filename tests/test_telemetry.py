@@ -214,6 +214,11 @@ async def test_a_faulty_batch_adds_up_to_what_the_fake_saw(otel: Otel) -> None:
     assert (
         otel.total(slot_waits, {"nanobanana.slot.reason": "after_conflict"}) == stats.active_limited
     )
+    # A batch's jobs are background work, on the key's pacers too.
+    assert otel.total(slot_waits, {"nanobanana.priority": "interactive"}) == 0
+    assert attributes(batch)["nanobanana.priority"] == "background"
+    background = {"nanobanana.endpoint": "query", "nanobanana.priority": "background"}
+    assert otel.total("nanobanana.pacer.wait.duration", background) >= stats.query_requests
     assert otel.total("nanobanana.pacer.wait.duration", {"nanobanana.endpoint": "create"}) >= (
         stats.create_requests
     )
@@ -258,10 +263,12 @@ async def test_generate_is_a_child_of_the_apps_span_and_shows_where_time_went(ot
         "nanobanana.task.state": "success",
         "nanobanana.attempts": 2,
         "nanobanana.polls": fake.stats.query_requests,
+        "nanobanana.priority": "interactive",
     }
     assert fake.tasks[result.task_id].request_id == attributes(generate)["nanobanana.request_id"]
     (slot_wait,) = children(otel, generate, "nanobanana.slot_wait")
     assert attributes(slot_wait)["nanobanana.slot.reason"] == "before_create"
+    assert attributes(slot_wait)["nanobanana.priority"] == "interactive"
     first, second = sorted(
         children(otel, generate, "nanobanana.create"), key=lambda s: s.start_time or 0
     )
@@ -621,7 +628,7 @@ async def test_without_an_sdk_nothing_reaches_opentelemetry() -> None:
         assert recorder.operation("generate") is NULL_SCOPE
         assert recorder.download("https://example.com/a.png") is NULL_SCOPE
         assert recorder.exchange("create") is NULL_SCOPE
-        assert recorder.slot_wait("before_create") is NULL_SCOPE
+        assert recorder.slot_wait("before_create", "interactive") is NULL_SCOPE
         result = await client.generate(TextToImage(prompt="a banana"))
     assert result.urls
 

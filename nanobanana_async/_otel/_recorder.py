@@ -39,6 +39,7 @@ from .._models import ImageToImage, Task, TextToImage
 from .._telemetry import NULL_SCOPE, Recorder, Scope, Telemetry
 from .._version import __version__
 from ..limits import LimitsBackend
+from ..limits._queue import PRIORITIES
 from ._metrics import NAME, Attributes, instruments_for
 from ._spans import CURRENT, Download, Exchange, Operation, SlotWait, Traced, Wait
 
@@ -106,15 +107,7 @@ class OtelRecorder(Recorder):
         ConfigurationError: A provider given is not an OpenTelemetry one.
     """
 
-    __slots__ = (
-        "_endpoints",
-        "_instruments",
-        "_metering",
-        "_prompts",
-        "_reasons",
-        "_tracer",
-        "_tracing",
-    )
+    __slots__ = ("_instruments", "_metering", "_paced", "_prompts", "_tracer", "_tracing", "_waits")
 
     def __init__(self, telemetry: Telemetry, *, limits: LimitsBackend, server_address: str) -> None:
         tracer_provider = telemetry.tracer_provider
@@ -145,12 +138,16 @@ class OtelRecorder(Recorder):
             gauges["nanobanana.client.name"] = telemetry.name
         self._instruments.watch(limits, gauges)
         self._prompts = telemetry.record_prompts
-        self._endpoints: dict[str, Attributes] = {
-            name: {"nanobanana.endpoint": name} for name in ("create", "query")
+        # The few attribute sets of the waits, made once.
+        self._paced: dict[tuple[str, str], Attributes] = {
+            (endpoint, priority): {"nanobanana.endpoint": endpoint, "nanobanana.priority": priority}
+            for endpoint in ("create", "query")
+            for priority in PRIORITIES
         }
-        self._reasons: dict[str, Attributes] = {
-            reason: {"nanobanana.slot.reason": reason}
+        self._waits: dict[tuple[str, str], Attributes] = {
+            (reason, priority): {"nanobanana.slot.reason": reason, "nanobanana.priority": priority}
             for reason in ("before_create", "after_conflict")
+            for priority in PRIORITIES
         }
 
     def operation(
@@ -161,6 +158,7 @@ class OtelRecorder(Recorder):
         request_id: str | None = None,
         task_id: str | None = None,
         index: int | None = None,
+        priority: str | None = None,
         parent: Scope | None = None,
     ) -> Scope:
         if not self._tracing():
@@ -180,10 +178,12 @@ class OtelRecorder(Recorder):
             attributes["nanobanana.task_id"] = task_id
         if index is not None:
             attributes["nanobanana.batch.index"] = index
+        if priority is not None:
+            attributes["nanobanana.priority"] = priority
         span.set_attributes(attributes)
         return Operation(span, owner, creating=request is not None)
 
-    def slot_wait(self, reason: str, *, parent: Scope | None = None) -> Scope:
+    def slot_wait(self, reason: str, priority: str, *, parent: Scope | None = None) -> Scope:
         owner = parent if isinstance(parent, Traced) else CURRENT.get()
         if owner is None and not self._metering():
             return NULL_SCOPE
@@ -193,9 +193,9 @@ class OtelRecorder(Recorder):
             span = self._tracer.start_span(
                 "nanobanana.slot_wait",
                 context=context,
-                attributes={"nanobanana.slot.reason": reason},
+                attributes={"nanobanana.slot.reason": reason, "nanobanana.priority": priority},
             )
-        return SlotWait(self._instruments, self._reasons[reason], span)
+        return SlotWait(self._instruments, self._waits[reason, priority], span)
 
     def exchange(self, endpoint: str) -> Scope:
         parent = CURRENT.get()
@@ -203,9 +203,9 @@ class OtelRecorder(Recorder):
             return NULL_SCOPE
         return Exchange(self._tracer, self._instruments, endpoint, parent)
 
-    def paced(self, endpoint: str, seconds: float) -> None:
+    def paced(self, endpoint: str, priority: str, seconds: float) -> None:
         if self._metering():
-            self._instruments.pacer_wait.record(seconds, self._endpoints[endpoint])
+            self._instruments.pacer_wait.record(seconds, self._paced[endpoint, priority])
 
     def created(self, task_id: str) -> None:
         scope = CURRENT.get()
