@@ -365,8 +365,9 @@ async def follow(
     last: Task | None = None
     failure: NanoBananaError | None = None
     share = planner.join()
+    telemetry = caller.telemetry
     try:
-        with anyio.CancelScope(deadline=deadline):
+        with anyio.CancelScope(deadline=deadline), telemetry.waiting(task_id) as waiting:
             while True:
                 if polls or created_at is not None:
                     age = _age(created_at, started, last)
@@ -377,6 +378,7 @@ async def follow(
                 except DecodeError as exc:
                     # An answer we cannot read will most likely read the same next time.
                     unreadable += 1
+                    waiting.polled(error=exc)
                     if unreadable >= _MAX_UNREADABLE:
                         raise
                     failure = exc
@@ -384,12 +386,14 @@ async def follow(
                 except (APIConnectionError, ServerError, RateLimitError) as exc:
                     # The task runs on regardless: poll again on schedule; the deadline decides.
                     logger.info("polling task %s failed, will poll again: %s", task_id, exc)
+                    waiting.polled(error=exc)
                     failure = exc
                     continue
                 finally:
                     if on_poll is not None:
                         on_poll()
                 unreadable = 0
+                waiting.polled(task)
                 previous, last = last, task
                 if previous is None or task.raw_state != previous.raw_state:
                     if task.state is TaskState.UNKNOWN:
@@ -401,11 +405,13 @@ async def follow(
                     await _notify(on_update, task)
                 if task.is_finished:
                     planner.observe(task, created_at)
+                    telemetry.finished(task, created_at)
                     return task
     finally:
         planner.leave(share)
     if last is not None and last.is_finished:  # seen finished; a slow on_update ran late
         planner.observe(last, created_at)
+        telemetry.finished(last, created_at)
         return last
     raise WaitTimeoutError(task_id, timeout, last) from failure
 
