@@ -308,7 +308,7 @@ async def test_an_interactive_caller_tries_one_slot_past_the_room_left_to_others
         limiter.release(holder)
 
 
-async def test_a_409_closes_the_try_until_a_task_of_ours_ends() -> None:
+async def test_after_a_409_a_visitor_waits_for_a_slot_of_ours_or_a_while() -> None:
     limiter, holders = await _neighboured()
     visitor = object()
     with anyio.move_on_after(0.01):
@@ -318,7 +318,7 @@ async def test_a_409_closes_the_try_until_a_task_of_ours_ends() -> None:
         group.start_soon(limiter.acquire, visitor)
         await anyio.wait_all_tasks_blocked()
         assert not limiter.holds(visitor)
-        limiter.release(holders.pop())  # a task of ours ended: its slot, and a try
+        limiter.release(holders.pop())  # a task of ours ended: its slot is the visitor's
         await anyio.wait_all_tasks_blocked()
     assert limiter.holds(visitor)
     for holder in [*holders, visitor]:

@@ -289,8 +289,6 @@ class ActiveTaskLimiter(SlotsBase):
         if since is not None:
             held = max(0.0, self._now() - since)
             self._mean_hold += HOLD_WEIGHT * (held - self._mean_hold)
-        if running:
-            self._reach_after = -math.inf  # a task of ours ended: its slot is free to try
         self._capacity().release(holder)
         if self.waiting:
             self.probe_now()
@@ -304,8 +302,8 @@ class ActiveTaskLimiter(SlotsBase):
 
     def _learn_conflict(self, stated: int | None, active: int | None) -> None:
         now = self._now()
-        # The key is full: no interactive try past the estimate until a task of ours ends, or
-        # for a little while.
+        # The key is full: no interactive try past the estimate for a little while (the time
+        # of two creates at the cap): each try that fails is a refused create.
         self._reach_after = now + bounded(CAP_ROOM_START * self._unit())
         probe = self._schedule()
         was_probing = probe.probing
