@@ -138,7 +138,7 @@ async def assert_rerun_creates_nothing_twice(
 ) -> None:
     """Every task the fake made is journaled, or its job's X-Request-ID finds it again."""
     paid = dict(fake.tasks)
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         rows = {
             idx: (rid, tid)
             for idx, rid, tid in db.execute("SELECT idx, request_id, task_id FROM jobs")
