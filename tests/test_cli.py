@@ -83,6 +83,8 @@ def served(portal: BlockingPortal) -> Iterator[Served]:
 def env_for(served: Served | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NANOBANANA_")}
     env.update(COLUMNS="200", TERM="dumb", PYTHONIOENCODING="utf-8")
+    # A resource the command leaves open is shown on its stderr, which `finish` checks.
+    env.update(PYTHONWARNINGS="always::ResourceWarning")
     if served is not None:
         env.update(NANOBANANA_API_KEY=KEY, NANOBANANA_BASE_URL=served.base_url)
     env.update(extra)
@@ -110,6 +112,7 @@ def start(args: Sequence[str | Path], served: Served | None, cwd: Path, **env: s
 
 def finish(process: Popen) -> Result:
     stdout, stderr = process.communicate(timeout=60)
+    assert "ResourceWarning" not in stderr, stderr
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
