@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from support import files_open_in
 
 from nanobanana_async import IMAGE_SIZES, AsyncNanoBanana, ImageToImage, TextToImage
 from nanobanana_async.cli import _app, _batch, main
@@ -144,6 +145,10 @@ class InProcess:
                     patch.setenv(name, value)
             patch.chdir(cwd)
             code = main([str(arg) for arg in args])
+        # Whatever became of the command (refused rows, errors, Ctrl-C), it closed every file
+        # it opened in its folder (the batch file, the journal, images): none is left to the
+        # collector.
+        assert files_open_in(cwd) == []
         out, err = self.capsys.readouterr()
         return subprocess.CompletedProcess([str(arg) for arg in args], code, out, err)
 
