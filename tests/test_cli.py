@@ -9,7 +9,6 @@ readers are also tested in-process, for the corner cases of CSV and JSONL.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import io
 import json
@@ -788,12 +787,15 @@ def test_unexpected_errors_are_one_line_unless_verbose(
 
 
 def test_exception_groups_are_reported_by_their_first_error() -> None:
-    if sys.version_info < (3, 11):
-        pytest.skip("ExceptionGroup is new in Python 3.11")
-    group_type = builtins.ExceptionGroup
-    group = group_type("outer", [group_type("inner", [KeyError("k"), ValueError()])])
+    group = ExceptionGroup("outer", [ExceptionGroup("inner", [KeyError("k"), ValueError()])])
     assert isinstance(leaf(group), KeyError)
     assert leaf(ValueError("plain")).args == ("plain",)
+    # A group of only interruptions and exits is reported by its first member.
+    exits = BaseExceptionGroup("exits", [KeyboardInterrupt(), SystemExit(3)])
+    assert isinstance(leaf(exits), KeyboardInterrupt)
+    # A real error wins over an interruption beside it.
+    mixed = BaseExceptionGroup("mixed", [KeyboardInterrupt(), OSError("disk")])
+    assert isinstance(leaf(mixed), OSError)
 
 
 def interrupt(*args: object, **kwargs: object) -> Any:
