@@ -112,7 +112,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         self,
         executor: concurrent.futures.Executor | None,
         func: Callable[[Unpack[_Ts]], _T],
-        *args: Unpack[_Ts],
+        *args: *_Ts,
     ) -> asyncio.Future[_T]:
         """As asyncio's, and the clock waits while the work runs."""
         future = super().run_in_executor(executor, func, *args)
