@@ -67,6 +67,15 @@ def _collect_garbage() -> Iterator[None]:
     gc.freeze()
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Thaw what `_collect_garbage` froze: `gc.get_referrers` does not see frozen objects.
+
+    Hypothesis asks it, when it is first imported, whether a PRNG it is given is referred to;
+    in a run of tests that never imported it, that is in the summary, after the tests.
+    """
+    gc.unfreeze()
+
+
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> object:
     if request.node.get_closest_marker("real_time"):
