@@ -40,7 +40,7 @@ def runs(version: str) -> bool:
     """Whether ``python{version}`` on PATH starts and is that version.
 
     Asked, not only looked up: a pyenv shim is on PATH for every version pyenv has installed,
-    but starts only those the shell has selected (``pyenv global 3.11 3.12 3.13``).
+    but starts only those the shell has selected (``pyenv global``, ``PYENV_VERSION``).
     """
     interpreter = shutil.which(f"python{version}")
     if interpreter is None:
