@@ -387,7 +387,7 @@ async def test_a_read_failure_is_a_journal_error(tmp_path: Path) -> None:
 # through anyio's shields: the journal must still not leave its file open, nor a row unwritten.
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # asyncio's own, on the real clock
 async def test_an_open_cancelled_by_asyncio_closes_the_journal_it_opened(tmp_path: Path) -> None:
     path = tmp_path / "batch.sqlite"
     await (await Journal.open(path)).aclose()
