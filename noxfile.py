@@ -63,7 +63,7 @@ PRESENT = [version for version in CLAIMED if runs(version)]
 
 def run_suite(session: nox.Session) -> None:
     """Install the package with every extra and the test groups; run pytest under coverage."""
-    session.install("-e", ".[cli,redis,s3]", *group("tests"), *group("examples"))
+    session.install("-e", ".[cli,redis,s3,otel]", *group("tests"), *group("examples"))
     session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", success_codes=[0, 1])
