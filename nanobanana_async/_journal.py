@@ -24,7 +24,9 @@ finished on the next open, as long as it holds no job rows: no request can have 
 with an id derived from a batch id that was never written.
 
 sqlite3 is blocking; every call runs in a worker thread through `anyio.to_thread`, one at a
-time under a lock. Every failure of the file is raised as `JournalError`, naming the file.
+time under a lock. Opening, writing and closing run to their end even when the caller is
+cancelled (`run_shielded`), so a cancelled batch loses no row and leaves no connection open.
+Every failure of the file is raised as `JournalError`, naming the file.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from ._errors import (
 )
 from ._models import Task, TaskResult, TaskState
 from ._outcomes import BatchOutcome
+from ._shielded import run_shielded
 
 __all__ = ["Journal", "JournalRow", "error_columns", "fingerprint", "outcome_from_row"]
 
@@ -148,7 +151,10 @@ class Journal:
                 were sent with.
         """
         target = Path(path)
-        return await anyio.to_thread.run_sync(cls._open_sync, target)
+        # To its end, and closed again if the caller is cancelled before it takes the journal.
+        return await run_shielded(
+            lambda: anyio.to_thread.run_sync(cls._open_sync, target), undo=Journal.aclose
+        )
 
     @classmethod
     def _open_sync(cls, path: Path) -> Journal:
@@ -239,11 +245,11 @@ class Journal:
             JournalError: The file cannot be written.
         """
         statement = "INSERT OR REPLACE INTO images (sha256, url, valid_until) VALUES (?, ?, ?)"
+        values = (sha256, url, valid_until)
         async with self._lock:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(
-                    self._execute_sync, statement, (sha256, url, valid_until)
-                )
+            await run_shielded(
+                lambda: anyio.to_thread.run_sync(self._execute_sync, statement, values)
+            )
 
     def _execute_sync(self, statement: str, values: tuple[Any, ...]) -> None:
         try:
@@ -294,12 +300,11 @@ class Journal:
         if not self._pending:
             return
         async with self._lock:
-            # Taken inside the lock, written under a shield: a flush cancelled while it waits
-            # for the lock, or for a worker thread, loses no row.
+            # Taken inside the lock, written to the end: a flush cancelled while it waits for
+            # the lock, or for a worker thread, loses no row.
             batch, self._pending = self._pending, []
             if batch:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._write_sync, batch)
+                await run_shielded(lambda: anyio.to_thread.run_sync(self._write_sync, batch))
 
     def _write_sync(self, batch: list[tuple[Any, ...]]) -> None:
         try:
@@ -320,16 +325,18 @@ class Journal:
             await self.flush()
 
     async def aclose(self) -> None:
-        """Flush and close; safe to call more than once, and shielded from cancellation."""
+        """Flush and close; safe to call more than once, and run to its end when cancelled."""
         if self._closed:
             return
-        with anyio.CancelScope(shield=True):
-            try:
-                await self.flush()
-            finally:
-                self._closed = True
-                async with self._lock:
-                    await anyio.to_thread.run_sync(self._db.close)
+        self._closed = True
+        await run_shielded(self._flush_and_close)
+
+    async def _flush_and_close(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            async with self._lock:
+                await anyio.to_thread.run_sync(self._db.close)
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:

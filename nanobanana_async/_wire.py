@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
 
@@ -253,8 +253,8 @@ def retry_after_seconds(data: object, headers: Mapping[str, str]) -> float | Non
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _seconds(value: object) -> float | None:
@@ -352,7 +352,7 @@ def _opt_time(value: object) -> datetime | None:
     millis = opt_number(value)
     if millis is None or not 0 < millis <= _TIME_MAX_MS:
         return None
-    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)
 
 
 def _result_urls(result: object, state: TaskState) -> tuple[str, ...]:

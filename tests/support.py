@@ -6,6 +6,8 @@
   some answers rewritten if need be (`client_for`) or over HTTP (`over_http`: the fake's own
   HTTP/1.1 server, on a `MemoryNetwork`, so the test keeps its virtual clock).
 - `raw_server`, for what the fake cannot send; `wait_until`, for what has no event.
+- `files_open_in`: the files of a folder this process still holds open; `write_locked`: an
+  SQLite file whose write lock another connection holds.
 
 The respx stand-in (``tests/conftest.py``'s ``api`` fixture) builds its answers here too.
 Nothing here asserts on elapsed time: the machine is shared.
@@ -16,14 +18,17 @@ from __future__ import annotations
 import contextlib
 import http
 import json
+import sqlite3
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
 import attrs
 import httpx
+import psutil
 from memory_network import MemoryNetwork, memory_network
 
 from nanobanana_async import AsyncNanoBanana, PollPolicy, RetryPolicy, TextToImage
@@ -210,6 +215,33 @@ async def wait_until(condition: Callable[[], bool], limit: float = 20.0) -> None
     with anyio.fail_after(limit):
         while not condition():  # noqa: ASYNC110 - the fake has no event to wait on
             await anyio.sleep(0.001)
+
+
+def files_open_in(folder: Path) -> list[str]:
+    """The files under ``folder`` this process holds open (a journal, its -wal and -shm...).
+
+    Asked of the operating system, so it sees a file left open on every Python, whether or
+    not a `ResourceWarning` would say so when the collector gets to it.
+    """
+    root = folder.resolve()
+    return sorted(
+        file.path for file in psutil.Process().open_files() if Path(file.path).is_relative_to(root)
+    )
+
+
+@contextlib.contextmanager
+def write_locked(path: Path) -> Iterator[None]:
+    """Another connection holds the write lock of the SQLite file at ``path`` until the end.
+
+    A journal being opened meanwhile waits for it (SQLite's busy timeout, 5 seconds), holding
+    its file open: a cancellation can be made to land in the middle of the open.
+    """
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as blocker:
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            blocker.execute("ROLLBACK")
 
 
 @attrs.define

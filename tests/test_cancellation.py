@@ -9,6 +9,7 @@ lets a rerun pick up every task already paid for, creating nothing twice.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,15 @@ from typing import Any
 
 import anyio
 import pytest
-from support import fake_provider, over_http, prompts, wait_until
+from support import (
+    client_for,
+    fake_provider,
+    files_open_in,
+    over_http,
+    prompts,
+    wait_until,
+    write_locked,
+)
 
 from nanobanana_async import AsyncNanoBanana, BatchRunner, TextToImage
 from nanobanana_async._journal import Journal, fingerprint
@@ -138,7 +147,7 @@ async def assert_rerun_creates_nothing_twice(
 ) -> None:
     """Every task the fake made is journaled, or its job's X-Request-ID finds it again."""
     paid = dict(fake.tasks)
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         rows = {
             idx: (rid, tid)
             for idx, rid, tid in db.execute("SELECT idx, request_id, task_id FROM jobs")
@@ -203,5 +212,44 @@ async def test_cancelling_a_journaled_batch(tmp_path: Path, how: str, point: int
                         break
             assert seen == wanted
         assert runner.statistics().running == 0
+        assert files_open_in(tmp_path) == []  # the journal is closed, not left to the collector
         await assert_shut_down_cleanly(client, fake)
     await assert_rerun_creates_nothing_twice(fake, path, requests)
+
+
+@pytest.mark.real_time  # the open waits on a real lock, held by another connection
+async def test_a_batch_cancelled_while_its_journal_opens_leaves_it_closed(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    await (await Journal.open(path)).aclose()
+    fake = fake_provider()
+    async with client_for(fake) as client:
+        runner = BatchRunner(client, journal=path)
+        async with anyio.create_task_group() as group:
+            with write_locked(path):
+                held = len(files_open_in(tmp_path))
+                group.start_soon(runner.run, prompts(3))
+                await wait_until(lambda: len(files_open_in(tmp_path)) > held)
+                group.cancel_scope.cancel()
+    assert files_open_in(tmp_path) == []
+    assert fake.stats.create_requests == 0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_batch_cancelled_by_asyncio_while_its_journal_opens_leaves_it_closed(
+    tmp_path: Path,
+) -> None:
+    """``task.cancel()`` (or asyncio.run's Ctrl-C) is not stopped by anyio's shields."""
+    path = tmp_path / "batch.sqlite"
+    await (await Journal.open(path)).aclose()
+    fake = fake_provider()
+    async with client_for(fake) as client:
+        runner = BatchRunner(client, journal=path)
+        with write_locked(path):
+            held = len(files_open_in(tmp_path))
+            batch = asyncio.ensure_future(runner.run(prompts(3)))
+            await wait_until(lambda: len(files_open_in(tmp_path)) > held)
+            batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        assert files_open_in(tmp_path) == []
+    assert fake.stats.create_requests == 0

@@ -9,7 +9,6 @@ readers are also tested in-process, for the corner cases of CSV and JSONL.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import io
 import json
@@ -28,6 +27,7 @@ from typing import Any
 import attrs
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from support import files_open_in
 
 from nanobanana_async import IMAGE_SIZES, AsyncNanoBanana, ImageToImage, TextToImage
 from nanobanana_async.cli import _app, _batch, main
@@ -83,6 +83,8 @@ def served(portal: BlockingPortal) -> Iterator[Served]:
 def env_for(served: Served | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NANOBANANA_")}
     env.update(COLUMNS="200", TERM="dumb", PYTHONIOENCODING="utf-8")
+    # A resource the command leaves open is shown on its stderr, which `finish` checks.
+    env.update(PYTHONWARNINGS="always::ResourceWarning")
     if served is not None:
         env.update(NANOBANANA_API_KEY=KEY, NANOBANANA_BASE_URL=served.base_url)
     env.update(extra)
@@ -110,6 +112,7 @@ def start(args: Sequence[str | Path], served: Served | None, cwd: Path, **env: s
 
 def finish(process: Popen) -> Result:
     stdout, stderr = process.communicate(timeout=60)
+    assert "ResourceWarning" not in stderr, stderr
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
@@ -141,6 +144,10 @@ class InProcess:
                     patch.setenv(name, value)
             patch.chdir(cwd)
             code = main([str(arg) for arg in args])
+        # Whatever became of the command (refused rows, errors, Ctrl-C), it closed every file
+        # it opened in its folder (the batch file, the journal, images): none is left to the
+        # collector.
+        assert files_open_in(cwd) == []
         out, err = self.capsys.readouterr()
         return subprocess.CompletedProcess([str(arg) for arg in args], code, out, err)
 
@@ -780,12 +787,15 @@ def test_unexpected_errors_are_one_line_unless_verbose(
 
 
 def test_exception_groups_are_reported_by_their_first_error() -> None:
-    if sys.version_info < (3, 11):
-        pytest.skip("ExceptionGroup is new in Python 3.11")
-    group_type = builtins.ExceptionGroup
-    group = group_type("outer", [group_type("inner", [KeyError("k"), ValueError()])])
+    group = ExceptionGroup("outer", [ExceptionGroup("inner", [KeyError("k"), ValueError()])])
     assert isinstance(leaf(group), KeyError)
     assert leaf(ValueError("plain")).args == ("plain",)
+    # A group of only interruptions and exits is reported by its first member.
+    exits = BaseExceptionGroup("exits", [KeyboardInterrupt(), SystemExit(3)])
+    assert isinstance(leaf(exits), KeyboardInterrupt)
+    # A real error wins over an interruption beside it.
+    mixed = BaseExceptionGroup("mixed", [KeyboardInterrupt(), OSError("disk")])
+    assert isinstance(leaf(mixed), OSError)
 
 
 def interrupt(*args: object, **kwargs: object) -> Any:

@@ -102,7 +102,11 @@ def test_every_block_that_claims_to_run_runs(tmp_path: Path) -> None:
                 folder.mkdir()
                 (folder / "prompts.txt").write_text("a banana\n\ntwo bananas\nthree bananas\n")
                 process = subprocess.Popen(
-                    [sys.executable, "-W", "error::DeprecationWarning", "-c", block.code],
+                    # A resource left open is shown on stderr, and fails the block.
+                    [
+                        *(sys.executable, "-W", "error::DeprecationWarning"),
+                        *("-W", "always::ResourceWarning", "-c", block.code),
+                    ],
                     cwd=folder,
                     env=env,
                     stdout=subprocess.PIPE,
@@ -116,8 +120,8 @@ def test_every_block_that_claims_to_run_runs(tmp_path: Path) -> None:
                 except subprocess.TimeoutExpired:  # pragma: no cover - a failure's detail
                     process.kill()
                     _, stderr = process.communicate()
-                if process.returncode != 0:
-                    failures.append(f"{block}: {stderr.strip().splitlines()[-1:]}")
+                if process.returncode != 0 or "ResourceWarning" in stderr:
+                    failures.append(f"{block}: {stderr.strip().splitlines()[-2:]}")
     assert not failures, "\n".join(failures)
 
 

@@ -281,7 +281,7 @@ def test_the_batch_and_resume_guides_run_as_written(tmp_path: Path) -> None:
             folder.mkdir(exist_ok=True)
             (folder / "prompts.txt").write_text("a banana\n\ntwo bananas\nthree bananas\n")
             return subprocess.Popen(
-                [sys.executable, "-c", script],
+                [sys.executable, "-W", "always::ResourceWarning", "-c", script],
                 cwd=folder,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -292,6 +292,7 @@ def test_the_batch_and_resume_guides_run_as_written(tmp_path: Path) -> None:
         def finish(process: subprocess.Popen[str]) -> str:
             stdout, stderr = process.communicate(timeout=60)
             assert process.returncode == 0, stderr
+            assert "ResourceWarning" not in stderr, stderr
             return stdout
 
         outputs = [

@@ -9,6 +9,7 @@ request).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,6 @@ async def test_a_random_mix_of_faults_through_a_journaled_batch(tmp_path: Path) 
     assert {type(o.error).__name__ for o in failed} <= {"TaskFailedError"}
     assert {o.task_id for o in outcomes} == set(fake.tasks)
     assert_billed_once_per_request(fake, 40)
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         rows = dict(db.execute("SELECT idx, task_id FROM jobs WHERE status != 'created'"))
     assert rows == {o.index: o.task_id for o in outcomes}

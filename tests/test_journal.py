@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import sqlite3
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from support import files_open_in, wait_until, write_locked
 
 from nanobanana_async import JournalError
 from nanobanana_async._journal import Journal, JournalRow, fingerprint
@@ -378,3 +380,41 @@ async def test_a_read_failure_is_a_journal_error(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match=f"cannot read the batch journal {re.escape(str(path))}"):
         await journal.rows(0, 10)
     await journal.aclose()
+
+
+# -- cancelled by asyncio itself ------------------------------------------------------------------
+# ``task.cancel()``, ``asyncio.timeout`` and `asyncio.run` on Ctrl-C cancel a task natively,
+# through anyio's shields: the journal must still not leave its file open, nor a row unwritten.
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # asyncio's own, on the real clock
+async def test_an_open_cancelled_by_asyncio_closes_the_journal_it_opened(tmp_path: Path) -> None:
+    path = tmp_path / "batch.sqlite"
+    await (await Journal.open(path)).aclose()
+    with write_locked(path):
+        held = len(files_open_in(tmp_path))
+        opening = asyncio.ensure_future(Journal.open(path))
+        # Cancelled once the open has the file, while it waits for the write lock.
+        await wait_until(lambda: len(files_open_in(tmp_path)) > held)
+        opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    assert files_open_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("steps", range(1, 7))
+async def test_a_close_cancelled_by_asyncio_still_writes_and_closes(
+    tmp_path: Path, steps: int
+) -> None:
+    path = tmp_path / "batch.sqlite"
+    journal = await Journal.open(path)
+    journal.record(0, "fp", "rid", status="created", task_id="t")
+    closing = asyncio.ensure_future(journal.aclose())
+    for _ in range(steps):  # cancelled at each of its first await points in turn
+        await asyncio.sleep(0)
+    closing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await closing
+    assert files_open_in(tmp_path) == []
+    assert [row.task_id for row in await reopen_rows(path)] == ["t"]

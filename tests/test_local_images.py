@@ -8,6 +8,7 @@ the store and from the store to the provider.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
@@ -406,7 +407,7 @@ async def test_an_older_journal_gains_the_images_table(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     journal = await Journal.open(path)
     await journal.aclose()
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
         db.execute("DROP TABLE images")
     journal = await Journal.open(path)
     try:

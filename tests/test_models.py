@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -196,8 +196,8 @@ class TestTask:
         assert TaskState.UNKNOWN.is_finished is False
 
     def test_elapsed_from_the_provider_timestamps(self) -> None:
-        created = datetime(2025, 9, 11, 10, 0, 0, tzinfo=timezone.utc)
-        done = datetime(2025, 9, 11, 10, 0, 12, tzinfo=timezone.utc)
+        created = datetime(2025, 9, 11, 10, 0, 0, tzinfo=UTC)
+        done = datetime(2025, 9, 11, 10, 0, 12, tzinfo=UTC)
         task = Task(task_id="t", state=TaskState.SUCCESS, create_time=created, complete_time=done)
         assert task.is_finished
         assert task.elapsed == 12.0

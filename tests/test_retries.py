@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -259,7 +259,7 @@ class TestRetryAfterSeconds:
         assert retry_after_seconds(data, httpx.Headers()) is None
 
     def test_http_date_header(self) -> None:
-        later = datetime.now(timezone.utc) + timedelta(seconds=120)
+        later = datetime.now(UTC) + timedelta(seconds=120)
         seconds = retry_after_seconds(None, httpx.Headers({"Retry-After": format_datetime(later)}))
         assert seconds is not None
         assert 100 < seconds <= 120

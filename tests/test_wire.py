@@ -6,7 +6,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -107,7 +107,7 @@ class TestStructureTask:
         assert task.fail_code is None
         assert task.fail_message is None
         assert task.cost_time == 12000.0
-        assert task.create_time == datetime(2025, 9, 11, 9, 49, 24, 490000, tzinfo=timezone.utc)
+        assert task.create_time == datetime(2025, 9, 11, 9, 49, 24, 490000, tzinfo=UTC)
         assert task.elapsed == 12.0
         assert task.param is not None
         assert task.param["input"]["image_urls"] == ["https://cdn.example.com/input.png"]
@@ -235,7 +235,7 @@ class TestStructureTask:
 
     def test_time_as_a_string(self) -> None:
         task = structure_task(record(createTime="1757584164490"))
-        assert task.create_time == datetime.fromtimestamp(1757584164.49, tz=timezone.utc)
+        assert task.create_time == datetime.fromtimestamp(1757584164.49, tz=UTC)
 
     def test_a_surprise_inside_the_data_still_surfaces_as_decode_error(self) -> None:
         class Exploding(Mapping[str, Any]):

@@ -64,8 +64,8 @@ def one_line(text: str) -> str:
 
 def leaf(exc: BaseException) -> BaseException:
     """The first real error inside (nested) exception groups, or ``exc`` itself."""
-    while isinstance(group := getattr(exc, "exceptions", None), tuple) and group:
-        members = cast("tuple[BaseException, ...]", group)
+    while isinstance(exc, BaseExceptionGroup):
+        members = cast("BaseExceptionGroup[BaseException]", exc).exceptions
         exc = next((e for e in members if isinstance(e, Exception)), members[0])
     return exc
 

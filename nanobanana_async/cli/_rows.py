@@ -197,8 +197,8 @@ def jsonl_rows(lines: Iterable[bytes], base: Path | None = None) -> Iterator[Row
 def _decoded(lines: Iterable[bytes], bad: dict[int, str] | None = None) -> Iterator[str]:
     """Decode lines for the csv module, noting in ``bad`` (by line) those that cannot be sent.
 
-    Undecodable bytes and NUL bytes are replaced, so the csv module reads on (Python 3.10's
-    refuses a NUL outright) and the row they are in is reported by its line instead.
+    Undecodable bytes are replaced, so the csv module reads on, and the row they are in is
+    reported by its line instead; so is a row with a NUL byte, which no prompt or URL holds.
     """
     for number, raw in enumerate(lines, 1):
         reason = None
@@ -209,7 +209,6 @@ def _decoded(lines: Iterable[bytes], bad: dict[int, str] | None = None) -> Itera
             text = raw.decode("utf-8", "replace")
         if "\x00" in text:
             reason = reason or "contains a NUL byte"
-            text = text.replace("\x00", "\ufffd")
         if reason is not None and bad is not None:
             bad[number] = reason
         yield text.removeprefix("\ufeff") if number == 1 else text

@@ -112,12 +112,22 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         self,
         executor: concurrent.futures.Executor | None,
         func: Callable[[Unpack[_Ts]], _T],
-        *args: Unpack[_Ts],
+        *args: *_Ts,
     ) -> asyncio.Future[_T]:
         """As asyncio's, and the clock waits while the work runs."""
         future = super().run_in_executor(executor, func, *args)
         self._executor_futures.add(future)
         return future
+
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:
+        """As asyncio's, but with no timeout: the executor's threads are always joined.
+
+        asyncio joins them in a thread of its own, which the clock does not wait for, so a
+        timeout (300 s from Python 3.12 on, when the loop closes) would pass at once and leave
+        the threads running.
+        """
+        del timeout
+        await super().shutdown_default_executor()
 
     def _threads_busy(self) -> bool:
         if any(not future.done() for future in self._executor_futures):

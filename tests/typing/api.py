@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_type
 
 import httpx
-from typing_extensions import assert_type
 
 import nanobanana_async as nb
 from nanobanana_async import (
