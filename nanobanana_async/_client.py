@@ -156,6 +156,7 @@ class AsyncNanoBanana(ResultFiles):
             user_agent=user_agent,
             allow_loopback=loopback,
             max_bytes=max_download_bytes,
+            secret=secret,
         )
         self._closed = False
 

@@ -12,12 +12,14 @@ Nothing here asserts on elapsed time: the machine is shared.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http
 import json
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+import types
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -264,14 +266,9 @@ async def raw_server(
             group.cancel_scope.cancel()
 
 
-def texts_of(error: BaseException, *, with_locals: bool = False) -> list[str]:
-    """What an exception shows: str, repr, args, attributes, the chain, the traceback.
-
-    Args:
-        error: The exception.
-        with_locals: Also the traceback with every frame's locals (as Sentry or rich show).
-    """
-    texts: list[str] = []
+def _errors_in(error: BaseException) -> list[BaseException]:
+    """``error``, its causes and contexts, and the members of any exception group, once each."""
+    found: list[BaseException] = []
     seen: set[int] = set()
     pending: list[BaseException] = [error]
     while pending:
@@ -279,10 +276,78 @@ def texts_of(error: BaseException, *, with_locals: bool = False) -> list[str]:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        texts += [str(current), repr(current), repr(current.args), repr(vars(current))]
+        found.append(current)
         pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+        # An exception group's members (BaseExceptionGroup is not a builtin on 3.10).
+        members: object = getattr(current, "exceptions", ())
+        if isinstance(members, tuple):
+            pending += [
+                e for e in cast("tuple[object, ...]", members) if isinstance(e, BaseException)
+            ]
+    return found
+
+
+def tracker_view(value: object, depth: int = 6) -> str:
+    """``value`` as an error tracker stores a frame local (Sentry's serializer, made stricter).
+
+    Mappings and sequences are walked (a tracker shows them as JSON), strings and bytes kept
+    whole (a tracker trims them to a kilobyte; the whole is stricter), anything else is its
+    repr. The depth bounds cycles and is deeper than Sentry's.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return repr(bytes(value))
+    if depth == 0:
+        return repr(value)
+    if isinstance(value, Mapping):
+        items = cast("Mapping[object, object]", value).items()
+        return (
+            "{"
+            + ", ".join(
+                f"{tracker_view(k, depth - 1)}: {tracker_view(v, depth - 1)}" for k, v in items
+            )
+            + "}"
+        )
+    if isinstance(value, (list, tuple, set, frozenset, collections.deque)):
+        items = cast("Iterable[object]", value)
+        return "[" + ", ".join(tracker_view(item, depth - 1) for item in items) + "]"
+    try:
+        return repr(value)
+    except Exception as exc:  # a repr that fails shows as its failure, as in a tracker
+        return f"<repr failed: {exc!r}>"
+
+
+def frames_of(error: BaseException) -> list[types.FrameType]:
+    """Every frame in the tracebacks of ``error`` and of its chain."""
+    frames: list[types.FrameType] = []
+    for current in _errors_in(error):
+        tb = current.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame)
+            tb = tb.tb_next
+    return frames
+
+
+def texts_of(error: BaseException, *, with_locals: bool = False) -> list[str]:
+    """What an exception shows: str, repr, args, attributes, the chain, the traceback.
+
+    Args:
+        error: The exception.
+        with_locals: Also the traceback with every frame's locals, as Python renders it
+            (``capture_locals=True``, what rich shows) and as an error tracker stores it
+            (`tracker_view` of each local of each frame, Sentry's ``include_local_variables``).
+    """
+    texts: list[str] = []
+    for current in _errors_in(error):
+        texts += [str(current), repr(current), repr(current.args), repr(vars(current))]
     texts.append("".join(traceback.format_exception(error)))
     if with_locals:
         exception = traceback.TracebackException.from_exception(error, capture_locals=True)
         texts.append("".join(exception.format()))
+        for frame in frames_of(error):
+            texts += [
+                f"{frame.f_code.co_qualname}: {name} = {tracker_view(value)}"
+                for name, value in frame.f_locals.items()
+            ]
     return texts

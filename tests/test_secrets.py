@@ -8,7 +8,9 @@ run through the fake over loopback with faults on every endpoint.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ from support import (
     KEY,
     RawRequest,
     fake_provider,
+    frames_of,
     http_response,
     loopback,
     prompts,
@@ -25,6 +28,7 @@ from support import (
 )
 
 from nanobanana_async import (
+    APIConnectionError,
     APITimeoutError,
     AsyncNanoBanana,
     AuthenticationError,
@@ -41,6 +45,7 @@ from nanobanana_async.testing import Faults
 pytestmark = pytest.mark.anyio
 
 WRONG_KEY = "sk-SECRET-wrong-key-0b9e27d1c4a8"
+ODD_KEY = 'sk-odd/"key"\\with-escapes'  # characters JSON escapes: a slash, quotes, a backslash
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 
@@ -150,3 +155,77 @@ async def test_no_key_across_a_redirect_to_another_host(own_download_client: boo
     for request in [*at_first, *at_other]:
         assert "authorization" not in request.headers
         assert KEY not in repr(request)
+
+
+class _BreaksWhileWriting(httpx.AsyncBaseTransport):
+    """Breaks while writing the request, as httpcore's HTTP/2 connection can: its frame holds
+    the headers it is writing (``headers``, a list, the ``Authorization`` pair in it)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        headers = [(name.lower(), value) for name, value in request.headers.raw]
+        raise httpx.WriteError(f"connection lost after writing {len(headers)} headers")
+
+
+async def test_a_connection_that_breaks_while_the_request_is_written_leaks_no_key() -> None:
+    """The frames below the client keep their place in the traceback, not their locals."""
+    async with (
+        httpx.AsyncClient(transport=_BreaksWhileWriting()) as http,
+        AsyncNanoBanana(api_key=KEY, http_client=http, max_retries=0) as client,
+    ):
+        with pytest.raises(APIConnectionError) as info:
+            await client.create_task(TextToImage(prompt="a banana"))
+    error = info.value
+    assert isinstance(error.__cause__, httpx.WriteError)
+    frames = {frame.f_code.co_name for frame in frames_of(error)}
+    assert "handle_async_request" in frames  # where the request was being written: shown
+    for text in texts_of(error, with_locals=True):
+        assert KEY not in text
+
+
+async def test_a_redirect_that_names_the_key_is_neither_followed_with_it_nor_shown() -> None:
+    """A result host that learnt the key elsewhere and puts it in a redirect."""
+
+    async with raw_server(
+        lambda request: http_response(404) if "***" in request.target else b""
+    ) as (other, at_other):
+
+        def hop(_request: RawRequest) -> bytes:
+            return http_response(302, headers={"Location": f"{other}/{KEY}/x.png?k={KEY}"})
+
+        async with (
+            raw_server(hop) as (first, _),
+            AsyncNanoBanana(api_key=KEY, base_url=first) as client,
+        ):
+            with pytest.raises(DownloadError) as info:
+                await client.download(f"{first}/files/task_1/0.png")
+    assert info.value.status == 404
+    assert [request.target for request in at_other] == ["/***/x.png?k=***"]
+    for text in texts_of(info.value, with_locals=True):
+        assert KEY not in text
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        lambda text: json.dumps(text),
+        lambda text: json.dumps(text).replace("/", "\\/"),  # as PHP's json_encode writes it
+    ],
+    ids=["json", "json-escaped-slashes"],
+)
+async def test_a_key_echoed_json_escaped_is_redacted_too(escape: Callable[[str], str]) -> None:
+    """A key with characters JSON escapes (a quote, a backslash, a slash), echoed escaped."""
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        said = escape(f"Invalid API key provided: {request.headers['authorization']}")
+        return httpx.Response(401, content=f'{{"code": 401, "msg": {said}}}'.encode())
+
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(echo)) as http,
+        AsyncNanoBanana(api_key=ODD_KEY, http_client=http) as client,
+    ):
+        with pytest.raises(AuthenticationError) as info:
+            await client.create_task(TextToImage(prompt="a banana"))
+    assert info.value.message == "Invalid API key provided: Bearer ***"
+    for text in texts_of(info.value, with_locals=True):
+        assert ODD_KEY not in text
+        assert escape(ODD_KEY)[1:-1] not in text
