@@ -351,3 +351,80 @@ def texts_of(error: BaseException, *, with_locals: bool = False) -> list[str]:
                 for name, value in frame.f_locals.items()
             ]
     return texts
+
+
+#: Where attribute walks stop: the event loop's machinery (reached through an Event, a socket
+#: stream), which leads to every other object of the process (the fake server's included).
+_NOT_WALKED = ("asyncio", "trio", "selectors", "socket", "ssl", "threading", "concurrent")
+
+
+def holders_of(
+    needle: str, roots: Mapping[str, object], *, depth: int = 12
+) -> tuple[list[str], list[str]]:
+    """Where ``needle`` is held in clear in the objects reachable from ``roots``.
+
+    Walks what a debugger's variable view, a memory dump or a serializer that descends into
+    objects sees: attributes (``__dict__`` and ``__slots__``, private ones included, such as
+    httpx's ``Headers._list``), container items, the cells and defaults of functions, the
+    object of a bound method; a string or bytes holding ``needle`` is a find. A
+    ``Secret`` is not searched (it is where the key belongs); it is reported instead.
+
+    Returns:
+        The paths where ``needle`` was found, and the paths of the secrets met.
+    """
+    from nanobanana_async._secret import Secret
+
+    encoded = needle.encode()
+    found: list[str] = []
+    secrets: list[str] = []
+    seen: set[int] = set()
+    pending: list[tuple[str, object, int]] = [(name, root, 0) for name, root in roots.items()]
+    while pending:
+        path, value, level = pending.pop()
+        if isinstance(value, str):
+            if needle in value:
+                found.append(path)
+            continue
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            if encoded in bytes(value):
+                found.append(path)
+            continue
+        if value is None or isinstance(value, (int, float, complex, type, types.ModuleType)):
+            continue
+        if id(value) in seen or level >= depth:
+            continue
+        seen.add(id(value))
+        if isinstance(value, Secret):
+            secrets.append(path)
+            continue
+        module = type(value).__module__.split(".")[0]
+        if module in _NOT_WALKED:
+            continue
+        children: list[tuple[str, object]] = []
+        if isinstance(value, dict):
+            for key, item in cast("dict[object, object]", value).items():
+                children += [(f"{path}[{key!r:.40}]", item), (f"{path}.<key>", key)]
+        elif isinstance(value, (list, tuple, set, frozenset, collections.deque)):
+            items = cast("Iterable[object]", value)
+            children += [(f"{path}[{i}]", item) for i, item in enumerate(items)]
+        elif isinstance(value, types.MethodType):
+            children += [(f"{path}.__self__", value.__self__), (f"{path}.__func__", value.__func__)]
+        elif isinstance(value, types.FunctionType):
+            cells = value.__closure__ or ()
+            children += [(f"{path}.<cell {i}>", cell.cell_contents) for i, cell in enumerate(cells)]
+            children += [(f"{path}.__defaults__", value.__defaults__)]
+            children += [(f"{path}.__kwdefaults__", value.__kwdefaults__)]
+        else:
+            attributes = dict(getattr(value, "__dict__", {}))
+            for cls in type(value).__mro__:
+                for slot in getattr(cls, "__slots__", ()):
+                    if not isinstance(slot, str) or slot in ("__dict__", "__weakref__"):
+                        continue
+                    if slot.startswith("__") and not slot.endswith("__"):  # name-mangled
+                        slot = f"_{cls.__name__.lstrip('_')}{slot}"
+                    if slot not in attributes:
+                        with contextlib.suppress(AttributeError):
+                            attributes[slot] = getattr(value, slot)
+            children += [(f"{path}.{name}", item) for name, item in attributes.items()]
+        pending += [(child, item, level + 1) for child, item in children]
+    return found, secrets

@@ -20,6 +20,7 @@ from support import (
     RawRequest,
     fake_provider,
     frames_of,
+    holders_of,
     http_response,
     loopback,
     prompts,
@@ -34,6 +35,7 @@ from nanobanana_async import (
     AuthenticationError,
     BatchRunner,
     DownloadError,
+    ImageToImage,
     NanoBananaError,
     ServerError,
     TaskFailedError,
@@ -41,12 +43,14 @@ from nanobanana_async import (
     WaitTimeoutError,
 )
 from nanobanana_async.testing import Faults
+from nanobanana_async.testing._images import png_bytes
 
 pytestmark = pytest.mark.anyio
 
 WRONG_KEY = "sk-SECRET-wrong-key-0b9e27d1c4a8"
 ODD_KEY = 'sk-odd/"key"\\with-escapes'  # characters JSON escapes: a slash, quotes, a backslash
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+PNG_IMAGE = png_bytes((200, 150, 20))
 
 
 async def test_the_key_shows_nowhere_after_a_faulty_run(
@@ -229,3 +233,45 @@ async def test_a_key_echoed_json_escaped_is_redacted_too(escape: Callable[[str],
     for text in texts_of(info.value, with_locals=True):
         assert ODD_KEY not in text
         assert escape(ODD_KEY)[1:-1] not in text
+
+
+class _Host:
+    """An image host that hands out made-up URLs (the fake does not fetch them)."""
+
+    async def publish(self, data: bytes, *, name: str, content_type: str, valid_for: float) -> str:
+        return f"https://images.example/{name}"
+
+
+def test_the_walk_finds_a_key_held_in_an_httpx_header_object() -> None:
+    """The walk below reaches into httpx's internals (``Headers._list``): it can fail."""
+    headers = httpx.Headers({"Authorization": f"Bearer {KEY}"})
+    found, _ = holders_of(KEY, {"holder": {"deep": [(headers,)]}})
+    assert found == ["holder['deep'][0][0]._list[0][2]"]
+
+
+async def test_the_key_lives_only_in_its_secret(tmp_path: Path) -> None:
+    """No attribute of the client, its engine, limits, runner or publisher holds the key in
+    clear, after real traffic (the connection pool alive), a variant and a batch."""
+    fake = fake_provider()
+    async with loopback(fake, image_host=_Host()) as client:
+        runner = BatchRunner(client, journal=tmp_path / "batch.sqlite")
+        edit = ImageToImage(prompt="an edit", image_urls=[PNG_IMAGE])
+        outcomes = await runner.run([*prompts(3, "walk"), edit])
+        assert all(outcome.ok for outcome in outcomes)
+        variant = client.with_options(timeout=5)
+        await variant.get_task(outcomes[0].task_id or "")
+        raw = await client.with_raw_response.create_task(TextToImage(prompt="raw"))
+        roots: dict[str, object] = {
+            "client": client,
+            "engine": client.engine,
+            "limits": client.limits,
+            "publisher": client.engine.publisher,
+            "runner": runner,
+            "variant": variant,
+            "outcomes": outcomes,
+            "raw": raw,
+        }
+        found, secrets = holders_of(KEY, roots)
+    assert found == []
+    # The walk reached where the key belongs: it went deep enough to find it elsewhere.
+    assert any(path.endswith("caller._secret") for path in secrets)
