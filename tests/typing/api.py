@@ -56,7 +56,9 @@ def requests() -> list[ImageRequest]:
     edit = ImageToImage(prompt="gold", image_urls=("https://cdn.example.com/in.png",))
     assert_type(edit.image_urls, tuple[str | nb.LocalImage, ...])
     assert_type(edit.local_images, tuple[nb.LocalImage, ...])
-    ImageToImage(prompt="gold", image_urls=[Path("in.png"), b"\x89PNG", "in.jpg"])
+    ImageToImage(
+        prompt="gold", image_urls=[Path("in.png"), b"\x89PNG", "https://cdn.example.com/in.jpg"]
+    )
     ImageToImage(prompt="gold", image_urls=[1])  # type: ignore[list-item]
     ImageToImage(prompt="gold", image_urls=["https://a.example/1.png"], aspect_ratio="auto")
     TextToImage(prompt="x", image_size="2:1")  # type: ignore[arg-type]
