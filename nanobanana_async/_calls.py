@@ -50,7 +50,7 @@ from ._wire import (
     structure_task,
     structure_task_id,
 )
-from .limits import LimitsBackend
+from .limits import ConnectedLimits, LimitsBackend
 
 __all__ = ["Caller", "CreatedTasks", "Endpoint", "OnResponse", "StopCheck"]
 
@@ -159,6 +159,8 @@ class Caller:
             }
         )
         self._limits = limits
+        # Known once: isinstance of a runtime protocol is slow, and `call` asks every time.
+        self._connected = limits if isinstance(limits, ConnectedLimits) else None
         self._retry = retry
         self._timeout = timeout
         self._exchange_timeout = exchange_timeout
@@ -171,6 +173,22 @@ class Caller:
     def limits(self) -> LimitsBackend:
         """The key's limits, taught by every answer."""
         return self._limits
+
+    def check_usable(self) -> None:
+        """Refuse, before anything is sent, a call this client cannot make now.
+
+        Raises:
+            UsageError: The client is closed, or its limits (a `RedisLimits`) are not entered.
+        """
+        if self.closed:
+            raise UsageError("this client is closed")
+        connected = self._connected
+        if connected is not None and not connected.entered:
+            raise UsageError(
+                f"this client's {type(connected).__name__} is not entered: open the client "
+                "with 'async with AsyncNanoBanana(limits=...) as client:', which enters it, "
+                "or enter it yourself first ('async with RedisLimits(url) as limits:')"
+            )
 
     @property
     def rng(self) -> random.Random:
@@ -249,8 +267,7 @@ class Caller:
         ``on_response`` is told of each answer's status and headers (the key redacted), so
         the last call it gets is the answer the result came from.
         """
-        if self.closed:
-            raise UsageError("this client is closed")
+        self.check_usable()
         create = endpoint == "create"
         pacer = self._limits.endpoint(endpoint)
         headers = self._headers

@@ -17,7 +17,14 @@ and the rules that adapt the numbers are written once.
 from ._active import ActiveTaskLimiter
 from ._endpoint import EndpointLimiter
 from ._local import Limits
-from ._protocols import ActiveSlots, Endpoint, EndpointPacer, LimitsBackend, LimitsSnapshot
+from ._protocols import (
+    ActiveSlots,
+    ConnectedLimits,
+    Endpoint,
+    EndpointPacer,
+    LimitsBackend,
+    LimitsSnapshot,
+)
 from ._redis import RedisLimits
 from ._redis_active import RedisActiveTaskLimiter
 from ._redis_endpoint import RedisEndpointLimiter
@@ -27,6 +34,7 @@ __all__ = [
     "TIERS",
     "ActiveSlots",
     "ActiveTaskLimiter",
+    "ConnectedLimits",
     "Endpoint",
     "EndpointLimiter",
     "EndpointPacer",

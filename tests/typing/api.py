@@ -42,6 +42,7 @@ from nanobanana_async import (
     TierLimits,
     WaitTimeoutError,
 )
+from nanobanana_async.limits import ConnectedLimits
 
 
 def requests() -> list[ImageRequest]:
@@ -219,6 +220,12 @@ async def shared_limits() -> None:
         async with AsyncNanoBanana("sk", limits=nb.Limits()):
             pass
         AsyncNanoBanana("sk", limits="redis://")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    # Not entered: the client enters it for its own lifetime.
+    unentered = nb.RedisLimits("redis://localhost:6379/0")
+    assert_type(unentered.entered, bool)
+    connected: ConnectedLimits = unentered
+    async with AsyncNanoBanana("sk", limits=unentered):
+        assert connected.entered
 
 
 class MyHost:
