@@ -42,6 +42,8 @@ from nanobanana_async import (
     TextToImage,
     WaitTimeoutError,
 )
+from nanobanana_async._http import redacted_headers
+from nanobanana_async._secret import Secret
 from nanobanana_async.testing import Faults
 from nanobanana_async.testing._images import png_bytes
 
@@ -275,3 +277,17 @@ async def test_the_key_lives_only_in_its_secret(tmp_path: Path) -> None:
     assert found == []
     # The walk reached where the key belongs: it went deep enough to find it elsewhere.
     assert any(path.endswith("caller._secret") for path in secrets)
+
+
+def test_headers_are_redacted_in_names_and_values_and_left_alone_without_the_key() -> None:
+    plain = httpx.Headers({"content-type": "application/json", "content-length": "2"})
+    assert redacted_headers(plain, Secret(KEY)) is plain  # nothing to redact: not copied
+    echoed = httpx.Headers([("x-echo", f"Bearer {KEY}"), (f"x-{KEY}", "1"), ("x-ok", "2")])
+    assert list(redacted_headers(echoed, Secret(KEY)).items()) == [
+        ("x-echo", "Bearer ***"),
+        ("x-***", "1"),
+        ("x-ok", "2"),
+    ]
+    escaped = json.dumps(ODD_KEY)[1:-1].replace("/", "\\/")
+    odd = httpx.Headers([("x-echo", f"Bearer {escaped}")])
+    assert dict(redacted_headers(odd, Secret(ODD_KEY))) == {"x-echo": "Bearer ***"}
