@@ -44,12 +44,15 @@ def job_prompt(index: int) -> str:
     return f"benchmark banana number {index}"
 
 
-def planned_duration(low: float, high: float) -> Callable[[Mapping[str, Any]], float]:
-    """A duration fixed by the prompt, so every client meets the same task lengths."""
+def planned_duration(
+    low: float, high: float, seed: int = 0
+) -> Callable[[Mapping[str, Any]], float]:
+    """A duration fixed by the prompt (and the seed), so every client meets the same tasks."""
 
     def draw(body: Mapping[str, Any]) -> float:
         prompt = str(body.get("input", {}).get("prompt", ""))
-        fraction = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        key = f"{seed}:{prompt}" if seed else prompt
+        fraction = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         return low + (high - low) * fraction
 
     return draw
@@ -106,10 +109,11 @@ class Scenario:
     contenders: tuple[str, ...] = ("runner", "gather", "aiolimiter")
 
     def fake(self, seed: int = 0) -> FakeNanoBanana:
+        """The scenario's fake; ``seed`` draws other task lengths, faults and ids."""
         return FakeNanoBanana(
             api_key="sk-bench",
             tier=self.tier,
-            duration=planned_duration(*self.duration),
+            duration=planned_duration(*self.duration, seed=seed),
             time_scale=self.time_scale,
             seed=seed,
             faults=self.faults,
@@ -120,8 +124,8 @@ class Scenario:
         """Plan the scenario's changes on ``fake``, from now."""
         fake.schedule([(change.at, change.apply) for change in self.changes])
 
-    def durations(self) -> list[float]:
-        draw = planned_duration(*self.duration)
+    def durations(self, seed: int = 0) -> list[float]:
+        draw = planned_duration(*self.duration, seed=seed)
         return [draw({"input": {"prompt": job_prompt(i)}}) for i in range(self.jobs)]
 
     def scaled_policies(self) -> dict[str, Any]:
@@ -164,7 +168,9 @@ class KeyTimeline:
         return next((at for at in self.points if at > t), math.inf)
 
 
-def oracle_makespan(scenario: Scenario, offset: float = 0.0, origin: float | None = None) -> float:
+def oracle_makespan(
+    scenario: Scenario, offset: float = 0.0, origin: float | None = None, seed: int = 0
+) -> float:
     """Provider seconds an all-knowing client needs: every limit and task end known ahead.
 
     It creates in input order the moment a slot is free (the key's cap then, less the slots
@@ -175,7 +181,7 @@ def oracle_makespan(scenario: Scenario, offset: float = 0.0, origin: float | Non
     so the ceiling is never flattering.
     """
     timeline = KeyTimeline(scenario, offset if origin is None else origin)
-    durations = scenario.durations()
+    durations = scenario.durations(seed)
     return (
         min(
             _greedy(durations, timeline, offset),

@@ -43,11 +43,12 @@ from ._journal import Journal, Status, error_columns, fingerprint, outcome_from_
 from ._outcomes import BatchCounters, BatchOutcome, BatchStatistics, ProgressHook, RequestT
 from ._polling import result_of
 from ._wire import CreateBody
+from .limits._queue import PRIORITIES
 
 if TYPE_CHECKING:
     from ._client import AsyncNanoBanana
     from ._models import ImageRequest
-    from .limits import TierName
+    from .limits import Priority, TierName
 
 __all__ = ["BatchRunner"]
 
@@ -69,9 +70,17 @@ class BatchRunner:
             finished jobs and resumes polling created ones, never creating a task twice.
         task_timeout: The most seconds to follow one task after creating it.
         on_progress: Called with `BatchStatistics` after every outcome (sync or async).
+        priority: The jobs' class: ``"background"`` (the default) lets interactive calls of
+            the key (``generate``, ``create_task``: on this client, or in another process
+            through `RedisLimits`) take a free slot and the create pacer first.
+        headroom: Slots of the key's active-task cap the batch leaves free for others it
+            cannot see (a web app on the same key with limits of its own): at most the cap
+            less ``headroom`` of the batch's tasks run at once. Without it, a background batch
+            still leaves one slot free for a while after a 409 showed another consumer.
 
     Raises:
-        ConfigurationError: ``tier``, ``max_active`` or ``task_timeout`` is not valid.
+        ConfigurationError: ``tier``, ``max_active``, ``task_timeout``, ``priority`` or
+            ``headroom`` is not valid.
     """
 
     def __init__(
@@ -83,10 +92,20 @@ class BatchRunner:
         journal: str | os.PathLike[str] | None = None,
         task_timeout: float = 3600.0,
         on_progress: ProgressHook | None = None,
+        priority: Priority = "background",
+        headroom: int = 0,
     ) -> None:
-        client.limits.seed(tier=tier, max_active=max_active)
         if not task_timeout > 0:
             raise ConfigurationError("task_timeout", "must be more than 0 seconds")
+        if priority not in PRIORITIES:
+            raise ConfigurationError(
+                "priority", f"must be 'interactive' or 'background', got {priority!r}"
+            )
+        if isinstance(headroom, bool) or not isinstance(headroom, int) or headroom < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigurationError("headroom", f"must be a whole number >= 0, got {headroom!r}")
+        client.limits.seed(tier=tier, max_active=max_active)
+        self._priority: Priority = priority
+        self._headroom = headroom
         self._client = client
         self._engine = client.engine
         self._journal_path = journal
@@ -118,7 +137,7 @@ class BatchRunner:
             max_active_known=limits.max_active_known,
             create_rate=limits.create_rate,
             query_rate=limits.query_rate,
-            elapsed=anyio.current_time() - c.started if c.started else 0.0,
+            elapsed=anyio.current_time() - c.started if c.started is not None else 0.0,
             total=c.total,
             on_provider=c.following,
             # Read but neither finished nor on the provider: so done + on_provider + waiting
@@ -283,7 +302,7 @@ class BatchRunner:
             await self._emit(send, self._stopped(index, request))
             return
         holder = object()
-        await active.acquire(holder)
+        await active.acquire(holder, self._priority, self._headroom)
         if task_id is None and self._stop is not None:
             active.release(holder)
             await self._emit(send, self._stopped(index, request))
@@ -329,7 +348,13 @@ class BatchRunner:
                     request_id=job.request_id,
                 )
                 job.task_id = await engine.caller.create(
-                    body, job.request_id, deadline, holder=holder, stop=self._stop_error
+                    body,
+                    job.request_id,
+                    deadline,
+                    holder=holder,
+                    stop=self._stop_error,
+                    priority=self._priority,
+                    headroom=self._headroom,
                 )
             except NanoBananaError as exc:
                 self._on_create_error(job, exc, journal)
@@ -349,7 +374,10 @@ class BatchRunner:
         self._counters.following += 1
         try:
             task = await engine.follow(
-                job.task_id, timeout=self._task_timeout, on_poll=self._polled
+                job.task_id,
+                timeout=self._task_timeout,
+                on_poll=self._polled,
+                priority=self._priority,
             )
         except NanoBananaError as exc:
             return attrs.evolve(outcome, error=exc)

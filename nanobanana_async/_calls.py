@@ -50,7 +50,7 @@ from ._wire import (
     structure_task,
     structure_task_id,
 )
-from .limits import ConnectedLimits, LimitsBackend
+from .limits import ConnectedLimits, LimitsBackend, Priority
 
 __all__ = ["Caller", "CreatedTasks", "Endpoint", "OnResponse", "StopCheck"]
 
@@ -204,6 +204,8 @@ class Caller:
         holder: object | None = None,
         stop: StopCheck | None = None,
         on_response: OnResponse | None = None,
+        priority: Priority = "interactive",
+        headroom: int = 0,
     ) -> str:
         """Create a task; returns its id.
 
@@ -215,6 +217,8 @@ class Caller:
                 it queues again for a slot, and the task counts as running once created.
             stop: Asked right before each try is sent (see `StopCheck`).
             on_response: Told of every answer's status and headers (see `call`).
+            priority: The caller's class, for the create pacer and slot waits after a 409.
+            headroom: For a background caller: slots of the key to leave free for others.
         """
         if body.images:
             raise UsageError("a request's local images must be published before it is sent")
@@ -227,6 +231,8 @@ class Caller:
             holder=holder,
             stop=stop,
             on_response=on_response,
+            priority=priority,
+            headroom=headroom,
         )
         self.created.remember(task_id)
         if holder is not None:
@@ -236,7 +242,12 @@ class Caller:
         return task_id
 
     async def query(
-        self, task_id: str, deadline: float, *, on_response: OnResponse | None = None
+        self,
+        task_id: str,
+        deadline: float,
+        *,
+        on_response: OnResponse | None = None,
+        priority: Priority = "interactive",
     ) -> Task:
         """Read a task once (``recordInfo``), with retries, until ``deadline``."""
         return await self.call(
@@ -246,6 +257,7 @@ class Caller:
             deadline=deadline,
             task_id=task_id,
             on_response=on_response,
+            priority=priority,
         )
 
     async def call(
@@ -261,11 +273,15 @@ class Caller:
         holder: object | None = None,
         stop: StopCheck | None = None,
         on_response: OnResponse | None = None,
+        priority: Priority = "interactive",
+        headroom: int = 0,
     ) -> T:
         """Run one logical request to its end; returns what ``read`` makes of ``data``.
 
         ``on_response`` is told of each answer's status and headers (the key redacted), so
-        the last call it gets is the answer the result came from.
+        the last call it gets is the answer the result came from. ``priority`` orders the
+        caller in the endpoint's pacer and in slot waits; ``headroom`` is what a background
+        caller leaves free when it queues for a slot again.
         """
         self.check_usable()
         create = endpoint == "create"
@@ -293,7 +309,7 @@ class Caller:
                 budget_end = waited_from + self._retry.max_rate_limit_wait - rate_waited
                 paced: float | None = None
                 with anyio.CancelScope(deadline=min(deadline, budget_end)):
-                    paced = await pacer.acquire()
+                    paced = await pacer.acquire(priority)
                 rate_waited += anyio.current_time() - waited_from
                 if paced is None:
                     raise rate_limited
@@ -313,6 +329,7 @@ class Caller:
                     on_response=on_response,
                     sent=sent,
                     stop=hold_back,
+                    priority=priority,
                 )
                 value = read(data)
             except _PacingCut:
@@ -367,7 +384,9 @@ class Caller:
                 raise error
             logger.info("%s: %s; " + _WAITS[decision.kind], endpoint, error, delay)
             if decision.kind == "slot":
-                if not await wait_for_slot(self._limits.active, holder, delay, deadline):
+                if not await wait_for_slot(
+                    self._limits.active, holder, delay, deadline, priority, headroom
+                ):
                     raise error
             elif decision.kind != "rate_limit":
                 await anyio.sleep(delay)
@@ -384,6 +403,7 @@ class Caller:
         sent: _SentAt,
         on_response: OnResponse | None = None,
         stop: StopCheck | None = None,
+        priority: Priority = "interactive",
     ) -> Any:
         """Pace (unless ``sent.at`` says it was), then one HTTP exchange; returns ``data``.
 
@@ -396,7 +416,7 @@ class Caller:
         # request go at once; moved only when the pacer held it.
         with anyio.CancelScope(deadline=min(deadline, entered + self._exchange_timeout)) as scope:
             if sent.at is None:
-                sent.at = await self._limits.endpoint(endpoint).acquire()
+                sent.at = await self._limits.endpoint(endpoint).acquire(priority)
             if stop is not None and (refusal := stop()) is not None:
                 raise refusal
             now = anyio.current_time()

@@ -24,6 +24,7 @@ from ._config import (
     check_api_key,
     check_at_least_one,
     check_base_url,
+    check_priority,
     check_request_id,
     check_task_id,
     check_timeout,
@@ -40,7 +41,7 @@ from ._retry import RetryPolicy
 from ._secret import Secret
 from ._variants import RawResponses, shared_engine
 from ._version import __version__
-from .limits import ConnectedLimits, Limits, LimitsBackend, LimitsSnapshot, TierName
+from .limits import ConnectedLimits, Limits, LimitsBackend, LimitsSnapshot, Priority, TierName
 
 __all__ = ["AsyncNanoBanana"]
 
@@ -319,6 +320,7 @@ class AsyncNanoBanana(ResultFiles):
         *,
         request_id: str | None = None,
         timeout: float = DEFAULT_CREATE_TIMEOUT,
+        priority: Priority = "interactive",
     ) -> str:
         """Create a task; returns its id at once, without waiting for the image.
 
@@ -331,6 +333,8 @@ class AsyncNanoBanana(ResultFiles):
             request: A `TextToImage` or `ImageToImage`.
             request_id: The idempotency key; generated if None.
             timeout: The most seconds to spend, retries and limit waits included.
+            priority: ``"interactive"`` (a person waits) goes ahead of ``"background"``
+                work (a `BatchRunner`'s, by default) in the create pacer.
 
         Returns:
             The provider's task id.
@@ -349,7 +353,8 @@ class AsyncNanoBanana(ResultFiles):
         body = self._engine.body_for(request)
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
-        return await self._engine.create(body, request_id, seconds)
+        priority = check_priority(priority)
+        return await self._engine.create(body, request_id, seconds, priority=priority)
 
     async def get_task(self, task_id: str, *, timeout: float = DEFAULT_QUERY_TIMEOUT) -> Task:
         """Read a task once (one ``recordInfo`` call, plus retries).
@@ -377,6 +382,7 @@ class AsyncNanoBanana(ResultFiles):
         *,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         on_update: OnUpdate | None = None,
+        priority: Priority = "interactive",
     ) -> TaskResult:
         """Poll a task until it finishes, and return its result.
 
@@ -389,6 +395,7 @@ class AsyncNanoBanana(ResultFiles):
             task_id: The task to wait for.
             timeout: The most seconds to wait.
             on_update: Called with the `Task` whenever its state changes (sync or async).
+            priority: The polls' class in the key's query pacer (interactive first).
 
         Returns:
             The finished task's result URLs.
@@ -402,7 +409,10 @@ class AsyncNanoBanana(ResultFiles):
         """
         task_id = check_task_id(task_id)
         seconds = check_timeout(timeout, DEFAULT_WAIT_TIMEOUT)
-        task = await self._engine.follow(task_id, timeout=seconds, on_update=on_update)
+        priority = check_priority(priority)
+        task = await self._engine.follow(
+            task_id, timeout=seconds, on_update=on_update, priority=priority
+        )
         return result_of(task)
 
     async def generate(
@@ -412,17 +422,22 @@ class AsyncNanoBanana(ResultFiles):
         request_id: str | None = None,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         on_update: OnUpdate | None = None,
+        priority: Priority = "interactive",
     ) -> TaskResult:
         """Create a task and wait for its result.
 
         The call holds one of the key's active-task slots while the task runs, so many
         concurrent ``generate()`` calls stay within the key's active-task limit together.
+        Interactive calls (the default) get a free slot, and the create pacer, before any
+        background work of the key waiting for one (a `BatchRunner`'s, on this client or,
+        through `RedisLimits`, in another process).
 
         Args:
             request: A `TextToImage` or `ImageToImage`.
             request_id: The idempotency key; generated if None.
             timeout: The most seconds for everything: waiting for a slot, creating, waiting.
             on_update: Called with the `Task` whenever its state changes.
+            priority: ``"interactive"`` (a person waits for it) or ``"background"``.
 
         Returns:
             The finished task's result URLs.
@@ -437,4 +452,6 @@ class AsyncNanoBanana(ResultFiles):
         body = self._engine.body_for(request)  # a bad request fails before waiting for a slot
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_WAIT_TIMEOUT)
-        return result_of(await self._engine.generate(body, request_id, seconds, on_update))
+        priority = check_priority(priority)
+        task = await self._engine.generate(body, request_id, seconds, on_update, priority)
+        return result_of(task)

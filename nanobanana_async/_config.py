@@ -12,8 +12,11 @@ from ._download import is_loopback_host
 from ._errors import ConfigurationError, InvalidRequestError
 from ._retry import RetryPolicy
 from ._secret import Secret
+from .limits import Priority
+from .limits._queue import PRIORITIES
 
 __all__ = [
+    "check_priority",
     "DEFAULT_BASE_URL",
     "DEFAULT_CREATE_TIMEOUT",
     "DEFAULT_DOWNLOAD_TIMEOUT",
@@ -151,6 +154,17 @@ def check_task_id(task_id: object) -> str:
     if not isinstance(task_id, str) or not task_id.strip():
         raise InvalidRequestError("task_id", "must be a non-empty string")
     return task_id
+
+
+def check_priority(priority: object, field: str = "priority") -> Priority:
+    """A caller's class: ``"interactive"`` or ``"background"``.
+
+    Raises:
+        InvalidRequestError: It is neither.
+    """
+    if priority not in PRIORITIES:
+        raise InvalidRequestError(field, f"must be 'interactive' or 'background', got {priority!r}")
+    return priority
 
 
 def check_timeout(timeout: float | None, default: float) -> float:

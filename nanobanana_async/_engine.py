@@ -20,7 +20,7 @@ from ._models import Task
 from ._polling import OnUpdate, PollPlanner, follow
 from ._publish import ImagePublisher, PublishedImages
 from ._wire import CreateBody, create_body
-from .limits import LimitsBackend
+from .limits import LimitsBackend, Priority
 
 __all__ = ["Engine"]
 
@@ -100,6 +100,7 @@ class Engine:
         seconds: float,
         *,
         on_response: OnResponse | None = None,
+        priority: Priority = "interactive",
     ) -> str:
         """Publish the body's local images, then create its task, all within ``seconds``.
 
@@ -110,7 +111,9 @@ class Engine:
         body = await self.publish(
             body, deadline=deadline, needed_for=DEFAULT_WAIT_TIMEOUT, request_id=request_id
         )
-        return await self.caller.create(body, request_id, deadline, on_response=on_response)
+        return await self.caller.create(
+            body, request_id, deadline, on_response=on_response, priority=priority
+        )
 
     async def generate(
         self,
@@ -118,11 +121,13 @@ class Engine:
         request_id: str,
         seconds: float,
         on_update: OnUpdate | None = None,
+        priority: Priority = "interactive",
     ) -> Task:
         """Publish, take an active-task slot, create and follow; returns the finished task.
 
         The slot is held from before the create until the task is seen finished, so many
-        concurrent calls stay within the key's active-task cap together.
+        concurrent calls stay within the key's active-task cap together; ``priority`` orders
+        the call among those waiting for a slot and for the create pacer.
 
         Raises:
             APITimeoutError: No slot came free in time; nothing was created.
@@ -137,19 +142,25 @@ class Engine:
         active = self.limits.active
         holder = object()
         with anyio.move_on_after(seconds):
-            await active.acquire(holder)
+            await active.acquire(holder, priority)
         if not active.holds(holder):
             raise APITimeoutError(
                 f"no active-task slot came free within {seconds:g} s; nothing was created",
                 request_id=request_id,
             )
         try:
-            task_id = await self.caller.create(body, request_id, deadline, holder=holder)
+            task_id = await self.caller.create(
+                body, request_id, deadline, holder=holder, priority=priority
+            )
             # The create may have used up the whole budget: then this is a WaitTimeoutError
             # that carries the task id, not a complaint about a zero timeout.
             try:
                 return await self.follow(
-                    task_id, timeout=seconds, deadline=deadline, on_update=on_update
+                    task_id,
+                    timeout=seconds,
+                    deadline=deadline,
+                    on_update=on_update,
+                    priority=priority,
                 )
             except (NanoBananaError, anyio.get_cancelled_exc_class()) as exc:
                 if not isinstance(exc, WaitTimeoutError):  # that one carries the id itself
@@ -172,6 +183,7 @@ class Engine:
         on_update: OnUpdate | None = None,
         on_poll: Callable[[], object] | None = None,
         deadline: float | None = None,
+        priority: Priority = "interactive",
     ) -> Task:
         """Poll a task until it finishes (see `follow`); returns the finished task.
 
@@ -181,6 +193,7 @@ class Engine:
             on_update: Told of every state change.
             on_poll: Told of every poll.
             deadline: An earlier end than ``timeout`` gives (anyio's clock), if any.
+            priority: The class of the polls in the query pacer.
         """
         end = anyio.current_time() + timeout
         return await follow(
@@ -192,4 +205,5 @@ class Engine:
             created_at=self.caller.created.created_at(task_id),
             on_update=on_update,
             on_poll=on_poll,
+            priority=priority,
         )

@@ -136,4 +136,4 @@ class BatchCounters:
         self.succeeded = self.failed = self.resumed = 0
         self.polls = self.finished_tasks = 0
         self.conflicts0 = self.rate_limited0 = 0
-        self.started = 0.0
+        self.started: float | None = None  # the clock may read 0 (a virtual one does)

@@ -40,7 +40,7 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._models import Task, TaskResult, TaskState
-from .limits import TIERS
+from .limits import TIERS, Priority
 
 if TYPE_CHECKING:
     from ._calls import Caller
@@ -297,6 +297,7 @@ async def follow(
     created_at: float | None = None,
     on_update: OnUpdate | None = None,
     on_poll: Callable[[], object] | None = None,
+    priority: Priority = "interactive",
 ) -> Task:
     """Poll a task until it finishes; returns the finished `Task` (``success`` or ``fail``).
 
@@ -310,6 +311,7 @@ async def follow(
             waits until the fastest tasks tend to finish).
         on_update: Told of every state change.
         on_poll: Told of every poll sent, whatever its answer.
+        priority: The class of the polls in the query pacer.
 
     Raises:
         WaitTimeoutError: The deadline came first.
@@ -329,7 +331,7 @@ async def follow(
                     await anyio.sleep(planner.next_delay(age, polls, share))
                 polls += 1
                 try:
-                    task = await caller.query(task_id, deadline)
+                    task = await caller.query(task_id, deadline, priority=priority)
                 except DecodeError as exc:
                     # An answer we cannot read will most likely read the same next time.
                     unreadable += 1

@@ -14,7 +14,7 @@ import anyio
 
 from ._errors import ActiveTaskLimitError, NanoBananaError, RateLimitError
 from ._wire import limit_hints
-from .limits import ActiveSlots, LimitsBackend
+from .limits import ActiveSlots, LimitsBackend, Priority
 
 __all__ = ["MIN_SLOT_WAIT", "learn", "wait_for_slot"]
 
@@ -40,7 +40,12 @@ def learn(
 
 
 async def wait_for_slot(
-    active: ActiveSlots, holder: object | None, delay: float, deadline: float
+    active: ActiveSlots,
+    holder: object | None,
+    delay: float,
+    deadline: float,
+    priority: Priority = "interactive",
+    headroom: int = 0,
 ) -> bool:
     """After a 409: queue again for a slot, or wait for some slot to be released.
 
@@ -57,7 +62,7 @@ async def wait_for_slot(
     active.release(holder)
     queued_at = anyio.current_time()
     with anyio.move_on_after(max(0.0, deadline - queued_at)):
-        await active.acquire(holder)
+        await active.acquire(holder, priority, headroom)
         if anyio.current_time() - queued_at < MIN_SLOT_WAIT:
             # A slot was free at once (the cap allows more than we hold): the key is full of
             # other work, so wait for a release or the delay, not at all.

@@ -19,6 +19,7 @@ import httpx
 from ._config import (
     DEFAULT_CREATE_TIMEOUT,
     DEFAULT_QUERY_TIMEOUT,
+    check_priority,
     check_request_id,
     check_task_id,
     check_timeout,
@@ -26,6 +27,7 @@ from ._config import (
 from ._engine import Engine
 from ._models import ImageRequest, Task
 from ._polling import PollPlanner
+from .limits import Priority
 
 if TYPE_CHECKING:
     from ._client import AsyncNanoBanana
@@ -89,14 +91,18 @@ class RawResponses:
         *,
         request_id: str | None = None,
         timeout: float = DEFAULT_CREATE_TIMEOUT,
+        priority: Priority = "interactive",
     ) -> RawResponse[str]:
         """`AsyncNanoBanana.create_task`, with the answer's status, headers and request id."""
         engine = self._client.engine
         body = engine.body_for(request)
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
+        priority = check_priority(priority)
         last = _LastAnswer()
-        task_id = await engine.create(body, request_id, seconds, on_response=last)
+        task_id = await engine.create(
+            body, request_id, seconds, on_response=last, priority=priority
+        )
         return last.response(task_id, request_id)
 
     async def get_task(

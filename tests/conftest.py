@@ -1,4 +1,9 @@
-"""Shared fixtures: every async test runs on asyncio and on trio.
+"""Shared fixtures: every async test runs on asyncio and on trio, on a virtual clock.
+
+Time is virtual (`nanobanana_async.testing.virtual_time`): when every task waits, the clock
+jumps to the next timer, so a ten-minute timeout takes no real time and a loaded machine
+cannot change an outcome. Tests marked ``real_time`` (real sockets, servers, processes) run
+on the real clock.
 
 `api` is a respx router standing in for the provider and for the result hosts, injected into
 the client as a transport (never patched in globally), with the provider's answers (built in
@@ -18,6 +23,7 @@ import respx
 from support import RESULT_URL, envelope, quick_polls, record_info
 
 from nanobanana_async import DEFAULT_BASE_URL, AsyncNanoBanana, RetryPolicy
+from nanobanana_async.testing import virtual_time
 
 #: A distinctive key: tests search every text the library produces for it.
 API_KEY = "sk-nb-SECRET-0xC0FFEE-d41d8cd98f00b204"
@@ -28,9 +34,21 @@ FAST_RETRY = RetryPolicy(max_retries=3, backoff_base=0.001, backoff_max=0.004, n
 FAST_POLL = quick_polls(initial=0.001, maximum=0.005, min_interval=0.001)
 
 
+#: Fixtures that stand for real servers: a test that uses one runs on the real clock.
+REAL_SERVERS = frozenset({"s3_endpoint", "redis_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_SERVERS.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_time)
+
+
 @pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    if request.node.get_closest_marker("real_time"):
+        return request.param
+    return virtual_time(request.param)
 
 
 class Api:

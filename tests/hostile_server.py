@@ -1,15 +1,17 @@
-"""A misbehaving HTTP/1.1 server on loopback, for ``test_hostile_server.py``.
+"""A misbehaving HTTP/1.1 server, for ``test_hostile_server.py``.
 
-`hostile_server` serves on 127.0.0.1 (an ephemeral port) inside the test's own event loop,
-on asyncio or trio. Each path has a script: a list of behaviours, the n-th request to the path
-getting the n-th behaviour (the last one repeats). A behaviour writes raw bytes, so it can do
-what no well-behaved server library would: stall, trickle the head a byte at a time, send an
-endless or huge body, a gzip bomb, a body shorter than it declared, a chunked body cut short.
+`hostile_server` serves at ``http://127.0.0.1:<port>`` on a `MemoryNetwork` inside the test's
+own event loop, on asyncio or trio: the client's requests go through httpx, httpcore and h11
+as over a socket, on the test's virtual clock. Each path has a script: a list of behaviours,
+the n-th request to the path getting the n-th behaviour (the last one repeats). A behaviour
+writes raw bytes, so it can do what no well-behaved server library would: stall, trickle the
+head a byte at a time, send an endless or huge body, a gzip bomb, a body shorter than it
+declared, a chunked body cut short.
 
 Requests are parsed with h11; every answer closes its connection, so one connection is one
 exchange, and the server records per exchange what it received (path, headers, body) and how
-many bytes the kernel accepted before the client hung up. The server's own socket buffer is
-kept small, so that count is close to what the client read.
+many bytes the connection accepted before the client hung up. A connection holds at most
+`PIPE_BYTES` in flight, so that count is close to what the client read.
 
 Everything here ends by itself: no behaviour runs longer than `LIMIT_SECONDS` nor sends more
 than `LIMIT_BYTES`; an "endless" body stalls once it reaches that many bytes.
@@ -21,7 +23,6 @@ import contextlib
 import functools
 import http
 import json
-import socket
 import struct
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -31,14 +32,13 @@ import anyio
 import anyio.abc
 import attrs
 import h11
+import httpx
+from memory_network import MemoryNetwork, memory_network
 
 #: The longest any behaviour runs; tests bound their calls well below it.
 LIMIT_SECONDS = 10.0
 #: The most bytes any behaviour sends in one answer.
 LIMIT_BYTES = 64 * 1024 * 1024
-#: The server's send buffer per connection (the kernel doubles it): small, so that bytes
-#: counted as sent are close to bytes the client took.
-SEND_BUFFER = 32 * 1024
 CHUNK = 64 * 1024
 MIB = 1024 * 1024
 
@@ -64,7 +64,7 @@ class Exchange:
         body: The request body.
         index: This request's position among the requests to ``path`` (0-based).
         received_at: `anyio.current_time` when the request was whole.
-        sent: Bytes of the answer the kernel accepted.
+        sent: Bytes of the answer the connection accepted.
         answered_at: When the whole answer was sent, or None if it never was.
         hung_up: Whether the client closed the connection while the server was still sending.
     """
@@ -76,7 +76,7 @@ class Exchange:
     body: bytes
     index: int
     received_at: float
-    stream: anyio.abc.SocketStream = attrs.field(repr=False)
+    stream: anyio.abc.ByteStream = attrs.field(repr=False)
     sent: int = 0
     answered_at: float | None = None
     hung_up: bool = False
@@ -94,7 +94,7 @@ class Exchange:
         return json.loads(self.body)
 
     async def send(self, data: bytes) -> None:
-        """Send bytes, counting those the kernel accepted (the echoed header line too)."""
+        """Send bytes, counting those the connection accepted (the echoed header line too)."""
         if self.echo and not self._echoed and (end := data.find(b"\n")) >= 0:
             self._echoed = True
             data = data[: end + 1] + self.echo + data[end + 1 :]
@@ -411,8 +411,12 @@ def stall_mid_body(declared: int, sent: bytes, content_type: str = "image/png") 
 class HostileServer:
     """The server's scripts and records; made by `hostile_server`."""
 
-    def __init__(self, port: int, *, echo: bool = True) -> None:
-        self.base_url = f"http://127.0.0.1:{port}"
+    def __init__(
+        self, network: MemoryNetwork, clients: contextlib.AsyncExitStack, *, echo: bool = True
+    ) -> None:
+        self._network = network
+        self._clients = clients
+        self.base_url = network.listen(self.handle)
         self.echo = echo
         self.exchanges: list[Exchange] = []
         self._scripts: dict[str, list[Behaviour]] = {}
@@ -421,6 +425,18 @@ class HostileServer:
     def url(self, path: str) -> str:
         """The absolute URL of ``path`` on this server."""
         return self.base_url + path
+
+    def http_client(self, timeout: float | httpx.Timeout | None = None) -> httpx.AsyncClient:
+        """An httpx client that reaches this server, as the library builds its own.
+
+        Args:
+            timeout: The ``timeout`` given to the library's client, if any.
+
+        It is closed when the server stops.
+        """
+        client = self._network.http_client(timeout)
+        self._clients.push_async_callback(client.aclose)
+        return client
 
     def script(self, path: str, *behaviours: Behaviour) -> None:
         """Answer the next requests to ``path`` with ``behaviours`` in turn (the last repeats).
@@ -442,7 +458,7 @@ class HostileServer:
         offset = self._offsets.get(exchange.path, 0)
         return script[min(exchange.index - offset, len(script) - 1)]
 
-    async def _read(self, stream: anyio.abc.SocketStream) -> Exchange | None:
+    async def _read(self, stream: anyio.abc.ByteStream) -> Exchange | None:
         parser = h11.Connection(h11.SERVER)
         request: h11.Request | None = None
         body = b""
@@ -484,10 +500,8 @@ class HostileServer:
             echo=b"X-Echo-Authorization: " + authorization + b"\r\n" if self.echo else b"",
         )
 
-    async def handle(self, stream: anyio.abc.SocketStream) -> None:
+    async def handle(self, stream: anyio.abc.ByteStream) -> None:
         """Serve one connection: one request, one (mis)behaviour, then close."""
-        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         async with stream:
             with anyio.move_on_after(LIMIT_SECONDS + 1.0):
                 try:
@@ -507,19 +521,12 @@ class HostileServer:
 
 @contextlib.asynccontextmanager
 async def hostile_server(*, echo: bool = True) -> AsyncIterator[HostileServer]:
-    """Serve a `HostileServer` on 127.0.0.1 for the block; every connection ends with it.
+    """Serve a `HostileServer` for the block; every connection and client ends with it.
 
     Args:
         echo: Echo each request's ``Authorization`` header in an ``X-Echo-Authorization``
             header of its answer, whatever the behaviour (as a debugging proxy might), so
             that every error of the suite is one the key could leak into.
     """
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    server = HostileServer(port, echo=echo)
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, server.handle)
-        try:
-            yield server
-        finally:
-            group.cancel_scope.cancel()
+    async with memory_network() as network, contextlib.AsyncExitStack() as clients:
+        yield HostileServer(network, clients, echo=echo)

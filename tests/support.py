@@ -3,7 +3,8 @@
 - The provider's answers, built once: `envelope`, `envelope_json`, `record_info` (the
   ``data`` of a ``recordInfo`` answer, after the provider's own example `SEED_RECORD`).
 - The fake provider with our key and fast tasks (`fake_provider`), reached in-process with
-  some answers rewritten if need be (`client_for`) or over loopback (`loopback`).
+  some answers rewritten if need be (`client_for`) or over HTTP (`over_http`: the fake's own
+  HTTP/1.1 server, on a `MemoryNetwork`, so the test keeps its virtual clock).
 - `raw_server`, for what the fake cannot send; `wait_until`, for what has no event.
 
 The respx stand-in (``tests/conftest.py``'s ``api`` fixture) builds its answers here too.
@@ -25,9 +26,11 @@ import anyio
 import anyio.abc
 import attrs
 import httpx
+from memory_network import MemoryNetwork, memory_network
 
 from nanobanana_async import AsyncNanoBanana, PollPolicy, RetryPolicy, TextToImage
 from nanobanana_async.testing import FakeNanoBanana
+from nanobanana_async.testing._server import Connection as FakeConnection
 
 #: A distinctive key: the secrets suite searches every text the library produces for it.
 KEY = "sk-SECRET-hardening-7f3a9c1e5b2d4f60"
@@ -175,14 +178,31 @@ async def client_for(
 
 
 @contextlib.asynccontextmanager
-async def loopback(fake: FakeNanoBanana, **kwargs: Any) -> AsyncIterator[AsyncNanoBanana]:
-    """Serve ``fake`` on loopback and open a client of it with tiny poll and retry intervals."""
+async def serve_in_memory(fake: FakeNanoBanana, network: MemoryNetwork) -> AsyncIterator[str]:
+    """Serve ``fake`` with its own HTTP/1.1 server on ``network``; yield its base URL."""
+    base_url = ""
+
+    async def handle(stream: anyio.abc.ByteStream) -> None:
+        await FakeConnection(fake, stream, base_url).run()
+
+    base_url = network.listen(handle)
+    try:
+        yield base_url
+    finally:
+        network.close(base_url)
+
+
+@contextlib.asynccontextmanager
+async def over_http(fake: FakeNanoBanana, **kwargs: Any) -> AsyncIterator[AsyncNanoBanana]:
+    """A client of ``fake`` over HTTP (its own server, in memory), with tiny poll and retry
+    intervals; ``kwargs`` go to `AsyncNanoBanana`."""
     kwargs.setdefault("poll", POLL)
     kwargs.setdefault("retry", RETRY)
     kwargs.setdefault("api_key", fake.api_key)
     async with (
-        fake.serve() as base_url,
-        AsyncNanoBanana(base_url=base_url, **kwargs) as client,
+        memory_network() as network,
+        serve_in_memory(fake, network) as base_url,
+        network.client(base_url, **kwargs) as client,
     ):
         yield client
 
@@ -228,18 +248,16 @@ Answer = Callable[[RawRequest], bytes]
 
 @contextlib.asynccontextmanager
 async def raw_server(
-    answer: Answer, host: str = "127.0.0.1"
+    answer: Answer, network: MemoryNetwork, host: str = "127.0.0.1"
 ) -> AsyncIterator[tuple[str, list[RawRequest]]]:
-    """A bare HTTP/1.1 server on loopback answering each request with ``answer``'s bytes.
+    """A bare HTTP/1.1 server on ``network`` answering each request with ``answer``'s bytes.
 
     For what the fake cannot send: malformed JSON, proxy pages, redirects to other hosts.
     Yields the base URL and the list of requests received so far.
     """
     received: list[RawRequest] = []
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
 
-    async def handle(stream: anyio.abc.SocketStream) -> None:
+    async def handle(stream: anyio.abc.ByteStream) -> None:
         async with stream:
             buffer = b""
             with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
@@ -258,12 +276,11 @@ async def raw_server(
                 received.append(request)
                 await stream.send(answer(request))
 
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, handle)
-        try:
-            yield f"http://{host}:{port}", received
-        finally:
-            group.cancel_scope.cancel()
+    base_url = network.listen(handle, host)
+    try:
+        yield base_url, received
+    finally:
+        network.close(base_url)
 
 
 def _errors_in(error: BaseException) -> list[BaseException]:
@@ -359,7 +376,11 @@ _NOT_WALKED = ("asyncio", "trio", "selectors", "socket", "ssl", "threading", "co
 
 
 def holders_of(
-    needle: str, roots: Mapping[str, object], *, depth: int = 12
+    needle: str,
+    roots: Mapping[str, object],
+    *,
+    depth: int = 12,
+    stop_at: tuple[type, ...] = (),
 ) -> tuple[list[str], list[str]]:
     """Where ``needle`` is held in clear in the objects reachable from ``roots``.
 
@@ -367,7 +388,8 @@ def holders_of(
     objects sees: attributes (``__dict__`` and ``__slots__``, private ones included, such as
     httpx's ``Headers._list``), container items, the cells and defaults of functions, the
     object of a bound method; a string or bytes holding ``needle`` is a find. A
-    ``Secret`` is not searched (it is where the key belongs); it is reported instead.
+    ``Secret`` is not searched (it is where the key belongs); it is reported instead. Nor are
+    instances of ``stop_at``, nor the event loop's machinery (`_NOT_WALKED`).
 
     Returns:
         The paths where ``needle`` was found, and the paths of the secrets met.
@@ -398,7 +420,7 @@ def holders_of(
             secrets.append(path)
             continue
         module = type(value).__module__.split(".")[0]
-        if module in _NOT_WALKED:
+        if module in _NOT_WALKED or isinstance(value, stop_at):
             continue
         children: list[tuple[str, object]] = []
         if isinstance(value, dict):

@@ -1,4 +1,4 @@
-"""Cancellation and shutdown at many await points, against the fake over loopback.
+"""Cancellation and shutdown at many await points, against the fake over HTTP (in memory).
 
 Each test cancels a call once ``n`` requests have reached the fake, for a range of ``n``, so the
 cancellation lands in a request, in a retry's backoff, between polls, in a slot wait or in a
@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
-from support import fake_provider, loopback, prompts, wait_until
+from support import fake_provider, over_http, prompts, wait_until
 
 from nanobanana_async import AsyncNanoBanana, BatchRunner, TextToImage
 from nanobanana_async._journal import Journal, fingerprint
@@ -50,7 +50,7 @@ def library_tasks() -> list[str]:
 def server_connections() -> int:
     """Connections the fake's server is still serving."""
     return sum(
-        1 for task in anyio.get_running_tasks() if task.name and "_server.serve" in task.name
+        1 for task in anyio.get_running_tasks() if task.name and "MemoryNetwork._serve" in task.name
     )
 
 
@@ -89,13 +89,16 @@ async def assert_shut_down_cleanly(client: AsyncNanoBanana, fake: FakeNanoBanana
         scope.cancel()
         await client.aclose()  # shielded: closes even when cancelled
     await client.aclose()
+    # The HTTP clients are the test's (see `over_http`): once closed, no connection is left.
+    await client._http.aclose()  # type: ignore[attr-defined]
+    await client._download.aclose()  # type: ignore[attr-defined]
     assert pool.connections == []
-    await wait_until(lambda: server_connections() == 0)  # the server saw every socket close
+    await wait_until(lambda: server_connections() == 0)  # the server saw every connection close
 
 
 @contextlib.asynccontextmanager
 async def flaky_client(fake: FakeNanoBanana) -> AsyncIterator[AsyncNanoBanana]:
-    async with loopback(fake, timeout=0.15, max_retries=3) as client:
+    async with over_http(fake, timeout=0.15, max_retries=3) as client:
         yield client
 
 
@@ -154,7 +157,7 @@ async def assert_rerun_creates_nothing_twice(
             assert rows[index] == (task.request_id, task_id)
     # The rerun follows every paid task and creates only what was never created.
     # What is left of the scripted faults meets the rerun too; it rides them out.
-    async with loopback(fake, timeout=0.15) as client:
+    async with over_http(fake, timeout=0.15) as client:
         with anyio.fail_after(30):
             outcomes = await BatchRunner(client, journal=path, max_active=4).run(requests)
     assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]

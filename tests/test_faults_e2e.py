@@ -1,9 +1,10 @@
-"""Faults end to end: the client and the batch runner against the fake over loopback.
+"""Faults end to end: the client and the batch runner against the fake over HTTP.
 
-Every scenario goes through real sockets (`FakeNanoBanana.serve`, or a bare server for the
-answers the fake cannot give) on asyncio and trio, and checks what a user would notice: the
-call succeeds or raises the right error, and the provider never bills twice
-(``stats.duplicates == 0``, one task per logical request).
+Every scenario goes through the whole HTTP stack (the fake's own HTTP/1.1 server, or a bare
+server for the answers the fake cannot give, on a `MemoryNetwork`, so the clock stays virtual)
+on asyncio and trio, and checks what a user would notice: the call succeeds or raises the right
+error, and the provider never bills twice (``stats.duplicates == 0``, one task per logical
+request).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from memory_network import memory_network
 from support import (
     KEY,
     POLL,
@@ -21,7 +23,7 @@ from support import (
     envelope_json,
     fake_provider,
     http_response,
-    loopback,
+    over_http,
     prompts,
     raw_server,
     record_info,
@@ -30,7 +32,6 @@ from support import (
 from nanobanana_async import (
     APIStatusError,
     APITimeoutError,
-    AsyncNanoBanana,
     AuthenticationError,
     BatchRunner,
     DecodeError,
@@ -62,7 +63,7 @@ async def test_a_storm_of_server_errors_on_create_then_success() -> None:
     fake = fake_provider()
     storm = ["500"] * 6 + ["200_500", "502_html", "503_html", "500"]
     fake.script("create", storm)
-    async with loopback(fake) as client:
+    async with over_http(fake) as client:
         result = await client.generate(REQUEST, timeout=30)
     assert result.task_id in fake.tasks
     assert fake.stats.create_requests == len(storm) + 1
@@ -75,7 +76,7 @@ async def test_a_storm_of_server_errors_on_polls_does_not_end_the_wait() -> None
     storm = ["500"] * 8 + ["200_500", "502_html", "503_html", "record_null"]
     fake.script("query", storm)
     # One retry per poll: the storm outlasts every poll's retries, and the wait goes on.
-    async with loopback(fake, max_retries=1) as client:
+    async with over_http(fake, max_retries=1) as client:
         result = await client.generate(REQUEST, timeout=30)
     assert result.urls
     assert fake.stats.query_requests > len(storm)
@@ -85,7 +86,7 @@ async def test_a_storm_of_server_errors_on_polls_does_not_end_the_wait() -> None
 async def test_server_errors_past_the_retries_are_server_errors_with_the_proxy_page_named() -> None:
     fake = fake_provider()
     fake.script("create", ["502_html"] * 3)
-    async with loopback(fake, max_retries=2) as client:
+    async with over_http(fake, max_retries=2) as client:
         with pytest.raises(ServerError) as info:
             await client.create_task(REQUEST)
     error = info.value
@@ -112,7 +113,7 @@ async def test_dropped_creates_are_retried_with_the_same_request_id(
 ) -> None:
     fake = fake_provider()
     fake.script("create", faults)
-    async with loopback(fake) as client:
+    async with over_http(fake) as client:
         task_id = await client.create_task(REQUEST, request_id="hardening-drop-1")
         result = await client.wait_for_result(task_id, timeout=30)
     assert list(fake.tasks) == [task_id] == [result.task_id]
@@ -125,7 +126,7 @@ async def test_dropped_creates_are_retried_with_the_same_request_id(
 async def test_dropped_polls_do_not_end_the_wait() -> None:
     fake = fake_provider()
     fake.script("query", ["drop_after", "drop_before", "drop_after", "drop_before"])
-    async with loopback(fake, max_retries=0) as client:
+    async with over_http(fake, max_retries=0) as client:
         result = await client.generate(REQUEST, timeout=30)
     assert result.task_id in fake.tasks
     assert_billed_once_per_request(fake, 1)
@@ -140,7 +141,7 @@ async def test_a_create_slower_than_the_timeout_is_retried_and_billed_once(
 ) -> None:
     fake = fake_provider(faults=Faults(slow_seconds=slow_seconds))
     fake.script("create", ["slow"])
-    async with loopback(fake, timeout=0.2) as client:
+    async with over_http(fake, timeout=0.2) as client:
         task_id = await client.create_task(REQUEST)
     assert list(fake.tasks) == [task_id]
     assert fake.stats.idempotent_replays == 1
@@ -150,7 +151,7 @@ async def test_a_create_slower_than_the_timeout_is_retried_and_billed_once(
 async def test_a_timed_out_create_retried_by_the_caller_with_its_id_bills_once() -> None:
     fake = fake_provider()
     fake.script("create", ["slow"])
-    async with loopback(fake, timeout=0.2, max_retries=0) as client:
+    async with over_http(fake, timeout=0.2, max_retries=0) as client:
         with pytest.raises(APITimeoutError):
             await client.create_task(REQUEST, request_id="caller-id-1")
         # The task exists though the caller never heard of it; the same id finds it.
@@ -159,7 +160,7 @@ async def test_a_timed_out_create_retried_by_the_caller_with_its_id_bills_once()
     assert_billed_once_per_request(fake, 1)
 
 
-# -- answers the fake cannot give: a bare server on loopback ---------------------------------
+# -- answers the fake cannot give: a bare server ----------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -169,8 +170,9 @@ async def test_a_timed_out_create_retried_by_the_caller_with_its_id_bills_once()
 async def test_an_unreadable_200_to_a_create_is_retried_with_its_request_id(body: str) -> None:
     # The task may exist (and be billed): only the same X-Request-ID can recover it.
     async with (
-        raw_server(lambda _r: http_response(200, body)) as (base_url, received),
-        AsyncNanoBanana(api_key=KEY, base_url=base_url, retry=RETRY, max_retries=2) as client,
+        memory_network() as network,
+        raw_server(lambda _r: http_response(200, body), network) as (base_url, received),
+        network.client(base_url, api_key=KEY, retry=RETRY, max_retries=2) as client,
     ):
         with pytest.raises(DecodeError, match="not a JSON object") as info:
             await client.create_task(REQUEST, request_id="rid-unreadable")
@@ -181,8 +183,9 @@ async def test_an_unreadable_200_to_a_create_is_retried_with_its_request_id(body
 async def test_malformed_json_in_a_500_is_a_server_error_retried() -> None:
     answer = http_response(500, '{"code": 500, "msg": "upstr')
     async with (
-        raw_server(lambda _r: answer) as (base_url, received),
-        AsyncNanoBanana(api_key=KEY, base_url=base_url, retry=RETRY, max_retries=2) as client,
+        memory_network() as network,
+        raw_server(lambda _r: answer, network) as (base_url, received),
+        network.client(base_url, api_key=KEY, retry=RETRY, max_retries=2) as client,
     ):
         with pytest.raises(ServerError) as info:
             await client.get_task("task_1")
@@ -206,8 +209,9 @@ async def test_html_pages_from_a_proxy(
     page = f"<html><body><h1>{status}</h1><p>cloudflare</p></body></html>"
     answer = http_response(status, page, content_type="text/html; charset=UTF-8")
     async with (
-        raw_server(lambda _r: answer) as (base_url, received),
-        AsyncNanoBanana(api_key=KEY, base_url=base_url, retry=RETRY, max_retries=2) as client,
+        memory_network() as network,
+        raw_server(lambda _r: answer, network) as (base_url, received),
+        network.client(base_url, api_key=KEY, retry=RETRY, max_retries=2) as client,
     ):
         with pytest.raises(cls) as info:
             await client.create_task(REQUEST)
@@ -229,8 +233,9 @@ async def test_unknown_states_are_shown_and_waited_through() -> None:
 
     seen: list[Task] = []
     async with (
-        raw_server(answer) as (base_url, _received),
-        AsyncNanoBanana(api_key=KEY, base_url=base_url, retry=RETRY, poll=POLL) as client,
+        memory_network() as network,
+        raw_server(answer, network) as (base_url, _received),
+        network.client(base_url, api_key=KEY, retry=RETRY, poll=POLL) as client,
     ):
         result = await client.wait_for_result("task_1", timeout=30, on_update=seen.append)
     assert [task.raw_state for task in seen] == ["waiting", "moderating", "upscaling", "success"]
@@ -244,7 +249,7 @@ async def test_unknown_states_are_shown_and_waited_through() -> None:
 
 async def test_an_expired_result_url_is_read_again_from_the_task(tmp_path: Path) -> None:
     fake = fake_provider()
-    async with loopback(fake) as client:
+    async with over_http(fake) as client:
         result = await client.generate(REQUEST, timeout=30)
         queries = fake.stats.query_requests
         expired = result.urls[0].replace("/0.png", "/0-expired.png")
@@ -259,7 +264,7 @@ async def test_an_expired_result_url_is_read_again_from_the_task(tmp_path: Path)
 
 async def test_a_task_stuck_waiting_past_the_deadline() -> None:
     fake = fake_provider(duration=100_000.0)  # a thousand real seconds
-    async with loopback(fake) as client:
+    async with over_http(fake) as client:
         with pytest.raises(WaitTimeoutError) as info:
             await client.generate(REQUEST, timeout=0.3)
         error = info.value
@@ -300,7 +305,7 @@ async def test_every_fault_through_a_batch_loses_nothing_and_bills_once(
     # Every other request to the endpoint meets the fault, the first one included.
     fake.script(endpoint, [fault, "ok"] * 12)
     requests = prompts(8, f"batch {endpoint} {fault}")
-    async with loopback(fake, timeout=0.25) as client:
+    async with over_http(fake, timeout=0.25) as client:
         outcomes = await BatchRunner(client, max_active=4).run(requests)
     assert [o.index for o in outcomes] == list(range(8))
     assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
@@ -321,7 +326,7 @@ async def test_a_random_mix_of_faults_through_a_journaled_batch(tmp_path: Path) 
         ),
     )
     path = tmp_path / "batch.sqlite"
-    async with loopback(fake) as client:
+    async with over_http(fake) as client:
         outcomes = await BatchRunner(client, journal=path, max_active=6).run(prompts(40, "mix"))
     assert len(outcomes) == 40
     failed = [o for o in outcomes if not o.ok]

@@ -93,7 +93,7 @@ pytestmark = [
 KEY = "sk-secret-123-hostile-5e3b9d0c7a1f"
 DEADLINE = 1.5  # every call's own deadline
 MARGIN = 2.0  # generous: the machine is shared
-#: The default answer cap (1 MiB) plus what socket buffers hold: a client that stops at
+#: The default answer cap (1 MiB) plus what a connection holds: a client that stops at
 #: its cap gets the server to send no more than this.
 SENT_BOUND = 4 * MIB
 #: The most memory a refused gzip bomb may take, tracemalloc's overhead included.
@@ -109,6 +109,8 @@ def client_of(server: HostileServer, **kwargs: Any) -> AsyncNanoBanana:
     """A client of ``server`` with short retry and poll intervals."""
     kwargs.setdefault("retry", FAST_RETRY)
     kwargs.setdefault("poll", FAST_POLL)
+    kwargs.setdefault("http_client", server.http_client(kwargs.get("timeout")))
+    kwargs.setdefault("download_client", server.http_client(kwargs.get("timeout")))
     return AsyncNanoBanana(api_key=KEY, base_url=server.base_url, **kwargs)
 
 

@@ -47,6 +47,7 @@ PUBLIC = [
     "OnUpdate",
     "OutputFormat",
     "PollPolicy",
+    "Priority",
     "ProgressHook",
     "RateLimitError",
     "RawResponse",

@@ -644,6 +644,7 @@ async def test_a_client_whose_limits_are_not_entered_refuses_before_sending_anyt
 
 
 @pytest.mark.anyio
+@pytest.mark.real_time  # a real connection, refused
 async def test_a_client_that_cannot_enter_its_limits_is_closed_and_says_why(key: str) -> None:
     limits = RedisLimits(f"redis://127.0.0.1:{_free_port()}/0", key=key)
     client = AsyncNanoBanana(api_key="sk-redis", limits=limits)

@@ -3,7 +3,7 @@
 The client, its limits, a batch runner, its statistics and outcomes, every exception of the
 fault scenarios (with their causes, contexts and tracebacks, locals included), every log record
 at DEBUG (httpx and httpcore included) and the journal file are searched for the key, after a
-run through the fake over loopback with faults on every endpoint.
+run through the fake over HTTP with faults on every endpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from memory_network import MemoryNetwork, MemoryStream, memory_network
 from support import (
     KEY,
     RawRequest,
@@ -22,7 +23,7 @@ from support import (
     frames_of,
     holders_of,
     http_response,
-    loopback,
+    over_http,
     prompts,
     raw_server,
     texts_of,
@@ -72,7 +73,7 @@ async def test_the_key_shows_nowhere_after_a_faulty_run(
     journal = tmp_path / "batch.sqlite"
     errors: list[BaseException] = []
     texts: list[str] = []
-    async with loopback(fake, timeout=0.2) as client:
+    async with over_http(fake, timeout=0.2) as client:
         runner = BatchRunner(client, journal=journal)
         outcomes = await runner.run([*prompts(12, "secret"), TextToImage(prompt="doomed")])
         errors += [o.error for o in outcomes if o.error is not None]
@@ -96,10 +97,7 @@ async def test_the_key_shows_nowhere_after_a_faulty_run(
             with pytest.raises(NanoBananaError) as info:
                 await call()
             errors.append(info.value)
-    async with (
-        fake_provider().serve() as base_url,
-        AsyncNanoBanana(api_key=WRONG_KEY, base_url=base_url) as wrong,
-    ):
+    async with over_http(fake_provider(), api_key=WRONG_KEY) as wrong:
         texts.append(repr(wrong))
         with pytest.raises(AuthenticationError) as refused:
             await wrong.create_task(TextToImage(prompt="wrong key"))
@@ -125,8 +123,8 @@ async def test_the_key_shows_nowhere_after_a_faulty_run(
 
 async def test_result_hosts_never_see_the_key_not_even_the_api_host() -> None:
     fake = fake_provider()
-    # Over loopback the result files live on the API's own host and port.
-    async with loopback(fake) as client:
+    # Over its own HTTP server the fake's result files live on the API's own host and port.
+    async with over_http(fake) as client:
         result = await client.generate(TextToImage(prompt="same host"), timeout=30)
         assert result.urls[0].startswith(str(client.base_url))
         assert (await client.download(result.urls[0])).startswith(b"\x89PNG")
@@ -139,21 +137,20 @@ async def test_no_key_across_a_redirect_to_another_host(own_download_client: boo
     def final(_request: RawRequest) -> bytes:
         return http_response(200, PNG, content_type="image/png")
 
-    async with raw_server(final, host="127.0.0.2") as (other_host, at_other):
+    async with (
+        memory_network() as network,
+        raw_server(final, network, host="127.0.0.2") as (other_host, at_other),
+    ):
 
         def hop(_request: RawRequest) -> bytes:
             return http_response(302, headers={"Location": f"{other_host}/real.png"})
 
-        async with raw_server(hop) as (first_host, at_first):
+        async with raw_server(hop, network) as (first_host, at_first):
             # A download client that carries the key by mistake is stripped of it, too.
             headers = {"Authorization": f"Bearer {KEY}"} if own_download_client else None
             async with (
-                httpx.AsyncClient(headers=headers) as download,
-                AsyncNanoBanana(
-                    api_key=KEY,
-                    base_url=first_host,
-                    download_client=download if own_download_client else None,
-                ) as client,
+                network.http_client(headers=headers) as download,
+                network.client(first_host, api_key=KEY, download_client=download) as client,
             ):
                 assert await client.download(f"{first_host}/files/task_1/0.png") == PNG
     assert [r.target for r in at_first] == ["/files/task_1/0.png"]
@@ -191,16 +188,20 @@ async def test_a_connection_that_breaks_while_the_request_is_written_leaks_no_ke
 async def test_a_redirect_that_names_the_key_is_neither_followed_with_it_nor_shown() -> None:
     """A result host that learnt the key elsewhere and puts it in a redirect."""
 
-    async with raw_server(
-        lambda request: http_response(404) if "***" in request.target else b""
-    ) as (other, at_other):
+    def gone(_request: RawRequest) -> bytes:
+        return http_response(404)
+
+    async with (
+        memory_network() as network,
+        raw_server(gone, network, host="127.0.0.2") as (other, at_other),
+    ):
 
         def hop(_request: RawRequest) -> bytes:
             return http_response(302, headers={"Location": f"{other}/{KEY}/x.png?k={KEY}"})
 
         async with (
-            raw_server(hop) as (first, _),
-            AsyncNanoBanana(api_key=KEY, base_url=first) as client,
+            raw_server(hop, network) as (first, _),
+            network.client(first, api_key=KEY) as client,
         ):
             with pytest.raises(DownloadError) as info:
                 await client.download(f"{first}/files/task_1/0.png")
@@ -255,7 +256,7 @@ async def test_the_key_lives_only_in_its_secret(tmp_path: Path) -> None:
     """No attribute of the client, its engine, limits, runner or publisher holds the key in
     clear, after real traffic (the connection pool alive), a variant and a batch."""
     fake = fake_provider()
-    async with loopback(fake, image_host=_Host()) as client:
+    async with over_http(fake, image_host=_Host()) as client:
         runner = BatchRunner(client, journal=tmp_path / "batch.sqlite")
         edit = ImageToImage(prompt="an edit", image_urls=[PNG_IMAGE])
         outcomes = await runner.run([*prompts(3, "walk"), edit])
@@ -273,7 +274,8 @@ async def test_the_key_lives_only_in_its_secret(tmp_path: Path) -> None:
             "outcomes": outcomes,
             "raw": raw,
         }
-        found, secrets = holders_of(KEY, roots)
+        # The in-memory network stands for the kernel's sockets: not the client's to hold.
+        found, secrets = holders_of(KEY, roots, stop_at=(MemoryNetwork, MemoryStream))
     assert found == []
     # The walk reached where the key belongs: it went deep enough to find it elsewhere.
     assert any(path.endswith("caller._secret") for path in secrets)

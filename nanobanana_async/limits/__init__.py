@@ -24,6 +24,7 @@ from ._protocols import (
     EndpointPacer,
     LimitsBackend,
     LimitsSnapshot,
+    Priority,
 )
 from ._redis import RedisLimits
 from ._redis_active import RedisActiveTaskLimiter
@@ -41,6 +42,7 @@ __all__ = [
     "Limits",
     "LimitsBackend",
     "LimitsSnapshot",
+    "Priority",
     "RedisActiveTaskLimiter",
     "RedisEndpointLimiter",
     "RedisLimits",

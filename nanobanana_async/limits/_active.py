@@ -1,10 +1,15 @@
 """`ActiveTaskLimiter`: the adaptive cap on the tasks one key has running, in this process.
 
-An `anyio.CapacityLimiter` whose size is an estimate that moves both ways: grown while it is
+Slots (`PrioritySlots`) whose number is an estimate that moves both ways: grown while it is
 still being learned, cut to what a 409 teaches (the room other consumers leave us, or a lower
 cap), and probed upward in time (`ProbeSchedule`) while callers wait for a slot, so that the
 room a neighbour gives back, or a tier upgrade, is found. A create that met a 409 waits for
 the next slot release, not a blind timer.
+
+Interactive callers are served first. Background callers (a batch) leave room for others:
+the headroom they ask for, and, for a while after a 409 showed another consumer on the key,
+`COURTESY_SLOTS` more, so that a web app that shares the key without sharing these limits
+finds a free slot instead of losing every race for one.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Callable
 
 import anyio
 
-from ._base import SlotsBase, cap_after_conflict, grown_cap
+from ._base import SlotsBase, cap_after_conflict, grown_cap, others_on_key
 from ._probe import (
     CAP_LONGEST,
     CAP_ROOM_START,
@@ -24,17 +29,24 @@ from ._probe import (
     ProbeSchedule,
     bounded,
 )
+from ._protocols import Priority
+from ._queue import PrioritySlots
 
-__all__ = ["ActiveTaskLimiter"]
+__all__ = ["COURTESY_SECONDS", "COURTESY_SLOTS", "ActiveTaskLimiter"]
+
+COURTESY_SLOTS = 1
+"""Slots background work leaves free after a 409 showed another consumer on the key."""
+COURTESY_SECONDS = 120.0
+"""For how long after the last such 409 (seconds)."""
 
 
 class ActiveTaskLimiter(SlotsBase):
     """An adaptive cap on the tasks this key has running on the provider, in this process.
 
     The in-process twin of `RedisActiveTaskLimiter`: both implement `ActiveSlots` on the
-    shared `SlotsBase`; this one keeps its slots in an `anyio.CapacityLimiter`, whose size can
-    change while tokens are held. The limiter is made on first use, so a client can be built
-    outside an event loop.
+    shared `SlotsBase`; this one keeps its slots in `PrioritySlots`, whose number can change
+    while slots are held. They are made on first use, so a client can be built outside an
+    event loop.
 
     Args:
         limit: The known cap, or None to learn it (starting at ``initial``).
@@ -50,8 +62,9 @@ class ActiveTaskLimiter(SlotsBase):
         clock: Callable[[], float] = anyio.current_time,
     ) -> None:
         super().__init__(limit, initial=initial)
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._slots: PrioritySlots | None = None
         self._clock = clock
+        self._others_seen_at = -math.inf
         self._mean_hold = DEFAULT_HOLD
         self._since: dict[object, float] = {}
         self._probe: ProbeSchedule | None = None
@@ -64,20 +77,35 @@ class ActiveTaskLimiter(SlotsBase):
             # Taught outside an event loop (a test, a sync setup): before any request.
             return -math.inf
 
-    def _capacity(self) -> anyio.CapacityLimiter:
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self._limit)
-        return self._limiter
+    def _capacity(self) -> PrioritySlots:
+        if self._slots is None:
+            self._slots = PrioritySlots(self._limit, self.keep_free)
+        return self._slots
 
     def _resize(self, total: int) -> None:
         self._limit = total
-        if self._limiter is not None:
-            self._limiter.total_tokens = total
+        if self._slots is not None:
+            self._slots.total = total
 
     @property
     def waiting(self) -> int:
         """Callers waiting for a slot."""
-        return 0 if self._limiter is None else self._limiter.statistics().tasks_waiting
+        return 0 if self._slots is None else self._slots.waiting()
+
+    def keep_free(self, headroom: int) -> int:
+        """Slots a background caller asking for ``headroom`` must leave free now.
+
+        The room kept for others is the headroom asked for, or `COURTESY_SLOTS` for a while
+        after a 409 showed another consumer, whichever is more; the slots our estimate already
+        leaves to others (a 409 saw them held) count toward it. A background caller may always
+        hold one slot.
+        """
+        courtesy = COURTESY_SLOTS if self._now() - self._others_seen_at < COURTESY_SECONDS else 0
+        reserve = max(headroom, courtesy)
+        if not reserve:
+            return 0
+        left_to_others = self.neighbours
+        return max(0, min(reserve - left_to_others, self._limit - 1))
 
     @property
     def probed_ago(self) -> float | None:
@@ -104,24 +132,26 @@ class ActiveTaskLimiter(SlotsBase):
             self._probe = ProbeSchedule(self._start(), self._now())
         return self._probe
 
-    async def acquire(self, holder: object) -> None:
+    async def acquire(
+        self, holder: object, priority: Priority = "interactive", headroom: int = 0
+    ) -> None:
         """Wait for a free slot and hold it for ``holder``.
 
-        While it waits, the cap is probed one slot higher whenever the schedule allows.
+        Interactive callers are served first; a background caller leaves room for others (see
+        `keep_free`). While callers wait, the cap is probed one slot higher whenever the
+        schedule allows.
         """
         capacity = self._capacity()
-        try:
-            capacity.acquire_on_behalf_of_nowait(holder)
-        except anyio.WouldBlock:
+        if not capacity.try_acquire(holder, priority, headroom):
             if self._timer:
                 # One waiter keeps the time; releases and creates check for a probe too.
-                await capacity.acquire_on_behalf_of(holder)
+                await capacity.acquire(holder, priority, headroom)
             else:
                 self._timer = True
                 try:
                     async with anyio.create_task_group() as group:
                         group.start_soon(self._probe_when_due)
-                        await capacity.acquire_on_behalf_of(holder)
+                        await capacity.acquire(holder, priority, headroom)
                         group.cancel_scope.cancel()
                 finally:
                     self._timer = False
@@ -157,8 +187,15 @@ class ActiveTaskLimiter(SlotsBase):
                     self._resize(base)
             return False
         capacity = self._capacity()
-        if not probe.due(now) or not self.waiting or capacity.borrowed_tokens < self._limit:
+        if not probe.due(now) or capacity.borrowed < self._limit:
             return False
+        raised = self._limit + 1
+        if self.key_cap is not None and self._limit < self.key_cap:
+            raised = min(raised, self.key_cap)
+        if self.ceiling is not None:
+            raised = min(raised, self.ceiling)
+        if not capacity.next_fits(raised):
+            return False  # nobody waits who could use one slot more (background keeps room)
         raised = probe.begin(self._limit, now)
         if self.key_cap is not None and self._limit < self.key_cap:
             raised = min(raised, self.key_cap)  # win back the neighbours' room first
@@ -209,7 +246,7 @@ class ActiveTaskLimiter(SlotsBase):
         if since is not None:
             held = max(0.0, self._now() - since)
             self._mean_hold += HOLD_WEIGHT * (held - self._mean_hold)
-        self._capacity().release_on_behalf_of(holder)
+        self._capacity().release(holder)
         if self.waiting:
             self.probe_now()
 
@@ -222,6 +259,9 @@ class ActiveTaskLimiter(SlotsBase):
         was_probing = probe.probing
         before = self._limit
         upgraded = stated is not None and self.key_cap is not None and stated > self.key_cap
+        if others_on_key(active, self.active) or (stated is not None and self.active < stated):
+            # Someone else holds slots of the key: background work leaves it room a while.
+            self._others_seen_at = now
         cap = cap_after_conflict(self.limit, self.running, stated, active=active, held=self.active)
         if cap is not None:
             self.known = True

@@ -20,7 +20,7 @@ from typing import Generic, NamedTuple, TypeVar
 import anyio
 
 from .._errors import ConfigurationError
-from ._protocols import Endpoint, LimitsSnapshot
+from ._protocols import Endpoint, LimitsSnapshot, Priority
 from ._tiers import TierName, tier_limits
 
 __all__ = [
@@ -158,8 +158,11 @@ class PacerBase(abc.ABC):
         """Record that at most ``limit`` requests may go in any ``seconds`` seconds."""
 
     @abc.abstractmethod
-    async def acquire(self) -> float:
-        """Wait until a request may go, count it, and return when it was let through."""
+    async def acquire(self, priority: Priority = "interactive") -> float:
+        """Wait until a request may go, count it, and return when it was let through.
+
+        Interactive callers go first, each class in order of arrival.
+        """
 
     @abc.abstractmethod
     def on_success(self) -> None:
@@ -321,8 +324,13 @@ class SlotsBase(abc.ABC):
         self._learn_conflict(stated, active if active is not None and active >= 0 else None)
 
     @abc.abstractmethod
-    async def acquire(self, holder: object) -> None:
-        """Wait for a free slot and hold it for ``holder``."""
+    async def acquire(
+        self, holder: object, priority: Priority = "interactive", headroom: int = 0
+    ) -> None:
+        """Wait for a free slot and hold it for ``holder``.
+
+        Interactive callers go first; a background caller leaves ``headroom`` slots free.
+        """
 
     @abc.abstractmethod
     def on_created(self) -> None:

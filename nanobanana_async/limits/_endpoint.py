@@ -22,6 +22,8 @@ import anyio
 
 from ._base import PacerBase, ToldWindow
 from ._probe import REFUSED_PROBE_REQUESTS, ProbeSchedule
+from ._protocols import Priority
+from ._queue import PriorityGate
 from ._window import Window, probe_longest, probe_start
 
 __all__ = ["EndpointLimiter"]
@@ -55,7 +57,7 @@ class EndpointLimiter(PacerBase):
         self._windows: dict[float, Window] = {}
         self._accepted = 0
         self._blocked_until = -math.inf
-        self._gate: anyio.Lock | None = None
+        self._gate: PriorityGate | None = None
         # CUBIC fallback, used only when a 429 does not say which window it hit.
         self._rate: float | None = None
         self._last_max = 0.0
@@ -109,25 +111,26 @@ class EndpointLimiter(PacerBase):
             at = max(at, self._sent_recent[-1] + 1.0 / self._rate)
         return at
 
-    async def acquire(self) -> float:
+    async def acquire(self, priority: Priority = "interactive") -> float:
         """Wait until a request may go, and count it as sent now.
 
-        Callers pass one at a time, in order, and each is counted at the moment it is let
-        through, not at a moment planned ahead: a busy event loop that wakes a sleeper late
-        cannot bunch requests together beyond what the windows allow.
+        Callers pass one at a time, interactive ones first, each class in order of arrival,
+        and each is counted at the moment it is let through, not at a moment planned ahead: a
+        busy event loop that wakes a sleeper late cannot bunch requests together beyond what
+        the windows allow.
 
         Returns:
             When the request was let through (to tell `on_rate_limited` whether the
             request was paced by what the limiter knew at the time).
         """
         now = self._clock()
-        if (self._gate is None or not self._gate.locked()) and self._next_slot(now) <= now:
+        if (self._gate is None or not self._gate.busy) and self._next_slot(now) <= now:
             # Nobody queues (a held gate would show it) and nothing holds the request back:
             # let it through as taking the gate would, without a trip round the event loop.
             return self._let_through(now)
         if self._gate is None:
-            self._gate = anyio.Lock()
-        async with self._gate:
+            self._gate = PriorityGate()
+        async with self._gate.hold(priority):
             while True:
                 now = self._clock()
                 at = self._next_slot(now)

@@ -22,10 +22,15 @@ __all__ = [
     "EndpointPacer",
     "LimitsBackend",
     "LimitsSnapshot",
+    "Priority",
 ]
 
 Endpoint = Literal["create", "query"]
 """The two paced endpoints: ``createTask`` and ``recordInfo``."""
+
+Priority = Literal["interactive", "background"]
+"""Who goes first for a key's free slots and its create pacer: ``"interactive"`` calls (a
+visitor waits: ``generate``, ``create_task``) ahead of ``"background"`` work (a batch)."""
 
 
 @attrs.frozen
@@ -72,8 +77,8 @@ class EndpointPacer(Protocol):
         """Sustained requests per second allowed, or None if unlimited."""
         ...
 
-    async def acquire(self) -> float:
-        """Wait until a request may go; return when it was let through."""
+    async def acquire(self, priority: Priority = "interactive") -> float:
+        """Wait until a request may go (interactive callers first); return when it went."""
         ...
 
     def on_success(self) -> None:
@@ -105,8 +110,14 @@ class ActiveSlots(Protocol):
         """Slots of this process whose task is running on the provider."""
         ...
 
-    async def acquire(self, holder: object) -> None:
-        """Wait for a free slot and hold it for ``holder``."""
+    async def acquire(
+        self, holder: object, priority: Priority = "interactive", headroom: int = 0
+    ) -> None:
+        """Wait for a free slot and hold it for ``holder``.
+
+        Interactive callers are served first; a background caller leaves ``headroom`` slots
+        of the key free for others (and more once it has seen others on the key).
+        """
         ...
 
     def holds(self, holder: object) -> bool:

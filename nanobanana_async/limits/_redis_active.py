@@ -8,6 +8,7 @@ import anyio
 
 from ._base import SlotsBase
 from ._probe import CAP_LONGEST, DEFAULT_HOLD, HOLD_WEIGHT
+from ._protocols import Priority
 from ._redis_link import Connection, RedisLink
 from ._redis_scripts import COUNT, RENEW, TAKE, TIME, UPDATE, RedisKeys
 
@@ -101,7 +102,9 @@ class RedisActiveTaskLimiter(SlotsBase):
     def _seen_probe(self, ago: float) -> None:
         self._probed_at = None if ago < 0 else anyio.current_time() - ago
 
-    async def acquire(self, holder: object) -> None:
+    async def acquire(
+        self, holder: object, priority: Priority = "interactive", headroom: int = 0
+    ) -> None:
         """Wait for a slot free across every process and lease it for ``holder``.
 
         Polls with a short backoff (reset whenever this process releases a slot) until the

@@ -8,7 +8,7 @@ import anyio
 
 from ._base import PacerBase, ToldWindow, base_margin
 from ._probe import REFUSED_PROBE_REQUESTS
-from ._protocols import Endpoint
+from ._protocols import Endpoint, Priority
 from ._redis_link import Connection, RedisLink
 from ._redis_scripts import PACE, RATE_LIMITED, TIME, RedisKeys
 
@@ -83,7 +83,7 @@ class RedisEndpointLimiter(PacerBase):
         field = RedisKeys.window_field(seconds)
         self._link.enqueue(lambda r: r.call("hset", self._windows_key, field, limit))
 
-    async def acquire(self) -> float:
+    async def acquire(self, priority: Priority = "interactive") -> float:
         """Wait until a request may go by every process's count, and count it.
 
         Returns:

@@ -11,8 +11,9 @@ assert fake.stats.duplicates == 0
 ```
 
 Also: ``fake.transport()`` (an httpx transport), ``async with fake.serve() as base_url:`` (a
-real HTTP server on loopback) and the ``nanobanana_fake`` pytest fixture. See
-``docs/testing.md``.
+real HTTP server on loopback), the ``nanobanana_fake`` pytest fixture, and `virtual_time`, an
+anyio backend on a virtual clock (the fake keeps the event loop's time, so provider minutes
+pass in no real time). See ``docs/testing.md``.
 """
 
 from ._fake import FakeNanoBanana
@@ -22,6 +23,7 @@ from ._neighbours import Neighbour
 from ._reply import Reply
 from ._stats import FakeStats, RequestRecord
 from ._tasks import FakeTask, FakeTaskState
+from ._virtual_time import VirtualTimeEventLoop, virtual_time
 
 __all__ = [
     "TIERS",
@@ -36,4 +38,6 @@ __all__ = [
     "Reply",
     "RequestRecord",
     "TierLimits",
+    "VirtualTimeEventLoop",
+    "virtual_time",
 ]

@@ -58,7 +58,8 @@ class Creator:
         tasks: Where new tasks are stored.
         quota: The key's active-task count and cap.
         recorder: The counters to feed.
-        time_scale: Real seconds per provider second (durations are drawn in provider seconds).
+        time_scale: Seconds of the clock per provider second (durations are drawn in
+            provider seconds).
         duration: See `FakeNanoBanana`.
         fail_rate: See `FakeNanoBanana`.
         credits: Creates left before 402; ``None`` = unlimited.

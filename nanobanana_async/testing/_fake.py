@@ -5,8 +5,10 @@ faults, auth, rates), `_create` (``createTask``), `_query` (``recordInfo`` and r
 `_quota` (rate windows and active tasks), `_stats` (what the fake saw), `_tasks` (the task
 table). Everything is decided lazily from a clock: a task's state is computed from its
 creation time and planned duration when it is asked for, so no background tasks are needed.
-Internally all times are *real* seconds since the fake started; ``time_scale`` shrinks the
-provider's durations and rate windows into real time once, when they are set.
+The clock is the running event loop's (`_clock.LoopClock`), so the fake keeps the client's
+time, virtual or real. Internally all times are seconds since the fake started on that clock;
+``time_scale`` shrinks the provider's durations and rate windows into it once, when they are
+set.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._clock import LoopClock
 from ._create import Creator, DurationSpec, FailSpec
 from ._faults import Endpoint, FaultInjector, FaultKind, Faults
 from ._fetch import fetch_images
@@ -75,14 +78,19 @@ class FakeNanoBanana:
             body and returning whether it fails.
         fail_codes: ``(failCode, failMsg)`` pairs a failed task picks from.
         credits: How many tasks may be created before creates get 402; ``None`` = unlimited.
-        time_scale: Real seconds per provider second: ``0.01`` runs everything 100x faster.
+        time_scale: Seconds of the fake's clock per provider second: ``0.01`` runs everything
+            100x faster in real time; under a virtual clock ``1`` keeps the provider's own
+            numbers at no real cost.
         seed: Seeds every random choice (durations, failures, faults, task ids).
         faults: Fault probabilities; see `Faults` and `script`.
         result_base_url: Where result URLs point. By default
             ``https://results.fake-nanobanana.test`` in-process, the server's own URL over
             loopback.
-        clock: A monotonic clock in real seconds (default `time.monotonic`); inject one to
-            drive the fake by hand in tests.
+        clock: A monotonic clock in seconds. By default the clock of the event loop that asks
+            the fake (anyio's ``current_time``), so under a virtual clock (`virtual_time`,
+            trio's ``MockClock``) provider minutes pass in no real time; outside an event loop
+            the fake's time stands still. Inject one (``time.monotonic``, or a callable you
+            advance by hand) to drive the fake yourself.
 
     Raises:
         ValueError: For an unknown tier or an impossible setting.
@@ -106,7 +114,7 @@ class FakeNanoBanana:
         seed: int = 0,
         faults: Faults | None = None,
         result_base_url: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if not time_scale > 0:
             raise ValueError("time_scale must be > 0")
@@ -117,10 +125,11 @@ class FakeNanoBanana:
         self.api_key = api_key
         """The API key the fake accepts."""
         self._time_scale = float(time_scale)
+        self._seed = seed
         self.result_base_url = result_base_url.rstrip("/") if result_base_url else None
         """Where result URLs point, if fixed at construction."""
-        self._clock = clock
-        self._start = clock()
+        self._clock = LoopClock() if clock is None else clock
+        self._start = self._clock()
         self._recorder = StatsRecorder()
         limits = limits_for(
             tier,
@@ -167,8 +176,13 @@ class FakeNanoBanana:
 
     @property
     def time_scale(self) -> float:
-        """Real seconds per provider second."""
+        """Seconds of the fake's clock per provider second."""
         return self._time_scale
+
+    @property
+    def seed(self) -> int:
+        """The seed of every random choice the fake makes (and `client`'s jitter)."""
+        return self._seed
 
     @property
     def limits(self) -> TierLimits:
@@ -192,7 +206,7 @@ class FakeNanoBanana:
 
     @property
     def elapsed(self) -> float:
-        """Real seconds since the fake started.
+        """Seconds since the fake started, on its clock (see ``clock``).
 
         Reading it first runs the changes of `schedule` that are due, each with the clock
         reading its own time.

@@ -115,9 +115,10 @@ class Faults:
         create: Fault kind -> probability, for ``POST /api/v1/jobs/createTask``.
         query: Fault kind -> probability, for ``GET /api/v1/jobs/recordInfo``.
         result: Fault kind -> probability, for downloads of result files.
-        slow_seconds: How long, in real seconds, a ``"slow"`` answer takes. ``None`` (the
-            default) means "until the client gives up": in-process, the request's read timeout
-            followed by `httpx.ReadTimeout`; over loopback, until the client disconnects.
+        slow_seconds: How long, in seconds of the fake's clock, a ``"slow"`` answer takes.
+            ``None`` (the default) means "until the client gives up": in-process, the
+            request's read timeout followed by `httpx.ReadTimeout`; over loopback, until the
+            client disconnects.
     """
 
     create: Mapping[FaultKind, float] = attrs.field(

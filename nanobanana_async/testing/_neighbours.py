@@ -16,7 +16,7 @@ class Neighbour:
     tasks: the provider's 409 then reports them in ``active``. They are taken at once, even
     if that puts the key over its cap (the client's creates get 409 until enough of its own
     tasks finish). Use it as a context manager (``with`` or ``async with``) to hold the slots
-    for a block, or call `leave`. Times are real seconds since the fake started.
+    for a block, or call `leave`. Times are seconds since the fake started, on its clock.
     """
 
     __slots__ = ("_elapsed", "_left_at", "slots", "started_at")
@@ -42,7 +42,7 @@ class Neighbour:
         return self.holds_at(self._elapsed())
 
     def holds_at(self, at: float) -> bool:
-        """Whether the neighbour holds its slots at ``at`` real seconds since the start."""
+        """Whether the neighbour holds its slots at ``at`` seconds since the start."""
         return self.started_at <= at < self._left_at
 
     def leave(self) -> None:

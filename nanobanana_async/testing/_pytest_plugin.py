@@ -18,11 +18,13 @@ __all__ = ["nanobanana_fake"]
 
 @pytest.fixture
 def nanobanana_fake() -> FakeNanoBanana:
-    """A fresh `FakeNanoBanana` for one test, 100x faster than real time and without limits.
+    """A fresh `FakeNanoBanana` for one test, 100x faster than the provider and without limits.
 
-    Tasks take 0.02-0.06 s; tighten it (``nanobanana_fake.faults = ...``, ``.script(...)``,
-    ``.credits = ...``) or build your own ``FakeNanoBanana(tier="free", ...)`` for limit tests.
-    Works with any async backend (``@pytest.mark.anyio``, asyncio or trio).
+    Tasks take 0.02-0.06 s of the event loop's clock; tighten it (``nanobanana_fake.faults =
+    ...``, ``.script(...)``, ``.credits = ...``) or build your own
+    ``FakeNanoBanana(tier="free", ...)`` for limit tests. Works with any async backend
+    (``@pytest.mark.anyio``, asyncio or trio), on the real clock or a virtual one
+    (`virtual_time`).
 
     Returns:
         The fake; use ``.client()``, ``.transport()`` or ``.serve()`` to reach it.

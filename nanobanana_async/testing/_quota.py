@@ -24,7 +24,7 @@ RatedEndpoint = Literal["create", "query"]
 class KeyQuota:
     """Admits requests into the rate windows and counts the tasks still running.
 
-    Times are real seconds since the fake started; windows last ``time_scale`` times their
+    Times are seconds since the fake started, on its clock; windows last ``time_scale`` times their
     nominal 1 or 60 seconds.
     """
 
@@ -67,7 +67,7 @@ class KeyQuota:
     # -- rates ----------------------------------------------------------------------------------
 
     def limit_data(self, wait: float, limit: int | None, nominal_seconds: int) -> dict[str, Any]:
-        """The ``data`` of a 429 answer: wait ``wait`` real seconds for a window to reset."""
+        """The ``data`` of a 429 answer: wait ``wait`` seconds for a window to reset."""
         window_seconds: float = nominal_seconds * self._time_scale
         if window_seconds.is_integer():
             window_seconds = int(window_seconds)

@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 
 class Schedule(Generic[T]):
-    """Changes (callables taking the fake) by the real time they are due, earliest first."""
+    """Changes (callables taking the fake) by the time they are due, earliest first."""
 
     __slots__ = ("_heap", "_order")
 
@@ -32,7 +32,7 @@ class Schedule(Generic[T]):
         return self._heap[0][0] if self._heap else math.inf
 
     def add(self, at: float, change: Callable[[T], object]) -> None:
-        """Plan ``change`` for ``at`` real seconds since the fake started."""
+        """Plan ``change`` for ``at`` seconds since the fake started."""
         heapq.heappush(self._heap, (at, self._order, change))
         self._order += 1
 

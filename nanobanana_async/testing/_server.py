@@ -17,7 +17,7 @@ from ._reply import Reply
 if TYPE_CHECKING:
     from ._fake import FakeNanoBanana
 
-__all__ = ["MAX_BODY_BYTES", "serve"]
+__all__ = ["MAX_BODY_BYTES", "Connection", "serve"]
 
 MAX_BODY_BYTES = 1 << 20
 """Larger request bodies get 413; a valid create body is far smaller."""
@@ -27,7 +27,7 @@ _RECEIVE_SIZE = 65536
 _DISCONNECTS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
 
-class _Connection:
+class Connection:
     """One client connection: requests in, answers out, keep-alive until either side closes."""
 
     def __init__(self, fake: FakeNanoBanana, stream: anyio.abc.ByteStream, base_url: str) -> None:
@@ -142,7 +142,7 @@ async def serve(fake: FakeNanoBanana, host: str, port: int) -> AsyncGenerator[st
     async def handle(stream: anyio.abc.SocketStream) -> None:
         async with stream:
             try:
-                await _Connection(fake, stream, base_url).run()
+                await Connection(fake, stream, base_url).run()
             except _DISCONNECTS:
                 pass
             except Exception:  # a server must outlive one bad connection

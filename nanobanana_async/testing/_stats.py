@@ -27,7 +27,7 @@ class RequestRecord(NamedTuple):
     """One request the fake has seen (see `FakeNanoBanana.recent_requests`).
 
     Attributes:
-        at: Real seconds since the fake started.
+        at: Seconds since the fake started, on its clock.
         endpoint: ``"create"``, ``"query"``, ``"result"`` or ``"other"``.
         status: The HTTP status answered, or ``None`` if the connection was dropped.
         fault: The fault injected (``"ok"`` for none).

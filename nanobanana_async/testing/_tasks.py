@@ -38,7 +38,7 @@ _NO_COMPLETE_TIME = 4
 class TaskTable:
     """Every task's plan, one column per field; a task is its index.
 
-    Times are real seconds since the fake started.
+    Times are seconds since the fake started, on its clock.
     """
 
     __slots__ = (
@@ -135,7 +135,7 @@ class TaskTable:
         return index
 
     def state_at(self, index: int, at: float) -> FakeTaskState:
-        """The state of the task at ``index``, ``at`` real seconds since the start."""
+        """The state of the task at ``index``, ``at`` seconds since the start."""
         created, duration = self.created[index], self.duration[index]
         if at >= created + duration:
             return "fail" if self.fail[index] >= 0 else "success"
@@ -144,7 +144,7 @@ class TaskTable:
         return "waiting"
 
     def now(self) -> float:
-        """Real seconds since the fake started."""
+        """Seconds since the fake started, on its clock."""
         return self._elapsed()
 
     def model(self, index: int) -> str:
@@ -163,7 +163,7 @@ class TaskTable:
 class FakeTask:
     """One task of the fake provider, as planned when it was created (a view, made on demand).
 
-    Times are real seconds since the fake started (``time_scale`` already applied), so a
+    Times are seconds since the fake started, on its clock (``time_scale`` already applied), so a
     benchmark can compare them with the wall clock.
     """
 
@@ -212,17 +212,17 @@ class FakeTask:
 
     @property
     def created_at(self) -> float:
-        """When the task was created, in real seconds since the fake started."""
+        """When the task was created, in seconds since the fake started (on its clock)."""
         return self._table.created[self._index]
 
     @property
     def duration(self) -> float:
-        """How long the task runs, in real seconds."""
+        """How long the task runs, in seconds on the fake's clock."""
         return self._table.duration[self._index]
 
     @property
     def finished_at(self) -> float:
-        """When the task ends (``success`` or ``fail``), in real seconds since the start."""
+        """When the task ends (``success`` or ``fail``), in seconds since the fake started."""
         return self.created_at + self.duration
 
     @property
@@ -248,7 +248,7 @@ class FakeTask:
         return self._table.state_at(self._index, self._table.now())
 
     def state_at(self, at: float) -> FakeTaskState:
-        """The task's state at ``at`` real seconds since the fake started."""
+        """The task's state at ``at`` seconds since the fake started."""
         return self._table.state_at(self._index, at)
 
     def __eq__(self, other: object) -> bool:

@@ -20,7 +20,9 @@ __all__ = ["open_client"]
 async def open_client(fake: FakeNanoBanana, **kwargs: Any) -> AsyncGenerator[AsyncNanoBanana, None]:
     """Open a client of ``fake`` (see `FakeNanoBanana.client`).
 
-    The default poll and retry policies are scaled to the fake's ``time_scale``.
+    The default poll and retry policies are scaled to the fake's ``time_scale``, and the
+    client's jitter is drawn from the fake's ``seed``, so that a run on a virtual clock
+    repeats request for request.
     """
     scale = fake.time_scale
     kwargs.setdefault("api_key", fake.api_key)
@@ -36,4 +38,6 @@ async def open_client(fake: FakeNanoBanana, **kwargs: Any) -> AsyncGenerator[Asy
             http_client=http_client, download_client=download_client, **kwargs
         ) as client,
     ):
+        client.engine.caller.rng.seed(f"{fake.seed}/retries")
+        client.engine.planner.rng.seed(f"{fake.seed}/polls")
         yield client

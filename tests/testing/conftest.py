@@ -14,11 +14,6 @@ T2I = "nano-banana-text-to-image"
 I2I = "nano-banana-image-to-image"
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 class ManualClock:
     """A clock the test moves by hand, in real seconds."""
 

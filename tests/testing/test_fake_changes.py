@@ -268,7 +268,7 @@ async def create_status(client: httpx.AsyncClient, prompt: str) -> int:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("way", ["transport", "serve"])
+@pytest.mark.parametrize("way", ["transport", pytest.param("serve", marks=pytest.mark.real_time)])
 async def test_changes_reach_clients_in_process_and_over_loopback(way: str) -> None:
     fake = FakeNanoBanana(tier="free", create_per_second=100, duration=1000.0)
     async with http_to(fake, way) as client:
@@ -286,7 +286,7 @@ async def test_changes_reach_clients_in_process_and_over_loopback(way: str) -> N
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("way", ["transport", "serve"])
+@pytest.mark.parametrize("way", ["transport", pytest.param("serve", marks=pytest.mark.real_time)])
 async def test_a_batch_runs_through_a_scheduled_neighbour_and_upgrade(way: str) -> None:
     fake = FakeNanoBanana(tier="standard", time_scale=0.01, duration=(1.0, 3.0))  # 15 slots
     fake.schedule(

@@ -85,6 +85,7 @@ async def test_the_client_respects_a_free_tier() -> None:
     assert stats.max_active == 1
 
 
+@pytest.mark.real_time
 async def test_generate_and_download_over_loopback() -> None:
     fake = FakeNanoBanana(tier="basic", time_scale=0.01)
     async with (

@@ -45,6 +45,8 @@ def test_public_names() -> None:
         "Reply",
         "RequestRecord",
         "TierLimits",
+        "VirtualTimeEventLoop",
+        "virtual_time",
     ]
     constants = [name for name in testing.__all__ if name.isupper()]
     others = [name for name in testing.__all__ if not name.isupper()]

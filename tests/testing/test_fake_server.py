@@ -13,7 +13,7 @@ import pytest
 
 from nanobanana_async.testing import FakeNanoBanana, Faults
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.real_time]  # real sockets (loopback)
 
 BODY = {"model": "nano-banana-text-to-image", "input": {"prompt": "a banana"}}
 AUTH = {"Authorization": "Bearer sk-test"}
