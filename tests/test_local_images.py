@@ -1,9 +1,9 @@
 """Local images for image-to-image: files and bytes, published to an S3 store the test starts.
 
 The store is moto's S3 server on loopback (a real S3 protocol over HTTP), the provider is the
-fake reached over HTTP (`over_http`), which fetches every loopback image it is given, as the
-provider fetches image URLs: so each test sees a picture travel from disk (or memory) to the
-store and from the store to the provider.
+fake served over HTTP (`support.over_http`), which fetches every loopback image it is given, as
+the provider fetches image URLs: so each test sees a picture travel from disk (or memory) to
+the store and from the store to the provider.
 """
 
 from __future__ import annotations

@@ -7,13 +7,14 @@ room a neighbour gives back, or a tier upgrade, is found. A create that met a 40
 the next slot release, not a blind timer.
 
 Interactive callers are served first. Background callers (a batch) leave room for others:
-the headroom they ask for, and, for a while after a 409 showed another consumer on the key,
-`COURTESY_SLOTS` more, so that a web app that shares the key without sharing these limits
-finds a free slot instead of losing every race for one.
+the headroom they ask for, and, for a while after 409s showed a small consumer on the key (a
+web app that shares the key without sharing these limits), as many slots as it was seen to
+hold at most, so that it finds a free slot instead of losing every race for one.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable
 
@@ -26,18 +27,21 @@ from ._probe import (
     CAP_UPGRADE_START,
     DEFAULT_HOLD,
     HOLD_WEIGHT,
+    UPGRADE_LONGEST,
     ProbeSchedule,
     bounded,
 )
 from ._protocols import Priority
 from ._queue import PrioritySlots
 
-__all__ = ["COURTESY_SECONDS", "COURTESY_SLOTS", "ActiveTaskLimiter"]
+__all__ = ["COURTESY_SECONDS", "COURTESY_SHARE", "ActiveTaskLimiter"]
 
-COURTESY_SLOTS = 1
-"""Slots background work leaves free after a 409 showed another consumer on the key."""
 COURTESY_SECONDS = 120.0
-"""For how long after the last such 409 (seconds)."""
+"""For how long background work leaves room for a small consumer a 409 showed (seconds)."""
+_SEEN_KEPT = 64
+COURTESY_SHARE = 0.2
+"""Another consumer counts as small (a web app's visitors, not another batch) while it holds
+at most this share of the key's cap (and at least one slot)."""
 
 
 class ActiveTaskLimiter(SlotsBase):
@@ -64,7 +68,8 @@ class ActiveTaskLimiter(SlotsBase):
         super().__init__(limit, initial=initial)
         self._slots: PrioritySlots | None = None
         self._clock = clock
-        self._others_seen_at = -math.inf
+        self._others_seen: collections.deque[tuple[float, int]] = collections.deque()
+        """When 409s showed a small consumer on the key, and how many slots it held."""
         self._mean_hold = DEFAULT_HOLD
         self._since: dict[object, float] = {}
         self._probe: ProbeSchedule | None = None
@@ -76,6 +81,14 @@ class ActiveTaskLimiter(SlotsBase):
         except RuntimeError:
             # Taught outside an event loop (a test, a sync setup): before any request.
             return -math.inf
+
+    def _courtesy(self) -> int:
+        """The most slots a small consumer was seen to hold in the last `COURTESY_SECONDS`."""
+        seen = self._others_seen
+        since = self._now() - COURTESY_SECONDS
+        while seen and not seen[0][0] > since:
+            seen.popleft()
+        return max((others for _, others in seen), default=0)
 
     def _capacity(self) -> PrioritySlots:
         if self._slots is None:
@@ -95,13 +108,16 @@ class ActiveTaskLimiter(SlotsBase):
     def keep_free(self, headroom: int) -> int:
         """Slots a background caller asking for ``headroom`` must leave free now.
 
-        The room kept for others is the headroom asked for, or `COURTESY_SLOTS` for a while
-        after a 409 showed another consumer, whichever is more; the slots our estimate already
-        leaves to others (a 409 saw them held) count toward it. A background caller may always
-        hold one slot.
+        The room kept for others is the headroom asked for, or, for `COURTESY_SECONDS` after
+        409s showed a small consumer, the most slots it was seen to hold, whichever is more;
+        the slots our estimate already leaves to others (a 409 saw them held) count toward it.
+        A background caller may always hold one slot. While the cap is still being learned
+        there is nothing to leave room of: the estimate grows only when every slot is held,
+        and the first 409 names the cap.
         """
-        courtesy = COURTESY_SLOTS if self._now() - self._others_seen_at < COURTESY_SECONDS else 0
-        reserve = max(headroom, courtesy)
+        if not self.known:
+            return 0
+        reserve = max(headroom, self._courtesy())
         if not reserve:
             return 0
         left_to_others = self.neighbours
@@ -218,10 +234,10 @@ class ActiveTaskLimiter(SlotsBase):
         room = self.key_cap is not None and probe.base < self.key_cap
         # Past the key's named cap, one slot at a time: an acceptance there may be a fluke
         # (a task of ours that ended unseen left its slot), and flukes must not compound.
+        # The key's cap stays what a 409 named until a 409 names another: an acceptance past
+        # it proves nothing yet (a fluke, or an upgrade, which the next 409 will name).
         probe.raised(now, grow=room)
-        if self.key_cap is not None and self._limit > self.key_cap:
-            self.key_cap = self._limit  # more than the key's cap was named: an upgrade
-        elif room and self._limit == self.key_cap:
+        if room and self._limit == self.key_cap:
             # The neighbours' room is back whole: past it lies only a rare upgrade.
             probe.restart(now, self._start())
 
@@ -253,15 +269,28 @@ class ActiveTaskLimiter(SlotsBase):
     def _fix_limit(self, limit: int) -> None:
         self._resize(limit)
 
+    def on_tier_changed(self) -> None:
+        """A 429 named another tier than before: the cap may have moved, probe it soon."""
+        self._schedule().restart(self._now(), self._start())
+
     def _learn_conflict(self, stated: int | None, active: int | None) -> None:
         now = self._now()
         probe = self._schedule()
         was_probing = probe.probing
         before = self._limit
-        upgraded = stated is not None and self.key_cap is not None and stated > self.key_cap
-        if others_on_key(active, self.active) or (stated is not None and self.active < stated):
-            # Someone else holds slots of the key: background work leaves it room a while.
-            self._others_seen_at = now
+        named_before = self.key_cap
+        upgraded = stated is not None and named_before is not None and stated > named_before
+        # Past the cap a 409 named, told the same cap: the probe (or a fluke's raise) failed.
+        past_named = named_before is not None and before > named_before and not upgraded
+        others = max(
+            others_on_key(active, self.active), 0 if stated is None else stated - self.active
+        )
+        if 0 < others <= max(1, COURTESY_SHARE * (stated or self._limit)):
+            # A small consumer (a web app, say) holds slots of the key: background work leaves
+            # it room for a while. (A large one, another batch, is left the room it holds.)
+            if len(self._others_seen) >= _SEEN_KEPT:
+                self._others_seen.popleft()
+            self._others_seen.append((now, int(others)))
         cap = cap_after_conflict(self.limit, self.running, stated, active=active, held=self.active)
         if cap is not None:
             self.known = True
@@ -270,7 +299,9 @@ class ActiveTaskLimiter(SlotsBase):
             if self.ceiling is not None:
                 cap = min(cap, self.ceiling)
             self._resize(cap)
-        if upgraded or (not was_probing and cap is not None and cap < before):
+        if past_named:
+            probe.refused(now, UPGRADE_LONGEST)
+        elif upgraded or (not was_probing and cap is not None and cap < before):
             probe.restart(now, self._start())
         elif was_probing:
             probe.refused(now, bounded(CAP_LONGEST * self._unit()))

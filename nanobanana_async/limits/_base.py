@@ -366,6 +366,10 @@ class SlotsBase(abc.ABC):
     def _learn_conflict(self, stated: int | None, active: int | None) -> None:
         """Adapt the cap to a 409 (the cap and the key's active tasks its body names)."""
 
+    @abc.abstractmethod
+    def on_tier_changed(self) -> None:
+        """A 429 named another tier than before: the cap may have moved, probe it soon."""
+
 
 P = TypeVar("P", bound=PacerBase)
 S = TypeVar("S", bound=SlotsBase)
@@ -384,6 +388,8 @@ class LimitsBase(Generic[P, S]):
         self.create = create
         self.query = query
         self.active = active
+        self.tier: str | None = None
+        """The key's tier as the last 429 named it, if one did."""
 
     def seed(self, *, tier: TierName | None = None, max_active: int | None = None) -> None:
         """Start from known numbers: a tier's table row and/or an active-task cap.
@@ -408,6 +414,33 @@ class LimitsBase(Generic[P, S]):
             self.active.set_limit(max_active, ceiling=True)
         elif preset is not None:
             self.active.set_limit(preset.active)
+
+    def learn_tier(self, tier: str, endpoint: Endpoint, told: ToldWindow) -> None:
+        """A 429 named the key's tier: fill in what is not known yet from its row of the table.
+
+        The endpoint's windows not yet known, and the active-task cap while it is still being
+        learned, start from the tier's documented numbers (estimates, probed like any learned
+        limit), so the client does not meet each of them in a 429 of its own. The other
+        endpoint is left alone: its budget stays cautious until its own limit is named (a key
+        moved to a lower tier must not find its query window spent). Only on the provider's
+        own time scale: a window of exactly 1 or 60 s that is the tier's says the body's
+        numbers are the table's (a fake at a scaled time names other windows).
+        """
+        if self.tier is not None and tier != self.tier:
+            # The key moved to another tier: its cap has likely moved too.
+            self.active.on_tier_changed()
+        self.tier = tier
+        row = tier_limits(tier)
+        per_second, per_minute = row.create if endpoint == "create" else row.query
+        if (told.limit, told.seconds) not in ((per_second, 1.0), (per_minute, 60.0)):
+            return
+        pacer = self.endpoint(endpoint)
+        known = pacer.windows
+        for limit, seconds in ((per_second, 1.0), (per_minute, 60.0)):
+            if seconds not in known:
+                pacer.learn_window(limit, seconds)
+        if not self.active.known:
+            self.active.set_limit(row.active)
 
     def endpoint(self, name: Endpoint) -> P:
         """The pacer of one endpoint."""
