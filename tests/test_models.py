@@ -198,6 +198,10 @@ class TestImageToImage:
         assert isinstance(image, LocalImage)
         assert image.path == photo
 
+    def test_a_local_image_built_beforehand_is_taken_as_it_is(self) -> None:
+        image = LocalImage.from_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))
+        assert ImageToImage(prompt="x", image_urls=[image, PNG]).image_urls == (image, PNG)
+
     @pytest.mark.parametrize("path", [Path("photo\x00.png"), Path("/tmp/\x00")])
     def test_a_path_with_a_nul_is_an_invalid_request(self, path: Path) -> None:
         with pytest.raises(InvalidRequestError, match="not a valid path") as info:
