@@ -182,12 +182,12 @@ class ImageIn(BaseModel):
     output_format: OutputFormat = "png"
 
     def to_request(self) -> ImageRequest:
-        """The library's request; raises `InvalidRequestError` for a rule pydantic missed."""
-        for i, url in enumerate(self.image_urls):
-            # A string that is not a URL would be read as a file of this server: never let
-            # a caller name one. Uploads go through POST /edits instead.
-            if not url.startswith("https://"):
-                raise InvalidRequestError(f"image_urls[{i}]", "must be an https:// URL")
+        """The library's request; raises `InvalidRequestError` for a rule pydantic missed.
+
+        The caller's strings go straight into ``image_urls``: to the library a ``str`` is
+        always a URL, never a file of this server, and anything but ``https://`` is refused
+        (a 422 here). Uploads go through ``POST /edits``.
+        """
         if self.image_urls:
             return ImageToImage(
                 prompt=self.prompt,

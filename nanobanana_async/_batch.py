@@ -195,11 +195,14 @@ class BatchRunner:
             An async iterator of `BatchOutcome`, in completion order.
 
         Raises:
-            UsageError: This runner is already running a batch.
+            UsageError: This runner is already running a batch, or the client is closed or
+                its limits (a `RedisLimits`) are not entered; nothing was sent.
             JournalError: The journal cannot be opened or is not a journal.
         """
         if self._running:
             raise UsageError("this BatchRunner is already running a batch")
+        # Here, not as each job's error inside the task group: nothing could succeed.
+        self._engine.caller.check_usable()
         self._running = True
         self._stop = None
         self._counters = BatchCounters()

@@ -21,7 +21,7 @@ import collections
 import logging
 import random
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import anyio
 import httpx
@@ -37,7 +37,7 @@ from ._errors import (
     ServerError,
     UsageError,
 )
-from ._http import ACCEPT_ENCODING, RequestBody, read_body, transport_error
+from ._http import ACCEPT_ENCODING, RequestBody, read_body, redacted_headers, transport_error
 from ._models import Task
 from ._refusals import MIN_SLOT_WAIT, learn, wait_for_slot
 from ._retry import RetryPolicy, retry_decision
@@ -51,7 +51,7 @@ from ._wire import (
     structure_task,
     structure_task_id,
 )
-from .limits import LimitsBackend, Priority
+from .limits import ConnectedLimits, LimitsBackend, Priority
 
 __all__ = ["Caller", "CreatedTasks", "Endpoint", "OnResponse", "StopCheck"]
 
@@ -74,6 +74,15 @@ _WAITS = {
     "slot": "waiting up to %.2f s for an active-task slot",
     "not_visible": "not visible yet; asking again in %.2f s",
 }
+
+
+class _Answer(NamedTuple):
+    """An answer read whole, the key redacted from all of it (see `Caller._send`)."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    reason: str
 
 
 class _PacingCut(Exception):  # noqa: N818 - a signal inside the loop, never raised out of it
@@ -143,17 +152,18 @@ class Caller:
         self._query_url = base_url.copy_with(path=prefix + QUERY_PATH, query=None)
         self._http = http
         self._secret = secret
-        # httpx.Headers masks Authorization in its repr, so even a traceback that shows
-        # locals (Sentry, rich) does not print the key.
+        # Without Authorization: `_send` sets it on each request from the secret, so no header
+        # object of the client's (nor a local of the loop's frames) holds the key.
         self._headers = httpx.Headers(
             {
                 "User-Agent": user_agent,
                 "Accept": "application/json",
                 "Accept-Encoding": ACCEPT_ENCODING,
-                "Authorization": f"Bearer {secret.reveal()}",
             }
         )
         self._limits = limits
+        # Known once: isinstance of a runtime protocol is slow, and `call` asks every time.
+        self._connected = limits if isinstance(limits, ConnectedLimits) else None
         self._retry = retry
         self._timeout = timeout
         self._exchange_timeout = exchange_timeout
@@ -167,6 +177,22 @@ class Caller:
     def limits(self) -> LimitsBackend:
         """The key's limits, taught by every answer."""
         return self._limits
+
+    def check_usable(self) -> None:
+        """Refuse, before anything is sent, a call this client cannot make now.
+
+        Raises:
+            UsageError: The client is closed, or its limits (a `RedisLimits`) are not entered.
+        """
+        if self.closed:
+            raise UsageError("this client is closed")
+        connected = self._connected
+        if connected is not None and not connected.entered:
+            raise UsageError(
+                f"this client's {type(connected).__name__} is not entered: open the client "
+                "with 'async with AsyncNanoBanana(limits=...) as client:', which enters it, "
+                "or enter it yourself first ('async with RedisLimits(url) as limits:')"
+            )
 
     @property
     def rng(self) -> random.Random:
@@ -262,8 +288,7 @@ class Caller:
         caller in the endpoint's pacer and in slot waits; ``headroom`` is what a background
         caller leaves free when it queues for a slot again.
         """
-        if self.closed:
-            raise UsageError("this client is closed")
+        self.check_usable()
         create = endpoint == "create"
         pacer = self._limits.endpoint(endpoint)
         headers = self._headers
@@ -419,40 +444,14 @@ class Caller:
                 scope.deadline = min(deadline, now + self._exchange_timeout)
             sending = True
             exchange.sending(now - entered)
-            request = self._http.build_request(
-                "POST" if endpoint == "create" else "GET",
-                self._create_url if endpoint == "create" else self._query_url,
-                content=content,
-                params=params,
-                headers=headers,
-                timeout=self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            create = endpoint == "create"
+            method = "POST" if create else "GET"
+            url = self._create_url if create else self._query_url
+            answer = await self._send(
+                method, url, endpoint, headers, content, params, request_id, exchange
             )
-            if content is not None:
-                request.stream = RequestBody(content)
-
-            def too_large(_declared: int | None) -> ResponseTooLargeError:
-                return ResponseTooLargeError(
-                    f"{endpoint}: the answer is larger than {self._max_bytes} bytes "
-                    "(max_response_bytes); the connection was dropped",
-                    request_id=request_id,
-                )
-
-            try:
-                response = await self._http.send(request, stream=True)
-                exchange.answered(response.status_code)
-                try:
-                    body = await read_body(response, self._max_bytes, too_large)
-                finally:
-                    if not response.is_closed:  # read whole, httpx has closed it already
-                        with anyio.CancelScope(shield=True):
-                            await response.aclose()
-            except httpx.TransportError as exc:
-                raise transport_error(exc, endpoint, request_id=request_id) from exc
-            except RuntimeError as exc:
-                if self.closed:  # httpx: "Cannot send a request, as the client has been closed"
-                    raise UsageError("this client was closed during the call") from exc
-                raise
-            return self._answer(request, response, body, request_id, on_response)
+            logger.debug("%s %s -> %s", method, url.path, answer.status)
+            return self._answer(answer, request_id, on_response)
         # Only the scope's own deadline gets here (everything else returned or raised).
         if not sending:
             self.telemetry.paced(endpoint, priority, anyio.current_time() - entered)  # then cut
@@ -465,31 +464,75 @@ class Caller:
             )
         raise transport_error(TimeoutError(), endpoint, request_id=request_id)
 
-    def _answer(
+    async def _send(
         self,
-        request: httpx.Request,
-        response: httpx.Response,
-        body: bytes,
+        method: str,
+        url: httpx.URL,
+        endpoint: Endpoint,
+        headers: httpx.Headers,
+        content: bytes | None,
+        params: dict[str, str] | None,
         request_id: str | None,
-        on_response: OnResponse | None,
-    ) -> Any:
-        """The ``data`` of an answer read whole (see `answer_data`), the key redacted."""
+        exchange: Scope,
+    ) -> _Answer:
+        """One HTTP exchange, read whole with the size cap, the key redacted as it is read.
+
+        Nothing unredacted outlives this frame: the answer is interpreted (and its errors
+        raised) from what it returns, so no frame of an error holds the raw answer.
+        """
+        request = self._http.build_request(
+            method,
+            url,
+            content=content,
+            params=params,
+            headers=headers,
+            timeout=self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+        secret = self._secret
+        request.headers["Authorization"] = secret.authorization()
+        if content is not None:
+            request.stream = RequestBody(content)
+
+        def too_large(_declared: int | None) -> ResponseTooLargeError:
+            return ResponseTooLargeError(
+                f"{endpoint}: the answer is larger than {self._max_bytes} bytes "
+                "(max_response_bytes); the connection was dropped",
+                request_id=request_id,
+            )
+
+        try:
+            response = await self._http.send(request, stream=True)
+            exchange.answered(response.status_code)
+            try:
+                body = secret.redact_bytes(await read_body(response, self._max_bytes, too_large))
+            finally:
+                if not response.is_closed:  # read whole, httpx has closed it already
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
+        except httpx.TransportError as exc:
+            raise transport_error(exc, endpoint, request_id=request_id) from exc
+        except RuntimeError as exc:
+            if self.closed:  # httpx: "Cannot send a request, as the client has been closed"
+                raise UsageError("this client was closed during the call") from exc
+            raise
         status = response.status_code
         # The reason phrase only words an error that has no message of its own.
         reason = (
-            "" if status < 400 else response.reason_phrase or httpx.codes.get_reason_phrase(status)
+            ""
+            if status < 400
+            else secret.redact(response.reason_phrase or httpx.codes.get_reason_phrase(status))
         )
-        logger.debug("%s %s -> %s", request.method, request.url.path, status)
+        return _Answer(status, redacted_headers(response.headers, secret), body, reason)
+
+    @staticmethod
+    def _answer(answer: _Answer, request_id: str | None, on_response: OnResponse | None) -> Any:
+        """The ``data`` of an answer read whole and redacted (see `answer_data`)."""
         if on_response is not None:
-            secret = self._secret
-            on_response(
-                status,
-                httpx.Headers([(k, secret.redact(v)) for k, v in response.headers.items()]),
-            )
+            on_response(answer.status, answer.headers)
         return answer_data(
-            status,
-            response.headers,
-            self._secret.redact_bytes(body),
-            reason=self._secret.redact(reason),
+            answer.status,
+            answer.headers,
+            answer.body,
+            reason=answer.reason,
             request_id=request_id,
         )

@@ -49,7 +49,7 @@ from ._secret import Secret
 from ._telemetry import Telemetry, recorder_for
 from ._variants import RawResponses, shared_engine
 from ._version import __version__
-from .limits import Limits, LimitsBackend, LimitsSnapshot, Priority, TierName
+from .limits import ConnectedLimits, Limits, LimitsBackend, LimitsSnapshot, Priority, TierName
 
 __all__ = ["AsyncNanoBanana"]
 
@@ -91,7 +91,9 @@ class AsyncNanoBanana(ResultFiles):
         max_active: A known cap on active tasks (overrides the tier's).
         limits: Where the key's limits live: your `Limits`, or a `RedisLimits` shared by
             several processes (``tier`` and ``max_active`` then seed it). Default: a new
-            in-process `Limits`.
+            in-process `Limits`. A `RedisLimits` not yet entered is entered by the client's
+            ``async with`` for the client's lifetime; enter it yourself to share it among
+            several clients.
         retry: Finer control of retries; ``max_retries`` overrides its count.
         poll: How to poll before any task duration has been seen.
         max_download_bytes: The largest result file accepted.
@@ -181,13 +183,28 @@ class AsyncNanoBanana(ResultFiles):
             allow_loopback=loopback,
             max_bytes=max_download_bytes,
             telemetry=recorder,
+            secret=secret,
         )
+        self._entered_limits: ConnectedLimits | None = None
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncNanoBanana:
-        # The async context manager protocol, a deliberate twin of `RedisLimits`'s exit.
+        """Enter the client; limits that must be entered and are not, it enters for its life.
+
+        A `RedisLimits` given not yet entered is entered here and exited when the client
+        closes; one already entered (by you, or by another client) is used as it is and left
+        to whoever entered it.
+        """
+        limits = self._engine.limits
+        if isinstance(limits, ConnectedLimits) and not limits.entered:
+            try:
+                await limits.__aenter__()
+            except BaseException:
+                await self.aclose()  # the `async with` block never runs: close what it opened
+                raise
+            self._entered_limits = limits
         return self
 
     async def __aexit__(
@@ -199,16 +216,27 @@ class AsyncNanoBanana(ResultFiles):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP clients this client created. Safe to call more than once."""
+        """Close the HTTP clients this client created, and exit the limits it entered.
+
+        Safe to call more than once. Limits the client entered (see `__aenter__`) are exited
+        here, so close the client in the task that entered it, as ``async with`` does.
+        """
         if self._closed:
             return
         self._closed = True
         self._engine.caller.closed = self._downloader.closed = True
-        with anyio.CancelScope(shield=True):
-            if self._owns_http:
-                await self._http.aclose()
-            if self._owns_download:
-                await self._download.aclose()
+        try:
+            with anyio.CancelScope(shield=True):
+                if self._owns_http:
+                    await self._http.aclose()
+                if self._owns_download:
+                    await self._download.aclose()
+        finally:
+            # Outside the shield: the limits' task group was entered before that scope, and
+            # cancel scopes end in the order they began (RedisLimits shields its own closing).
+            limits, self._entered_limits = self._entered_limits, None
+            if limits is not None:
+                await limits.__aexit__(None, None, None)
 
     def __repr__(self) -> str:
         # getattr: a half-built client (one whose __init__ raised) must still have a repr.

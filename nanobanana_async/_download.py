@@ -4,8 +4,9 @@ Result URLs come from the provider's answers, so they are checked like any untru
 https only (plain http only when the API itself is on loopback), no internal addresses in any
 spelling, at most five redirects each checked the same way, and a size cap counted on the
 decoded bytes as they arrive. The files are fetched by a separate HTTP client that never
-carries the API key. Every fetch ends by its deadline, and every failure is one of the
-library's errors.
+carries the API key; a redirect that names the key (a host that learnt it elsewhere) has it
+redacted before it is followed or shown. Every fetch ends by its deadline, and every failure
+is one of the library's errors.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import httpx
 from ._errors import DownloadError, UsageError
 from ._http import ACCEPT_ENCODING, iter_body, transport_error
 from ._models import TaskResult
+from ._secret import Secret
 from ._telemetry import NO_RECORDER, Recorder
 
 __all__ = ["Downloader", "is_loopback_host"]
@@ -98,6 +100,7 @@ class Downloader:
             plain http: the fake provider and tests).
         max_bytes: The default size cap of one file.
         telemetry: Told of every file fetched.
+        secret: The API key, redacted from the redirects followed (never sent).
     """
 
     def __init__(
@@ -108,8 +111,10 @@ class Downloader:
         allow_loopback: bool,
         max_bytes: int,
         telemetry: Recorder = NO_RECORDER,
+        secret: Secret | None = None,
     ) -> None:
         self._http = http
+        self._secret = secret
         self._headers = {"User-Agent": user_agent, "Accept-Encoding": ACCEPT_ENCODING}
         self._loopback = allow_loopback
         self.max_bytes = max_bytes
@@ -285,7 +290,10 @@ class Downloader:
                     # has_redirect_location, not is_redirect: a 3xx without a Location would
                     # otherwise fetch the same URL again until the redirect limit.
                     if response.has_redirect_location:
-                        current = self.check_url(current.join(response.headers["location"]))
+                        location = response.headers["location"]
+                        if self._secret is not None:
+                            location = self._secret.redact(location)
+                        current = self.check_url(current.join(location))
                         continue
                     if response.status_code != 200:
                         raise DownloadError(

@@ -107,6 +107,7 @@ class Engine:
 
         What ``create_task`` runs, raw or not; returns the task id.
         """
+        self.caller.check_usable()  # before an image is published
         deadline = anyio.current_time() + seconds
         body = await self.publish(
             body, deadline=deadline, needed_for=DEFAULT_WAIT_TIMEOUT, request_id=request_id
@@ -131,7 +132,9 @@ class Engine:
 
         Raises:
             APITimeoutError: No slot came free in time; nothing was created.
+            UsageError: The client is closed or its limits are not entered (`Caller.check_usable`).
         """
+        self.caller.check_usable()  # before an image is published or a slot taken
         deadline = anyio.current_time() + seconds
         # Published before a slot is taken: an upload needs none of the key's active tasks.
         body = await self.publish(

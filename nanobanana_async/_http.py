@@ -3,12 +3,15 @@
 Both kinds of exchange the client makes, API calls and result downloads, read their answers
 through `iter_body`: the raw bytes are decompressed here (gzip and deflate, in pieces no larger
 than the bytes still allowed), so a small compressed answer that inflates to gigabytes costs
-no more memory than the cap. Whatever fails below httpx becomes one of the library's errors.
+no more memory than the cap. Whatever fails below httpx becomes one of the library's errors,
+and the frames below it (httpx's, httpcore's) are cleared of their locals: they hold the
+request as written, its ``Authorization`` header included, and error trackers capture locals.
 """
 
 from __future__ import annotations
 
 import contextlib
+import traceback
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import cast
@@ -16,8 +19,17 @@ from typing import cast
 import httpx
 
 from ._errors import APIConnectionError, APITimeoutError, DecodeError, NanoBananaError
+from ._secret import Secret
 
-__all__ = ["ACCEPT_ENCODING", "RequestBody", "iter_body", "read_body", "transport_error"]
+__all__ = [
+    "ACCEPT_ENCODING",
+    "RequestBody",
+    "forget_locals",
+    "iter_body",
+    "read_body",
+    "redacted_headers",
+    "transport_error",
+]
 
 ACCEPT_ENCODING = "gzip, deflate"
 """The encodings the client asks for: the ones `iter_body` decodes with a bound."""
@@ -122,16 +134,51 @@ def _raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     return cast("AsyncGenerator[bytes, None]", response.aiter_raw())
 
 
+def redacted_headers(headers: httpx.Headers, secret: Secret) -> httpx.Headers:
+    """``headers`` with the key redacted from every name and value.
+
+    The same object comes back when none holds the key, as on nearly every answer.
+    """
+    raw = headers.raw
+    if not secret.shows_in_pairs(raw):
+        return headers
+    return httpx.Headers(
+        [(secret.redact_bytes(name), secret.redact_bytes(value)) for name, value in raw]
+    )
+
+
+def forget_locals(exc: BaseException) -> None:
+    """Clear the locals of the finished frames in ``exc``'s traceback and in its chain's.
+
+    httpcore's frames hold the request as it was written (``bytes_to_send``, the h11 event),
+    the ``Authorization`` header with them; an error tracker that captures frame locals would
+    ship the key. The frames themselves stay (file, line, function), and the frames still
+    running (the caller's) keep their locals.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+
+
 def transport_error(
     exc: Exception, what: str, *, request_id: str | None = None
 ) -> APIConnectionError:
     """The library's error for a failure below HTTP (httpx's, or a deadline's `TimeoutError`).
+
+    ``exc`` stays the error's cause, its frames cleared of their locals (`forget_locals`).
 
     Args:
         exc: What httpx (or `anyio.fail_after`) raised.
         what: What was being done, for the message ("create", "download", ...).
         request_id: The request's ``X-Request-ID``, so a caller can retry a create safely.
     """
+    forget_locals(exc)
     if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
         detail = "the deadline passed" if isinstance(exc, TimeoutError) else type(exc).__name__
         return APITimeoutError(f"{what} timed out: {detail}", request_id=request_id)

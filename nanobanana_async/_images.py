@@ -1,10 +1,11 @@
 """Local images for image-to-image: files and bytes, checked here before anything is sent.
 
 The provider fetches its input images itself, from public URLs; it takes no uploads. An
-`ImageToImage` may still name a file on disk or hold raw bytes: each becomes a `LocalImage`,
-checked against the provider's rules when the request is built (JPEG, PNG or WEBP by its
-magic bytes, whatever the file is called; at most 10 MB), and later published by the client's
-image host (`_publish`), which hands the provider a URL in its place.
+`ImageToImage` may still name a file on disk (an ``os.PathLike``; a ``str`` is always a URL)
+or hold raw bytes: each becomes a `LocalImage`, checked against the provider's rules when the
+request is built (JPEG, PNG or WEBP by its magic bytes, whatever the file is called; at most
+10 MB), and later published by the client's image host (`_publish`), which hands the provider
+a URL in its place.
 
 A `LocalImage` of a file keeps the path and the digest, not the bytes: a batch of thousands
 of rows naming photos holds thousands of paths, not gigabytes. The file is read twice, once
@@ -72,6 +73,8 @@ def _checked(data: bytes, where: str, what: str) -> str:
 
 def _read_bounded(path: Path, where: str) -> bytes:
     """The bytes of ``path``, read only if it is small enough to be an input image."""
+    if "\x00" in str(path):  # no OS takes it: Python would raise a bare ValueError
+        raise InvalidRequestError(where, f"{str(path)!r:.120} is not a valid path (a NUL in it)")
     try:
         size = path.stat().st_size
         if size > MAX_IMAGE_BYTES:

@@ -8,8 +8,9 @@ the provider said, parsed defensively by the private converter in `_wire`.
 from __future__ import annotations
 
 import enum
+import itertools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeAlias, cast, get_args
 from urllib.parse import urlsplit
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ._errors import InvalidRequestError
-from ._images import LocalImage, is_url_like
+from ._images import LocalImage
 
 __all__ = [
     "IMAGE_SIZES",
@@ -56,6 +57,19 @@ def _check_prompt(_instance: object, _attribute: object, value: Any) -> None:
         raise InvalidRequestError(
             "prompt", f"must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}"
         )
+    if not _is_utf8(value):
+        raise InvalidRequestError(
+            "prompt", "holds a lone surrogate (U+D800 to U+DFFF), which UTF-8 cannot carry"
+        )
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` can be sent as UTF-8 (it holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_image_size(
@@ -81,22 +95,42 @@ def _check_nsfw_checker(_instance: object, _attribute: object, value: Any) -> No
 
 
 ImageInput: TypeAlias = "str | os.PathLike[str] | bytes | LocalImage"
-"""One item of ``image_urls``: an ``https://`` URL, a local file, or an image's bytes."""
+"""One item of ``image_urls``: an ``https://`` URL (a ``str`` is always a URL, never read from
+disk), a local file as an ``os.PathLike`` (a `pathlib.Path`), an image's bytes, or a
+`LocalImage`."""
+
+_FILES_ARE_PATHS = (
+    "a str is always a URL, never read from disk: pass a local file as a pathlib.Path "
+    "(image_urls=[Path('photo.png')]) or its bytes"
+)
 
 
 def _image_url(url: str, where: str) -> str:
-    if url.startswith("data:"):
+    """``url``, if it is an ``https://`` URL of a named host.
+
+    Any other string is refused in the same words, whatever the file system holds.
+    """
+    if url[:5].lower() == "data:":
         raise InvalidRequestError(
-            where, "inline data: URLs are not accepted; pass the image's bytes or file instead"
+            where,
+            "inline data: URLs are not accepted; pass the image's bytes or a pathlib.Path of "
+            "its file instead",
         )
     try:
         parts = urlsplit(url)
         host = parts.hostname
     except ValueError:
         host, parts = None, None
-    if parts is None or parts.scheme != "https" or not host or any(c.isspace() for c in url):
+    if (
+        parts is None
+        or parts.scheme != "https"
+        or not host
+        # No spaces, control or format characters, no lone surrogates: none is sendable.
+        or not url.isprintable()
+        or any(c.isspace() for c in url)
+    ):
         raise InvalidRequestError(
-            where, f"must be a public https:// URL, a file path or bytes; got {url!r}"
+            where, f"must be a public https:// URL, got {url!r:.120}; {_FILES_ARE_PATHS}"
         )
     return url
 
@@ -106,26 +140,37 @@ def _image_item(item: object, where: str) -> str | LocalImage:
         return item
     if isinstance(item, (bytes, bytearray)):
         return LocalImage.from_bytes(bytes(item), field=where)
-    if isinstance(item, str) and is_url_like(item):
+    if isinstance(item, str):
         return _image_url(item, where)
-    if isinstance(item, (str, os.PathLike)):
-        path = cast("object", os.fspath(cast("str | os.PathLike[str]", item)))
+    if isinstance(item, os.PathLike):
+        try:
+            path = cast("object", os.fspath(cast("os.PathLike[str]", item)))
+        except TypeError:  # a __fspath__ that returns neither str nor bytes
+            path = None
         if not isinstance(path, str) or not path.strip():  # a PathLike of bytes, or blank
-            raise InvalidRequestError(where, "must be a URL, a file path or bytes")
+            raise InvalidRequestError(where, "must be a path of a file (an os.PathLike of str)")
         return LocalImage.from_path(path, field=where)
     raise InvalidRequestError(
-        where, f"must be a URL, a file path or bytes, not {type(item).__name__}"
+        where,
+        "must be an https:// URL (str), a local file (pathlib.Path) or bytes, "
+        f"not {type(item).__name__}",
     )
 
 
 def _image_urls(value: object) -> tuple[str | LocalImage, ...]:
     """Check the images of an edit (URLs, files, bytes) and freeze them into a tuple."""
     if isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, Iterable):
-        raise InvalidRequestError("image_urls", "must be a list of URLs, file paths or bytes")
-    items: tuple[object, ...] = tuple(cast("Iterable[object]", value))
-    if not 1 <= len(items) <= MAX_IMAGE_URLS:
         raise InvalidRequestError(
-            "image_urls", f"must hold 1 to {MAX_IMAGE_URLS} images, got {len(items)}"
+            "image_urls", "must be a list of https:// URLs, local files (pathlib.Path) or bytes"
+        )
+    # One past the most taken: an endless iterable is refused, not read for ever.
+    items = tuple(itertools.islice(cast("Iterable[object]", value), MAX_IMAGE_URLS + 1))
+    if not 1 <= len(items) <= MAX_IMAGE_URLS:
+        got = str(len(items))
+        if len(items) > MAX_IMAGE_URLS:
+            got = str(len(value)) if isinstance(value, Sized) else f"more than {MAX_IMAGE_URLS}"
+        raise InvalidRequestError(
+            "image_urls", f"must hold 1 to {MAX_IMAGE_URLS} images, got {got}"
         )
     return tuple(_image_item(item, f"image_urls[{i}]") for i, item in enumerate(items))
 
@@ -192,10 +237,11 @@ class ImageToImage:
     Args:
         prompt: The edit instruction; 1 to 20000 characters.
         image_urls: 1 to 10 JPEG, PNG or WEBP images (at most 10 MB each): public
-            ``https://`` URLs, and local files (a ``str`` that is not a URL, or an
-            ``os.PathLike``) or raw ``bytes``, which become `LocalImage` items. A local image
-            is checked (type by its magic bytes, size) now, reading at most 10 MB of a file,
-            and is sent only by a client with an ``image_host``, which publishes it.
+            ``https://`` URLs (a ``str`` is always a URL, never read from disk, so a web app
+            may pass its visitors' strings through), and local files as ``os.PathLike``
+            (``pathlib.Path``) or raw ``bytes``, which become `LocalImage` items. A local
+            image is checked (type by its magic bytes, size) now, reading at most 10 MB of a
+            file, and is sent only by a client with an ``image_host``, which publishes it.
         image_size: The output ratio, one of `IMAGE_SIZES`; default ``"1:1"``.
         aspect_ratio: Alias of ``image_size``; give one or the other.
         output_format: ``"png"`` (default) or ``"jpeg"``.

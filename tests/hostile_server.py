@@ -80,6 +80,9 @@ class Exchange:
     sent: int = 0
     answered_at: float | None = None
     hung_up: bool = False
+    #: A header line put into the answer's head, after its status line (see `hostile_server`).
+    echo: bytes = b""
+    _echoed: bool = attrs.field(default=False, init=False)
 
     @property
     def request_id(self) -> str | None:
@@ -91,7 +94,10 @@ class Exchange:
         return json.loads(self.body)
 
     async def send(self, data: bytes) -> None:
-        """Send bytes, counting those the connection accepted."""
+        """Send bytes, counting those the connection accepted (the echoed header line too)."""
+        if self.echo and not self._echoed and (end := data.find(b"\n")) >= 0:
+            self._echoed = True
+            data = data[: end + 1] + self.echo + data[end + 1 :]
         await self.stream.send(data)
         self.sent += len(data)
 
@@ -101,9 +107,14 @@ Behaviour = Callable[[Exchange], Awaitable[None]]
 
 
 def _head(
-    status: int, headers: Sequence[tuple[str, str]] = (), *, content_length: int | None = None
+    status: int,
+    headers: Sequence[tuple[str, str]] = (),
+    *,
+    content_length: int | None = None,
+    reason: str | None = None,
 ) -> bytes:
-    lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}", "Connection: close"]
+    phrase = http.HTTPStatus(status).phrase if reason is None else reason
+    lines = [f"HTTP/1.1 {status} {phrase}", "Connection: close"]
     if content_length is not None:
         lines.append(f"Content-Length: {content_length}")
     lines += [f"{name}: {value}" for name, value in headers]
@@ -187,18 +198,30 @@ def rate_limited(retry_after: float, **data: Any) -> Behaviour:
     return envelope(429, "Too many requests", {"retryAfter": retry_after, **data})
 
 
-def echo_key(status: int, *, code: int | None = None, as_json: bool = True) -> Behaviour:
-    """An error that echoes the request's Authorization header, as careless servers do."""
+def echo_key(
+    status: int, *, code: int | None = None, as_json: bool = True, in_head: bool = False
+) -> Behaviour:
+    """An error that echoes the request's Authorization header, as careless servers do.
+
+    The echo is in the body (an envelope's ``msg``, or an HTML page); with ``in_head``, in a
+    ``WWW-Authenticate`` header and the status line's reason phrase too.
+    """
 
     async def behave(exchange: Exchange) -> None:
-        message = f"Invalid API key provided: {exchange.headers.get('authorization', '')}"
+        authorization = exchange.headers.get("authorization", "")
+        message = f"Invalid API key provided: {authorization}"
         if as_json:
             body = _envelope(code or status, message)
             headers: Sequence[tuple[str, str]] = JSON
         else:
             body = f"<html><body><h1>Error</h1><p>{message}</p></body></html>".encode()
             headers = (("Content-Type", "text/html"),)
-        await exchange.send(_head(status, headers, content_length=len(body)) + body)
+        reason = None
+        if in_head:
+            headers = (*headers, ("WWW-Authenticate", f'Bearer error="{authorization}"'))
+            reason = f"Bad key {authorization}"
+        head = _head(status, headers, content_length=len(body), reason=reason)
+        await exchange.send(head + body)
 
     return behave
 
@@ -388,10 +411,13 @@ def stall_mid_body(declared: int, sent: bytes, content_type: str = "image/png") 
 class HostileServer:
     """The server's scripts and records; made by `hostile_server`."""
 
-    def __init__(self, network: MemoryNetwork, clients: contextlib.AsyncExitStack) -> None:
+    def __init__(
+        self, network: MemoryNetwork, clients: contextlib.AsyncExitStack, *, echo: bool = True
+    ) -> None:
         self._network = network
         self._clients = clients
         self.base_url = network.listen(self.handle)
+        self.echo = echo
         self.exchanges: list[Exchange] = []
         self._scripts: dict[str, list[Behaviour]] = {}
         self._offsets: dict[str, int] = {}
@@ -456,6 +482,9 @@ class HostileServer:
         assert request is not None
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
+        authorization = next(
+            (value for name, value in request.headers if name.lower() == b"authorization"), b""
+        )
         return Exchange(
             method=request.method.decode("latin-1"),
             path=path,
@@ -468,6 +497,7 @@ class HostileServer:
             index=len(self.received(path)),
             received_at=anyio.current_time(),
             stream=stream,
+            echo=b"X-Echo-Authorization: " + authorization + b"\r\n" if self.echo else b"",
         )
 
     async def handle(self, stream: anyio.abc.ByteStream) -> None:
@@ -490,7 +520,13 @@ class HostileServer:
 
 
 @contextlib.asynccontextmanager
-async def hostile_server() -> AsyncIterator[HostileServer]:
-    """Serve a `HostileServer` for the block; every connection and client ends with it."""
+async def hostile_server(*, echo: bool = True) -> AsyncIterator[HostileServer]:
+    """Serve a `HostileServer` for the block; every connection and client ends with it.
+
+    Args:
+        echo: Echo each request's ``Authorization`` header in an ``X-Echo-Authorization``
+            header of its answer, whatever the behaviour (as a debugging proxy might), so
+            that every error of the suite is one the key could leak into.
+    """
     async with memory_network() as network, contextlib.AsyncExitStack() as clients:
-        yield HostileServer(network, clients)
+        yield HostileServer(network, clients, echo=echo)

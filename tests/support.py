@@ -15,14 +15,16 @@ Nothing here asserts on elapsed time: the machine is shared.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http
 import json
 import sqlite3
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+import types
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -313,14 +315,9 @@ async def raw_server(
         network.close(base_url)
 
 
-def texts_of(error: BaseException, *, with_locals: bool = False) -> list[str]:
-    """What an exception shows: str, repr, args, attributes, the chain, the traceback.
-
-    Args:
-        error: The exception.
-        with_locals: Also the traceback with every frame's locals (as Sentry or rich show).
-    """
-    texts: list[str] = []
+def _errors_in(error: BaseException) -> list[BaseException]:
+    """``error``, its causes and contexts, and the members of any exception group, once each."""
+    found: list[BaseException] = []
     seen: set[int] = set()
     pending: list[BaseException] = [error]
     while pending:
@@ -328,10 +325,160 @@ def texts_of(error: BaseException, *, with_locals: bool = False) -> list[str]:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        texts += [str(current), repr(current), repr(current.args), repr(vars(current))]
+        found.append(current)
         pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+        # An exception group's members (BaseExceptionGroup is not a builtin on 3.10).
+        members: object = getattr(current, "exceptions", ())
+        if isinstance(members, tuple):
+            pending += [
+                e for e in cast("tuple[object, ...]", members) if isinstance(e, BaseException)
+            ]
+    return found
+
+
+def tracker_view(value: object, depth: int = 6) -> str:
+    """``value`` as an error tracker stores a frame local (Sentry's serializer, made stricter).
+
+    Mappings and sequences are walked (a tracker shows them as JSON), strings and bytes kept
+    whole (a tracker trims them to a kilobyte; the whole is stricter), anything else is its
+    repr. The depth bounds cycles and is deeper than Sentry's.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return repr(bytes(value))
+    if depth == 0:
+        return repr(value)
+    if isinstance(value, Mapping):
+        items = cast("Mapping[object, object]", value).items()
+        return (
+            "{"
+            + ", ".join(
+                f"{tracker_view(k, depth - 1)}: {tracker_view(v, depth - 1)}" for k, v in items
+            )
+            + "}"
+        )
+    if isinstance(value, (list, tuple, set, frozenset, collections.deque)):
+        items = cast("Iterable[object]", value)
+        return "[" + ", ".join(tracker_view(item, depth - 1) for item in items) + "]"
+    try:
+        return repr(value)
+    except Exception as exc:  # a repr that fails shows as its failure, as in a tracker
+        return f"<repr failed: {exc!r}>"
+
+
+def frames_of(error: BaseException) -> list[types.FrameType]:
+    """Every frame in the tracebacks of ``error`` and of its chain."""
+    frames: list[types.FrameType] = []
+    for current in _errors_in(error):
+        tb = current.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame)
+            tb = tb.tb_next
+    return frames
+
+
+def texts_of(error: BaseException, *, with_locals: bool = False) -> list[str]:
+    """What an exception shows: str, repr, args, attributes, the chain, the traceback.
+
+    Args:
+        error: The exception.
+        with_locals: Also the traceback with every frame's locals, as Python renders it
+            (``capture_locals=True``, what rich shows) and as an error tracker stores it
+            (`tracker_view` of each local of each frame, Sentry's ``include_local_variables``).
+    """
+    texts: list[str] = []
+    for current in _errors_in(error):
+        texts += [str(current), repr(current), repr(current.args), repr(vars(current))]
     texts.append("".join(traceback.format_exception(error)))
     if with_locals:
         exception = traceback.TracebackException.from_exception(error, capture_locals=True)
         texts.append("".join(exception.format()))
+        for frame in frames_of(error):
+            texts += [
+                f"{frame.f_code.co_qualname}: {name} = {tracker_view(value)}"
+                for name, value in frame.f_locals.items()
+            ]
     return texts
+
+
+#: Where attribute walks stop: the event loop's machinery (reached through an Event, a socket
+#: stream), which leads to every other object of the process (the fake server's included).
+_NOT_WALKED = ("asyncio", "trio", "selectors", "socket", "ssl", "threading", "concurrent")
+
+
+def holders_of(
+    needle: str,
+    roots: Mapping[str, object],
+    *,
+    depth: int = 12,
+    stop_at: tuple[type, ...] = (),
+) -> tuple[list[str], list[str]]:
+    """Where ``needle`` is held in clear in the objects reachable from ``roots``.
+
+    Walks what a debugger's variable view, a memory dump or a serializer that descends into
+    objects sees: attributes (``__dict__`` and ``__slots__``, private ones included, such as
+    httpx's ``Headers._list``), container items, the cells and defaults of functions, the
+    object of a bound method; a string or bytes holding ``needle`` is a find. A
+    ``Secret`` is not searched (it is where the key belongs); it is reported instead. Nor are
+    instances of ``stop_at``, nor the event loop's machinery (`_NOT_WALKED`).
+
+    Returns:
+        The paths where ``needle`` was found, and the paths of the secrets met.
+    """
+    from nanobanana_async._secret import Secret
+
+    encoded = needle.encode()
+    found: list[str] = []
+    secrets: list[str] = []
+    seen: set[int] = set()
+    pending: list[tuple[str, object, int]] = [(name, root, 0) for name, root in roots.items()]
+    while pending:
+        path, value, level = pending.pop()
+        if isinstance(value, str):
+            if needle in value:
+                found.append(path)
+            continue
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            if encoded in bytes(value):
+                found.append(path)
+            continue
+        if value is None or isinstance(value, (int, float, complex, type, types.ModuleType)):
+            continue
+        if id(value) in seen or level >= depth:
+            continue
+        seen.add(id(value))
+        if isinstance(value, Secret):
+            secrets.append(path)
+            continue
+        module = type(value).__module__.split(".")[0]
+        if module in _NOT_WALKED or isinstance(value, stop_at):
+            continue
+        children: list[tuple[str, object]] = []
+        if isinstance(value, dict):
+            for key, item in cast("dict[object, object]", value).items():
+                children += [(f"{path}[{key!r:.40}]", item), (f"{path}.<key>", key)]
+        elif isinstance(value, (list, tuple, set, frozenset, collections.deque)):
+            items = cast("Iterable[object]", value)
+            children += [(f"{path}[{i}]", item) for i, item in enumerate(items)]
+        elif isinstance(value, types.MethodType):
+            children += [(f"{path}.__self__", value.__self__), (f"{path}.__func__", value.__func__)]
+        elif isinstance(value, types.FunctionType):
+            cells = value.__closure__ or ()
+            children += [(f"{path}.<cell {i}>", cell.cell_contents) for i, cell in enumerate(cells)]
+            children += [(f"{path}.__defaults__", value.__defaults__)]
+            children += [(f"{path}.__kwdefaults__", value.__kwdefaults__)]
+        else:
+            attributes = dict(getattr(value, "__dict__", {}))
+            for cls in type(value).__mro__:
+                for slot in getattr(cls, "__slots__", ()):
+                    if not isinstance(slot, str) or slot in ("__dict__", "__weakref__"):
+                        continue
+                    if slot.startswith("__") and not slot.endswith("__"):  # name-mangled
+                        slot = f"_{cls.__name__.lstrip('_')}{slot}"
+                    if slot not in attributes:
+                        with contextlib.suppress(AttributeError):
+                            attributes[slot] = getattr(value, slot)
+            children += [(f"{path}.{name}", item) for name, item in attributes.items()]
+        pending += [(child, item, level + 1) for child, item in children]
+    return found, secrets

@@ -29,7 +29,13 @@ import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from support import files_open_in
 
-from nanobanana_async import IMAGE_SIZES, AsyncNanoBanana, ImageToImage, TextToImage
+from nanobanana_async import (
+    IMAGE_SIZES,
+    AsyncNanoBanana,
+    ImageToImage,
+    LocalImage,
+    TextToImage,
+)
 from nanobanana_async.cli import _app, _batch, main
 from nanobanana_async.cli._exit import CliError, leaf, redact
 from nanobanana_async.cli._progress import limits_line
@@ -37,6 +43,7 @@ from nanobanana_async.cli._rows import (
     BadRow,
     count_rows,
     csv_rows,
+    image_item,
     jsonl_rows,
     open_batch_file,
     request_from_fields,
@@ -1006,6 +1013,25 @@ def test_fields_become_the_matching_request() -> None:
         request_from_fields({"image_size": IMAGE_SIZES[0]}, from_csv=False)
     with pytest.raises(ValueError, match="image_urls: must hold 1 to 10"):
         request_from_fields({"prompt": "p", "image_urls": []}, from_csv=False)
+
+
+def test_rows_and_image_options_take_paths_the_library_takes_only_as_paths(
+    tmp_path: Path,
+) -> None:
+    """The library reads files only from `Path`s: the command line makes its strings such."""
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "cat.png").write_bytes(png_bytes((1, 2, 3)))
+    url = "https://a.example/x.png"
+    assert image_item(url, tmp_path) == url
+    assert image_item("pics/cat.png") == Path("pics/cat.png")
+    assert image_item("pics/cat.png", tmp_path) == tmp_path / "pics" / "cat.png"
+    request, _ = request_from_fields(
+        {"prompt": "p", "image_urls": ["pics/cat.png", url]}, from_csv=False, base=tmp_path
+    )
+    assert isinstance(request, ImageToImage)
+    image, sent = request.image_urls
+    assert isinstance(image, LocalImage)
+    assert (image.path, sent) == (tmp_path / "pics" / "cat.png", url)
 
 
 def test_counting_rows_leaves_the_file_at_its_start(tmp_path: Path) -> None:

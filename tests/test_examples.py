@@ -228,13 +228,22 @@ def test_an_uploaded_image_is_edited_through_the_image_host(stack_with_host: Sta
             data={"prompt": "x"},
             files={"image": ("big.png", photo.ljust(13 * 1024 * 1024, b"\0"), "image/png")},
         )
-        path = client.post("/images", json={"prompt": "x", "image_urls": ["/etc/hosts"]})
+        # A caller's string is a URL, never a file of the server, in the same words whether
+        # the file exists or not; a NUL byte is a 422 too, not a 500.
+        paths = [
+            client.post("/images", json={"prompt": "x", "image_urls": [name]})
+            for name in ("/etc/hosts", "/no/such/file.png", "\x00")
+        ]
     assert edited.status_code == again.status_code == 200, edited.text
     assert len(edited.json()["urls"]) == 1
     assert (text.status_code, text.json()["field"]) == (422, "image_urls[0]")
     assert "not a JPEG, PNG or WEBP" in text.json()["detail"]
     assert (huge.status_code, huge.json()["field"]) == (422, "image_urls[0]")
-    assert (path.status_code, path.json()["field"]) == (422, "image_urls[0]")
+    for path, name in zip(paths, ("/etc/hosts", "/no/such/file.png", "\x00"), strict=True):
+        assert (path.status_code, path.json()["field"]) == (422, "image_urls[0]")
+        detail = path.json()["detail"].replace(repr(name), "<name>")
+        assert detail == paths[0].json()["detail"].replace(repr("/etc/hosts"), "<name>")
+        assert "pathlib.Path" in detail
     task = stack_with_host.fake.tasks[edited.json()["task_id"]]
     [url] = task.body["input"]["image_urls"]
     assert "/pictures/uploads/" in url

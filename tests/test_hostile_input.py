@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from support import KEY, RETRY
 
@@ -32,8 +33,8 @@ from nanobanana_async._download import Downloader
 from nanobanana_async._models import IMAGE_SIZES
 from nanobanana_async._wire import (
     answer_data,
+    create_body,
     parse_envelope,
-    request_body,
     structure_task,
     structure_task_id,
 )
@@ -41,16 +42,26 @@ from nanobanana_async.testing._validation import validate_create
 
 # -- request building: any value for any field -------------------------------------------------
 
+# Text no encoder takes (lone surrogates), NULs, control and format characters, anywhere.
+odd_text = st.text(
+    st.characters(codec=None, exclude_categories=()) | st.sampled_from("\x00\ud800\udfff\u202e\n"),
+    max_size=30,
+)
 scalars = (
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats()
     | st.text(max_size=30)
+    | odd_text
+    | st.builds(Path, odd_text)
+    | st.builds(lambda text: f"https://cdn.example.com/{text}.png", odd_text)
     | st.sampled_from(
         ["1:1", "16:9", "auto", "png", "jpeg", "jpg", "https://cdn.example.com/a.png",
          "https://10.0.0.1/a.png", "http://cdn.example.com/a.png", "data:image/png;base64,AA",
-         "HTTPS://CDN.EXAMPLE.COM/B.WEBP", " ", "\x00", "p" * 20_001]
+         "HTTPS://CDN.EXAMPLE.COM/B.WEBP", " ", "\x00", "p" * 20_001, "\ud800 banana",
+         "/etc/hostname", "https://cdn.example.com/a\x00.png", Path("a\x00b.png"),
+         Path("/no/such/file.png"), b"\x89PNG\r\n\x1a\n", b""]
     )
 )  # fmt: skip
 anything = st.recursive(
@@ -88,6 +99,12 @@ def _build(cls: type[Any], fields: dict[str, Any]) -> Any:
     ),
     edit=st.booleans(),
 )
+# What a web app may be handed (the NUL byte, a lone surrogate), always tried.
+@example(fields={"prompt": "p"}, urls=["\x00"], edit=True)
+@example(fields={"prompt": "p"}, urls=[Path("photo\x00.png")], edit=True)
+@example(fields={"prompt": "p"}, urls=["https://cdn.example.com/\ud800.png"], edit=True)
+@example(fields={"prompt": "p"}, urls=["https://cdn.example.com/a\x00.png"], edit=True)
+@example(fields={"prompt": "\ud800 banana"}, urls=None, edit=False)
 def test_any_field_values_build_a_request_the_fake_accepts_or_raise_invalid_request(
     fields: dict[str, Any], urls: Any, edit: bool
 ) -> None:
@@ -97,11 +114,14 @@ def test_any_field_values_build_a_request_the_fake_accepts_or_raise_invalid_requ
     if request is None:
         return
     event(f"built {type(request).__name__}")
-    body = request_body(request)
+    body = create_body(request)  # the bytes sent: a request that builds can be sent
+    if body.images:
+        body = body.published({i.sha256: f"https://images.example/{i.name}" for i in body.images})
+    sent = json.loads(body.content)
     # What the library sends is what the provider (as the fake reads its pages) accepts...
-    assert validate_create(json.loads(json.dumps(body))) is None
+    assert validate_create(sent) is None
     # ...and it survives a round trip through JSON unchanged.
-    assert json.loads(json.dumps(body, allow_nan=False)) == body
+    assert json.loads(json.dumps(sent, allow_nan=False)) == sent
 
 
 # -- answers: hostile bodies --------------------------------------------------------------------

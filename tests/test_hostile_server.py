@@ -4,6 +4,10 @@ Each test holds one row of issue 12's table (the client library's rows) against
 `hostile_server`, on asyncio and trio. Time is asserted only as "ended by its deadline plus
 a generous margin"; memory by what the server managed to send before the client hung up, or
 by tracemalloc's peak where a small compressed body is the threat, never by RSS.
+
+The server echoes each request's ``Authorization`` header in every answer, and `bounded`
+renders every error a test meets as Python (``capture_locals=True``) and an error tracker
+(every frame's locals) would: the key shows in none of them.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from nanobanana_async import (
     APIStatusError,
     APITimeoutError,
     AsyncNanoBanana,
+    AuthenticationError,
     BatchRunner,
     DecodeError,
     DownloadError,
@@ -142,7 +147,25 @@ async def bounded(call: Callable[[], Awaitable[Any]], limit: float) -> Ended:
             ended.error = exc
     ended.elapsed = anyio.current_time() - started
     ended.overran = scope.cancelled_caught
+    if ended.error is not None:
+        MET.append(ended.error)
     return ended
+
+
+#: The errors `bounded` met in the running test, searched for the key once it is over.
+MET: list[BaseException] = []
+
+
+@pytest.fixture(autouse=True)
+def no_error_shows_the_key() -> Iterator[None]:
+    """Every error a test met shows no key, locals included (searched after the test, so
+    that rendering them counts in no memory bound)."""
+    MET.clear()
+    yield
+    for error in MET:
+        leaks = [text for text in texts_of(error, with_locals=True) if KEY in text]
+        assert not leaks, f"{type(error).__name__}: the key shows in: {leaks[0][:300]!r}"
+    MET.clear()
 
 
 def most_sent(server: HostileServer, path: str) -> int:
@@ -469,35 +492,73 @@ async def test_every_error_of_a_create_carries_its_request_id(
 # -- secrets ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("echo", "expected"),
-    [
-        (echo_key(401), NanoBananaError),
-        (echo_key(500), ServerError),
-        (echo_key(200, as_json=False), DecodeError),
-    ],
-    ids=["401", "500-retried", "200-html-page"],
-)
+ECHOES: dict[str, tuple[int, int | None, bool, type[NanoBananaError]]] = {
+    # name: (HTTP status, the envelope's code if not the status, JSON, the error raised)
+    "401": (401, None, True, AuthenticationError),
+    "403": (403, None, True, APIStatusError),
+    "500-retried": (500, None, True, ServerError),
+    "502-retried": (502, None, True, ServerError),
+    "envelope-401": (200, 401, True, AuthenticationError),
+    "500-html-page": (500, None, False, ServerError),
+    "200-html-page": (200, None, False, DecodeError),
+}
+
+
+@pytest.mark.parametrize("in_head", [False, True], ids=["body", "body-header-status-line"])
+@pytest.mark.parametrize("endpoint", ["create", "query"])
+@pytest.mark.parametrize("echo", list(ECHOES))
 async def test_a_key_echoed_by_the_server_shows_nowhere(
-    echo: Any, expected: type[NanoBananaError], caplog: pytest.LogCaptureFixture
+    echo: str, endpoint: str, in_head: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Row: the server echoes the key ("Invalid API key provided: Bearer sk-...")."""
+    """Row: the server echoes the key ("Invalid API key provided: Bearer sk-...").
+
+    Nowhere: the error's str, repr, args and attributes, its chain, its traceback with every
+    frame's locals (`bounded` renders them), the log records of every level. httpx's and
+    httpcore's own records are searched too when the echo is in the body; an echo in a header
+    or the status line shows in their wire trace (httpcore's DEBUG lines, httpx's INFO line),
+    which logs what came over the wire before the client sees it.
+    """
+    status, code, as_json, expected = ECHOES[echo]
     caplog.set_level(logging.DEBUG)
     for name in ("httpx", "httpcore", "nanobanana_async"):
         caplog.set_level(logging.DEBUG, logger=name)
-    async with hostile_server() as server:
-        server.script(CREATE_PATH, echo)
+    path = CREATE_PATH if endpoint == "create" else QUERY_PATH
+    async with hostile_server(echo=in_head) as server:
+        server.script(path, echo_key(status, code=code, as_json=as_json, in_head=in_head))
         async with client_of(server, max_retries=1) as client:
-            ended = await bounded(lambda: client.create_task(REQUEST), DEADLINE + MARGIN)
+            ended = await bounded(
+                (lambda: client.create_task(REQUEST))
+                if endpoint == "create"
+                else (lambda: client.get_task("t")),
+                DEADLINE + MARGIN,
+            )
     echoed = [e for e in server.exchanges if e.sent]
     assert echoed, "the server echoed nothing"
     assert isinstance(ended.error, expected), ended.describe()
-    texts = texts_of(ended.error)
-    texts.append(caplog.text)
-    texts += [record.getMessage() for record in caplog.records]
-    texts += [repr(record.args) for record in caplog.records]
+    assert ended.error.__traceback__ is not None
+    records = [
+        record
+        for record in caplog.records
+        if not in_head or record.name.split(".")[0] not in ("httpx", "httpcore")
+    ]
+    assert any(record.name == "nanobanana_async" for record in records)
+    texts = texts_of(ended.error, with_locals=True)
+    texts += [record.getMessage() for record in records]
+    texts += [repr(record.args) for record in records]
+    texts += [repr(vars(record)) for record in records]
     leaks = [text for text in texts if KEY in text]
     assert not leaks, f"the key shows in: {leaks[0][:300]!r}"
+
+
+async def test_an_answer_that_echoes_the_key_in_its_headers_is_redacted_for_the_caller() -> None:
+    """A successful answer's headers, as ``with_raw_response`` hands them over, hold no key."""
+    async with hostile_server() as server:
+        server.script(CREATE_PATH, created("task_9"))
+        async with client_of(server) as client:
+            raw = await client.with_raw_response.create_task(REQUEST)
+    assert raw.value == "task_9"
+    assert raw.headers["x-echo-authorization"] == "Bearer ***"
+    assert server.received(CREATE_PATH)[0].headers["authorization"] == f"Bearer {KEY}"
 
 
 # -- downloads --------------------------------------------------------------------------------

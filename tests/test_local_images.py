@@ -80,7 +80,7 @@ class TestChecks:
     def test_a_file_and_bytes_become_local_images(self, photo: Path) -> None:
         data = jpeg_bytes((10, 20, 30))
         request = ImageToImage(
-            prompt="gold", image_urls=[str(photo), data, "https://cdn.example.com/a.png"]
+            prompt="gold", image_urls=[photo, data, "https://cdn.example.com/a.png"]
         )
         by_file, by_bytes, url = request.image_urls
         assert isinstance(by_file, LocalImage)
@@ -210,9 +210,7 @@ async def test_the_same_file_in_two_jobs_is_uploaded_once(photo: Path, host: S3I
     async with over_http(provider, image_host=host) as client:
         async with anyio.create_task_group() as group:
             for prompt in ("gold", "silver"):
-                group.start_soon(
-                    client.generate, ImageToImage(prompt=prompt, image_urls=[str(photo)])
-                )
+                group.start_soon(client.generate, ImageToImage(prompt=prompt, image_urls=[photo]))
         outcomes = await BatchRunner(client).run(
             ImageToImage(prompt=f"bronze {i}", image_urls=[photo]) for i in range(3)
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -14,6 +16,7 @@ from nanobanana_async import (
     IMAGE_SIZES,
     ImageToImage,
     InvalidRequestError,
+    LocalImage,
     Task,
     TaskResult,
     TaskState,
@@ -93,6 +96,11 @@ class TestTextToImage:
         with pytest.raises(InvalidRequestError, match="at most 20000 characters, got 20001"):
             TextToImage(prompt="b" * 20_001)
 
+    def test_a_prompt_utf8_cannot_carry_is_refused_when_built(self) -> None:
+        with pytest.raises(InvalidRequestError, match="prompt: holds a lone surrogate"):
+            TextToImage(prompt="a banana \ud800")
+        assert TextToImage(prompt="a banana \U0001f34c").prompt.endswith("\U0001f34c")
+
     def test_is_frozen_and_compares_by_value(self) -> None:
         request = TextToImage(prompt="x")
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
@@ -155,12 +163,67 @@ class TestImageToImage:
         assert info.value.field == "image_urls[1]"
 
     @pytest.mark.parametrize(
-        "path", ["/home/me/in.png", "C:\\images\\in.png", "in.png", "iVBORw0KGgoAAAANSUhEUg"]
+        "path",
+        [
+            "/etc/hostname",  # exists on most machines
+            "/no/such/file.png",
+            "C:\\images\\in.png",
+            "in.png",
+            "iVBORw0KGgoAAAANSUhEUg",
+            ".",
+            "\x00",
+            "https://cdn.example.com/a\x00.png",
+            "https://cdn.example.com/\ud800.png",
+            "https://cdn.example.com/\u202egnp.exe",
+        ],
     )
-    def test_anything_else_is_a_path_and_must_exist(self, path: str) -> None:
-        with pytest.raises(InvalidRequestError, match="no such file") as info:
+    def test_a_str_is_a_url_never_a_path(self, path: str) -> None:
+        """A web app may pass a visitor's string through: it is never read from disk, and the
+        words are the same whether the file exists or not (they tell nothing of the disk)."""
+        with pytest.raises(InvalidRequestError) as info:
             ImageToImage(prompt="x", image_urls=[PNG, path])
         assert info.value.field == "image_urls[1]"
+        assert str(info.value) == (
+            f"image_urls[1]: must be a public https:// URL, got {path!r}; a str is always a "
+            "URL, never read from disk: pass a local file as a pathlib.Path "
+            "(image_urls=[Path('photo.png')]) or its bytes"
+        )
+
+    def test_a_str_naming_an_image_file_is_not_read(self, tmp_path: Path) -> None:
+        photo = tmp_path / "photo.png"
+        photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))
+        with pytest.raises(InvalidRequestError, match="a str is always a URL"):
+            ImageToImage(prompt="x", image_urls=[str(photo)])
+        (image,) = ImageToImage(prompt="x", image_urls=[photo]).image_urls
+        assert isinstance(image, LocalImage)
+        assert image.path == photo
+
+    def test_a_local_image_built_beforehand_is_taken_as_it_is(self) -> None:
+        image = LocalImage.from_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))
+        assert ImageToImage(prompt="x", image_urls=[image, PNG]).image_urls == (image, PNG)
+
+    @pytest.mark.parametrize("path", [Path("photo\x00.png"), Path("/tmp/\x00")])
+    def test_a_path_with_a_nul_is_an_invalid_request(self, path: Path) -> None:
+        with pytest.raises(InvalidRequestError, match="not a valid path") as info:
+            ImageToImage(prompt="x", image_urls=[path])
+        assert info.value.field == "image_urls[0]"
+
+    def test_a_path_like_that_is_not_a_str_path_is_refused(self) -> None:
+        class BytesPath:
+            def __fspath__(self) -> bytes:
+                return b"/tmp/photo.png"
+
+        class BrokenPath:
+            def __fspath__(self) -> object:
+                return 5
+
+        for item in (BytesPath(), BrokenPath()):
+            with pytest.raises(InvalidRequestError, match=r"an os\.PathLike of str"):
+                ImageToImage(prompt="x", image_urls=[item])  # type: ignore[list-item]
+
+    def test_an_endless_iterable_is_refused_not_read_for_ever(self) -> None:
+        with pytest.raises(InvalidRequestError, match="1 to 10 images, got more than 10"):
+            ImageToImage(prompt="x", image_urls=itertools.repeat(PNG))
 
     def test_data_urls_are_refused_with_a_hint(self) -> None:
         with pytest.raises(InvalidRequestError, match="data: URLs are not accepted") as info:
@@ -172,7 +235,7 @@ class TestImageToImage:
             ImageToImage(prompt="x", image_urls=[b"https://x.example/a.png"])
 
     def test_other_items_are_refused(self) -> None:
-        with pytest.raises(InvalidRequestError, match=r"image_urls\[0\]: must be a URL"):
+        with pytest.raises(InvalidRequestError, match=r"image_urls\[0\]: must be an https://"):
             ImageToImage(prompt="x", image_urls=[5])  # type: ignore[list-item]
 
     def test_the_prompt_is_checked_too(self) -> None:

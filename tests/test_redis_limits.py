@@ -563,3 +563,94 @@ async def test_a_429_from_another_window_does_not_accept_a_shared_probe(
             probes = r.hgetall(f"{key}:create:probes")
         assert "1.0:used" not in probes  # that request was refused: the raise is not tested
         assert probes["1.0:base"] == "2"  # the probe goes on
+
+
+# -- who enters a RedisLimits ------------------------------------------------------------------
+
+
+def _served_client(base_url: str, limits: RedisLimits, **kwargs: Any) -> AsyncNanoBanana:
+    return AsyncNanoBanana(api_key="sk-redis", base_url=base_url, limits=limits, **kwargs)
+
+
+@pytest.mark.anyio
+async def test_a_client_enters_limits_not_yet_entered_for_its_lifetime(
+    redis_url: str, key: str
+) -> None:
+    fake = FakeNanoBanana(api_key="sk-redis", duration=(0.05, 0.1), time_scale=0.2)
+    limits = RedisLimits(redis_url, key=key, max_active=2, poll_interval=0.01)
+    assert not limits.entered
+    async with fake.serve() as base_url:
+        async with _served_client(base_url, limits) as client:
+            assert limits.entered
+            requests = [TextToImage(prompt=f"banana {i}") for i in range(4)]
+            outcomes = await BatchRunner(client).run(requests)
+            assert all(outcome.ok for outcome in outcomes)
+        assert not limits.entered  # the client exited what it entered
+        assert _state(redis_url, key).get("max_active", "2") == "2"
+        # Exited cleanly, so it can be entered again, by anyone.
+        async with limits:
+            assert limits.entered
+    assert fake.stats.max_active <= 2
+
+
+@pytest.mark.anyio
+async def test_limits_entered_by_the_user_are_shared_and_never_exited_by_a_client(
+    redis_url: str, key: str
+) -> None:
+    fake = FakeNanoBanana(api_key="sk-redis", duration=(0.05, 0.1), time_scale=0.2)
+    async with fake.serve() as base_url, RedisLimits(redis_url, key=key) as limits:
+        async with _served_client(base_url, limits) as web, _served_client(base_url, limits) as job:
+            result = await web.generate(TextToImage(prompt="web"), timeout=30)
+            (outcome,) = await BatchRunner(job).run([TextToImage(prompt="batch")])
+            assert result.urls
+            assert outcome.ok
+        assert limits.entered  # both clients are closed; the limits are still the user's
+        async with _served_client(base_url, limits) as later:
+            assert (await later.generate(TextToImage(prompt="later"), timeout=30)).urls
+        assert limits.entered
+
+
+@pytest.mark.anyio
+async def test_a_client_whose_limits_are_not_entered_refuses_before_sending_anything(
+    redis_url: str, key: str
+) -> None:
+    fake = FakeNanoBanana(api_key="sk-redis", time_scale=0.2)
+    limits = RedisLimits(redis_url, key=key)
+    fix = r"RedisLimits is not entered: open the client with 'async with AsyncNanoBanana"
+    async with fake.serve() as base_url:
+        client = _served_client(base_url, limits)  # never entered: it cannot enter the limits
+        try:
+            calls = [
+                lambda: client.create_task(TextToImage(prompt="a")),
+                lambda: client.generate(TextToImage(prompt="b")),
+                lambda: client.get_task("task_1"),
+                lambda: client.wait_for_result("task_1"),
+                lambda: client.with_raw_response.create_task(TextToImage(prompt="c")),
+                # A batch says it at once, as itself: not an outcome per job, nor a group.
+                lambda: BatchRunner(client).run([TextToImage(prompt="d")] * 3),
+            ]
+            for call in calls:
+                with pytest.raises(UsageError, match=fix):
+                    await call()
+            # Limits entered, then exited by the user: the same, before anything is sent.
+            async with limits:
+                assert (await client.create_task(TextToImage(prompt="e"))).startswith("task")
+            with pytest.raises(UsageError, match=fix):
+                await client.create_task(TextToImage(prompt="f"))
+        finally:
+            await client.aclose()
+    assert fake.stats.create_requests == 1
+    assert fake.stats.query_requests == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.real_time  # a real connection, refused
+async def test_a_client_that_cannot_enter_its_limits_is_closed_and_says_why(key: str) -> None:
+    limits = RedisLimits(f"redis://127.0.0.1:{_free_port()}/0", key=key)
+    client = AsyncNanoBanana(api_key="sk-redis", limits=limits)
+    with pytest.raises(redis.ConnectionError):
+        async with client:
+            pass  # pragma: no cover
+    assert not limits.entered
+    with pytest.raises(UsageError, match="this client is closed"):
+        await client.get_task("task_1")

@@ -8,15 +8,20 @@ run through the fake over HTTP with faults on every endpoint.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
-from memory_network import memory_network
+from memory_network import MemoryNetwork, MemoryStream, memory_network
 from support import (
     KEY,
     RawRequest,
     fake_provider,
+    frames_of,
+    holders_of,
     http_response,
     over_http,
     prompts,
@@ -25,22 +30,30 @@ from support import (
 )
 
 from nanobanana_async import (
+    APIConnectionError,
     APITimeoutError,
+    AsyncNanoBanana,
     AuthenticationError,
     BatchRunner,
     DownloadError,
+    ImageToImage,
     NanoBananaError,
     ServerError,
     TaskFailedError,
     TextToImage,
     WaitTimeoutError,
 )
+from nanobanana_async._http import redacted_headers
+from nanobanana_async._secret import Secret
 from nanobanana_async.testing import Faults
+from nanobanana_async.testing._images import png_bytes
 
 pytestmark = pytest.mark.anyio
 
 WRONG_KEY = "sk-SECRET-wrong-key-0b9e27d1c4a8"
+ODD_KEY = 'sk-odd/"key"\\with-escapes'  # characters JSON escapes: a slash, quotes, a backslash
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+PNG_IMAGE = png_bytes((200, 150, 20))
 
 
 async def test_the_key_shows_nowhere_after_a_faulty_run(
@@ -145,3 +158,138 @@ async def test_no_key_across_a_redirect_to_another_host(own_download_client: boo
     for request in [*at_first, *at_other]:
         assert "authorization" not in request.headers
         assert KEY not in repr(request)
+
+
+class _BreaksWhileWriting(httpx.AsyncBaseTransport):
+    """Breaks while writing the request, as httpcore's HTTP/2 connection can: its frame holds
+    the headers it is writing (``headers``, a list, the ``Authorization`` pair in it)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        headers = [(name.lower(), value) for name, value in request.headers.raw]
+        raise httpx.WriteError(f"connection lost after writing {len(headers)} headers")
+
+
+async def test_a_connection_that_breaks_while_the_request_is_written_leaks_no_key() -> None:
+    """The frames below the client keep their place in the traceback, not their locals."""
+    async with (
+        httpx.AsyncClient(transport=_BreaksWhileWriting()) as http,
+        AsyncNanoBanana(api_key=KEY, http_client=http, max_retries=0) as client,
+    ):
+        with pytest.raises(APIConnectionError) as info:
+            await client.create_task(TextToImage(prompt="a banana"))
+    error = info.value
+    assert isinstance(error.__cause__, httpx.WriteError)
+    frames = {frame.f_code.co_name for frame in frames_of(error)}
+    assert "handle_async_request" in frames  # where the request was being written: shown
+    for text in texts_of(error, with_locals=True):
+        assert KEY not in text
+
+
+async def test_a_redirect_that_names_the_key_is_neither_followed_with_it_nor_shown() -> None:
+    """A result host that learnt the key elsewhere and puts it in a redirect."""
+
+    def gone(_request: RawRequest) -> bytes:
+        return http_response(404)
+
+    async with (
+        memory_network() as network,
+        raw_server(gone, network, host="127.0.0.2") as (other, at_other),
+    ):
+
+        def hop(_request: RawRequest) -> bytes:
+            return http_response(302, headers={"Location": f"{other}/{KEY}/x.png?k={KEY}"})
+
+        async with (
+            raw_server(hop, network) as (first, _),
+            network.client(first, api_key=KEY) as client,
+        ):
+            with pytest.raises(DownloadError) as info:
+                await client.download(f"{first}/files/task_1/0.png")
+    assert info.value.status == 404
+    assert [request.target for request in at_other] == ["/***/x.png?k=***"]
+    for text in texts_of(info.value, with_locals=True):
+        assert KEY not in text
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        lambda text: json.dumps(text),
+        lambda text: json.dumps(text).replace("/", "\\/"),  # as PHP's json_encode writes it
+    ],
+    ids=["json", "json-escaped-slashes"],
+)
+async def test_a_key_echoed_json_escaped_is_redacted_too(escape: Callable[[str], str]) -> None:
+    """A key with characters JSON escapes (a quote, a backslash, a slash), echoed escaped."""
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        said = escape(f"Invalid API key provided: {request.headers['authorization']}")
+        return httpx.Response(401, content=f'{{"code": 401, "msg": {said}}}'.encode())
+
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(echo)) as http,
+        AsyncNanoBanana(api_key=ODD_KEY, http_client=http) as client,
+    ):
+        with pytest.raises(AuthenticationError) as info:
+            await client.create_task(TextToImage(prompt="a banana"))
+    assert info.value.message == "Invalid API key provided: Bearer ***"
+    for text in texts_of(info.value, with_locals=True):
+        assert ODD_KEY not in text
+        assert escape(ODD_KEY)[1:-1] not in text
+
+
+class _Host:
+    """An image host that hands out made-up URLs (the fake does not fetch them)."""
+
+    async def publish(self, data: bytes, *, name: str, content_type: str, valid_for: float) -> str:
+        return f"https://images.example/{name}"
+
+
+def test_the_walk_finds_a_key_held_in_an_httpx_header_object() -> None:
+    """The walk below reaches into httpx's internals (``Headers._list``): it can fail."""
+    headers = httpx.Headers({"Authorization": f"Bearer {KEY}"})
+    found, _ = holders_of(KEY, {"holder": {"deep": [(headers,)]}})
+    assert found == ["holder['deep'][0][0]._list[0][2]"]
+
+
+async def test_the_key_lives_only_in_its_secret(tmp_path: Path) -> None:
+    """No attribute of the client, its engine, limits, runner or publisher holds the key in
+    clear, after real traffic (the connection pool alive), a variant and a batch."""
+    fake = fake_provider()
+    async with over_http(fake, image_host=_Host()) as client:
+        runner = BatchRunner(client, journal=tmp_path / "batch.sqlite")
+        edit = ImageToImage(prompt="an edit", image_urls=[PNG_IMAGE])
+        outcomes = await runner.run([*prompts(3, "walk"), edit])
+        assert all(outcome.ok for outcome in outcomes)
+        variant = client.with_options(timeout=5)
+        await variant.get_task(outcomes[0].task_id or "")
+        raw = await client.with_raw_response.create_task(TextToImage(prompt="raw"))
+        roots: dict[str, object] = {
+            "client": client,
+            "engine": client.engine,
+            "limits": client.limits,
+            "publisher": client.engine.publisher,
+            "runner": runner,
+            "variant": variant,
+            "outcomes": outcomes,
+            "raw": raw,
+        }
+        # The in-memory network stands for the kernel's sockets: not the client's to hold.
+        found, secrets = holders_of(KEY, roots, stop_at=(MemoryNetwork, MemoryStream))
+    assert found == []
+    # The walk reached where the key belongs: it went deep enough to find it elsewhere.
+    assert any(path.endswith("caller._secret") for path in secrets)
+
+
+def test_headers_are_redacted_in_names_and_values_and_left_alone_without_the_key() -> None:
+    plain = httpx.Headers({"content-type": "application/json", "content-length": "2"})
+    assert redacted_headers(plain, Secret(KEY)) is plain  # nothing to redact: not copied
+    echoed = httpx.Headers([("x-echo", f"Bearer {KEY}"), (f"x-{KEY}", "1"), ("x-ok", "2")])
+    assert list(redacted_headers(echoed, Secret(KEY)).items()) == [
+        ("x-echo", "Bearer ***"),
+        ("x-***", "1"),
+        ("x-ok", "2"),
+    ]
+    escaped = json.dumps(ODD_KEY)[1:-1].replace("/", "\\/")
+    odd = httpx.Headers([("x-echo", f"Bearer {escaped}")])
+    assert dict(redacted_headers(odd, Secret(ODD_KEY))) == {"x-echo": "Bearer ***"}

@@ -17,6 +17,7 @@ import typer
 from .. import IMAGE_SIZES, ImageRequest, ImageToImage, TextToImage
 from ._commands import IMAGE_HOST_VARIABLE
 from ._names import NAME_FIELDS
+from ._rows import image_item
 
 # Options that several commands take; typer copies them for each command.
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Where to save the images.")]
@@ -161,7 +162,10 @@ class TaskOptions:
     name: str | None
 
     def request(self, prompt: str, image_urls: list[str] | None = None) -> ImageRequest:
-        """The request these options ask for: an edit if there are image URLs."""
+        """The request these options ask for: an edit if there are images.
+
+        An image that is not a URL is a local file (see `image_item`).
+        """
         options: dict[str, Any] = {
             "image_size": self.size,
             "output_format": self.output_format,
@@ -169,7 +173,8 @@ class TaskOptions:
         }
         if image_urls is None:
             return TextToImage(prompt=prompt, **options)
-        return ImageToImage(prompt=prompt, image_urls=image_urls, **options)
+        images = [image_item(image) for image in image_urls]
+        return ImageToImage(prompt=prompt, image_urls=images, **options)
 
 
 def task_command(command: Callable[..., None], *leading: inspect.Parameter) -> Callable[..., None]:

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Literal, cast
 
 import attrs
 
-from .. import ImageRequest, ImageToImage, InvalidRequestError, TextToImage
+from .. import ImageInput, ImageRequest, ImageToImage, InvalidRequestError, TextToImage
 from .._images import is_url_like
 from ._exit import CliError
 
@@ -35,6 +35,7 @@ __all__ = [
     "Row",
     "count_rows",
     "csv_rows",
+    "image_item",
     "jsonl_rows",
     "text_rows",
     "open_batch_file",
@@ -95,12 +96,24 @@ def split_urls(value: str) -> list[str]:
     return [url for url in _URL_SEPARATORS.split(value.strip()) if url]
 
 
+def image_item(item: str, base: Path | None = None) -> str | Path:
+    """An image named on the command line or in a batch row, as the library takes it.
+
+    A URL stays a ``str`` (a URL to the library); anything else is a local file, a `Path`
+    (relative to ``base`` if given). The library reads files only from paths, never from
+    strings: the command line is where a string becomes a path, since its user types paths.
+    """
+    if not item or is_url_like(item):
+        return item
+    return Path(item) if base is None else base / item
+
+
 def _local_paths(urls: object, base: Path | None) -> object:
     """Image items that are not URLs, taken as files relative to ``base`` (the batch file's)."""
-    if base is None or isinstance(urls, (str, bytes)) or not isinstance(urls, list):
+    if isinstance(urls, (str, bytes)) or not isinstance(urls, list):
         return urls
     return [
-        str(base / item) if isinstance(item, str) and item and not is_url_like(item) else item
+        image_item(item, base) if isinstance(item, str) else item
         for item in cast("list[object]", urls)
     ]
 
@@ -110,7 +123,7 @@ def request_from_fields(
 ) -> tuple[ImageRequest, str | None]:
     """Build the request of one batch row; raises `InvalidRequestError` or ValueError.
 
-    An ``image_urls`` item that is not a URL is a local file, relative to ``base``.
+    An ``image_urls`` item that is not a URL is a local file (a `Path`), relative to ``base``.
 
     Returns:
         The request, and the file name the row asks for (or None).
@@ -143,7 +156,7 @@ def request_from_fields(
         request = TextToImage(prompt=cast("str", prompt), **options)
     else:
         request = ImageToImage(
-            prompt=cast("str", prompt), image_urls=cast("Iterable[str]", urls), **options
+            prompt=cast("str", prompt), image_urls=cast("Iterable[ImageInput]", urls), **options
         )
     return request, (name or None)
 

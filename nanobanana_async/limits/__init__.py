@@ -19,6 +19,7 @@ from ._endpoint import EndpointLimiter
 from ._local import Limits
 from ._protocols import (
     ActiveSlots,
+    ConnectedLimits,
     Endpoint,
     EndpointPacer,
     LimitsBackend,
@@ -34,6 +35,7 @@ __all__ = [
     "TIERS",
     "ActiveSlots",
     "ActiveTaskLimiter",
+    "ConnectedLimits",
     "Endpoint",
     "EndpointLimiter",
     "EndpointPacer",

@@ -2,12 +2,14 @@
 
 `LimitsBackend` is met by the in-process `Limits` and by the shared `RedisLimits`; its parts are
 an `EndpointPacer` per endpoint and the `ActiveSlots` cap. `LimitsSnapshot` is what either
-reports.
+reports. Limits kept outside the process (`RedisLimits`) are also `ConnectedLimits`: they are
+entered before use, by you or by the client they are given to.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ActiveSlots",
+    "ConnectedLimits",
     "Endpoint",
     "EndpointPacer",
     "LimitsBackend",
@@ -182,4 +185,33 @@ class LimitsBackend(Protocol):
 
     def snapshot(self) -> LimitsSnapshot:
         """What is known now."""
+        ...
+
+
+@runtime_checkable
+class ConnectedLimits(Protocol):
+    """Limits kept outside this process, entered (connected) before use, as `RedisLimits`.
+
+    A client given such limits not yet entered enters them itself in its ``__aenter__`` and
+    exits them when it closes; limits you entered are yours, used and never exited by the
+    client. A client whose limits are not entered (it was not entered itself, or you exited
+    them) refuses every call with `UsageError` before sending anything.
+    """
+
+    @property
+    def entered(self) -> bool:
+        """Whether the limits are entered now."""
+        ...
+
+    async def __aenter__(self) -> Any:
+        """Connect, and start what keeps the shared numbers up to date."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        """Give back what this process holds and disconnect."""
         ...

@@ -34,11 +34,16 @@ __all__ = ["RedisLimits"]
 class RedisLimits(LimitsBase[RedisEndpointLimiter, RedisActiveTaskLimiter]):
     """Every limit of one API key, shared through Redis by all the processes that use the key.
 
-    Enter it (``async with``) before use, and hand it to each client::
+    Enter it (``async with``) and hand it to each client::
 
         async with RedisLimits("redis://localhost:6379/0") as limits:
             async with AsyncNanoBanana(limits=limits) as client:
                 ...
+
+    A client given it not yet entered enters it for the client's own lifetime
+    (``async with AsyncNanoBanana(limits=RedisLimits(url)) as client``) and exits it when it
+    closes; enter it yourself to share it among several clients of this process (the
+    clients then never exit it).
 
     Needs the ``[redis]`` extra (redis-py ≥ 5). The Redis twin of `Limits` (both implement
     `LimitsBackend` on the shared `LimitsBase`). The shared numbers (windows, the cap) are as
@@ -101,6 +106,11 @@ class RedisLimits(LimitsBase[RedisEndpointLimiter, RedisActiveTaskLimiter]):
         self._group: anyio.abc.TaskGroup | None = None
         self._stats: dict[str, int] = {}
         self.seed(tier=tier, max_active=max_active)
+
+    @property
+    def entered(self) -> bool:
+        """Whether it is entered (connected) now."""
+        return self._link.is_open
 
     async def __aenter__(self) -> RedisLimits:
         if self._link.is_open:

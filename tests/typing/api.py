@@ -41,6 +41,7 @@ from nanobanana_async import (
     TierLimits,
     WaitTimeoutError,
 )
+from nanobanana_async.limits import ConnectedLimits
 
 
 def requests() -> list[ImageRequest]:
@@ -55,7 +56,9 @@ def requests() -> list[ImageRequest]:
     edit = ImageToImage(prompt="gold", image_urls=("https://cdn.example.com/in.png",))
     assert_type(edit.image_urls, tuple[str | nb.LocalImage, ...])
     assert_type(edit.local_images, tuple[nb.LocalImage, ...])
-    ImageToImage(prompt="gold", image_urls=[Path("in.png"), b"\x89PNG", "in.jpg"])
+    ImageToImage(
+        prompt="gold", image_urls=[Path("in.png"), b"\x89PNG", "https://cdn.example.com/in.jpg"]
+    )
     ImageToImage(prompt="gold", image_urls=[1])  # type: ignore[list-item]
     ImageToImage(prompt="gold", image_urls=["https://a.example/1.png"], aspect_ratio="auto")
     TextToImage(prompt="x", image_size="2:1")  # type: ignore[arg-type]
@@ -216,6 +219,12 @@ async def shared_limits() -> None:
         async with AsyncNanoBanana("sk", limits=nb.Limits()):
             pass
         AsyncNanoBanana("sk", limits="redis://")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    # Not entered: the client enters it for its own lifetime.
+    unentered = nb.RedisLimits("redis://localhost:6379/0")
+    assert_type(unentered.entered, bool)
+    connected: ConnectedLimits = unentered
+    async with AsyncNanoBanana("sk", limits=unentered):
+        assert connected.entered
 
 
 class MyHost:
