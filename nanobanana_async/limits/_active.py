@@ -19,7 +19,15 @@ from collections.abc import Callable
 
 import anyio
 
-from ._base import SlotsBase, cap_after_conflict, grown_cap, others_on_key
+from ._base import (
+    COURTESY_SECONDS,
+    COURTESY_SLOTS,
+    SlotsBase,
+    cap_after_conflict,
+    grown_cap,
+    kept_free,
+    shows_others,
+)
 from ._probe import (
     CAP_LONGEST,
     CAP_ROOM_START,
@@ -33,11 +41,6 @@ from ._protocols import Priority
 from ._queue import PrioritySlots
 
 __all__ = ["COURTESY_SECONDS", "COURTESY_SLOTS", "ActiveTaskLimiter"]
-
-COURTESY_SLOTS = 1
-"""Slots background work leaves free after a 409 showed another consumer on the key."""
-COURTESY_SECONDS = 120.0
-"""For how long after the last such 409 (seconds)."""
 
 
 class ActiveTaskLimiter(SlotsBase):
@@ -95,17 +98,16 @@ class ActiveTaskLimiter(SlotsBase):
     def keep_free(self, headroom: int) -> int:
         """Slots a background caller asking for ``headroom`` must leave free now.
 
-        The room kept for others is the headroom asked for, or `COURTESY_SLOTS` for a while
-        after a 409 showed another consumer, whichever is more; the slots our estimate already
-        leaves to others (a 409 saw them held) count toward it. A background caller may always
-        hold one slot.
+        The rule of `kept_free`: the headroom asked for, or `COURTESY_SLOTS` for a while after
+        a 409 showed another consumer, whichever is more, less the slots our estimate already
+        leaves to others (a 409 saw them held). A background caller may always hold one slot.
         """
-        courtesy = COURTESY_SLOTS if self._now() - self._others_seen_at < COURTESY_SECONDS else 0
-        reserve = max(headroom, courtesy)
-        if not reserve:
-            return 0
-        left_to_others = self.neighbours
-        return max(0, min(reserve - left_to_others, self._limit - 1))
+        return kept_free(
+            headroom,
+            courtesy=self._now() - self._others_seen_at < COURTESY_SECONDS,
+            neighbours=self.neighbours,
+            limit=self._limit,
+        )
 
     @property
     def probed_ago(self) -> float | None:
@@ -259,7 +261,7 @@ class ActiveTaskLimiter(SlotsBase):
         was_probing = probe.probing
         before = self._limit
         upgraded = stated is not None and self.key_cap is not None and stated > self.key_cap
-        if others_on_key(active, self.active) or (stated is not None and self.active < stated):
+        if shows_others(stated, active, self.active):
             # Someone else holds slots of the key: background work leaves it room a while.
             self._others_seen_at = now
         cap = cap_after_conflict(self.limit, self.running, stated, active=active, held=self.active)

@@ -7,6 +7,9 @@ numbers live (this process, or a Redis that every process of the key shares):
   for latency jitter at a window's edge;
 * `grown_cap` and `cap_after_conflict` are the rules that adapt the active-task cap (the Redis
   scripts apply the same two rules atomically, over the slots of every process);
+* `kept_free` is the room a background caller leaves to others, and `shows_others` says when
+  a 409 shows another consumer on the key (which makes background work leave
+  `COURTESY_SLOTS` free for `COURTESY_SECONDS`);
 * `PacerBase` counts requests and 429s and decides when a refusal means the margin is too
   thin; `SlotsBase` keeps the holder → slot bookkeeping, the running set and the release
   signal; `LimitsBase` seeds from a tier, names the endpoints and takes the snapshot.
@@ -24,6 +27,8 @@ from ._protocols import Endpoint, LimitsSnapshot, Priority
 from ._tiers import TierName, tier_limits
 
 __all__ = [
+    "COURTESY_SECONDS",
+    "COURTESY_SLOTS",
     "LimitsBase",
     "PacerBase",
     "SlotsBase",
@@ -32,9 +37,16 @@ __all__ = [
     "cap_after_conflict",
     "check_max_active",
     "grown_cap",
+    "kept_free",
     "others_on_key",
+    "shows_others",
     "told_window",
 ]
+
+COURTESY_SLOTS = 1
+"""Slots background work leaves free after a 409 showed another consumer on the key."""
+COURTESY_SECONDS = 120.0
+"""For how long after the last such 409 (seconds)."""
 
 
 def base_margin(seconds: float) -> float:
@@ -111,6 +123,41 @@ def others_on_key(active: int | None, held: int | None) -> int:
     if active is None or held is None:
         return 0
     return max(0, active - max(0, held - 1))
+
+
+def shows_others(stated: int | None, active: int | None, held: int) -> bool:
+    """Whether a 409 shows another consumer on the key, one these limits do not count.
+
+    It does when the key's active tasks it names are more than our slots explain, or when
+    it names a cap above the slots we hold (the refused create's included): the rest of
+    the cap is someone else's.
+
+    Args:
+        stated: The cap the 409's body names, if it names one.
+        active: The key's active tasks the body names, if it does.
+        held: Our slots held now (every process's, with shared limits).
+    """
+    return others_on_key(active, held) > 0 or (stated is not None and held < stated)
+
+
+def kept_free(headroom: int, *, courtesy: bool, neighbours: int, limit: int) -> int:
+    """Slots a background caller asking for ``headroom`` must leave free now.
+
+    The room kept for others is the headroom asked for, or `COURTESY_SLOTS` while
+    ``courtesy`` holds (a 409 showed another consumer less than `COURTESY_SECONDS` ago),
+    whichever is more; the slots the estimate already leaves to others (``neighbours``)
+    count toward it. A background caller may always hold one slot.
+
+    Args:
+        headroom: The slots the caller asked to leave free.
+        courtesy: Whether a 409 showed another consumer on the key recently.
+        neighbours: Slots of the key's named cap the estimate leaves to others.
+        limit: The cap in use.
+    """
+    reserve = max(headroom, COURTESY_SLOTS if courtesy else 0)
+    if not reserve:
+        return 0
+    return max(0, min(reserve - neighbours, limit - 1))
 
 
 def check_max_active(max_active: int) -> None:
