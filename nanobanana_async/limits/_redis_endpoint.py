@@ -10,7 +10,8 @@ from ._base import PacerBase, ToldWindow, base_margin
 from ._probe import REFUSED_PROBE_REQUESTS
 from ._protocols import Endpoint, Priority
 from ._redis_link import Connection, RedisLink
-from ._redis_scripts import PACE, RATE_LIMITED, TIME, RedisKeys
+from ._redis_pacing import PACE, RATE_LIMITED
+from ._redis_scripts import TIME, RedisKeys
 
 __all__ = ["RedisEndpointLimiter"]
 
