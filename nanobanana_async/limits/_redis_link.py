@@ -138,9 +138,9 @@ class RedisLink:
         self._queued = anyio.Event()
 
     async def flush(self) -> None:
-        """Send the queued writes, in order."""
+        """Send the queued writes, in order; returns once they, and any in flight, are sent."""
         connection = self._connection
-        if connection is None or not self._pending:
+        if connection is None or not (self._pending or self._flush_lock.locked()):
             return
         # One flusher at a time, so a caller that flushes also waits for a write in flight;
         # shielded, so a cancelled caller does not drop a popped write (a release, say).
