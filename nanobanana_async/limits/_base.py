@@ -350,9 +350,7 @@ class SlotsBase(abc.ABC):
             return
         self._running.discard(holder)
         self._on_release(holder, member)
-        if self._released is not None:
-            self._released.set()
-            self._released = None
+        self._signal_release()
 
     def release_all(self) -> None:
         """Free every slot this process holds."""
@@ -392,10 +390,16 @@ class SlotsBase(abc.ABC):
         self._members[holder] = member
 
     def _release_signal(self) -> anyio.Event:
-        """An event set at the next release by this process."""
+        """An event set at the next release by this process (or, shared, by any)."""
         if self._released is None:
             self._released = anyio.Event()
         return self._released
+
+    def _signal_release(self) -> None:
+        """Wake whoever waits on `_release_signal`."""
+        if self._released is not None:
+            self._released.set()
+            self._released = None
 
     @abc.abstractmethod
     def _on_running(self, member: str) -> None:

@@ -1,4 +1,11 @@
-"""`RedisActiveTaskLimiter`: a key's active-task slots, shared by every process through Redis."""
+"""`RedisActiveTaskLimiter`: a key's active-task slots, shared by every process through Redis.
+
+Interactive callers go first across processes: a caller that waits for a slot is registered
+in Redis with its class, under a short lease its tries renew, and `TAKE` gives a background
+caller no slot while an interactive one waits anywhere on the key. Releases are published to
+the waiters of every process (`RedisLimits` listens), so the one waiting gets a slot freed
+elsewhere at once; the poll stays as a fallback.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import uuid
 
 import anyio
 
-from ._base import SlotsBase
+from ._base import COURTESY_SECONDS, SlotsBase, kept_free
 from ._probe import CAP_LONGEST, DEFAULT_HOLD, HOLD_WEIGHT
 from ._protocols import Priority
 from ._redis_link import Connection, RedisLink
@@ -24,12 +31,19 @@ class RedisActiveTaskLimiter(SlotsBase):
     process: a process that finds no free slot may probe (one at a time, under a lease that
     expires), and every process learns the result. Made by `RedisLimits`.
 
+    Its waiters are known to every process with their class: a background caller gets no slot
+    while an interactive caller waits in any process, and leaves the slots `kept_free` says
+    free (the rule of `ActiveTaskLimiter`, with the time a 409 last showed another consumer
+    kept in Redis). A waiter's registration lasts ``waiter_lease`` past its last try, so a
+    process that died while waiting holds nobody up for longer.
+
     Args:
         link: The owner's way to Redis.
         keys: The names of the key's Redis keys.
         lease: Seconds a slot stays held without renewal.
         poll_interval: The longest pause between two tries for a slot held elsewhere.
         holder_id: This process's name in the slots' members.
+        waiter_lease: Seconds a waiter stays registered after its last try.
         limit: The known cap, or None to learn it (starting at ``initial``).
         initial: The starting cap while the limit is unknown.
     """
@@ -42,6 +56,7 @@ class RedisActiveTaskLimiter(SlotsBase):
         lease: float,
         poll_interval: float,
         holder_id: str,
+        waiter_lease: float,
         limit: int | None = None,
         initial: int = 2,
     ) -> None:
@@ -51,6 +66,7 @@ class RedisActiveTaskLimiter(SlotsBase):
         self._lease = lease
         self._poll_interval = poll_interval
         self._holder_id = holder_id
+        self._waiter_lease = waiter_lease
         self._default = self._limit
         self._waiting = 0
         self._held_anywhere = 0
@@ -83,15 +99,38 @@ class RedisActiveTaskLimiter(SlotsBase):
         """Seconds between two creates at the cap, as this process sees its slots held."""
         return self._mean_hold / max(1, self._limit)
 
-    async def _take(self, redis: Connection, member: str) -> bool:
-        keys = [self._keys.slots, self._keys.running, self._keys.state, self._keys.probe]
+    async def _take(
+        self, redis: Connection, member: str, priority: Priority, headroom: int
+    ) -> bool:
+        keys = [
+            self._keys.slots,
+            self._keys.running,
+            self._keys.state,
+            self._keys.probe,
+            self._keys.slot_waiters("interactive"),
+            self._keys.slot_waiters("background"),
+        ]
         unit = self._unit()
         # A probe's lease: long enough for its create to be answered, short enough that a
         # process that died mid-probe holds nobody up for long.
         probe_lease = max(2.0 * self._mean_hold, CAP_LONGEST * unit)
-        taken, limit, known, held, key_cap, ago = await redis.script(
-            TAKE, keys, [member, repr(self._lease), self._default, repr(unit), repr(probe_lease)]
-        )
+        # The rule of `kept_free`, with and without the courtesy: the script knows which holds
+        # (when a 409 last showed another consumer, in any process, is kept in Redis).
+        rule = {"neighbours": self.neighbours, "limit": self._limit}
+        args = [
+            member,
+            repr(self._lease),
+            self._default,
+            repr(unit),
+            repr(probe_lease),
+            priority,
+            kept_free(headroom, courtesy=False, **rule),
+            repr(self._waiter_lease),
+            self._keys.released,
+            kept_free(headroom, courtesy=True, **rule),
+            repr(COURTESY_SECONDS),
+        ]
+        taken, limit, known, held, key_cap, ago = await redis.script(TAKE, keys, args)
         self._limit = int(limit)
         self.known = bool(int(known)) or self.known
         self._held_anywhere = int(held)
@@ -107,26 +146,39 @@ class RedisActiveTaskLimiter(SlotsBase):
     ) -> None:
         """Wait for a slot free across every process and lease it for ``holder``.
 
-        Polls with a short backoff (reset whenever this process releases a slot) until the
-        caller's cancel scope ends the wait.
+        Interactive callers of every process go first; a background caller also leaves the
+        slots `kept_free` says free. The caller tries again whenever a slot is released in any
+        process (or a waiter served leaves room), and at least every ``poll_interval``, until
+        its cancel scope ends the wait; then it is unregistered.
         """
         redis = self._link.connection()
         member = f"{self._holder_id}:{uuid.uuid4().hex}"
         delay = self._poll_interval / 8
         self._waiting += 1
+        taken = False
         try:
             while True:
+                # Asked for before the try: a release during it wakes the wait below at once.
+                released = self._release_signal()
                 await self._link.flush()
-                if await self._take(redis, member):
+                if await self._take(redis, member, priority, headroom):
+                    taken = True
                     self._since[holder] = anyio.current_time()
                     self._hold(holder, member)
                     return
-                released = self._release_signal()
                 with anyio.move_on_after(delay):
                     await released.wait()
                 delay = min(self._poll_interval, delay * 2)
         finally:
             self._waiting -= 1
+            if not taken:
+                # No longer a waiter; and a slot the last try may have leased as the caller
+                # was cancelled (before it was booked here) is nobody's.
+                self._update("withdraw", member)
+
+    def on_released_elsewhere(self) -> None:
+        """A slot of the key was released (in any process) while somebody waited: try again."""
+        self._signal_release()
 
     def on_created(self) -> None:
         """A create was accepted: grow the cap while it is learned, or settle a probe."""
@@ -179,8 +231,18 @@ class RedisActiveTaskLimiter(SlotsBase):
             self._keys.state,
             self._keys.stats,
             self._keys.probe,
+            self._keys.slot_waiters("interactive"),
+            self._keys.slot_waiters("background"),
         ]
-        args = [op, repr(self._lease), self._default, arg, active, repr(self._unit())]
+        args = [
+            op,
+            repr(self._lease),
+            self._default,
+            arg,
+            active,
+            repr(self._unit()),
+            self._keys.released,
+        ]
         self._link.enqueue(lambda r: r.script(UPDATE, keys, args))
 
     def _on_running(self, member: str) -> None:

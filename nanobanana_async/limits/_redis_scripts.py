@@ -10,6 +10,13 @@ atomically, so that every process sharing the key sees one count:
   `cap_after_conflict` (in ``_base``) to the slots of every process, and `TAKE` and `UPDATE`
   keep the cap's probe schedule, the rules of `ProbeSchedule` (in ``_probe``) for every
   process at once.
+
+Priority across processes: a caller that waits for a slot is registered in a sorted set of
+its class, scored by the end of a short lease that each of its tries renews, so a dead
+process's waiters stop counting when their lease ends. `TAKE` refuses a background caller
+while an interactive one waits anywhere on the key. A release, and a served or withdrawn
+waiter that leaves room, are published on the key's ``released`` channel when somebody
+waits, so waiters in every process try again at once.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ class RedisKeys:
         stats: Hash: the 409s and 429s every process reported.
         slots: Sorted set: the active-task slots held, scored by the end of their lease.
         running: Sorted set: the slots whose task runs on the provider, scored likewise.
-        state: Hash: the learned cap (``limit``), whether it is known (``known``), and its
-            probe schedule (see `TAKE`).
+        state: Hash: the learned cap (``limit``), whether it is known (``known``), its probe
+            schedule (see `TAKE`), and when a 409 last showed another consumer
+            (``others_at``).
         probe: String: the lease of the active-task probe in flight (its holder's member).
+        released: The pub/sub channel on which releases are announced to waiters.
 
     Args:
         prefix: The prefix of every key.
@@ -40,6 +49,11 @@ class RedisKeys:
         self.running = f"{prefix}:active:running"
         self.state = f"{prefix}:active:state"
         self.probe = f"{prefix}:active:probe"
+        self.released = f"{prefix}:active:released"
+
+    def slot_waiters(self, priority: str) -> str:
+        """Sorted set: the callers of one class waiting for a slot, scored by their lease."""
+        return f"{self.prefix}:active:waiting:{priority}"
 
     def windows(self, endpoint: str) -> str:
         """Hash: an endpoint's known windows, `window_field` → requests allowed."""
@@ -97,17 +111,33 @@ TAKE = (
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+local function waiters() return redis.call('ZCARD', KEYS[5]) + redis.call('ZCARD', KEYS[6]) end
 local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or ARGV[3])
 local known = tonumber(redis.call('HGET', KEYS[3], 'known') or '0')
 local held = redis.call('ZCARD', KEYS[1])
 local unit = tonumber(ARGV[4])
+local interactive = ARGV[6] == 'interactive'
+local keep_free = tonumber(ARGV[7])
+local others_at = hnum(KEYS[3], 'others_at')
+if others_at and now - others_at < tonumber(ARGV[11]) then
+  -- A 409 (in any process) showed another consumer lately: the courtesy applies.
+  keep_free = tonumber(ARGV[10])
+end
 local taken = 0
 local function take()
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   taken = 1
   held = redis.call('ZCARD', KEYS[1])
 end
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or held < limit then take() end
+local function fits(cap)
+  if interactive then return held < cap end
+  -- A slot freed while an interactive caller waits anywhere on the key is its, and
+  -- background work leaves `keep_free` slots to others.
+  return redis.call('ZCARD', KEYS[5]) == 0 and held + keep_free < cap
+end
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or fits(limit) then take() end
 local key_cap = hnum(KEYS[3], 'key_cap')
 if taken == 0 and known == 1 then
   local base = hnum(KEYS[3], 'base')
@@ -126,15 +156,28 @@ if taken == 0 and known == 1 then
     next_at = now + probe_start(limit, key_cap, unit)
     redis.call('HSET', KEYS[3], 'next_at', next_at)
   end
-  if not base and now >= next_at and (not ceiling or limit < ceiling)
+  local raised = limit + (hnum(KEYS[3], 'step') or 1)
+  if key_cap and limit < key_cap then raised = math.min(raised, key_cap) end
+  if ceiling then raised = math.min(raised, ceiling) end
+  -- Only a caller that every slot holds back, and that one slot more would let in, probes.
+  if not base and now >= next_at and (not ceiling or limit < ceiling) and held >= limit
+      and fits(raised)
       and redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', math.ceil(tonumber(ARGV[5]) * 1000)) then
-    local raised = limit + (hnum(KEYS[3], 'step') or 1)
-    if key_cap and limit < key_cap then raised = math.min(raised, key_cap) end
-    if ceiling then raised = math.min(raised, ceiling) end
     redis.call('HSET', KEYS[3], 'limit', raised, 'base', limit, 'probed_at', now)
     limit = raised
-    if held < limit then take() end
+    take()
   end
+end
+local mine = KEYS[6]
+if interactive then mine = KEYS[5] end
+if taken == 1 then
+  if redis.call('ZREM', mine, ARGV[1]) == 1 and held < limit and waiters() > 0 then
+    -- A waiter served with room to spare: the others may fit now (background ones, once no
+    -- interactive caller waits).
+    redis.call('PUBLISH', ARGV[9], '')
+  end
+else
+  redis.call('ZADD', mine, now + tonumber(ARGV[8]), ARGV[1])
 end
 local probed_at = hnum(KEYS[3], 'probed_at')
 local ago = -1
@@ -142,13 +185,21 @@ if probed_at then ago = now - probed_at end
 return {taken, limit, known, held, key_cap or 0, tostring(ago)}
 """
 )
-"""KEYS: slots, running, state, probe lease. ARGV: member, lease, default limit, unit, lease
-of a probe (seconds).
+"""KEYS: slots, running, state, probe lease, interactive waiters, background waiters. ARGV:
+member, lease, default limit, unit, lease of a probe (seconds), class (``interactive`` or
+``background``), slots a background caller leaves free (`kept_free`) without the courtesy,
+waiter lease, the ``released`` channel, the slots it leaves free with the courtesy, and
+`COURTESY_SECONDS`.
 
-A caller that finds no free slot may start a probe (one slot more, for every process) when the
-schedule allows: the probe lease (``SET NX PX``) makes it one probe at a time, and expires so
-that a process that died mid-probe cannot wedge the others. Returns ``{taken (0/1), limit,
-known (0/1), held, key_cap (0: none), seconds since the last probe (-1: none)}``.
+An interactive caller takes a slot while fewer than the cap are held; a background one only
+while no interactive caller waits anywhere on the key and the slots it leaves free are at
+least ``keep_free`` (the number with the courtesy while the 409 that last showed another
+consumer, in any process, is recent). A caller refused is registered as a waiter of its class
+(each try renews its lease); one served is unregistered. A caller that every slot holds back
+may start a probe (one slot more, for every process) when the schedule allows: the probe lease
+(``SET NX PX``) makes it one probe at a time, and expires so that a process that died
+mid-probe cannot wedge the others. Returns ``{taken (0/1), limit, known (0/1), held, key_cap
+(0: none), seconds since the last probe (-1: none)}``.
 """
 
 COUNT = (
@@ -178,9 +229,25 @@ UPDATE = (
     + _PROBE
     + """
 local op = ARGV[1]
+local function wake()
+  -- Tell the waiters of every process, if there are any, that a slot may be free.
+  if redis.call('ZCARD', KEYS[6]) + redis.call('ZCARD', KEYS[7]) > 0 then
+    redis.call('PUBLISH', ARGV[7], '')
+  end
+end
 if op == 'release' then
-  redis.call('ZREM', KEYS[1], ARGV[4])
+  if redis.call('ZREM', KEYS[1], ARGV[4]) == 1 then wake() end
   redis.call('ZREM', KEYS[2], ARGV[4])
+  return 0
+end
+if op == 'withdraw' then
+  -- A waiter gave up. Its last try may have leased a slot as its caller was cancelled: that
+  -- slot is nobody's now. Without it (or the interactive waiter), others may fit.
+  local freed = redis.call('ZREM', KEYS[1], ARGV[4])
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  freed = freed + redis.call('ZREM', KEYS[6], ARGV[4])
+  redis.call('ZREM', KEYS[7], ARGV[4])
+  if freed > 0 then wake() end
   return 0
 end
 if op == 'running' then
@@ -200,6 +267,7 @@ if op == 'created' then
   if not known then
     if redis.call('ZCARD', KEYS[1]) >= limit and running >= limit - 1 then
       redis.call('HSET', KEYS[3], 'limit', limit + 1)
+      wake()
     end
   elseif base and running > base then
     -- The probe was accepted: keep the raise, probe again at once with a larger step.
@@ -227,11 +295,16 @@ redis.call('HINCRBY', KEYS[4], 'conflicts', 1)
 local before = limit
 local cap = nil
 local upgraded = ARGV[4] ~= '' and key_cap and tonumber(ARGV[4]) > key_cap
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local held = redis.call('ZCARD', KEYS[1])
+local others = 0
+if ARGV[5] ~= '' then others = math.max(0, tonumber(ARGV[5]) - math.max(0, held - 1)) end
+if others > 0 or (ARGV[4] ~= '' and held < tonumber(ARGV[4])) then
+  -- `shows_others`: someone these limits do not count holds slots of the key, so background
+  -- work in every process leaves it room for a while (`kept_free`).
+  redis.call('HSET', KEYS[3], 'others_at', now)
+end
 if ARGV[4] ~= '' then
-  local others = 0
-  if ARGV[5] ~= '' then
-    others = math.max(0, tonumber(ARGV[5]) - math.max(0, redis.call('ZCARD', KEYS[1]) - 1))
-  end
   cap = math.max(1, tonumber(ARGV[4]) - others)
   key_cap = tonumber(ARGV[4])
   redis.call('HSET', KEYS[3], 'key_cap', key_cap)
@@ -265,10 +338,14 @@ end
 return 0
 """
 )
-"""KEYS: slots, running, state, stats, probe lease. ARGV: op, lease, default limit, arg, the
-key's active tasks named by a 409 (or ''), unit.
+"""KEYS: slots, running, state, stats, probe lease, interactive waiters, background waiters.
+ARGV: op, lease, default limit, arg, the key's active tasks named by a 409 (or ''), unit, the
+``released`` channel.
 
-Ops: ``release`` (arg: member), ``running`` (arg: member), ``created`` (grows the cap as
-`grown_cap` does while it is learned; settles a probe in flight as accepted), ``conflict``
-(arg: the stated cap or ''; learns as `cap_after_conflict`, and a probe in flight backs off).
+Ops: ``release`` (arg: member), ``withdraw`` (arg: a waiter's member: it gave up),
+``running`` (arg: member), ``created`` (grows the cap as `grown_cap` does while it is learned;
+settles a probe in flight as accepted), ``conflict`` (arg: the stated cap or ''; learns as
+`cap_after_conflict`, dates ``others_at`` as `shows_others` says, and a probe in flight backs
+off). A release, a withdrawal that frees room and a grown cap are published on the channel
+when somebody waits.
 """
