@@ -1,7 +1,10 @@
 """RedisLimits against a real redis-server on loopback, started for the session.
 
 Two `RedisLimits` on one key stand for two processes: what one learns paces the other, their
-active slots are one pool, and the slots of a process that stops renewing come back.
+active slots are one pool, and the slots of a process that stops renewing come back. The
+priority tests show interactive callers of one process going ahead of background work of
+another, for a slot and for a window's place, and a killed process (a real one) holding
+nobody up past its leases.
 """
 
 from __future__ import annotations
@@ -776,3 +779,56 @@ async def test_a_failed_entry_leaves_nothing_running(redis_url: str, key: str) -
         r.hset(RedisKeys(key).state, "limit", "2")
     async with limits:  # closed cleanly, so it can be entered again
         assert limits.active.limit == 2
+
+
+def _redis_time(r: redis.Redis) -> float:
+    seconds, micros = r.time()
+    return float(seconds) + float(micros) / 1e6
+
+
+@pytest.mark.anyio
+async def test_a_background_request_leaves_the_window_to_interactive_waiters(
+    redis_url: str, key: str
+) -> None:
+    web, batch = _pair(redis_url, key)
+    waiters = RedisKeys(key).pace_waiters("create")
+    async with web, batch:
+        web.create.learn_window(1, 0.2)
+        await web.flush()
+        with redis.Redis.from_url(redis_url) as r:
+            # An interactive caller of a process that died while it waited for the window.
+            lapses = _redis_time(r) + 0.5
+            r.zadd(waiters, {"dead": lapses})
+        sent = await batch.create.acquire("background")
+        assert sent >= lapses  # the window was free, but kept for it until its lease ended
+        # A live one waits for the place the background request took and is served first;
+        # the batch, asking meanwhile, waits for a place past it.
+        order: list[str] = []
+
+        async def send(limits: RedisLimits, priority: Priority) -> None:
+            await limits.create.acquire(priority)
+            order.append(priority)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send, web, "interactive")
+            with redis.Redis.from_url(redis_url) as r:
+                await _until(lambda: r.zcard(waiters) == 1)
+            tg.start_soon(send, batch, "background")
+        assert order == ["interactive", "background"]
+        with redis.Redis.from_url(redis_url) as r:
+            assert r.zcard(waiters) == 0
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_pacer_waiter_is_unregistered(redis_url: str, key: str) -> None:
+    async with RedisLimits(redis_url, key=key) as limits:
+        limits.query.learn_window(1, 60.0)
+        await limits.flush()
+        await limits.query.acquire()
+        with redis.Redis.from_url(redis_url) as r:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(limits.query.acquire)
+                await _until(lambda: r.zcard(RedisKeys(key).pace_waiters("query")) == 1)
+                tg.cancel_scope.cancel()
+            await limits.flush()
+            assert r.zcard(RedisKeys(key).pace_waiters("query")) == 0

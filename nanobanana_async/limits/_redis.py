@@ -6,10 +6,10 @@ Redis, so that a 429 learned by one process paces all of them, a 429's ``retryAf
 the endpoint for everyone, and the active-task slots are one pool (see ``_redis_scripts`` for
 how the numbers are kept).
 
-Interactive callers go first across processes too: a caller that waits for a slot is
-registered in Redis with its class, and background work in any process yields to it; a
-release in any process wakes the waiters of every process (pub/sub), so the slot is handed
-over at once.
+Interactive callers go first across processes too: a caller that waits for a slot (or, when
+interactive, for a place in a create or poll window) is registered in Redis with its class,
+and background work in any process yields to it; a release in any process wakes the waiters
+of every process (pub/sub), so the slot is handed over at once.
 
 The instance is an async context manager: entering it connects and starts two background
 tasks: one renews this process's leases and sends what the client's synchronous callbacks
@@ -100,8 +100,8 @@ class RedisLimits(LimitsBase[RedisEndpointLimiter, RedisActiveTaskLimiter]):
         self._keys = RedisKeys(key)
         self._link = RedisLink()
         super().__init__(
-            RedisEndpointLimiter(self._link, self._keys, "create"),
-            RedisEndpointLimiter(self._link, self._keys, "query"),
+            RedisEndpointLimiter(self._link, self._keys, "create", waiter_lease=self.waiter_lease),
+            RedisEndpointLimiter(self._link, self._keys, "query", waiter_lease=self.waiter_lease),
             RedisActiveTaskLimiter(
                 self._link,
                 self._keys,

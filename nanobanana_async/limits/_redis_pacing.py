@@ -4,7 +4,9 @@ Like every script of `RedisLimits` (see ``_redis_scripts``, which names the keys
 the time from Redis ``TIME`` and run atomically:
 
 * `PACE` checks and appends to the sliding-window logs (a sorted set of send times per
-  window) and answers how long to wait;
+  window) and answers how long to wait, interactive callers first across processes: one
+  told to wait is registered (in a sorted set scored by its turn and a lease), and a
+  background request takes no place in a window that a registered waiter needs;
 * `RATE_LIMITED` stores a 429's window and block.
 """
 
@@ -34,12 +36,17 @@ local function pset(f, name, v) redis.call('HSET', KEYS[3], f .. ':' .. name, v)
 local function pdel(f, name) redis.call('HDEL', KEYS[3], f .. ':' .. name) end
 """
 
-# The margin is that of `base_margin`, times the pacer's widening.
+# The margin is that of `base_margin`, times the pacer's widening. A background request needs
+# a place in each window for itself and for every interactive caller waiting (``need``).
 PACE = (
     NOW
     + _WINDOW_PROBE
     + """
 local widen = tonumber(ARGV[3])
+local interactive = ARGV[4] == 'interactive'
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+local need = 1
+if not interactive then need = 1 + redis.call('ZCARD', KEYS[4]) end
 local wait = 0
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > now then wait = blocked - now end
@@ -87,13 +94,22 @@ for i = 1, #windows, 2 do
       limit = raised
     end
   end
-  if n >= limit then
-    local oldest = redis.call('ZRANGE', log, n - limit, n - limit, 'WITHSCORES')
-    local w = tonumber(oldest[2]) + seconds + margin - now
+  if n + need > limit then
+    -- The place comes free when the entry `need` places from the window's end expires; past
+    -- the log's start (more waiters than places), when the waiters' own will.
+    local at = n + need - 1 - limit
+    local w = seconds + margin
+    if at < n then
+      local oldest = redis.call('ZRANGE', log, at, at, 'WITHSCORES')
+      w = tonumber(oldest[2]) + seconds + margin - now
+    end
     if w > wait then wait = w end
   end
 end
-if wait <= 0 then
+if wait > 0 then
+  if interactive then redis.call('ZADD', KEYS[4], now + wait + tonumber(ARGV[5]), ARGV[2]) end
+else
+  if interactive then redis.call('ZREM', KEYS[4], ARGV[2]) end
   for i = 1, #windows, 2 do
     local f = windows[i]
     local seconds = tonumber(f)
@@ -110,11 +126,13 @@ end
 return {tostring(wait), tostring(now)}
 """
 )
-"""KEYS: windows hash, blocked key, probes hash. ARGV: log key prefix, member, margin
-multiplier.
+"""KEYS: windows hash, blocked key, probes hash, interactive waiters. ARGV: log key prefix,
+member, margin multiplier, class (``interactive`` or ``background``), waiter lease.
 
-Returns ``{wait, now}``: wait > 0 means nothing was counted; come back in wait seconds. A
-window that holds the request back is probed one step higher when its schedule allows.
+Returns ``{wait, now}``: wait > 0 means nothing was counted; come back in wait seconds. An
+interactive caller told to wait is registered until then and a lease more; a background one
+waits until every window has a place for each interactive waiter and for itself. A window
+that holds the request back is probed one step higher when its schedule allows.
 """
 
 RATE_LIMITED = (

@@ -16,7 +16,8 @@ its class, scored by the end of a short lease that each of its tries renews, so 
 process's waiters stop counting when their lease ends. `TAKE` refuses a background caller
 while an interactive one waits anywhere on the key. A release, and a served or withdrawn
 waiter that leaves room, are published on the key's ``released`` channel when somebody
-waits, so waiters in every process try again at once.
+waits, so waiters in every process try again at once. The endpoints' pacers put their
+interactive waiters first the same way (see `PACE`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class RedisKeys:
     def probes(self, endpoint: str) -> str:
         """Hash: the probe schedules of an endpoint's windows (see `PACE`)."""
         return f"{self.prefix}:{endpoint}:probes"
+
+    def pace_waiters(self, endpoint: str) -> str:
+        """Sorted set: interactive callers waiting to send to an endpoint, by their lease."""
+        return f"{self.prefix}:{endpoint}:waiting"
 
     def log_prefix(self, endpoint: str) -> str:
         """The prefix of an endpoint's send logs, one sorted set per `window_field`."""
