@@ -1,15 +1,18 @@
 """Serve one benchmark scenario's fake provider from its own process.
 
-This prints the base URL (and when the fake started) on the first line. The parent writes a
-line when its client starts: the scenario's changes are planned from then, and for a
-scenario with changes the fake's state is sampled on a timer. When standard input closes this
-prints the fake's statistics as JSON (with that timeline) and exits. A separate process
-stands in for the provider's own machine: the client under test does not share an
-interpreter (or a core) with the server.
+Arguments: the scenario's name, and optionally another time scale for it. This prints the
+base URL (and when the fake started) on the first line. The parent writes a line when its
+client starts: the scenario's changes are planned from then, and for a scenario with changes
+the fake's state is sampled on a timer. When standard input closes this prints the fake's
+statistics as JSON (with that timeline; for a scenario that tallies its consumers apart, with
+each one's counts and every task's span) and exits. A separate process stands in for the
+provider's own machine: the client under test does not share an interpreter (or a core) with
+the server.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -22,9 +25,10 @@ import attrs
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import Scenario
+from _common import Scenario, TalliedFake
 from batch import CHANGING, SCENARIOS
 from multiprocess import SCENARIOS as MULTIPROCESS
+from shared_key import SCENARIO as SHARED_KEY
 
 from nanobanana_async.testing import FakeNanoBanana
 
@@ -54,8 +58,11 @@ async def sample(fake: FakeNanoBanana, origin: float, into: dict[str, list[Any]]
         await anyio.sleep(SAMPLE_EVERY * scale)
 
 
-async def main(name: str) -> None:
-    scenario: Scenario = next(s for s in [*SCENARIOS, *CHANGING, *MULTIPROCESS] if s.name == name)
+async def main(name: str, time_scale: str | None = None) -> None:
+    scenarios = [*SCENARIOS, *CHANGING, *MULTIPROCESS, SHARED_KEY]
+    scenario: Scenario = next(s for s in scenarios if s.name == name)
+    if time_scale is not None:
+        scenario = dataclasses.replace(scenario, time_scale=float(time_scale))
     fake = scenario.fake()
     timeline: dict[str, list[Any]] = {"samples": [], "refusals": []}
     async with fake.serve() as base_url:
@@ -69,9 +76,11 @@ async def main(name: str) -> None:
                 group.start_soon(sample, fake, origin, timeline)
             await anyio.to_thread.run_sync(sys.stdin.read)
             group.cancel_scope.cancel()
-    stats = attrs.asdict(fake.stats)
-    print(json.dumps({**stats, "origin": origin, "timeline": timeline}), flush=True)
+    stats: dict[str, Any] = {**attrs.asdict(fake.stats), "origin": origin, "timeline": timeline}
+    if isinstance(fake, TalliedFake):
+        stats.update(tally=fake.tally, tasks=fake.task_spans(origin))
+    print(json.dumps(stats), flush=True)
 
 
 if __name__ == "__main__":
-    anyio.run(main, sys.argv[1])
+    anyio.run(main, *sys.argv[1:3])

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import attrs
@@ -31,6 +31,7 @@ from nanobanana_async import RetryPolicy
 from nanobanana_async.testing import virtual_time
 
 BASE_URL = "https://api.fake-nanobanana.test"
+Job = TypeVar("Job")
 
 
 async def measure(scenario: Scenario, contender: str, seed: int) -> dict[str, Any]:
@@ -90,13 +91,17 @@ def _run(job: tuple[str, str, int]) -> dict[str, Any]:
     return anyio.run(measure, scenario, contender, seed, backend=backend, backend_options=options)
 
 
-def run_all(jobs: Sequence[tuple[str, str, int]], workers: int | None = None) -> list[dict]:
-    """Every (scenario, contender, seed), spread over the machine's cores."""
+def run_all(
+    jobs: Sequence[Job],
+    workers: int | None = None,
+    run: Callable[[Job], dict[str, Any]] = _run,
+) -> list[dict]:
+    """``run`` each job (by default a (scenario, contender, seed)), over the machine's cores."""
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     if workers <= 1:
-        return [_run(job) for job in jobs]
+        return [run(job) for job in jobs]
     with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(_run, jobs))
+        return list(pool.map(run, jobs))
 
 
 def summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

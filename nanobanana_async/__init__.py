@@ -60,6 +60,7 @@ from ._polling import OnUpdate, PollPolicy
 from ._publish import ImageHost
 from ._retry import RetryPolicy
 from ._s3 import S3ImageHost
+from ._telemetry import Telemetry
 from ._variants import RawResponse
 from ._version import __version__
 from .limits import (
@@ -127,6 +128,7 @@ __all__ = [
     "TaskNotFoundError",
     "TaskResult",
     "TaskState",
+    "Telemetry",
     "TextToImage",
     "TierLimits",
     "TierName",

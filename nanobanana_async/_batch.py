@@ -42,6 +42,7 @@ from ._errors import (
 from ._journal import Journal, Status, error_columns, fingerprint, outcome_from_row
 from ._outcomes import BatchCounters, BatchOutcome, BatchStatistics, ProgressHook, RequestT
 from ._polling import result_of
+from ._telemetry import NULL_SCOPE, Scope
 from ._wire import CreateBody
 from .limits._queue import PRIORITIES
 
@@ -115,6 +116,7 @@ class BatchRunner:
         self._stop: APIStatusError | None = None
         self._running = False
         self._progress_lock: anyio.Lock | None = None
+        self._trace: Scope = NULL_SCOPE
 
     # -- public ------------------------------------------------------------------------------
 
@@ -208,6 +210,10 @@ class BatchRunner:
         snapshot = self._client.limits.snapshot()
         self._counters.conflicts0 = snapshot.conflicts
         self._counters.rate_limited0 = snapshot.rate_limited
+        # The batch's span: its jobs' parent, whichever task runs them.
+        self._trace = self._engine.telemetry.operation("batch", priority=self._priority)
+        if self._counters.total is not None:
+            self._trace.annotate("nanobanana.batch.total", self._counters.total)
         try:
             # Opened here, so that a bad journal raises as itself, not inside a task group.
             journal = None if self._journal_path is None else await Journal.open(self._journal_path)
@@ -222,8 +228,23 @@ class BatchRunner:
             finally:
                 if journal is not None:
                     await journal.aclose()
+        except BaseException as exc:
+            self._end_trace(exc)
+            raise
+        else:
+            self._end_trace()
         finally:
             self._running = False
+
+    def _end_trace(self, error: BaseException | None = None) -> None:
+        """End the batch's span with its counts."""
+        stats = self.statistics()
+        for name in ("submitted", "created", "succeeded", "failed", "resumed", "polls"):
+            self._trace.annotate(f"nanobanana.batch.{name}", getattr(stats, name))
+        self._trace.annotate("nanobanana.batch.conflicts", stats.conflicts)
+        self._trace.annotate("nanobanana.batch.rate_limited", stats.rate_limited)
+        self._trace.end(error)
+        self._trace = NULL_SCOPE
 
     # -- the batch ---------------------------------------------------------------------------
 
@@ -299,15 +320,23 @@ class BatchRunner:
             await self._emit(send, self._stopped(index, request))
             return
         holder = object()
-        await active.acquire(holder, self._priority, self._headroom)
+        trace = self._engine.telemetry.operation(
+            "batch.job", request=request, request_id=request_id, index=index, parent=self._trace
+        )
+        try:
+            with self._engine.telemetry.slot_wait("before_create", self._priority, parent=trace):
+                await active.acquire(holder, self._priority, self._headroom)
+        except BaseException as exc:
+            trace.end(exc)
+            raise
         if task_id is None and self._stop is not None:
             active.release(holder)
-            await self._emit(send, self._stopped(index, request))
+            await self._emit(send, self._stopped(index, request), trace)
             return
         self._counters.running += 1
         jobs.start_soon(
             self._job,
-            _Job(index, body, job_fingerprint, request_id, task_id),
+            _Job(index, body, job_fingerprint, request_id, task_id, trace),
             holder,
             journal,
             send,
@@ -321,11 +350,12 @@ class BatchRunner:
         send: MemoryObjectSendStream[_Outcome],
     ) -> None:
         try:
-            outcome = await self._create_and_follow(job, holder, journal)
+            with job.trace.current():  # ends the job's span if it is cancelled
+                outcome = await self._create_and_follow(job, holder, journal)
         finally:
             self._engine.limits.active.release(holder)
             self._counters.running -= 1
-        await self._emit(send, outcome)
+        await self._emit(send, outcome, job.trace)
 
     async def _create_and_follow(
         self, job: _Job, holder: object, journal: Journal | None
@@ -437,7 +467,19 @@ class BatchRunner:
         assert error is not None
         return BatchOutcome(index=index, request=request, error=error)
 
-    async def _emit(self, send: MemoryObjectSendStream[_Outcome], outcome: _Outcome) -> None:
+    async def _emit(
+        self, send: MemoryObjectSendStream[_Outcome], outcome: _Outcome, trace: Scope | None = None
+    ) -> None:
+        """Hand an outcome to the stream, ending its job's span (one made now if it had none)."""
+        if trace is None:  # answered without a job: from the journal, invalid, or stopped
+            trace = self._engine.telemetry.operation(
+                "batch.job", request=outcome.request, index=outcome.index, parent=self._trace
+            )
+        if outcome.task_id is not None:
+            trace.annotate("nanobanana.task_id", outcome.task_id)
+        if outcome.resumed:
+            trace.annotate("nanobanana.batch.resumed", True)
+        trace.end(outcome.error)
         if outcome.resumed:
             self._counters.resumed += 1
         if outcome.ok:
@@ -462,6 +504,7 @@ class _Job:
     fingerprint: str
     request_id: str
     task_id: str | None
+    trace: Scope = NULL_SCOPE
 
     @property
     def request(self) -> ImageRequest:

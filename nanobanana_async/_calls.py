@@ -42,6 +42,7 @@ from ._models import Task
 from ._refusals import MIN_SLOT_WAIT, learn, wait_for_slot
 from ._retry import RetryPolicy, retry_decision
 from ._secret import Secret
+from ._telemetry import NO_RECORDER, Recorder, Scope
 from ._wire import (
     CREATE_PATH,
     QUERY_PATH,
@@ -120,6 +121,7 @@ class Caller:
         timeout: httpx's per-phase timeouts, or None for the HTTP client's own.
         exchange_timeout: The most seconds one HTTP exchange may take, whole.
         max_response_bytes: The largest answer read (decoded bytes).
+        telemetry: Told of every request sent, pacer and slot wait, and task created.
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class Caller:
         timeout: httpx.Timeout | None,
         exchange_timeout: float,
         max_response_bytes: int,
+        telemetry: Recorder = NO_RECORDER,
     ) -> None:
         prefix = base_url.path.rstrip("/")
         self._create_url = base_url.copy_with(path=prefix + CREATE_PATH, query=None)
@@ -158,6 +161,7 @@ class Caller:
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self.created = CreatedTasks()
         self.closed = False
+        self.telemetry = telemetry
 
     @property
     def limits(self) -> LimitsBackend:
@@ -212,6 +216,7 @@ class Caller:
         if holder is not None:
             self._limits.active.mark_running(holder)
         self._limits.active.on_created()
+        self.telemetry.created(task_id)
         logger.debug("created task %s (request id %s)", task_id, request_id)
         return task_id
 
@@ -285,7 +290,9 @@ class Caller:
                 paced: float | None = None
                 with anyio.CancelScope(deadline=min(deadline, budget_end)):
                     paced = await pacer.acquire(priority)
-                rate_waited += anyio.current_time() - waited_from
+                waited = anyio.current_time() - waited_from
+                rate_waited += waited
+                self.telemetry.paced(endpoint, priority, waited)
                 if paced is None:
                     raise rate_limited
                 sent.at = paced
@@ -294,19 +301,21 @@ class Caller:
             # Anything else not yet accepted is held back once the batch has stopped.
             hold_back = stop if stop is not None and not maybe_created else None
             try:
-                data = await self._exchange(
-                    endpoint,
-                    headers,
-                    content,
-                    params,
-                    deadline,
-                    request_id,
-                    on_response=on_response,
-                    sent=sent,
-                    stop=hold_back,
-                    priority=priority,
-                )
-                value = read(data)
+                with self.telemetry.exchange(endpoint) as exchange:
+                    data = await self._exchange(
+                        endpoint,
+                        headers,
+                        content,
+                        params,
+                        deadline,
+                        request_id,
+                        on_response=on_response,
+                        sent=sent,
+                        stop=hold_back,
+                        priority=priority,
+                        exchange=exchange,
+                    )
+                    value = read(data)
             except _PacingCut:
                 continue
             except (APIStatusError, APIConnectionError, DecodeError) as exc:
@@ -359,9 +368,11 @@ class Caller:
                 raise error
             logger.info("%s: %s; " + _WAITS[decision.kind], endpoint, error, delay)
             if decision.kind == "slot":
-                if not await wait_for_slot(
-                    self._limits.active, holder, delay, deadline, priority, headroom
-                ):
+                with self.telemetry.slot_wait("after_conflict", priority):
+                    freed = await wait_for_slot(
+                        self._limits.active, holder, delay, deadline, priority, headroom
+                    )
+                if not freed:
                     raise error
             elif decision.kind != "rate_limit":
                 await anyio.sleep(delay)
@@ -379,6 +390,7 @@ class Caller:
         on_response: OnResponse | None = None,
         stop: StopCheck | None = None,
         priority: Priority = "interactive",
+        exchange: Scope,
     ) -> Any:
         """Pace (unless ``sent.at`` says it was), then one HTTP exchange; returns ``data``.
 
@@ -390,11 +402,14 @@ class Caller:
         # One scope, one timer: set once for the common case, where the pacer lets the
         # request go at once; moved only when the pacer held it.
         with anyio.CancelScope(deadline=min(deadline, entered + self._exchange_timeout)) as scope:
-            if sent.at is None:
+            pacing = sent.at is None
+            if pacing:
                 sent.at = await self._limits.endpoint(endpoint).acquire(priority)
             if stop is not None and (refusal := stop()) is not None:
                 raise refusal
             now = anyio.current_time()
+            if pacing:
+                self.telemetry.paced(endpoint, priority, now - entered)
             if now >= deadline:
                 raise APITimeoutError(
                     f"{endpoint}: the deadline passed before the request was sent",
@@ -403,6 +418,7 @@ class Caller:
             if now - entered > _HELD:
                 scope.deadline = min(deadline, now + self._exchange_timeout)
             sending = True
+            exchange.sending(now - entered)
             request = self._http.build_request(
                 "POST" if endpoint == "create" else "GET",
                 self._create_url if endpoint == "create" else self._query_url,
@@ -423,6 +439,7 @@ class Caller:
 
             try:
                 response = await self._http.send(request, stream=True)
+                exchange.answered(response.status_code)
                 try:
                     body = await read_body(response, self._max_bytes, too_large)
                 finally:
@@ -438,6 +455,7 @@ class Caller:
             return self._answer(request, response, body, request_id, on_response)
         # Only the scope's own deadline gets here (everything else returned or raised).
         if not sending:
+            self.telemetry.paced(endpoint, priority, anyio.current_time() - entered)  # then cut
             if anyio.current_time() < deadline:
                 raise _PacingCut  # held longer than one exchange may take: pace again
             raise APITimeoutError(

@@ -34,11 +34,19 @@ from ._config import (
 from ._download import Downloader
 from ._engine import Engine
 from ._models import ImageRequest, Task, TaskResult
-from ._polling import DurationModel, OnUpdate, PollPlanner, PollPolicy, result_of
+from ._polling import (
+    DurationModel,
+    OnUpdate,
+    PollPlanner,
+    PollPolicy,
+    result_of,
+    slots_wanted,
+)
 from ._publish import ImageHost, ImagePublisher
 from ._results import ResultFiles
 from ._retry import RetryPolicy
 from ._secret import Secret
+from ._telemetry import Telemetry, recorder_for
 from ._variants import RawResponses, shared_engine
 from ._version import __version__
 from .limits import Limits, LimitsBackend, LimitsSnapshot, Priority, TierName
@@ -54,6 +62,7 @@ class _Settings(NamedTuple):
     retry: RetryPolicy
     max_download_bytes: int
     max_response_bytes: int
+    telemetry: Telemetry | None
 
 
 class AsyncNanoBanana(ResultFiles):
@@ -91,6 +100,10 @@ class AsyncNanoBanana(ResultFiles):
         image_host: Where local input images (files, bytes) of an `ImageToImage` are
             published for the provider to fetch, e.g. an `S3ImageHost`; you close it.
             Without one, a request holding local images is refused before it is sent.
+        telemetry: What the client records with OpenTelemetry (the ``[otel]`` extra), and
+            where: see `Telemetry`. By default spans and metrics go to the application's
+            global providers, and prompts are left out; nothing is recorded until the
+            application configures an OpenTelemetry SDK.
 
     Raises:
         ConfigurationError: No API key was given or found in the environment, or a setting
@@ -114,13 +127,16 @@ class AsyncNanoBanana(ResultFiles):
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         limits: LimitsBackend | None = None,
         image_host: ImageHost | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         secret = check_api_key(api_key)
         url, loopback = check_base_url(base_url)
         self._base_url = url
         retry = retry_policy(retry, max_retries)
         # Kept for `with_options`, which builds a client of the same settings.
-        self._settings = _Settings(secret, timeout, retry, max_download_bytes, max_response_bytes)
+        self._settings = _Settings(
+            secret, timeout, retry, max_download_bytes, max_response_bytes, telemetry
+        )
         check_at_least_one(max_download_bytes=max_download_bytes)
         check_at_least_one(max_response_bytes=max_response_bytes)
         if limits is None:
@@ -137,6 +153,7 @@ class AsyncNanoBanana(ResultFiles):
             timeout=per_phase or DEFAULT_TIMEOUT, follow_redirects=False
         )
         user_agent = f"nanobanana-async/{__version__}"
+        recorder = recorder_for(telemetry, limits=limits, server_address=url.host)
         caller = Caller(
             http=self._http,
             base_url=url,
@@ -147,9 +164,15 @@ class AsyncNanoBanana(ResultFiles):
             timeout=per_phase,
             exchange_timeout=exchange,
             max_response_bytes=max_response_bytes,
+            telemetry=recorder,
         )
         self._poll = poll or PollPolicy()
-        planner = PollPlanner(self._poll, DurationModel(), lambda: limits.query.rate)
+        planner = PollPlanner(
+            self._poll,
+            DurationModel(),
+            lambda: limits.query.rate,
+            lambda: slots_wanted(limits.active),
+        )
         publisher = None if image_host is None else ImagePublisher(image_host)
         self._engine = Engine(caller, planner, publisher)
         self._downloader = Downloader(
@@ -157,6 +180,7 @@ class AsyncNanoBanana(ResultFiles):
             user_agent=user_agent,
             allow_loopback=loopback,
             max_bytes=max_download_bytes,
+            telemetry=recorder,
         )
         self._closed = False
 
@@ -271,6 +295,7 @@ class AsyncNanoBanana(ResultFiles):
             limits=self.limits,
             max_download_bytes=settings.max_download_bytes,
             max_response_bytes=settings.max_response_bytes,
+            telemetry=settings.telemetry,
         )
         derived._engine = shared_engine(derived, self, same_poll=poll is None)
         return derived
@@ -326,7 +351,10 @@ class AsyncNanoBanana(ResultFiles):
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
         priority = check_priority(priority)
-        return await self._engine.create(body, request_id, seconds, priority=priority)
+        with self._engine.telemetry.operation(
+            "create_task", request=request, request_id=request_id, priority=priority
+        ):
+            return await self._engine.create(body, request_id, seconds, priority=priority)
 
     async def get_task(self, task_id: str, *, timeout: float = DEFAULT_QUERY_TIMEOUT) -> Task:
         """Read a task once (one ``recordInfo`` call, plus retries).
@@ -346,7 +374,8 @@ class AsyncNanoBanana(ResultFiles):
         """
         task_id = check_task_id(task_id)
         seconds = check_timeout(timeout, DEFAULT_QUERY_TIMEOUT)
-        return await self._engine.caller.query(task_id, anyio.current_time() + seconds)
+        with self._engine.telemetry.operation("get_task", task_id=task_id):
+            return await self._engine.caller.query(task_id, anyio.current_time() + seconds)
 
     async def wait_for_result(
         self,
@@ -382,10 +411,13 @@ class AsyncNanoBanana(ResultFiles):
         task_id = check_task_id(task_id)
         seconds = check_timeout(timeout, DEFAULT_WAIT_TIMEOUT)
         priority = check_priority(priority)
-        task = await self._engine.follow(
-            task_id, timeout=seconds, on_update=on_update, priority=priority
-        )
-        return result_of(task)
+        with self._engine.telemetry.operation(
+            "wait_for_result", task_id=task_id, priority=priority
+        ):
+            task = await self._engine.follow(
+                task_id, timeout=seconds, on_update=on_update, priority=priority
+            )
+            return result_of(task)
 
     async def generate(
         self,
@@ -425,5 +457,8 @@ class AsyncNanoBanana(ResultFiles):
         request_id = check_request_id(request_id)
         seconds = check_timeout(timeout, DEFAULT_WAIT_TIMEOUT)
         priority = check_priority(priority)
-        task = await self._engine.generate(body, request_id, seconds, on_update, priority)
-        return result_of(task)
+        with self._engine.telemetry.operation(
+            "generate", request=request, request_id=request_id, priority=priority
+        ):
+            task = await self._engine.generate(body, request_id, seconds, on_update, priority)
+            return result_of(task)

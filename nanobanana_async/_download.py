@@ -25,6 +25,7 @@ import httpx
 from ._errors import DownloadError, UsageError
 from ._http import ACCEPT_ENCODING, iter_body, transport_error
 from ._models import TaskResult
+from ._telemetry import NO_RECORDER, Recorder
 
 __all__ = ["Downloader", "is_loopback_host"]
 
@@ -96,16 +97,24 @@ class Downloader:
         allow_loopback: Whether the API is on loopback (then so may result files be, over
             plain http: the fake provider and tests).
         max_bytes: The default size cap of one file.
+        telemetry: Told of every file fetched.
     """
 
     def __init__(
-        self, http: httpx.AsyncClient, *, user_agent: str, allow_loopback: bool, max_bytes: int
+        self,
+        http: httpx.AsyncClient,
+        *,
+        user_agent: str,
+        allow_loopback: bool,
+        max_bytes: int,
+        telemetry: Recorder = NO_RECORDER,
     ) -> None:
         self._http = http
         self._headers = {"User-Agent": user_agent, "Accept-Encoding": ACCEPT_ENCODING}
         self._loopback = allow_loopback
         self.max_bytes = max_bytes
         self.closed = False
+        self._telemetry = telemetry
 
     def check_url(self, url: str | httpx.URL) -> httpx.URL:
         """The URL, parsed, if a result file may be fetched from it.
@@ -129,35 +138,42 @@ class Downloader:
     async def fetch(self, url: str, *, deadline: float, max_bytes: int | None) -> bytes:
         """One result file, into memory."""
         parts: list[bytes] = []
-        async with (
-            self._open(url, deadline) as response,
-            contextlib.aclosing(self._chunks(response, max_bytes)) as chunks,
-        ):
-            async for chunk in chunks:
-                parts.append(chunk)
-        return b"".join(parts)
+        with self._telemetry.download(url) as download:
+            async with (
+                self._open(url, deadline) as response,
+                contextlib.aclosing(self._chunks(response, max_bytes)) as chunks,
+            ):
+                async for chunk in chunks:
+                    parts.append(chunk)
+            data = b"".join(parts)
+            download.received(len(data))
+        return data
 
     async def save(
         self, url: str, folder: Path, name: str, *, deadline: float, max_bytes: int | None
     ) -> Path:
         """One result file, streamed to a temporary file in ``folder`` and renamed into place."""
-        async with self._open(url, deadline) as response:
-            kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            suffix = _IMAGE_SUFFIXES.get(kind) or _suffix_from_url(response.url) or ".png"
-            target = folder / f"{name}{suffix}"
-            partial = folder / f".{name}{suffix}.{uuid.uuid4().hex[:8]}.part"
-            try:
-                async with (
-                    await anyio.open_file(partial, "wb") as file,
-                    contextlib.aclosing(self._chunks(response, max_bytes)) as chunks,
-                ):
-                    async for chunk in chunks:
-                        await file.write(chunk)
-                await anyio.Path(partial).replace(target)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await anyio.Path(partial).unlink(missing_ok=True)
-                raise
+        with self._telemetry.download(url) as download:
+            size = 0
+            async with self._open(url, deadline) as response:
+                kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                suffix = _IMAGE_SUFFIXES.get(kind) or _suffix_from_url(response.url) or ".png"
+                target = folder / f"{name}{suffix}"
+                partial = folder / f".{name}{suffix}.{uuid.uuid4().hex[:8]}.part"
+                try:
+                    async with (
+                        await anyio.open_file(partial, "wb") as file,
+                        contextlib.aclosing(self._chunks(response, max_bytes)) as chunks,
+                    ):
+                        async for chunk in chunks:
+                            size += len(chunk)
+                            await file.write(chunk)
+                    await anyio.Path(partial).replace(target)
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.Path(partial).unlink(missing_ok=True)
+                    raise
+            download.received(size)
         return target
 
     async def save_result(

@@ -19,6 +19,7 @@ from ._errors import APITimeoutError, InvalidRequestError, NanoBananaError, Wait
 from ._models import Task
 from ._polling import OnUpdate, PollPlanner, follow
 from ._publish import ImagePublisher, PublishedImages
+from ._telemetry import Recorder
 from ._wire import CreateBody, create_body
 from .limits import LimitsBackend, Priority
 
@@ -138,7 +139,7 @@ class Engine:
         )
         active = self.limits.active
         holder = object()
-        with anyio.move_on_after(seconds):
+        with self.telemetry.slot_wait("before_create", priority), anyio.move_on_after(seconds):
             await active.acquire(holder, priority)
         if not active.holds(holder):
             raise APITimeoutError(
@@ -171,6 +172,11 @@ class Engine:
     def limits(self) -> LimitsBackend:
         """The key's limits."""
         return self.caller.limits
+
+    @property
+    def telemetry(self) -> Recorder:
+        """What the client's paths report to (OpenTelemetry's spans and metrics, or nothing)."""
+        return self.caller.telemetry
 
     async def follow(
         self,

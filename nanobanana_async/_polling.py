@@ -40,12 +40,20 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._models import Task, TaskResult, TaskState
-from .limits import TIERS, Priority
+from .limits import TIERS, ActiveSlots, Priority
 
 if TYPE_CHECKING:
     from ._calls import Caller
 
-__all__ = ["DurationModel", "OnUpdate", "PollPlanner", "PollPolicy", "follow", "result_of"]
+__all__ = [
+    "DurationModel",
+    "OnUpdate",
+    "PollPlanner",
+    "PollPolicy",
+    "follow",
+    "result_of",
+    "slots_wanted",
+]
 
 logger = logging.getLogger("nanobanana_async")
 
@@ -130,8 +138,12 @@ class DurationModel:
         min_samples: Durations needed before the learned schedule replaces the policy.
     """
 
-    #: The share of a task's expected remaining spread between two polls near its likely end.
-    RESOLUTION = 0.025
+    #: Near a task's likely end, polls come this share of the typical duration apart while
+    #: its end is awaited (a caller waits for its slot, or for its result)...
+    RESOLUTION = 0.035
+    #: ... and this share when nobody does (the create rate binds, not the slots): a
+    #: batch's task is then seen done a little later, which costs it nothing.
+    RELAXED_RESOLUTION = 0.35
 
     def __init__(self, size: int = 512, min_samples: int = 1) -> None:
         self._recent: collections.deque[float] = collections.deque(maxlen=size)
@@ -172,7 +184,15 @@ class DurationModel:
         middle = above + (len(self._sorted) - above) // 2
         return max(0.0, self._sorted[middle] - age)
 
-    def next_delay(self, age: float, polls: int, policy: PollPolicy, rng: random.Random) -> float:
+    def next_delay(
+        self,
+        age: float,
+        polls: int,
+        policy: PollPolicy,
+        rng: random.Random,
+        *,
+        awaited: bool = True,
+    ) -> float:
         """Seconds from now until a task of ``age`` seconds, polled ``polls`` times, is polled.
 
         Args:
@@ -180,6 +200,8 @@ class DurationModel:
             polls: How many times it has been polled already.
             policy: The fallback policy and the interval bounds.
             rng: The source of jitter.
+            awaited: Whether its end is awaited (a caller waits for its slot or its result):
+                then polls come closer together.
         """
         low = self.quantile(0.05)
         if low is None:
@@ -192,11 +214,21 @@ class DurationModel:
             return max(policy.min_interval, low - age)
         # Near and past the likely end, poll a small fraction of the typical duration apart;
         # once the task outlives nearly all others, back off towards the policy's maximum.
-        step = max(policy.min_interval, typical * self.RESOLUTION)
+        resolution = self.RESOLUTION if awaited else self.RELAXED_RESOLUTION
+        step = max(policy.min_interval, typical * resolution)
         if age > high:
             overdue = (age - high) / max(typical, policy.min_interval)
             step = min(policy.maximum, step * (1.0 + 4.0 * overdue))
         return policy.spread(min(step, policy.maximum), rng)
+
+
+def slots_wanted(active: ActiveSlots) -> bool:
+    """Whether the slots bind: callers wait for one, and every slot held has a task running.
+
+    When creates wait for the pacer in slots they hold (the create rate binds), a slot that
+    frees would not make the next create go any sooner.
+    """
+    return active.waiting > 0 and active.running >= active.active
 
 
 class _Share:
@@ -229,10 +261,12 @@ class PollPlanner:
         policy: PollPolicy,
         durations: DurationModel,
         query_rate: Callable[[], float | None],
+        slots_wanted: Callable[[], bool] = lambda: True,
     ) -> None:
         self.policy = policy
         self.durations = durations
         self._query_rate = query_rate
+        self._slots_wanted = slots_wanted
         self._weights = 0.0
         self._followed = 0
         self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
@@ -242,9 +276,17 @@ class PollPlanner:
         self._followed += 1
         return _Share()
 
-    def next_delay(self, age: float, polls: int, share: _Share) -> float:
-        """Seconds until the next poll of a task: its likely end, within the query budget."""
-        delay = self.durations.next_delay(age, polls, self.policy, self.rng)
+    def next_delay(
+        self, age: float, polls: int, share: _Share, priority: Priority = "interactive"
+    ) -> float:
+        """Seconds until the next poll of a task: its likely end, within the query budget.
+
+        An interactive caller waits for the result, and a background task's end is awaited
+        while callers wait for a slot (its own will do): polls then come closer together. A
+        background task nobody waits on (the create rate binds, not the slots) is polled less.
+        """
+        awaited = priority == "interactive" or self._slots_wanted()
+        delay = self.durations.next_delay(age, polls, self.policy, self.rng, awaited=awaited)
         if not polls:
             return delay  # the first sleep: until the fastest tasks tend to finish
         remaining = self.durations.expected_remaining(age)
@@ -323,18 +365,20 @@ async def follow(
     last: Task | None = None
     failure: NanoBananaError | None = None
     share = planner.join()
+    telemetry = caller.telemetry
     try:
-        with anyio.CancelScope(deadline=deadline):
+        with anyio.CancelScope(deadline=deadline), telemetry.waiting(task_id) as waiting:
             while True:
                 if polls or created_at is not None:
                     age = _age(created_at, started, last)
-                    await anyio.sleep(planner.next_delay(age, polls, share))
+                    await anyio.sleep(planner.next_delay(age, polls, share, priority))
                 polls += 1
                 try:
                     task = await caller.query(task_id, deadline, priority=priority)
                 except DecodeError as exc:
                     # An answer we cannot read will most likely read the same next time.
                     unreadable += 1
+                    waiting.polled(error=exc)
                     if unreadable >= _MAX_UNREADABLE:
                         raise
                     failure = exc
@@ -342,12 +386,14 @@ async def follow(
                 except (APIConnectionError, ServerError, RateLimitError) as exc:
                     # The task runs on regardless: poll again on schedule; the deadline decides.
                     logger.info("polling task %s failed, will poll again: %s", task_id, exc)
+                    waiting.polled(error=exc)
                     failure = exc
                     continue
                 finally:
                     if on_poll is not None:
                         on_poll()
                 unreadable = 0
+                waiting.polled(task)
                 previous, last = last, task
                 if previous is None or task.raw_state != previous.raw_state:
                     if task.state is TaskState.UNKNOWN:
@@ -359,11 +405,13 @@ async def follow(
                     await _notify(on_update, task)
                 if task.is_finished:
                     planner.observe(task, created_at)
+                    telemetry.finished(task, created_at)
                     return task
     finally:
         planner.leave(share)
     if last is not None and last.is_finished:  # seen finished; a slow on_update ran late
         planner.observe(last, created_at)
+        telemetry.finished(last, created_at)
         return last
     raise WaitTimeoutError(task_id, timeout, last) from failure
 

@@ -15,6 +15,7 @@ import anyio
 from ._errors import ActiveTaskLimitError, NanoBananaError, RateLimitError
 from ._wire import limit_hints
 from .limits import ActiveSlots, LimitsBackend, Priority
+from .limits._base import told_window
 
 __all__ = ["MIN_SLOT_WAIT", "learn", "wait_for_slot"]
 
@@ -34,6 +35,9 @@ def learn(
         limits.endpoint(endpoint).on_rate_limited(
             error.retry_after, limit=hints.limit, window=hints.window, sent_at=sent_at
         )
+        told = told_window(hints.limit, hints.window)
+        if hints.tier is not None and told is not None:
+            limits.learn_tier(hints.tier, endpoint, told)
     elif isinstance(error, ActiveTaskLimitError) and endpoint == "create":
         hints = limit_hints(error)
         limits.active.on_conflict(hints.limit, hints.active)

@@ -87,6 +87,12 @@ class ResultFiles:
         async def fresh_urls(deadline: float) -> tuple[str, ...]:
             return (await self._engine.caller.query(result.task_id, deadline)).urls
 
-        return await self._downloader.save_result(
-            result, Path(directory), stem, seconds=seconds, max_bytes=max_bytes, refresh=fresh_urls
-        )
+        with self._engine.telemetry.operation("save_result", task_id=result.task_id):
+            return await self._downloader.save_result(
+                result,
+                Path(directory),
+                stem,
+                seconds=seconds,
+                max_bytes=max_bytes,
+                refresh=fresh_urls,
+            )

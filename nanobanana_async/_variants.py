@@ -26,7 +26,7 @@ from ._config import (
 )
 from ._engine import Engine
 from ._models import ImageRequest, Task
-from ._polling import PollPlanner
+from ._polling import PollPlanner, slots_wanted
 from .limits import Priority
 
 if TYPE_CHECKING:
@@ -100,9 +100,12 @@ class RawResponses:
         seconds = check_timeout(timeout, DEFAULT_CREATE_TIMEOUT)
         priority = check_priority(priority)
         last = _LastAnswer()
-        task_id = await engine.create(
-            body, request_id, seconds, on_response=last, priority=priority
-        )
+        with engine.telemetry.operation(
+            "create_task", request=request, request_id=request_id, priority=priority
+        ):
+            task_id = await engine.create(
+                body, request_id, seconds, on_response=last, priority=priority
+            )
         return last.response(task_id, request_id)
 
     async def get_task(
@@ -112,9 +115,11 @@ class RawResponses:
         task_id = check_task_id(task_id)
         seconds = check_timeout(timeout, DEFAULT_QUERY_TIMEOUT)
         last = _LastAnswer()
-        task = await self._client.engine.caller.query(
-            task_id, anyio.current_time() + seconds, on_response=last
-        )
+        engine = self._client.engine
+        with engine.telemetry.operation("get_task", task_id=task_id):
+            task = await engine.caller.query(
+                task_id, anyio.current_time() + seconds, on_response=last
+            )
         return last.response(task, None)
 
 
@@ -132,5 +137,10 @@ def shared_engine(
     if same_poll:
         return Engine(caller, original.engine.planner, publisher)
     limits = original.limits
-    planner = PollPlanner(derived.poll_policy, original.durations, lambda: limits.query.rate)
+    planner = PollPlanner(
+        derived.poll_policy,
+        original.durations,
+        lambda: limits.query.rate,
+        lambda: slots_wanted(limits.active),
+    )
     return Engine(caller, planner, publisher)

@@ -33,6 +33,7 @@ from cattrs.preconf.json import make_converter
 from ._errors import APIStatusError, DecodeError, InvalidRequestError, error_for_status
 from ._images import LocalImage
 from ._models import ImageToImage, Task, TaskState, TextToImage
+from .limits import TIERS
 
 __all__ = [
     "CREATE_PATH",
@@ -274,11 +275,13 @@ class LimitHints:
         limit: Requests per window (429) or active tasks (409).
         window: The window's length in seconds (429 only).
         active: The key's active tasks, every consumer's (409 only).
+        tier: The key's tier, if the body names one of the provider's table (429 only).
     """
 
     limit: int | None = None
     window: float | None = None
     active: int | None = None
+    tier: str | None = None
 
 
 def limit_hints(error: APIStatusError) -> LimitHints:
@@ -293,8 +296,12 @@ def limit_hints(error: APIStatusError) -> LimitHints:
     limit = _positive(body.get("limit"), _MAX_LEARNED_LIMIT)
     window = _positive(body.get("windowSeconds"), _MAX_LEARNED_WINDOW)
     active = _positive(body.get("active"), _MAX_LEARNED_LIMIT)
+    tier = body.get("tier")
     return LimitHints(
-        None if limit is None else int(limit), window, None if active is None else int(active)
+        None if limit is None else int(limit),
+        window,
+        None if active is None else int(active),
+        tier if isinstance(tier, str) and tier in TIERS else None,
     )
 
 

@@ -442,6 +442,28 @@ async def test_rate_limit_is_learned_from_the_429_body() -> None:
     assert_no_duplicates(fake)
 
 
+async def test_headroom_on_an_unknown_cap_learns_the_cap_then_leaves_the_room() -> None:
+    # Until the first 409 names the key's cap there is nothing to leave room of: a batch told
+    # nothing learns the cap as any does, then runs at most the cap less its headroom.
+    fake = fake_provider(max_active=10, duration=(5.0, 10.0))
+    active_after_learning: list[int] = []
+
+    def sample(stats: BatchStatistics) -> None:
+        if stats.max_active_known:
+            active_after_learning.append(fake.stats.active)
+
+    async with client_for(fake) as client:
+        runner = BatchRunner(client, headroom=2, on_progress=sample)
+        outcomes = await runner.run(prompts(80))
+
+    assert all(o.ok for o in outcomes)
+    assert runner.statistics().max_active_known
+    assert 1 <= fake.stats.active_limited <= 5
+    assert active_after_learning
+    assert max(active_after_learning) == 8
+    assert_no_duplicates(fake)
+
+
 async def test_max_active_given_is_never_exceeded() -> None:
     fake = fake_provider(duration=(1.0, 2.0))
     async with client_for(fake) as client:

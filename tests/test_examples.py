@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -310,3 +313,147 @@ def test_the_batch_and_resume_guides_run_as_written(tmp_path: Path) -> None:
     assert second.strip() == "8 outcomes from the journal, 0 tasks created now"
     assert stats.tasks_created == 4 + 3 + 8
     assert stats.duplicates == 0
+
+
+# -- traced end to end ---------------------------------------------------------------------------
+
+UPSTREAM_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+UPSTREAM_SPAN = "00f067aa0ba902b7"
+
+
+def exported(console: str) -> list[dict[str, Any]]:
+    """The JSON objects the console exporters printed, one after the other."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    at = console.find("{")
+    while at != -1:
+        value, end = decoder.raw_decode(console, at)
+        found.append(value)
+        at = console.find("{", end)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_a_request_is_traced_end_to_end_by_the_apps_span(tmp_path: Path) -> None:
+    """The example under uvicorn, exporting to the console: the caller's trace goes on in the
+    app's span, and the app's span is the parent of ``generate``'s."""
+    pytest.importorskip("opentelemetry.sdk")
+    fake = FakeNanoBanana(api_key=KEY, time_scale=0.01)
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(fake.serve()) as base_url,
+    ):
+        port = free_port()
+        env = {
+            **os.environ,
+            "NANOBANANA_API_KEY": KEY,
+            "NANOBANANA_BASE_URL": base_url,
+            "OTEL_TRACES_EXPORTER": "console",
+            "OTEL_METRICS_EXPORTER": "console",
+            "OTEL_SERVICE_NAME": "images-api",
+        }
+        command = [sys.executable, "-m", "uvicorn", "fastapi_app:app", "--port", str(port)]
+        server = subprocess.Popen(
+            [*command, "--app-dir", str(EXAMPLE.parent), "--log-level", "warning"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                assert server.poll() is None, server.communicate()[1]
+                assert time.monotonic() < deadline, "uvicorn did not start in time"
+                with contextlib.suppress(httpx.TransportError):
+                    httpx.get(f"{url}/openapi.json").raise_for_status()
+                    break
+                time.sleep(0.05)
+            answer = httpx.post(
+                f"{url}/images",
+                json={"prompt": "a banana in space"},
+                headers={"traceparent": f"00-{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-01"},
+                timeout=30,
+            )
+        finally:
+            server.terminate()  # uvicorn stops cleanly: the exporters flush what is left
+            console, errors = server.communicate(timeout=30)
+    assert answer.status_code == 200, answer.text
+    # A clean stop: uvicorn shuts the app down, then re-raises the SIGTERM it caught.
+    assert server.returncode in (0, -signal.SIGTERM), errors
+    printed = exported(console)
+    found = [span for span in printed if "span_id" in span.get("context", {})]
+    spans = {span["name"]: span for span in found}
+    by_id = {span["context"]["span_id"]: span for span in found}
+    (request,) = [span for span in found if span["name"] == "POST /images"]
+    generate = spans["nanobanana.generate"]
+    assert request["context"]["trace_id"] == f"0x{UPSTREAM_TRACE}"
+    assert request["parent_id"] == f"0x{UPSTREAM_SPAN}"
+    assert request["kind"] == "SpanKind.SERVER"
+    assert request["attributes"]["http.route"] == "/images"
+    assert request["attributes"]["http.response.status_code"] == 200
+    # The request's span is generate's parent: directly (the example's middleware, before
+    # FastAPI 0.142), or through FastAPI's own span of the handler.
+    above = [generate["parent_id"]]
+    while above[-1] in by_id and above[-1] != request["context"]["span_id"]:
+        above.append(by_id[above[-1]]["parent_id"])
+    assert above[-1] == request["context"]["span_id"]
+    assert [by_id[span_id]["name"] for span_id in above[:-1]] in ([], ["fastapi.endpoint"])
+    assert generate["context"]["trace_id"] == f"0x{UPSTREAM_TRACE}"
+    assert generate["attributes"]["nanobanana.task_id"] == answer.json()["task_id"]
+    for child in ("nanobanana.slot_wait", "nanobanana.create", "nanobanana.wait"):
+        assert spans[child]["parent_id"] == generate["context"]["span_id"]
+    (metrics,) = [found for found in printed if "resource_metrics" in found]
+    (resource,) = metrics["resource_metrics"]
+    assert resource["resource"]["attributes"]["service.name"] == "images-api"
+    names = {metric["name"] for scope in resource["scope_metrics"] for metric in scope["metrics"]}
+    assert {"nanobanana.client.requests", "nanobanana.task.duration"} <= names
+    assert KEY not in console
+
+
+@pytest.mark.anyio
+async def test_the_middleware_of_older_fastapi_makes_the_request_the_parent_of_generate() -> None:
+    """`TraceRequests`, for FastAPI before 0.142: its span is the current one in the handler."""
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from nanobanana_async import Telemetry, TextToImage
+
+    exporter = InMemorySpanExporter()
+    provider = sdk.TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    example = load_example()
+    fake = FakeNanoBanana(api_key=KEY, time_scale=0.01)
+    async with fake.client(telemetry=Telemetry(tracer_provider=provider)) as client:
+
+        async def handler(scope: Any, receive: Any, send: Any) -> None:
+            await client.generate(TextToImage(prompt="a banana"))
+            await send({"type": "http.response.start", "status": 201, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        app = example.TraceRequests(handler, tracer_provider=provider)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            traceparent = f"00-{UPSTREAM_TRACE}-{UPSTREAM_SPAN}-01"
+            answer = await http.post("/images", headers={"traceparent": traceparent})
+    assert answer.status_code == 201
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    request, generate = spans["POST /images"], spans["nanobanana.generate"]
+    assert request.context is not None
+    assert request.parent is not None
+    assert (request.parent.trace_id, request.parent.span_id) == (
+        int(UPSTREAM_TRACE, 16),
+        int(UPSTREAM_SPAN, 16),
+    )
+    assert (request.attributes or {})["http.response.status_code"] == 201
+    assert generate.parent is not None
+    assert generate.parent.span_id == request.context.span_id

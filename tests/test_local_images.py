@@ -1,9 +1,9 @@
 """Local images for image-to-image: files and bytes, published to an S3 store the test starts.
 
 The store is moto's S3 server on loopback (a real S3 protocol over HTTP), the provider is the
-fake served on loopback, which fetches every loopback image it is given, as the provider
-fetches image URLs: so each test sees a picture travel from disk (or memory) to the store and
-from the store to the provider.
+fake served over HTTP (`support.over_http`), which fetches every loopback image it is given, as
+the provider fetches image URLs: so each test sees a picture travel from disk (or memory) to
+the store and from the store to the provider.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import anyio
 import anyio.abc
 import httpx
 import pytest
-from support import fake_provider, loopback
+from support import fake_provider, over_http
 
 from nanobanana_async import (
     APITimeoutError,
@@ -151,7 +151,7 @@ async def test_refused_requests_send_nothing(tmp_path: Path, host: S3ImageHost) 
     text = tmp_path / "a.png"
     text.write_text("hello")
     provider = fake()
-    async with loopback(provider, image_host=host) as client:
+    async with over_http(provider, image_host=host) as client:
         for bad in ([text], [b"x" * 100], [png_bytes((1, 1, 1))] * 11):
             with pytest.raises(InvalidRequestError):
                 await client.generate(ImageToImage(prompt="x", image_urls=bad))
@@ -162,7 +162,7 @@ async def test_refused_requests_send_nothing(tmp_path: Path, host: S3ImageHost) 
 @pytest.mark.anyio
 async def test_without_an_image_host_nothing_is_sent(photo: Path) -> None:
     provider = fake()
-    async with loopback(provider) as client:
+    async with over_http(provider) as client:
         request = ImageToImage(prompt="x", image_urls=[photo])
         with pytest.raises(InvalidRequestError, match="image_host=S3ImageHost") as info:
             await client.generate(request)
@@ -184,7 +184,7 @@ async def test_a_file_and_bytes_reach_the_provider_through_the_store(
     provider = fake()
     data = jpeg_bytes((90, 20, 200))
     picture = await anyio.Path(photo).read_bytes()
-    async with loopback(provider, image_host=host) as client:
+    async with over_http(provider, image_host=host) as client:
         result = await client.generate(ImageToImage(prompt="gold", image_urls=[photo, data]))
     sent = provider.tasks[result.task_id].body["input"]["image_urls"]
     names = [
@@ -206,7 +206,7 @@ async def test_a_file_and_bytes_reach_the_provider_through_the_store(
 @pytest.mark.anyio
 async def test_the_same_file_in_two_jobs_is_uploaded_once(photo: Path, host: S3ImageHost) -> None:
     provider = fake()
-    async with loopback(provider, image_host=host) as client:
+    async with over_http(provider, image_host=host) as client:
         async with anyio.create_task_group() as group:
             for prompt in ("gold", "silver"):
                 group.start_soon(
@@ -226,12 +226,12 @@ async def test_a_new_process_finds_the_picture_in_the_bucket(
     photo: Path, host: S3ImageHost, s3_endpoint: str, request: Any
 ) -> None:
     provider = fake()
-    async with loopback(provider, image_host=host) as client:
+    async with over_http(provider, image_host=host) as client:
         await client.generate(ImageToImage(prompt="gold", image_urls=[photo]))
     prefix = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
     async with (
         S3ImageHost(f"s3://{BUCKET}/{prefix}", endpoint_url=s3_endpoint) as again,
-        loopback(provider, image_host=again) as client,
+        over_http(provider, image_host=again) as client,
     ):
         await client.generate(ImageToImage(prompt="silver", image_urls=[photo]))
     assert (host.uploads, again.uploads) == (1, 0)
@@ -249,7 +249,7 @@ async def test_a_resumed_batch_uploads_nothing_again(
     where = f"s3://{BUCKET}/{hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]}"
     async with (
         S3ImageHost(where, endpoint_url=s3_endpoint) as first,
-        loopback(provider, image_host=first) as client,
+        over_http(provider, image_host=first) as client,
     ):
         outcomes = await BatchRunner(client, journal=journal).run(requests)
     assert all(isinstance(o.error, InsufficientCreditsError) for o in outcomes)
@@ -258,7 +258,7 @@ async def test_a_resumed_batch_uploads_nothing_again(
     provider.credits = None
     async with (
         S3ImageHost(where, endpoint_url=s3_endpoint) as second,
-        loopback(provider, image_host=second) as client,
+        over_http(provider, image_host=second) as client,
     ):
         outcomes = await BatchRunner(client, journal=journal).run(requests)
         publisher = client.engine.publisher
@@ -294,7 +294,7 @@ async def test_the_fake_fails_a_task_whose_image_is_gone_or_not_an_image(
         (f"{s3_endpoint}/{BUCKET}/missing.png", "could not be fetched"),
         (text, "not a JPEG, PNG or WEBP"),
     ):
-        async with loopback(provider, image_host=Liar(url)) as client:
+        async with over_http(provider, image_host=Liar(url)) as client:
             with pytest.raises(TaskFailedError) as info:
                 await client.generate(ImageToImage(prompt=message, image_urls=[photo]))
         assert info.value.fail_code == "400"
@@ -315,7 +315,7 @@ async def test_publishing_ends_by_the_deadline(photo: Path) -> None:
             raise AssertionError
 
     provider = fake()
-    async with loopback(provider, image_host=Stuck()) as client:
+    async with over_http(provider, image_host=Stuck()) as client:
         with anyio.fail_after(10):
             with pytest.raises(APITimeoutError, match="publishing"):
                 await client.generate(ImageToImage(prompt="x", image_urls=[photo]), timeout=0.2)
@@ -334,7 +334,7 @@ async def test_a_host_must_return_https(photo: Path, url: object) -> None:
             return url
 
     provider = fake()
-    async with loopback(provider, image_host=Odd()) as client:  # type: ignore[arg-type]
+    async with over_http(provider, image_host=Odd()) as client:  # type: ignore[arg-type]
         with pytest.raises(ImageHostError):
             await client.generate(ImageToImage(prompt="x", image_urls=[photo]))
     assert provider.stats.create_requests == 0
@@ -347,7 +347,7 @@ async def test_a_file_changed_after_the_request_was_built_is_refused(
     request = ImageToImage(prompt="x", image_urls=[photo])
     await anyio.Path(photo).write_bytes(png_bytes((0, 0, 0)))
     provider = fake()
-    async with loopback(provider, image_host=host) as client:
+    async with over_http(provider, image_host=host) as client:
         with pytest.raises(InvalidRequestError, match="changed after the request was built"):
             await client.generate(request)
     assert provider.stats.create_requests == 0
@@ -365,7 +365,7 @@ async def test_an_unreachable_store_is_an_image_host_error(
     provider = fake()
     async with (
         S3ImageHost("s3://b", endpoint_url=f"http://127.0.0.1:{port}") as host,
-        loopback(provider, image_host=host) as client,
+        over_http(provider, image_host=host) as client,
     ):
         with pytest.raises(ImageHostError, match="cannot reach the image store") as info:
             await client.generate(ImageToImage(prompt="x", image_urls=[photo]))
@@ -443,7 +443,7 @@ async def test_the_fake_refuses_an_image_over_10_mb_and_an_unreachable_one(
 
     provider = fake()
     for url, message in ((big, "not a JPEG"), (f"http://127.0.0.1:{port}/a.png", "fetched")):
-        async with loopback(provider, image_host=Fixed(url)) as client:
+        async with over_http(provider, image_host=Fixed(url)) as client:
             with pytest.raises(TaskFailedError, match=message):
                 await client.generate(ImageToImage(prompt=message, image_urls=[photo]))
     assert provider.stats.images_refused == 2
@@ -463,7 +463,7 @@ async def test_a_refused_upload_is_an_image_host_error(
             secret_access_key="secret",
             session_token="token",
         ) as host,
-        loopback(provider, image_host=host) as client,
+        over_http(provider, image_host=host) as client,
     ):
         with pytest.raises(ImageHostError, match="refused the upload") as info:
             await client.generate(ImageToImage(prompt="x", image_urls=[photo]))

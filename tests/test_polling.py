@@ -405,16 +405,16 @@ class TestPollPlanner:
 
     def planner(self, rate: float | None) -> PollPlanner:
         durations = DurationModel()
-        for seconds in (10.0, 11.0, 12.0):
+        for seconds in (3.0, 3.3, 3.6):
             durations.observe(seconds)
         return PollPlanner(self.POLICY, durations, lambda: rate)
 
     def spent(self, planner: PollPlanner, tasks: int) -> float:
         """Polls per second that ``tasks`` tasks near their likely end spend together."""
         shares = [planner.join() for _ in range(tasks)]
-        # Near its end, a task of about 11 s would be polled every 0.27 s: the budget binds.
-        delays = [planner.next_delay(11.0, 1, share) for share in shares]
-        delays = [planner.next_delay(11.0, 2, share) for share in shares]  # all weighed now
+        # Near its end, a task of about 3.3 s would be polled every 0.12 s: the budget binds.
+        delays = [planner.next_delay(3.3, 1, share) for share in shares]
+        delays = [planner.next_delay(3.3, 2, share) for share in shares]  # all weighed now
         return sum(1.0 / delay for delay in delays)
 
     def test_short_tasks_get_a_few_polls_in_a_typical_life(self) -> None:
@@ -460,7 +460,7 @@ class TestPollPlanner:
     def test_the_first_sleep_is_not_budgeted(self) -> None:
         planner = self.planner(None)
         share = planner.join()
-        assert planner.next_delay(0.0, 0, share) == pytest.approx(10.0)  # the fastest end
+        assert planner.next_delay(0.0, 0, share) == pytest.approx(3.0)  # the fastest end
 
 
 class TestDurationModel:

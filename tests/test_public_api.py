@@ -62,6 +62,7 @@ PUBLIC = [
     "TaskNotFoundError",
     "TaskResult",
     "TaskState",
+    "Telemetry",
     "TextToImage",
     "TierLimits",
     "TierName",

@@ -33,9 +33,10 @@ from nanobanana_async import (
     UsageError,
 )
 from nanobanana_async.limits import Priority
+from nanobanana_async.limits._base import COURTESY_SHARE, small_consumer
 from nanobanana_async.limits._probe import REFUSED_PROBE_REQUESTS
 from nanobanana_async.limits._redis_link import Connection
-from nanobanana_async.limits._redis_scripts import TAKE, RedisKeys
+from nanobanana_async.limits._redis_scripts import SMALL_CONSUMER, TAKE, RedisKeys
 from nanobanana_async.testing import FakeNanoBanana
 
 
@@ -225,8 +226,11 @@ async def test_a_dead_process_slots_come_back_after_the_lease(redis_url: str, ke
                 keys.probe,
                 keys.slot_waiters("interactive"),
                 keys.slot_waiters("background"),
+                keys.others,
             ],
-            [member, repr(lease), 2, "1.0", "1.0", "interactive", 0, "1.0", keys.released],
+            # member, lease, default limit, unit, probe lease, class, keep free, waiter lease,
+            # channel, courtesy seconds, and the numbers read (limit, key cap, known, courtesy)
+            [member, lease, 2, 1.0, 1.0, "interactive", 0, 1.0, keys.released, 120, 2, 0, 0, 0],
         )
         assert taken == 1
     await dead.aclose()
@@ -658,36 +662,60 @@ async def test_headroom_is_kept_free_across_processes(redis_url: str, key: str) 
 
 
 @pytest.mark.anyio
-async def test_a_409_that_shows_a_neighbour_makes_every_process_leave_it_room(
+async def test_a_409_that_shows_a_web_app_makes_every_process_leave_it_room(
     redis_url: str, key: str
 ) -> None:
     a, b = _pair(redis_url, key, poll_interval=0.01)
     async with a, b:
-        a.active.set_limit(4)
+        a.active.set_limit(10)
         await a.flush()
-        held = [object(), object()]
+        held = [object() for _ in range(8)]
         for h in held:
-            await a.active.acquire(h)
+            await a.active.acquire(h, "background")
             a.active.mark_running(h)
-        # A 409 that names a cap of 5 while the key's processes hold 2 slots: someone these
-        # limits do not count holds the rest.
-        a.active.on_conflict(5)
+        # A 409 that names a cap of 10 while the key's processes hold 8 slots: a small
+        # consumer these limits do not count (a web app of its own) holds the other 2.
+        a.active.on_conflict(10)
         await a.flush()
-        assert "others_at" in _state(redis_url, key)
-        jobs = [object(), object(), object()]
-        await b.active.acquire(jobs[0], "background")
-        await b.active.acquire(jobs[1], "background")
         async with anyio.create_task_group() as tg:
-            # 4 of 5 held: b, which saw no 409 itself, leaves the last one free.
-            tg.start_soon(b.active.acquire, jobs[2], "background")
+            # b, which saw no 409 itself, leaves those 2 free: its job waits.
+            job = object()
+            tg.start_soon(b.active.acquire, job, "background")
             await _until(lambda: _waiters(redis_url, key, "background") == 1)
             visitor = object()
             with anyio.fail_after(20):
-                await a.active.acquire(visitor)  # an interactive caller may take it
-            assert a.active.held_anywhere == 5
-            tg.cancel_scope.cancel()
-        for h in [*held, visitor]:
+                await b.active.acquire(visitor)  # an interactive caller may take one
+            a.active.release(held.pop())  # 8 held: still none to spare for background work
+            assert not b.active.holds(job)
+            a.active.release(held.pop())  # 7 held and 2 left free: the job's turn
+            await _until(lambda: b.active.holds(job))
+        assert b.active.held_anywhere == 8
+        for h in held:
             a.active.release(h)
+
+
+@pytest.mark.anyio
+async def test_the_scripts_see_a_small_consumer_as_the_client_does(
+    redis_url: str, key: str
+) -> None:
+    cases = [
+        (stated, active, held, limit)
+        for stated in (None, 1, 3, 10, 20)
+        for active in (None, 0, 2, 9, 11, 21)
+        for held in (0, 1, 2, 8, 10, 19)
+        for limit in (1, 5, 10)
+    ]
+    lua = (
+        SMALL_CONSUMER
+        + "return small_consumer(tonumber(ARGV[1]), tonumber(ARGV[2]), "
+        + ("tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))")
+    )
+    with redis.Redis.from_url(redis_url) as r:
+        script = r.register_script(lua)
+        for stated, active, held, limit in cases:
+            args = ["" if stated is None else stated, "" if active is None else active]
+            seen = script(args=[*args, held, limit, repr(COURTESY_SHARE)])
+            assert seen == small_consumer(stated, active, held, limit), (stated, active, held)
 
 
 _DIES_WAITING = """

@@ -7,13 +7,14 @@ room a neighbour gives back, or a tier upgrade, is found. A create that met a 40
 the next slot release, not a blind timer.
 
 Interactive callers are served first. Background callers (a batch) leave room for others:
-the headroom they ask for, and, for a while after a 409 showed another consumer on the key,
-`COURTESY_SLOTS` more, so that a web app that shares the key without sharing these limits
-finds a free slot instead of losing every race for one.
+the headroom they ask for, and, for a while after 409s showed a small consumer on the key (a
+web app that shares the key without sharing these limits), as many slots as it was seen to
+hold at most, so that it finds a free slot instead of losing every race for one.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable
 
@@ -21,12 +22,12 @@ import anyio
 
 from ._base import (
     COURTESY_SECONDS,
-    COURTESY_SLOTS,
+    COURTESY_SHARE,
     SlotsBase,
     cap_after_conflict,
     grown_cap,
     kept_free,
-    shows_others,
+    small_consumer,
 )
 from ._probe import (
     CAP_LONGEST,
@@ -34,13 +35,16 @@ from ._probe import (
     CAP_UPGRADE_START,
     DEFAULT_HOLD,
     HOLD_WEIGHT,
+    UPGRADE_LONGEST,
     ProbeSchedule,
     bounded,
 )
 from ._protocols import Priority
 from ._queue import PrioritySlots
 
-__all__ = ["COURTESY_SECONDS", "COURTESY_SLOTS", "ActiveTaskLimiter"]
+__all__ = ["COURTESY_SECONDS", "COURTESY_SHARE", "ActiveTaskLimiter"]
+
+_SEEN_KEPT = 64
 
 
 class ActiveTaskLimiter(SlotsBase):
@@ -67,7 +71,8 @@ class ActiveTaskLimiter(SlotsBase):
         super().__init__(limit, initial=initial)
         self._slots: PrioritySlots | None = None
         self._clock = clock
-        self._others_seen_at = -math.inf
+        self._others_seen: collections.deque[tuple[float, int]] = collections.deque()
+        """When 409s showed a small consumer on the key, and how many slots it held."""
         self._mean_hold = DEFAULT_HOLD
         self._since: dict[object, float] = {}
         self._probe: ProbeSchedule | None = None
@@ -79,6 +84,14 @@ class ActiveTaskLimiter(SlotsBase):
         except RuntimeError:
             # Taught outside an event loop (a test, a sync setup): before any request.
             return -math.inf
+
+    def _courtesy(self) -> int:
+        """The most slots a small consumer was seen to hold in the last `COURTESY_SECONDS`."""
+        seen = self._others_seen
+        since = self._now() - COURTESY_SECONDS
+        while seen and not seen[0][0] > since:
+            seen.popleft()
+        return max((others for _, others in seen), default=0)
 
     def _capacity(self) -> PrioritySlots:
         if self._slots is None:
@@ -98,15 +111,17 @@ class ActiveTaskLimiter(SlotsBase):
     def keep_free(self, headroom: int) -> int:
         """Slots a background caller asking for ``headroom`` must leave free now.
 
-        The rule of `kept_free`: the headroom asked for, or `COURTESY_SLOTS` for a while after
-        a 409 showed another consumer, whichever is more, less the slots our estimate already
-        leaves to others (a 409 saw them held). A background caller may always hold one slot.
+        The rule of `kept_free`: the headroom asked for, or, for `COURTESY_SECONDS` after 409s
+        showed a small consumer, the most slots it was seen to hold, whichever is more, less
+        the slots our estimate already leaves to others (a 409 saw them held). A background
+        caller may always hold one slot; while the cap is still being learned, none is kept.
         """
         return kept_free(
             headroom,
-            courtesy=self._now() - self._others_seen_at < COURTESY_SECONDS,
+            courtesy=self._courtesy(),
             neighbours=self.neighbours,
             limit=self._limit,
+            known=self.known,
         )
 
     @property
@@ -220,10 +235,10 @@ class ActiveTaskLimiter(SlotsBase):
         room = self.key_cap is not None and probe.base < self.key_cap
         # Past the key's named cap, one slot at a time: an acceptance there may be a fluke
         # (a task of ours that ended unseen left its slot), and flukes must not compound.
+        # The key's cap stays what a 409 named until a 409 names another: an acceptance past
+        # it proves nothing yet (a fluke, or an upgrade, which the next 409 will name).
         probe.raised(now, grow=room)
-        if self.key_cap is not None and self._limit > self.key_cap:
-            self.key_cap = self._limit  # more than the key's cap was named: an upgrade
-        elif room and self._limit == self.key_cap:
+        if room and self._limit == self.key_cap:
             # The neighbours' room is back whole: past it lies only a rare upgrade.
             probe.restart(now, self._start())
 
@@ -255,15 +270,26 @@ class ActiveTaskLimiter(SlotsBase):
     def _fix_limit(self, limit: int) -> None:
         self._resize(limit)
 
+    def on_tier_changed(self) -> None:
+        """A 429 named another tier than before: the cap may have moved, probe it soon."""
+        self._schedule().restart(self._now(), self._start())
+
     def _learn_conflict(self, stated: int | None, active: int | None) -> None:
         now = self._now()
         probe = self._schedule()
         was_probing = probe.probing
         before = self._limit
-        upgraded = stated is not None and self.key_cap is not None and stated > self.key_cap
-        if shows_others(stated, active, self.active):
-            # Someone else holds slots of the key: background work leaves it room a while.
-            self._others_seen_at = now
+        named_before = self.key_cap
+        upgraded = stated is not None and named_before is not None and stated > named_before
+        # Past the cap a 409 named, told the same cap: the probe (or a fluke's raise) failed.
+        past_named = named_before is not None and before > named_before and not upgraded
+        others = small_consumer(stated, active, self.active, self._limit)
+        if others:
+            # A small consumer (a web app, say) holds slots of the key: background work leaves
+            # it room for a while. (A large one, another batch, is left the room it holds.)
+            if len(self._others_seen) >= _SEEN_KEPT:
+                self._others_seen.popleft()
+            self._others_seen.append((now, others))
         cap = cap_after_conflict(self.limit, self.running, stated, active=active, held=self.active)
         if cap is not None:
             self.known = True
@@ -272,7 +298,9 @@ class ActiveTaskLimiter(SlotsBase):
             if self.ceiling is not None:
                 cap = min(cap, self.ceiling)
             self._resize(cap)
-        if upgraded or (not was_probing and cap is not None and cap < before):
+        if past_named:
+            probe.refused(now, UPGRADE_LONGEST)
+        elif upgraded or (not was_probing and cap is not None and cap < before):
             probe.restart(now, self._start())
         elif was_probing:
             probe.refused(now, bounded(CAP_LONGEST * self._unit()))

@@ -7,9 +7,9 @@ numbers live (this process, or a Redis that every process of the key shares):
   for latency jitter at a window's edge;
 * `grown_cap` and `cap_after_conflict` are the rules that adapt the active-task cap (the Redis
   scripts apply the same two rules atomically, over the slots of every process);
-* `kept_free` is the room a background caller leaves to others, and `shows_others` says when
-  a 409 shows another consumer on the key (which makes background work leave
-  `COURTESY_SLOTS` free for `COURTESY_SECONDS`);
+* `kept_free` is the room a background caller leaves to others, and `small_consumer` says
+  how many slots a 409 shows a small consumer holding (background work leaves it that many
+  for `COURTESY_SECONDS`);
 * `PacerBase` counts requests and 429s and decides when a refusal means the margin is too
   thin; `SlotsBase` keeps the holder → slot bookkeeping, the running set and the release
   signal; `LimitsBase` seeds from a tier, names the endpoints and takes the snapshot.
@@ -28,7 +28,7 @@ from ._tiers import TierName, tier_limits
 
 __all__ = [
     "COURTESY_SECONDS",
-    "COURTESY_SLOTS",
+    "COURTESY_SHARE",
     "LimitsBase",
     "PacerBase",
     "SlotsBase",
@@ -39,14 +39,15 @@ __all__ = [
     "grown_cap",
     "kept_free",
     "others_on_key",
-    "shows_others",
+    "small_consumer",
     "told_window",
 ]
 
-COURTESY_SLOTS = 1
-"""Slots background work leaves free after a 409 showed another consumer on the key."""
 COURTESY_SECONDS = 120.0
-"""For how long after the last such 409 (seconds)."""
+"""For how long background work leaves room for a small consumer a 409 showed (seconds)."""
+COURTESY_SHARE = 0.2
+"""Another consumer counts as small (a web app's visitors, not another batch) while it holds
+at most this share of the key's cap (and at least one slot)."""
 
 
 def base_margin(seconds: float) -> float:
@@ -125,37 +126,44 @@ def others_on_key(active: int | None, held: int | None) -> int:
     return max(0, active - max(0, held - 1))
 
 
-def shows_others(stated: int | None, active: int | None, held: int) -> bool:
-    """Whether a 409 shows another consumer on the key, one these limits do not count.
+def small_consumer(stated: int | None, active: int | None, held: int, limit: int) -> int:
+    """The slots a 409 shows a small consumer holding, one these limits do not count; or 0.
 
-    It does when the key's active tasks it names are more than our slots explain, or when
-    it names a cap above the slots we hold (the refused create's included): the rest of
-    the cap is someone else's.
+    The others' slots are what the key's active tasks it names leave unexplained by ours,
+    or the part of the cap it names above the slots we hold (the refused create's
+    included), whichever is more. They are a small consumer's (a web app's, say) while they
+    are at most `COURTESY_SHARE` of the cap (and at least one slot); a large one (another
+    batch) is not one to leave room for: it is left the room it holds.
 
     Args:
         stated: The cap the 409's body names, if it names one.
         active: The key's active tasks the body names, if it does.
         held: Our slots held now (every process's, with shared limits).
+        limit: The cap in use.
     """
-    return others_on_key(active, held) > 0 or (stated is not None and held < stated)
+    others = max(others_on_key(active, held), 0 if stated is None else stated - held)
+    return others if 0 < others <= max(1, COURTESY_SHARE * (stated or limit)) else 0
 
 
-def kept_free(headroom: int, *, courtesy: bool, neighbours: int, limit: int) -> int:
+def kept_free(headroom: int, *, courtesy: int, neighbours: int, limit: int, known: bool) -> int:
     """Slots a background caller asking for ``headroom`` must leave free now.
 
-    The room kept for others is the headroom asked for, or `COURTESY_SLOTS` while
-    ``courtesy`` holds (a 409 showed another consumer less than `COURTESY_SECONDS` ago),
-    whichever is more; the slots the estimate already leaves to others (``neighbours``)
-    count toward it. A background caller may always hold one slot.
+    The room kept for others is the headroom asked for, or ``courtesy`` (the most slots a
+    small consumer was seen to hold in the last `COURTESY_SECONDS`), whichever is more; the
+    slots the estimate already leaves to others (``neighbours``) count toward it. A
+    background caller may always hold one slot. While the cap is still being learned there
+    is nothing to leave room of: the estimate grows only when every slot is held, and the
+    first 409 names the cap.
 
     Args:
         headroom: The slots the caller asked to leave free.
-        courtesy: Whether a 409 showed another consumer on the key recently.
+        courtesy: The most slots a small consumer was seen to hold lately (0: none).
         neighbours: Slots of the key's named cap the estimate leaves to others.
         limit: The cap in use.
+        known: Whether the cap is known (learned or given) rather than still growing.
     """
-    reserve = max(headroom, COURTESY_SLOTS if courtesy else 0)
-    if not reserve:
+    reserve = max(headroom, courtesy)
+    if not known or not reserve:
         return 0
     return max(0, min(reserve - neighbours, limit - 1))
 
@@ -417,6 +425,10 @@ class SlotsBase(abc.ABC):
     def _learn_conflict(self, stated: int | None, active: int | None) -> None:
         """Adapt the cap to a 409 (the cap and the key's active tasks its body names)."""
 
+    @abc.abstractmethod
+    def on_tier_changed(self) -> None:
+        """A 429 named another tier than before: the cap may have moved, probe it soon."""
+
 
 P = TypeVar("P", bound=PacerBase)
 S = TypeVar("S", bound=SlotsBase)
@@ -435,6 +447,8 @@ class LimitsBase(Generic[P, S]):
         self.create = create
         self.query = query
         self.active = active
+        self.tier: str | None = None
+        """The key's tier as the last 429 named it, if one did."""
 
     def seed(self, *, tier: TierName | None = None, max_active: int | None = None) -> None:
         """Start from known numbers: a tier's table row and/or an active-task cap.
@@ -459,6 +473,33 @@ class LimitsBase(Generic[P, S]):
             self.active.set_limit(max_active, ceiling=True)
         elif preset is not None:
             self.active.set_limit(preset.active)
+
+    def learn_tier(self, tier: str, endpoint: Endpoint, told: ToldWindow) -> None:
+        """A 429 named the key's tier: fill in what is not known yet from its row of the table.
+
+        The endpoint's windows not yet known, and the active-task cap while it is still being
+        learned, start from the tier's documented numbers (estimates, probed like any learned
+        limit), so the client does not meet each of them in a 429 of its own. The other
+        endpoint is left alone: its budget stays cautious until its own limit is named (a key
+        moved to a lower tier must not find its query window spent). Only on the provider's
+        own time scale: a window of exactly 1 or 60 s that is the tier's says the body's
+        numbers are the table's (a fake at a scaled time names other windows).
+        """
+        if self.tier is not None and tier != self.tier:
+            # The key moved to another tier: its cap has likely moved too.
+            self.active.on_tier_changed()
+        self.tier = tier
+        row = tier_limits(tier)
+        per_second, per_minute = row.create if endpoint == "create" else row.query
+        if (told.limit, told.seconds) not in ((per_second, 1.0), (per_minute, 60.0)):
+            return
+        pacer = self.endpoint(endpoint)
+        known = pacer.windows
+        for limit, seconds in ((per_second, 1.0), (per_minute, 60.0)):
+            if seconds not in known:
+                pacer.learn_window(limit, seconds)
+        if not self.active.known:
+            self.active.set_limit(row.active)
 
     def endpoint(self, name: Endpoint) -> P:
         """The pacer of one endpoint."""

@@ -28,6 +28,10 @@ from ._window import Window, probe_longest, probe_start
 
 __all__ = ["EndpointLimiter"]
 
+_BINDING = 1.5
+"""A window binds the endpoint's sustained rate if it allows at most this much more than the
+tightest one."""
+
 
 class EndpointLimiter(PacerBase):
     """Paces the requests to one endpoint of one API key, in this process.
@@ -148,8 +152,11 @@ class EndpointLimiter(PacerBase):
             Whether a probe started.
         """
         started = False
+        # Only a window that binds the sustained rate is worth a probe: one that only holds a
+        # burst back (a second's window under a tight minute's) gains the endpoint nothing.
+        binding = min((w.rate for w in self._windows.values()), default=math.inf) * _BINDING
         for window in self._windows.values():
-            if window.earliest(now) <= now:
+            if window.earliest(now) <= now or window.rate > binding:
                 continue
             if window.probe is None:
                 window.probe = ProbeSchedule(probe_start(window.seconds), now)

@@ -36,6 +36,7 @@ __all__ = [
     "MAX_INTERVAL",
     "MIN_INTERVAL",
     "REFUSED_PROBE_REQUESTS",
+    "UPGRADE_LONGEST",
     "ProbeOutcome",
     "ProbeSchedule",
     "bounded",
@@ -57,8 +58,15 @@ MAX_INTERVAL = 600.0
 # each task also takes its polls: a cap that does not move wastes well under 2 % of requests.
 # The Redis scripts (``_redis_scripts``) use the same numbers.
 CAP_ROOM_START = 2.0
-CAP_UPGRADE_START = 4.0
+CAP_UPGRADE_START = 8.0
 CAP_LONGEST = 12.0
+UPGRADE_LONGEST = 600.0
+"""The longest interval (seconds) between probes past the cap a 409 named, while refused.
+
+Past that cap lies only an upgrade of the key's tier, which nothing else shows: a probe is the
+only test, and each refused one is a 409 that the key's other users pay for too. So they double
+until they come once in ten minutes, the bound in which a change is found (the room other
+consumers leave comes back sooner: those probes stay within `CAP_LONGEST` units)."""
 
 REFUSED_PROBE_REQUESTS = 100
 """Requests a rate window lets through after a refused probe before the next: at most 1 %."""

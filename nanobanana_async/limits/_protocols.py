@@ -7,11 +7,14 @@ reports.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 
 from ._tiers import TierName
+
+if TYPE_CHECKING:
+    from ._base import ToldWindow
 
 __all__ = [
     "ActiveSlots",
@@ -107,6 +110,16 @@ class ActiveSlots(Protocol):
         """Slots of this process whose task is running on the provider."""
         ...
 
+    @property
+    def waiting(self) -> int:
+        """Callers of this process waiting for a slot."""
+        ...
+
+    @property
+    def active(self) -> int:
+        """Slots this process holds now (tasks being created or running)."""
+        ...
+
     async def acquire(
         self, holder: object, priority: Priority = "interactive", headroom: int = 0
     ) -> None:
@@ -161,6 +174,10 @@ class LimitsBackend(Protocol):
 
     def endpoint(self, name: Endpoint) -> EndpointPacer:
         """The pacer of one endpoint."""
+        ...
+
+    def learn_tier(self, tier: str, endpoint: Endpoint, told: ToldWindow) -> None:
+        """A 429 named the key's tier: fill in the limits not known yet from the table."""
         ...
 
     def snapshot(self) -> LimitsSnapshot:

@@ -10,16 +10,34 @@ elsewhere at once; the poll stays as a fallback.
 from __future__ import annotations
 
 import uuid
+from typing import NamedTuple
 
 import anyio
 
-from ._base import COURTESY_SECONDS, SlotsBase, kept_free
+from ._base import COURTESY_SECONDS, COURTESY_SHARE, SlotsBase, kept_free
 from ._probe import CAP_LONGEST, DEFAULT_HOLD, HOLD_WEIGHT
 from ._protocols import Priority
 from ._redis_link import Connection, RedisLink
 from ._redis_scripts import COUNT, RENEW, TAKE, TIME, UPDATE, RedisKeys
 
 __all__ = ["RedisActiveTaskLimiter"]
+
+
+class _Read(NamedTuple):
+    """What the room a background caller keeps (`kept_free`) is worked out from.
+
+    As last read from Redis, and sent with each try, so that Redis can tell whether it still is.
+    """
+
+    limit: int
+    key_cap: int
+    known: int
+    courtesy: int
+
+
+class _Taken(NamedTuple):
+    taken: bool
+    stale: bool
 
 
 class RedisActiveTaskLimiter(SlotsBase):
@@ -33,8 +51,8 @@ class RedisActiveTaskLimiter(SlotsBase):
 
     Its waiters are known to every process with their class: a background caller gets no slot
     while an interactive caller waits in any process, and leaves the slots `kept_free` says
-    free (the rule of `ActiveTaskLimiter`, with the time a 409 last showed another consumer
-    kept in Redis). A waiter's registration lasts ``waiter_lease`` past its last try, so a
+    free (the rule of `ActiveTaskLimiter`, with the small consumers 409s showed kept in Redis
+    for every process). A waiter's registration lasts ``waiter_lease`` past its last try, so a
     process that died while waiting holds nobody up for longer.
 
     Args:
@@ -73,6 +91,7 @@ class RedisActiveTaskLimiter(SlotsBase):
         self._mean_hold = DEFAULT_HOLD
         self._since: dict[object, float] = {}
         self._probed_at: float | None = None
+        self._read = _Read(limit=self._limit, key_cap=0, known=0, courtesy=0)
 
     @property
     def held_anywhere(self) -> int:
@@ -101,7 +120,7 @@ class RedisActiveTaskLimiter(SlotsBase):
 
     async def _take(
         self, redis: Connection, member: str, priority: Priority, headroom: int
-    ) -> bool:
+    ) -> _Taken:
         keys = [
             self._keys.slots,
             self._keys.running,
@@ -109,14 +128,20 @@ class RedisActiveTaskLimiter(SlotsBase):
             self._keys.probe,
             self._keys.slot_waiters("interactive"),
             self._keys.slot_waiters("background"),
+            self._keys.others,
         ]
         unit = self._unit()
         # A probe's lease: long enough for its create to be answered, short enough that a
         # process that died mid-probe holds nobody up for long.
         probe_lease = max(2.0 * self._mean_hold, CAP_LONGEST * unit)
-        # The rule of `kept_free`, with and without the courtesy: the script knows which holds
-        # (when a 409 last showed another consumer, in any process, is kept in Redis).
-        rule = {"neighbours": self.neighbours, "limit": self._limit}
+        read = self._read
+        keep_free = kept_free(
+            headroom,
+            courtesy=read.courtesy,
+            neighbours=max(0, read.key_cap - read.limit) if read.key_cap else 0,
+            limit=read.limit,
+            known=bool(read.known),
+        )
         args = [
             member,
             repr(self._lease),
@@ -124,19 +149,21 @@ class RedisActiveTaskLimiter(SlotsBase):
             repr(unit),
             repr(probe_lease),
             priority,
-            kept_free(headroom, courtesy=False, **rule),
+            keep_free,
             repr(self._waiter_lease),
             self._keys.released,
-            kept_free(headroom, courtesy=True, **rule),
             repr(COURTESY_SECONDS),
+            *read,
         ]
-        taken, limit, known, held, key_cap, ago = await redis.script(TAKE, keys, args)
+        answer = await redis.script(TAKE, keys, args)
+        taken, limit, known, held, key_cap, ago, courtesy, stale = answer
+        self._read = _Read(int(limit), int(key_cap), int(known), int(courtesy))
         self._limit = int(limit)
         self.known = bool(int(known)) or self.known
         self._held_anywhere = int(held)
         self.key_cap = int(key_cap) or None
         self._seen_probe(float(ago))
-        return bool(int(taken))
+        return _Taken(taken=bool(int(taken)), stale=bool(int(stale)))
 
     def _seen_probe(self, ago: float) -> None:
         self._probed_at = None if ago < 0 else anyio.current_time() - ago
@@ -161,11 +188,14 @@ class RedisActiveTaskLimiter(SlotsBase):
                 # Asked for before the try: a release during it wakes the wait below at once.
                 released = self._release_signal()
                 await self._link.flush()
-                if await self._take(redis, member, priority, headroom):
+                attempt = await self._take(redis, member, priority, headroom)
+                if attempt.taken:
                     taken = True
                     self._since[holder] = anyio.current_time()
                     self._hold(holder, member)
                     return
+                if attempt.stale:
+                    continue  # the room to keep was worked out from old numbers: again, now
                 with anyio.move_on_after(delay):
                     await released.wait()
                 delay = min(self._poll_interval, delay * 2)
@@ -220,9 +250,15 @@ class RedisActiveTaskLimiter(SlotsBase):
         self.known = state.get(b"known") == b"1" or self.known
         self.key_cap = int(state[b"key_cap"]) if b"key_cap" in state else None
         self._held_anywhere = int(await redis.call("zcard", self._keys.slots))
+        seen = await redis.call("hgetall", self._keys.others)
+        now = float(await redis.script(TIME, [], []))
         if b"probed_at" in state:
-            now = float(await redis.script(TIME, [], []))
             self._seen_probe(max(0.0, now - float(state[b"probed_at"])))
+        courtesy = max(
+            (int(n) for n, at in seen.items() if now - float(at) < COURTESY_SECONDS), default=0
+        )
+        known = int(state.get(b"known") == b"1")
+        self._read = _Read(self._limit, self.key_cap or 0, known, courtesy)
 
     def _update(self, op: str, arg: str = "", active: str = "") -> None:
         keys = [
@@ -233,6 +269,7 @@ class RedisActiveTaskLimiter(SlotsBase):
             self._keys.probe,
             self._keys.slot_waiters("interactive"),
             self._keys.slot_waiters("background"),
+            self._keys.others,
         ]
         args = [
             op,
@@ -242,6 +279,7 @@ class RedisActiveTaskLimiter(SlotsBase):
             active,
             repr(self._unit()),
             self._keys.released,
+            repr(COURTESY_SHARE),
         ]
         self._link.enqueue(lambda r: r.script(UPDATE, keys, args))
 
@@ -268,6 +306,10 @@ class RedisActiveTaskLimiter(SlotsBase):
                 await r.call("hset", self._keys.state, "ceiling", str(ceiling))
 
         self._link.enqueue(send)
+
+    def on_tier_changed(self) -> None:
+        """A 429 named another tier than before: the next probe of the cap is due now."""
+        self._link.enqueue(lambda r: r.call("hset", self._keys.state, "next_at", "0"))
 
     def _learn_conflict(self, stated: int | None, active: int | None) -> None:
         # The cap is learned in Redis, from the slots and tasks of every process.

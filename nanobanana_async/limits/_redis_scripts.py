@@ -22,7 +22,16 @@ interactive waiters first the same way (see `PACE`).
 
 from __future__ import annotations
 
-__all__ = ["COUNT", "NOW", "RENEW", "TAKE", "TIME", "UPDATE", "RedisKeys"]
+__all__ = [
+    "COUNT",
+    "NOW",
+    "RENEW",
+    "SMALL_CONSUMER",
+    "TAKE",
+    "TIME",
+    "UPDATE",
+    "RedisKeys",
+]
 
 
 class RedisKeys:
@@ -33,10 +42,11 @@ class RedisKeys:
         stats: Hash: the 409s and 429s every process reported.
         slots: Sorted set: the active-task slots held, scored by the end of their lease.
         running: Sorted set: the slots whose task runs on the provider, scored likewise.
-        state: Hash: the learned cap (``limit``), whether it is known (``known``), its probe
-            schedule (see `TAKE`), and when a 409 last showed another consumer
-            (``others_at``).
+        state: Hash: the learned cap (``limit``), whether it is known (``known``), and its
+            probe schedule (see `TAKE`).
         probe: String: the lease of the active-task probe in flight (its holder's member).
+        others: Hash: the slots 409s showed a small consumer holding → when last seen (the
+            courtesy, see `small_consumer`).
         released: The pub/sub channel on which releases are announced to waiters.
 
     Args:
@@ -50,6 +60,7 @@ class RedisKeys:
         self.running = f"{prefix}:active:running"
         self.state = f"{prefix}:active:state"
         self.probe = f"{prefix}:active:probe"
+        self.others = f"{prefix}:active:others"
         self.released = f"{prefix}:active:released"
 
     def slot_waiters(self, priority: str) -> str:
@@ -125,11 +136,22 @@ local held = redis.call('ZCARD', KEYS[1])
 local unit = tonumber(ARGV[4])
 local interactive = ARGV[6] == 'interactive'
 local keep_free = tonumber(ARGV[7])
-local others_at = hnum(KEYS[3], 'others_at')
-if others_at and now - others_at < tonumber(ARGV[11]) then
-  -- A 409 (in any process) showed another consumer lately: the courtesy applies.
-  keep_free = tonumber(ARGV[10])
+local key_cap = hnum(KEYS[3], 'key_cap')
+-- The courtesy: the most slots a small consumer was seen to hold lately, by any process.
+local courtesy = 0
+local seen = redis.call('HGETALL', KEYS[7])
+for i = 1, #seen, 2 do
+  if now - tonumber(seen[i + 1]) < tonumber(ARGV[10]) then
+    courtesy = math.max(courtesy, tonumber(seen[i]))
+  else
+    redis.call('HDEL', KEYS[7], seen[i])
+  end
 end
+-- `keep_free` was worked out (by `kept_free`) from what the caller last read: a background
+-- caller whose numbers are out of date takes nothing, and tries again with these.
+local stale = not interactive and (limit ~= tonumber(ARGV[11])
+  or (key_cap or 0) ~= tonumber(ARGV[12]) or known ~= tonumber(ARGV[13])
+  or courtesy ~= tonumber(ARGV[14]))
 local taken = 0
 local function take()
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -142,9 +164,8 @@ local function fits(cap)
   -- background work leaves `keep_free` slots to others.
   return redis.call('ZCARD', KEYS[5]) == 0 and held + keep_free < cap
 end
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or fits(limit) then take() end
-local key_cap = hnum(KEYS[3], 'key_cap')
-if taken == 0 and known == 1 then
+if not stale and (redis.call('ZSCORE', KEYS[1], ARGV[1]) or fits(limit)) then take() end
+if taken == 0 and known == 1 and not stale then
   local base = hnum(KEYS[3], 'base')
   if base and redis.call('EXISTS', KEYS[4]) == 0 then
     -- The prober's lease ran out before its probe was settled: give the probe up.
@@ -187,24 +208,26 @@ end
 local probed_at = hnum(KEYS[3], 'probed_at')
 local ago = -1
 if probed_at then ago = now - probed_at end
-return {taken, limit, known, held, key_cap or 0, tostring(ago)}
+local was_stale = 0
+if stale then was_stale = 1 end
+return {taken, limit, known, held, key_cap or 0, tostring(ago), courtesy, was_stale}
 """
 )
-"""KEYS: slots, running, state, probe lease, interactive waiters, background waiters. ARGV:
-member, lease, default limit, unit, lease of a probe (seconds), class (``interactive`` or
-``background``), slots a background caller leaves free (`kept_free`) without the courtesy,
-waiter lease, the ``released`` channel, the slots it leaves free with the courtesy, and
-`COURTESY_SECONDS`.
+"""KEYS: slots, running, state, probe lease, interactive waiters, background waiters, others
+seen. ARGV: member, lease, default limit, unit, lease of a probe (seconds), class
+(``interactive`` or ``background``), slots a background caller leaves free (`kept_free`),
+waiter lease, the ``released`` channel, `COURTESY_SECONDS`, and the numbers ``keep_free`` was
+worked out from: the limit, the key's cap (0: none), known (0/1) and the courtesy.
 
 An interactive caller takes a slot while fewer than the cap are held; a background one only
 while no interactive caller waits anywhere on the key and the slots it leaves free are at
-least ``keep_free`` (the number with the courtesy while the 409 that last showed another
-consumer, in any process, is recent). A caller refused is registered as a waiter of its class
-(each try renews its lease); one served is unregistered. A caller that every slot holds back
-may start a probe (one slot more, for every process) when the schedule allows: the probe lease
-(``SET NX PX``) makes it one probe at a time, and expires so that a process that died
+least ``keep_free``, and only if the numbers it was worked out from are those in Redis now
+(else it is told them, and tries again). A caller refused is registered as a waiter of its
+class (each try renews its lease); one served is unregistered. A caller that every slot holds
+back may start a probe (one slot more, for every process) when the schedule allows: the probe
+lease (``SET NX PX``) makes it one probe at a time, and expires so that a process that died
 mid-probe cannot wedge the others. Returns ``{taken (0/1), limit, known (0/1), held, key_cap
-(0: none), seconds since the last probe (-1: none)}``.
+(0: none), seconds since the last probe (-1: none), courtesy, stale (0/1)}``.
 """
 
 COUNT = (
@@ -229,9 +252,21 @@ return 0
 )
 """KEYS: slots, running. ARGV: lease, members... Extends the leases still held."""
 
+SMALL_CONSUMER = """
+local function small_consumer(stated, active, held, limit, share)
+  local others = 0
+  if active then others = math.max(0, active - math.max(0, held - 1)) end
+  if stated then others = math.max(others, stated - held) end
+  if others > 0 and others <= math.max(1, share * (stated or limit)) then return others end
+  return 0
+end
+"""
+"""`small_consumer` (in ``_base``) in Lua, for `UPDATE`: the rule is tested to agree."""
+
 UPDATE = (
     NOW
     + _PROBE
+    + SMALL_CONSUMER
     + """
 local op = ARGV[1]
 local function wake()
@@ -304,10 +339,15 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = redis.call('ZCARD', KEYS[1])
 local others = 0
 if ARGV[5] ~= '' then others = math.max(0, tonumber(ARGV[5]) - math.max(0, held - 1)) end
-if others > 0 or (ARGV[4] ~= '' and held < tonumber(ARGV[4])) then
-  -- `shows_others`: someone these limits do not count holds slots of the key, so background
-  -- work in every process leaves it room for a while (`kept_free`).
-  redis.call('HSET', KEYS[3], 'others_at', now)
+local stated = nil
+if ARGV[4] ~= '' then stated = tonumber(ARGV[4]) end
+local active = nil
+if ARGV[5] ~= '' then active = tonumber(ARGV[5]) end
+local small = small_consumer(stated, active, held, limit, tonumber(ARGV[8]))
+if small > 0 then
+  -- A small consumer (a web app) holds slots of the key: background work in every process
+  -- leaves it room for a while (`kept_free`).
+  redis.call('HSET', KEYS[8], small, tostring(now))
 end
 if ARGV[4] ~= '' then
   cap = math.max(1, tonumber(ARGV[4]) - others)
@@ -343,14 +383,14 @@ end
 return 0
 """
 )
-"""KEYS: slots, running, state, stats, probe lease, interactive waiters, background waiters.
-ARGV: op, lease, default limit, arg, the key's active tasks named by a 409 (or ''), unit, the
-``released`` channel.
+"""KEYS: slots, running, state, stats, probe lease, interactive waiters, background waiters,
+others seen. ARGV: op, lease, default limit, arg, the key's active tasks named by a 409 (or
+''), unit, the ``released`` channel, `COURTESY_SHARE`.
 
 Ops: ``release`` (arg: member), ``withdraw`` (arg: a waiter's member: it gave up),
 ``running`` (arg: member), ``created`` (grows the cap as `grown_cap` does while it is learned;
 settles a probe in flight as accepted), ``conflict`` (arg: the stated cap or ''; learns as
-`cap_after_conflict`, dates ``others_at`` as `shows_others` says, and a probe in flight backs
-off). A release, a withdrawal that frees room and a grown cap are published on the channel
-when somebody waits.
+`cap_after_conflict`, notes a small consumer's slots as `small_consumer` sees them, and a
+probe in flight backs off). A release, a withdrawal that frees room and a grown cap are
+published on the channel when somebody waits.
 """

@@ -13,17 +13,17 @@ __all__ = ["Window", "probe_longest", "probe_start"]
 
 
 def probe_start(seconds: float) -> float:
-    """The first probe interval of a window of ``seconds``: one window to see it used."""
+    """The first probe interval of a window of ``seconds``: two windows, to see it used."""
     return bounded(2.0 * seconds)
 
 
 def probe_longest(limit: int, seconds: float) -> float:
     """The longest probe interval of a window of ``limit`` per ``seconds``.
 
-    A refused probe then costs at most one 429 per hundred requests the window lets through,
-    and at most one per 32 windows.
+    Refused probes double the interval up to 600 windows (within `MAX_INTERVAL`): a limit
+    that does not move costs a 429 now and then, and one that moved is found in bounded time.
     """
-    return bounded(max(32.0, 100.0 / max(1, limit)) * seconds)
+    return bounded(max(600.0, 100.0 / max(1, limit)) * seconds)
 
 
 class Window:

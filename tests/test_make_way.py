@@ -1,0 +1,271 @@
+"""Making way on a shared key: interactive calls first, and room left for others.
+
+The order is tested on the slots and pacers themselves, then end to end on the fake: a web
+app's ``generate()`` beside a batch on one client, a batch's ``headroom``, and a batch that
+meets another consumer of the key it cannot see. Time is virtual (see ``conftest``); nothing
+here depends on how fast the machine is.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from support import prompts
+
+from nanobanana_async import (
+    AsyncNanoBanana,
+    BatchRunner,
+    ConfigurationError,
+    InvalidRequestError,
+    TextToImage,
+)
+from nanobanana_async.limits import ActiveTaskLimiter, EndpointLimiter, Limits
+from nanobanana_async.limits._active import COURTESY_SECONDS
+from nanobanana_async.limits._queue import PriorityGate, PrioritySlots
+from nanobanana_async.testing import FakeNanoBanana
+
+pytestmark = pytest.mark.anyio
+
+
+# -- the slots ---------------------------------------------------------------------------------
+
+
+async def test_a_freed_slot_goes_to_the_interactive_caller_though_it_came_last() -> None:
+    slots = PrioritySlots(1)
+    slots.try_acquire("running", "background")
+    served: list[str] = []
+
+    async def wait(name: str, priority: str) -> None:
+        await slots.acquire(name, priority)  # type: ignore[arg-type]
+        served.append(name)
+
+    async with anyio.create_task_group() as group:
+        for name, priority in (("batch 1", "background"), ("batch 2", "background")):
+            group.start_soon(wait, name, priority)
+            await anyio.wait_all_tasks_blocked()
+        group.start_soon(wait, "visitor", "interactive")
+        await anyio.wait_all_tasks_blocked()
+        holder = "running"
+        for _ in range(3):  # each holder gives its slot back in turn
+            slots.release(holder)
+            await anyio.wait_all_tasks_blocked()
+            holder = served[-1]
+        slots.release(holder)
+    assert served == ["visitor", "batch 1", "batch 2"]
+
+
+async def test_background_callers_leave_their_headroom_free() -> None:
+    slots = PrioritySlots(4)
+    assert [slots.try_acquire(i, "background", headroom=2) for i in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    assert slots.try_acquire("visitor", "interactive")  # the room left is an interactive's
+    assert slots.try_acquire("another visitor", "interactive")
+    assert slots.borrowed == 4
+
+
+async def test_a_cancelled_waiter_gives_up_its_place() -> None:
+    slots = PrioritySlots(1)
+    slots.try_acquire("running", "interactive")
+    got: list[str] = []
+
+    async def wait(name: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            await slots.acquire(name, "background")
+            got.append(name)
+
+    cancelled, kept = anyio.CancelScope(), anyio.CancelScope()
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait, "cancelled", cancelled)
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(wait, "kept", kept)
+        await anyio.wait_all_tasks_blocked()
+        cancelled.cancel()
+        await anyio.wait_all_tasks_blocked()
+        assert slots.waiting() == 1
+        slots.release("running")
+        await anyio.wait_all_tasks_blocked()
+        slots.release("kept")
+    assert got == ["kept"]
+    assert slots.borrowed == 0
+
+
+async def test_a_larger_total_wakes_the_waiters_that_fit() -> None:
+    slots = PrioritySlots(1)
+    slots.try_acquire("running", "background")
+    done = 0
+
+    async def wait(name: int) -> None:
+        nonlocal done
+        await slots.acquire(name, "background")
+        done += 1
+
+    async with anyio.create_task_group() as group:
+        for name in range(3):
+            group.start_soon(wait, name)
+        await anyio.wait_all_tasks_blocked()
+        slots.total = 3
+        await anyio.wait_all_tasks_blocked()
+        assert done == 2
+        slots.total = 4
+    assert done == 3
+
+
+async def test_the_gate_lets_interactive_callers_through_first() -> None:
+    gate = PriorityGate()
+    order: list[str] = []
+    release = anyio.Event()
+
+    async def through(name: str, priority: str) -> None:
+        async with gate.hold(priority):  # type: ignore[arg-type]
+            order.append(name)
+            if name == "first":
+                await release.wait()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(through, "first", "background")
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(through, "batch", "background")
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(through, "visitor", "interactive")
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert order == ["first", "visitor", "batch"]
+
+
+async def test_the_create_pacer_lets_an_interactive_create_go_first() -> None:
+    pacer = EndpointLimiter("create")
+    pacer.learn_window(1, 1.0)  # one create a second
+    order: list[str] = []
+
+    async def create(name: str, priority: str) -> None:
+        await pacer.acquire(priority)  # type: ignore[arg-type]
+        order.append(name)
+
+    await pacer.acquire("background")  # this second's create is spent
+    async with anyio.create_task_group() as group:
+        for i in range(3):
+            group.start_soon(create, f"batch {i}", "background")
+            await anyio.wait_all_tasks_blocked()
+        group.start_soon(create, "visitor", "interactive")
+    # The first batch create already held the gate, waiting for the next second; the visitor
+    # goes right after it, ahead of the batch creates queued before it came.
+    assert order == ["batch 0", "visitor", "batch 1", "batch 2"]
+
+
+# -- the cap's room for others ------------------------------------------------------------------
+
+
+async def test_a_small_consumer_seen_in_a_409_is_left_a_slot_for_a_while() -> None:
+    limiter = ActiveTaskLimiter(10)
+    holders = [object() for _ in range(10)]
+    for holder in holders:
+        await limiter.acquire(holder, "background")
+        limiter.mark_running(holder)
+    assert limiter.keep_free(0) == 0
+    limiter.release(holders.pop())
+    # The key holds 10 of which 9 are ours: a web app took the slot our release freed.
+    refused = object()
+    await limiter.acquire(refused, "background")
+    limiter.on_conflict(10, 10)
+    limiter.release(refused)
+    assert (limiter.limit, limiter.neighbours) == (9, 1)
+    # Its slot is left to it already; once probes win it back, one slot stays free anyway.
+    assert limiter.keep_free(0) == 0
+    limiter.set_limit(10)
+    assert limiter.keep_free(0) == 1
+    assert limiter.keep_free(3) == 3  # a headroom asked for counts if larger
+    await anyio.sleep(COURTESY_SECONDS)
+    assert limiter.keep_free(0) == 0  # nothing seen of it for a while: the room is the batch's
+    for holder in holders:
+        limiter.release(holder)
+
+
+async def test_a_large_consumer_is_left_its_room_and_no_more() -> None:
+    limiter = ActiveTaskLimiter(10)
+    holders = [object() for _ in range(5)]
+    for holder in holders:
+        await limiter.acquire(holder, "background")
+        limiter.mark_running(holder)
+    limiter.on_conflict(10, 10)  # 6 of the 10 active are someone else's: another batch
+    assert limiter.neighbours == 6
+    limiter.set_limit(10)  # it left, and probes won the room back
+    assert limiter.keep_free(0) == 0
+    for holder in holders:
+        limiter.release(holder)
+
+
+# -- end to end on the fake --------------------------------------------------------------------
+
+
+def web_prompt(i: int) -> TextToImage:
+    return TextToImage(prompt=f"a visitor's banana #{i}")
+
+
+async def test_a_visitor_goes_ahead_of_the_batch_queued_on_one_client() -> None:
+    fake = FakeNanoBanana(tier=None, max_active=3, duration=(20.0, 30.0), seed=1)
+    async with fake.client(max_active=3) as client, anyio.create_task_group() as group:
+        group.start_soon(BatchRunner(client).run, prompts(12, "queued"))
+        await anyio.sleep(5.0)  # the batch holds every slot and has 9 jobs queued
+        assert client.limits.active.waiting > 0
+        await client.generate(web_prompt(0))
+    prompts_in_order = [task.prompt for task in fake.tasks.values()]
+    visitor = prompts_in_order.index("a visitor's banana #0")
+    # Created the moment the first slot came free: right after the first three batch jobs.
+    assert visitor == 3
+    assert fake.stats.duplicates == 0
+
+
+async def test_a_batch_with_headroom_never_runs_more_than_the_cap_less_it() -> None:
+    fake = FakeNanoBanana(tier=None, max_active=5, duration=(2.0, 6.0), seed=2)
+    async with fake.client() as client:
+        outcomes = await BatchRunner(client, max_active=5, headroom=2).run(prompts(30, "hr"))
+    assert all(outcome.ok for outcome in outcomes)
+    assert fake.stats.max_active == 3
+
+
+async def test_visitors_of_a_web_app_with_limits_of_its_own_find_room_beside_a_batch() -> None:
+    fake = FakeNanoBanana(tier=None, max_active=4, duration=(4.0, 6.0), seed=3)
+    waits: list[float] = []
+    async with fake.client() as batch_client, fake.client() as web_client:
+        assert batch_client.limits is not web_client.limits
+
+        async def visitor(i: int) -> None:
+            started = anyio.current_time()
+            await web_client.generate(web_prompt(i))
+            waits.append(anyio.current_time() - started)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(BatchRunner(batch_client).run, prompts(60, "bg"))
+            for i in range(12):
+                await anyio.sleep(6.0)
+                group.start_soon(visitor, i)
+    assert len(waits) == 12
+    # The batch met the web app in a 409 and left a slot free from then on: after the first
+    # visitors, every visitor got a slot at once, so its wait is its task's own length.
+    durations = [t.duration for t in fake.tasks.values() if t.prompt.startswith("a visitor")]
+    late = [wait - took for wait, took in zip(waits[4:], durations[4:], strict=True)]
+    assert max(late) < 2.0  # a poll or two after its end, not a wait for the batch
+    assert batch_client.limits.active.keep_free(0) == 1
+
+
+async def test_priority_and_headroom_are_checked() -> None:
+    async with AsyncNanoBanana(api_key="sk-x") as client:
+        with pytest.raises(ConfigurationError, match="priority"):
+            BatchRunner(client, priority="urgent")  # type: ignore[arg-type]
+        for headroom in (-1, 1.5, True):
+            with pytest.raises(ConfigurationError, match="headroom"):
+                BatchRunner(client, headroom=headroom)  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequestError, match="priority"):
+            await client.generate(web_prompt(0), priority="now")  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequestError, match="priority"):
+            await client.create_task(web_prompt(0), priority=None)  # type: ignore[arg-type]
+
+
+def test_limits_made_outside_an_event_loop_keep_the_headroom_asked_for() -> None:
+    limits = Limits(max_active=5)
+    assert limits.active.keep_free(2) == 2
+    assert limits.active.keep_free(0) == 0
+    assert limits.active.keep_free(9) == 4  # a background caller may always hold one slot
