@@ -125,14 +125,17 @@ def test_intervals_are_bounded() -> None:
 async def _hold(limiter: ActiveTaskLimiter, n: int, *, running: bool = True) -> list[object]:
     holders = [object() for _ in range(n)]
     for holder in holders:
-        await limiter.acquire(holder)
+        await limiter.acquire(holder, "background")
         if running:
             limiter.mark_running(holder)
     return holders
 
 
 class Waiter:
-    """A caller waiting for a slot, in a task group: `got` is set once it holds one."""
+    """A batch's job waiting for a slot, in a task group: `got` is set once it holds one.
+
+    (Background: an interactive caller would also try one slot past the estimate.)
+    """
 
     def __init__(self, limiter: ActiveTaskLimiter) -> None:
         self.limiter = limiter
@@ -140,7 +143,7 @@ class Waiter:
         self.got = anyio.Event()
 
     async def run(self) -> None:
-        await self.limiter.acquire(self.holder)
+        await self.limiter.acquire(self.holder, "background")
         self.got.set()
 
 

@@ -21,6 +21,7 @@ from nanobanana_async import (
 )
 from nanobanana_async.limits import ActiveTaskLimiter, EndpointLimiter, Limits
 from nanobanana_async.limits._active import COURTESY_SECONDS
+from nanobanana_async.limits._base import ToldWindow
 from nanobanana_async.limits._queue import PriorityGate, PrioritySlots
 from nanobanana_async.testing import FakeNanoBanana
 
@@ -269,3 +270,142 @@ def test_limits_made_outside_an_event_loop_keep_the_headroom_asked_for() -> None
     assert limits.active.keep_free(2) == 2
     assert limits.active.keep_free(0) == 0
     assert limits.active.keep_free(9) == 4  # a background caller may always hold one slot
+
+
+# -- an interactive caller beside a batch it cannot see ------------------------------------------
+
+
+async def _neighboured(limit: int = 10, ours: int = 2) -> tuple[ActiveTaskLimiter, list[object]]:
+    """A cap of ``limit`` of which a 409 showed all but ``ours`` held by someone else."""
+    limiter = ActiveTaskLimiter(limit)
+    holders = [object() for _ in range(ours)]
+    for holder in holders:
+        await limiter.acquire(holder)
+        limiter.mark_running(holder)
+    refused = object()
+    await limiter.acquire(refused)
+    limiter.on_conflict(limit, limit)  # the key is full: ours and a batch's
+    limiter.release(refused)
+    return limiter, holders
+
+
+async def test_an_interactive_caller_tries_one_slot_past_the_room_left_to_others() -> None:
+    limiter, holders = await _neighboured()
+    assert (limiter.limit, limiter.neighbours) == (2, 8)
+    batch_job = object()
+    with anyio.move_on_after(0.1):  # before any probe of the room is due
+        await limiter.acquire(batch_job, "background")
+    assert not limiter.holds(batch_job)  # a batch waits for the room it has
+    await anyio.sleep(60)  # the 409 that closed the try is long past
+    visitor = object()
+    assert limiter._capacity().try_acquire(visitor, "interactive")  # type: ignore[attr-defined]
+    assert not limiter._capacity().try_acquire(object(), "interactive")  # type: ignore[attr-defined]
+    limiter._hold(visitor)  # type: ignore[attr-defined]
+    limiter.mark_running(visitor)
+    limiter.on_created()  # the provider took it: the room is larger than believed
+    assert (limiter.limit, limiter.neighbours) == (3, 7)
+    for holder in [*holders, visitor]:
+        limiter.release(holder)
+
+
+async def test_after_a_409_a_visitor_waits_for_a_slot_of_ours_or_a_while() -> None:
+    limiter, holders = await _neighboured()
+    visitor = object()
+    with anyio.move_on_after(0.01):
+        await limiter.acquire(visitor)
+    assert not limiter.holds(visitor)  # just refused: no try for now
+    async with anyio.create_task_group() as group:
+        group.start_soon(limiter.acquire, visitor)
+        await anyio.wait_all_tasks_blocked()
+        assert not limiter.holds(visitor)
+        limiter.release(holders.pop())  # a task of ours ended: its slot is the visitor's
+        await anyio.wait_all_tasks_blocked()
+    assert limiter.holds(visitor)
+    for holder in [*holders, visitor]:
+        limiter.release(holder)
+
+
+async def test_a_users_ceiling_bounds_the_try_too() -> None:
+    limiter = ActiveTaskLimiter()
+    limiter.set_limit(2, ceiling=True)
+    holders = [object(), object()]
+    for holder in holders:
+        await limiter.acquire(holder)
+        limiter.mark_running(holder)
+    limiter.on_conflict(10, 10)  # a key of 10, full: the ceiling is ours all the same
+    await anyio.sleep(60)
+    visitor = object()
+    with anyio.move_on_after(1):
+        await limiter.acquire(visitor)
+    assert not limiter.holds(visitor)
+    for holder in holders:
+        limiter.release(holder)
+
+
+# -- spending less --------------------------------------------------------------------------------
+
+
+async def test_a_raise_past_the_named_cap_that_meets_a_409_naming_it_backs_off() -> None:
+    limiter = ActiveTaskLimiter(5)
+    holders = [object() for _ in range(5)]
+    for holder in holders:
+        await limiter.acquire(holder, "background")
+        limiter.mark_running(holder)
+    probe = limiter._schedule()  # type: ignore[attr-defined]
+    limiter.key_cap = 5  # as a 409 named it
+    intervals = []
+    for _ in range(4):
+        await anyio.sleep(probe.next_at - anyio.current_time())
+        extra = object()
+        async with anyio.create_task_group() as group:
+            group.start_soon(limiter.acquire, extra, "background")
+            await anyio.wait_all_tasks_blocked()
+            assert limiter.probe_now() or limiter.holds(extra)
+        limiter.on_conflict(5, 5)  # the provider names the same cap: no upgrade
+        limiter.release(extra)
+        assert (limiter.limit, limiter.key_cap) == (5, 5)
+        intervals.append(probe.interval)
+    # Doubling each time: an upgrade is rare, and each refused probe is a 409.
+    assert intervals == [intervals[0] * 2**i for i in range(4)]
+    for holder in holders:
+        limiter.release(holder)
+
+
+async def test_only_a_window_that_binds_the_rate_is_probed() -> None:
+    pacer = EndpointLimiter("create")
+    pacer.learn_window(5, 1.0)  # holds a burst back
+    pacer.learn_window(40, 60.0)  # binds the sustained rate
+    for _ in range(60):
+        await pacer.acquire("background")
+    windows = pacer._windows  # type: ignore[attr-defined]
+    assert windows[1.0].probe is None  # never tried higher: it gains nothing
+    assert pacer.windows == {1.0: 5, 60.0: 40}
+
+
+async def test_a_429_naming_the_tier_fills_in_that_endpoints_windows_and_the_cap() -> None:
+    limits = Limits()
+    limits.create.on_rate_limited(0.5, limit=5, window=1.0, sent_at=None)
+    limits.learn_tier("basic", "create", ToldWindow(5, 1.0))
+    assert limits.create.windows == {1.0: 5, 60.0: 180}
+    assert limits.query.windows == {}  # polls stay cautious until their own limit is named
+    assert (limits.active.limit, limits.active.known) == (5, True)
+    limits.learn_tier("pro", "create", ToldWindow(20, 1.0))  # the key moved up a tier
+    probe = limits.active._schedule()  # type: ignore[attr-defined]
+    assert probe.next_at <= anyio.current_time() + probe.interval
+
+
+async def test_a_fake_at_another_time_scale_teaches_no_tier() -> None:
+    limits = Limits()
+    limits.learn_tier("basic", "create", ToldWindow(5, 0.01))
+    assert limits.create.windows == {}
+    assert not limits.active.known
+
+
+async def test_polls_relax_while_the_create_rate_binds() -> None:
+    # Pro tier, tasks of about a second: creates wait for the pacer, not for slots.
+    fake = FakeNanoBanana(tier="pro", duration=(0.5, 1.5), seed=5)
+    async with fake.client() as client:
+        outcomes = await BatchRunner(client).run(prompts(300, "relaxed"))
+    assert all(outcome.ok for outcome in outcomes)
+    assert fake.stats.query_requests / 300 < 4
+    assert fake.stats.duplicates == 0

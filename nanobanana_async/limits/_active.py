@@ -71,6 +71,8 @@ class ActiveTaskLimiter(SlotsBase):
         super().__init__(limit, initial=initial)
         self._slots: PrioritySlots | None = None
         self._clock = clock
+        self._reach_after = -math.inf
+        """Until when an interactive caller may not try past the estimate (after a 409)."""
         self._others_seen: collections.deque[tuple[float, int]] = collections.deque()
         """When 409s showed a small consumer on the key, and how many slots it held."""
         self._mean_hold = DEFAULT_HOLD
@@ -85,6 +87,21 @@ class ActiveTaskLimiter(SlotsBase):
             # Taught outside an event loop (a test, a sync setup): before any request.
             return -math.inf
 
+    def _reach(self) -> int:
+        """Slots past the estimate an interactive caller may try: one, while others hold some.
+
+        The estimate of the room other consumers leave us is a guess that errs on the safe
+        side, which suits a batch; a person waiting is better served by a try, which the
+        provider refuses (a 409) if the key is full after all, and which raises the estimate
+        if it does not. Never past the key's named cap, nor a user's ceiling.
+        """
+        if self._now() < self._reach_after:
+            return 0  # the last try met a 409: the next after a release, or a little while
+        reach = min(1, self.neighbours)  # one try at a time: each that fails is a 409
+        if self.ceiling is not None:
+            reach = min(reach, max(0, self.ceiling - self._limit))
+        return reach
+
     def _courtesy(self) -> int:
         """The most slots a small consumer was seen to hold in the last `COURTESY_SECONDS`."""
         seen = self._others_seen
@@ -95,7 +112,7 @@ class ActiveTaskLimiter(SlotsBase):
 
     def _capacity(self) -> PrioritySlots:
         if self._slots is None:
-            self._slots = PrioritySlots(self._limit, self.keep_free)
+            self._slots = PrioritySlots(self._limit, self.keep_free, self._reach)
         return self._slots
 
     def _resize(self, total: int) -> None:
@@ -179,10 +196,14 @@ class ActiveTaskLimiter(SlotsBase):
         """While a caller waits: try one more slot each time the schedule says so."""
         while True:
             self.probe_now()
+            self._capacity().regrant()  # an interactive caller's try may be due again
             probe = self._schedule()
-            wait = probe.next_at - self._now()
+            now = self._now()
+            wait = probe.next_at - now
             if probe.probing or wait <= 0:
                 wait = probe.interval
+            if self._reach_after > now:
+                wait = min(wait, self._reach_after - now)
             await anyio.sleep(max(wait, 0.001))
 
     def probe_now(self) -> bool:
@@ -229,7 +250,13 @@ class ActiveTaskLimiter(SlotsBase):
                 self._resize(grown)
             return
         probe = self._schedule()
-        if probe.base is None or self.running <= probe.base:
+        if probe.base is None:
+            if self.running > self._limit:
+                # An interactive caller reached past the estimate, and the provider took it:
+                # the room is at least what runs now (the estimate had erred on the safe side).
+                self._resize(min(self.running, self.key_cap or self.running))
+            return
+        if self.running <= probe.base:
             return
         now = self._now()
         room = self.key_cap is not None and probe.base < self.key_cap
@@ -258,7 +285,7 @@ class ActiveTaskLimiter(SlotsBase):
         # The running set kept by the base is all there is to it in this process.
         return
 
-    def _on_release(self, holder: object, member: str) -> None:
+    def _on_release(self, holder: object, member: str, running: bool) -> None:
         since = self._since.pop(holder, None)
         if since is not None:
             held = max(0.0, self._now() - since)
@@ -276,6 +303,9 @@ class ActiveTaskLimiter(SlotsBase):
 
     def _learn_conflict(self, stated: int | None, active: int | None) -> None:
         now = self._now()
+        # The key is full: no interactive try past the estimate for a little while (the time
+        # of two creates at the cap): each try that fails is a refused create.
+        self._reach_after = now + bounded(CAP_ROOM_START * self._unit())
         probe = self._schedule()
         was_probing = probe.probing
         before = self._limit

@@ -356,8 +356,9 @@ class SlotsBase(abc.ABC):
         member = self._members.pop(holder, None)
         if member is None:
             return
+        running = holder in self._running
         self._running.discard(holder)
-        self._on_release(holder, member)
+        self._on_release(holder, member, running)
         self._signal_release()
 
     def release_all(self) -> None:
@@ -414,8 +415,8 @@ class SlotsBase(abc.ABC):
         """Tell the store that the slot ``member`` holds a running task."""
 
     @abc.abstractmethod
-    def _on_release(self, holder: object, member: str) -> None:
-        """Give the slot back to the store."""
+    def _on_release(self, holder: object, member: str, running: bool) -> None:
+        """Give the slot back to the store (``running``: it held a task that ended)."""
 
     @abc.abstractmethod
     def _fix_limit(self, limit: int) -> None:

@@ -37,21 +37,34 @@ def _as_asked(headroom: int) -> int:
     return headroom
 
 
+def _no_reach() -> int:
+    return 0
+
+
 class PrioritySlots:
     """A resizable count of slots, handed out by class, then in order of arrival.
 
     A background caller asks for a ``headroom``: slots to leave free for others. How many
     that means now (``keep_free``) is decided each time a slot is handed out, so it follows
-    what the owner learns (by default it is the headroom asked for).
+    what the owner learns (by default it is the headroom asked for). An interactive caller
+    may go ``reach`` slots past the total (the owner's estimate of its room may be cautious
+    where a person waits: the provider says no with a 409 if there is no room after all).
 
     Args:
         total: How many slots there are.
         keep_free: Maps a background caller's headroom to the slots it must leave free now.
+        reach: How many slots past the total interactive callers may hold now.
     """
 
-    def __init__(self, total: int, keep_free: Callable[[int], int] = _as_asked) -> None:
+    def __init__(
+        self,
+        total: int,
+        keep_free: Callable[[int], int] = _as_asked,
+        reach: Callable[[], int] = _no_reach,
+    ) -> None:
         self._total = total
         self._keep_free = keep_free
+        self._reach = reach
         self._holders: set[object] = set()
         self._queues: dict[Priority, collections.deque[_Waiter]] = {
             priority: collections.deque() for priority in PRIORITIES
@@ -81,7 +94,7 @@ class PrioritySlots:
     def _fits(self, priority: Priority, headroom: int, total: int | None = None) -> bool:
         total = self._total if total is None else total
         if priority == "interactive":
-            return len(self._holders) < total
+            return len(self._holders) < total + self._reach()
         if self._queues["interactive"]:
             return False  # a slot freed while an interactive caller waits is its
         return len(self._holders) + self._keep_free(headroom) < total

@@ -286,7 +286,7 @@ class RedisActiveTaskLimiter(SlotsBase):
     def _on_running(self, member: str) -> None:
         self._update("running", member)
 
-    def _on_release(self, holder: object, member: str) -> None:
+    def _on_release(self, holder: object, member: str, running: bool) -> None:
         since = self._since.pop(holder, None)
         if since is not None:
             held = max(0.0, anyio.current_time() - since)
