@@ -1,7 +1,10 @@
 """RedisLimits against a real redis-server on loopback, started for the session.
 
 Two `RedisLimits` on one key stand for two processes: what one learns paces the other, their
-active slots are one pool, and the slots of a process that stops renewing come back.
+active slots are one pool, and the slots of a process that stops renewing come back. The
+priority tests show interactive callers of one process going ahead of background work of
+another, for a slot and for a window's place, and a killed process (a real one) holding
+nobody up past its leases.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import sysconfig
 import time
 import uuid
@@ -28,9 +32,11 @@ from nanobanana_async import (
     TextToImage,
     UsageError,
 )
+from nanobanana_async.limits import Priority
+from nanobanana_async.limits._base import COURTESY_SHARE, small_consumer
 from nanobanana_async.limits._probe import REFUSED_PROBE_REQUESTS
 from nanobanana_async.limits._redis_link import Connection
-from nanobanana_async.limits._redis_scripts import TAKE
+from nanobanana_async.limits._redis_scripts import SMALL_CONSUMER, TAKE, RedisKeys
 from nanobanana_async.testing import FakeNanoBanana
 
 
@@ -209,11 +215,22 @@ async def test_a_dead_process_slots_come_back_after_the_lease(redis_url: str, ke
     # The "dead process" takes both slots through its own client and never renews them.
     dead = Connection(redis_url)
     lease = 0.5
+    keys = RedisKeys(key)
     for member in ("dead:1", "dead:2"):
         taken, *_ = await dead.script(
             TAKE,
-            [f"{key}:active:slots", f"{key}:active:running", f"{key}:active:state"],
-            [member, repr(lease), 2],
+            [
+                keys.slots,
+                keys.running,
+                keys.state,
+                keys.probe,
+                keys.slot_waiters("interactive"),
+                keys.slot_waiters("background"),
+                keys.others,
+            ],
+            # member, lease, default limit, unit, probe lease, class, keep free, waiter lease,
+            # channel, courtesy seconds, and the numbers read (limit, key cap, known, courtesy)
+            [member, lease, 2, 1.0, 1.0, "interactive", 0, 1.0, keys.released, 120, 2, 0, 0, 0],
         )
         assert taken == 1
     await dead.aclose()
@@ -654,3 +671,283 @@ async def test_a_client_that_cannot_enter_its_limits_is_closed_and_says_why(key:
     assert not limits.entered
     with pytest.raises(UsageError, match="this client is closed"):
         await client.get_task("task_1")
+
+
+# -- priority across processes --------------------------------------------------------------
+
+
+def _waiters(url: str, key: str, priority: str) -> int:
+    """How many callers of ``priority`` are registered in Redis as waiting for a slot."""
+    with redis.Redis.from_url(url) as r:
+        return int(r.zcard(RedisKeys(key).slot_waiters(priority)))
+
+
+async def _until(condition: Any) -> None:
+    """Wait for ``condition()`` (state in Redis, or of another task) to hold."""
+    with anyio.fail_after(20):
+        while not condition():  # noqa: ASYNC110 - Redis, or a task of the test
+            await anyio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_a_freed_slot_goes_to_an_interactive_waiter_of_another_process(
+    redis_url: str, key: str
+) -> None:
+    a = RedisLimits(redis_url, key=key, max_active=1, poll_interval=0.01)
+    # b would try again only after 450 s by its poll: it is woken by a's release.
+    b = RedisLimits(redis_url, key=key, max_active=1, poll_interval=3600.0)
+    order: list[str] = []
+    holders: dict[str, object] = {}
+
+    async def take(limits: RedisLimits, priority: Priority) -> None:
+        holder = object()
+        await limits.active.acquire(holder, priority)
+        holders[priority] = holder
+        order.append(priority)
+
+    async with a, b:
+        first = object()
+        await a.active.acquire(first)
+        async with anyio.create_task_group() as tg:
+            # The batch waits in the very process that frees the slot: it hears of it first.
+            tg.start_soon(take, a, "background")
+            await _until(lambda: _waiters(redis_url, key, "background") == 1)
+            tg.start_soon(take, b, "interactive")
+            await _until(lambda: _waiters(redis_url, key, "interactive") == 1)
+            a.active.release(first)
+            await _until(lambda: order)
+            assert order == ["interactive"]
+            assert b.active.holds(holders["interactive"])
+            assert a.active.waiting == 1
+            b.active.release(holders["interactive"])
+        assert order == ["interactive", "background"]
+        assert a.active.holds(holders["background"])
+        assert (
+            _waiters(redis_url, key, "interactive") == _waiters(redis_url, key, "background") == 0
+        )
+
+
+@pytest.mark.anyio
+async def test_headroom_is_kept_free_across_processes(redis_url: str, key: str) -> None:
+    web, batch = _pair(redis_url, key, max_active=3, poll_interval=0.01)
+    async with web, batch:
+        visitor = object()
+        await web.active.acquire(visitor)
+        jobs = [object(), object()]
+        await batch.active.acquire(jobs[0], "background", headroom=1)
+        async with anyio.create_task_group() as tg:
+            # One slot is free, but the batch leaves it to others: its next job waits.
+            tg.start_soon(batch.active.acquire, jobs[1], "background", 1)
+            await _until(lambda: _waiters(redis_url, key, "background") == 1)
+            assert batch.active.held_anywhere == 2
+            # The slot kept free is there for the web app's next visitor.
+            second = object()
+            with anyio.fail_after(20):
+                await web.active.acquire(second)
+            assert web.active.held_anywhere == 3
+            web.active.release(visitor)
+            assert not batch.active.holds(jobs[1])  # 2 held, 1 free: still none to spare
+            web.active.release(second)
+            await _until(lambda: batch.active.holds(jobs[1]))
+        assert batch.active.active == 2
+
+
+@pytest.mark.anyio
+async def test_a_409_that_shows_a_web_app_makes_every_process_leave_it_room(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key, poll_interval=0.01)
+    async with a, b:
+        a.active.set_limit(10)
+        await a.flush()
+        held = [object() for _ in range(8)]
+        for h in held:
+            await a.active.acquire(h, "background")
+            a.active.mark_running(h)
+        # A 409 that names a cap of 10 while the key's processes hold 8 slots: a small
+        # consumer these limits do not count (a web app of its own) holds the other 2.
+        a.active.on_conflict(10)
+        await a.flush()
+        async with anyio.create_task_group() as tg:
+            # b, which saw no 409 itself, leaves those 2 free: its job waits.
+            job = object()
+            tg.start_soon(b.active.acquire, job, "background")
+            await _until(lambda: _waiters(redis_url, key, "background") == 1)
+            visitor = object()
+            with anyio.fail_after(20):
+                await b.active.acquire(visitor)  # an interactive caller may take one
+            a.active.release(held.pop())  # 8 held: still none to spare for background work
+            assert not b.active.holds(job)
+            a.active.release(held.pop())  # 7 held and 2 left free: the job's turn
+            await _until(lambda: b.active.holds(job))
+        assert b.active.held_anywhere == 8
+        for h in held:
+            a.active.release(h)
+
+
+@pytest.mark.anyio
+async def test_the_scripts_see_a_small_consumer_as_the_client_does(
+    redis_url: str, key: str
+) -> None:
+    cases = [
+        (stated, active, held, limit)
+        for stated in (None, 1, 3, 10, 20)
+        for active in (None, 0, 2, 9, 11, 21)
+        for held in (0, 1, 2, 8, 10, 19)
+        for limit in (1, 5, 10)
+    ]
+    lua = (
+        SMALL_CONSUMER
+        + "return small_consumer(tonumber(ARGV[1]), tonumber(ARGV[2]), "
+        + ("tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))")
+    )
+    with redis.Redis.from_url(redis_url) as r:
+        script = r.register_script(lua)
+        for stated, active, held, limit in cases:
+            args = ["" if stated is None else stated, "" if active is None else active]
+            seen = script(args=[*args, held, limit, repr(COURTESY_SHARE)])
+            assert seen == small_consumer(stated, active, held, limit), (stated, active, held)
+
+
+_DIES_WAITING = """
+import sys
+
+import anyio
+
+from nanobanana_async import RedisLimits
+
+
+async def main(url: str, key: str) -> None:
+    async with RedisLimits(url, key=key, max_active=2, lease=2.0, poll_interval=0.02) as limits:
+        await limits.active.acquire(object())
+        print("holding", flush=True)
+        await limits.active.acquire(object())  # the key is full: it waits, interactive
+
+
+anyio.run(main, sys.argv[1], sys.argv[2], backend=sys.argv[3])
+"""
+
+
+@pytest.mark.anyio
+async def test_a_killed_processs_waiter_and_slot_stop_counting_after_their_lease(
+    redis_url: str, key: str, anyio_backend: str
+) -> None:
+    keys = RedisKeys(key)
+    async with RedisLimits(redis_url, key=key, max_active=2, poll_interval=0.01) as limits:
+        mine = object()
+        await limits.active.acquire(mine)
+        child = await anyio.open_process(
+            [sys.executable, "-c", _DIES_WAITING, redis_url, key, anyio_backend],
+            stderr=None,
+        )
+        async with child:
+            try:
+                assert child.stdout is not None
+                said = b""
+                with anyio.fail_after(60):
+                    while b"\n" not in said:
+                        said += await child.stdout.receive()
+                assert said == b"holding\n"
+                await _until(lambda: _waiters(redis_url, key, "interactive") == 1)
+            finally:
+                child.kill()  # SIGKILL: no finally, no release, no unregistering
+                await child.wait()
+        with redis.Redis.from_url(redis_url) as r:
+            [(_, dead_until)] = r.zrange(keys.slot_waiters("interactive"), 0, -1, withscores=True)
+        limits.active.release(mine)
+        # A slot is free, but the dead process's interactive waiter keeps background work
+        # from it until its lease ends; then its slot comes back too, after its own lease.
+        jobs = [object(), object()]
+        for job in jobs:
+            with anyio.fail_after(30):
+                await limits.active.acquire(job, "background")
+        with redis.Redis.from_url(redis_url) as r:
+            taken_until = r.zscore(keys.slots, limits.active.members()[0])
+        assert taken_until is not None
+        assert taken_until - limits.lease >= dead_until  # taken once the waiter had lapsed
+        assert limits.active.held_anywhere == 2  # both ours: the dead one's slot came back
+        assert _waiters(redis_url, key, "interactive") == 0
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_waiter_is_unregistered_at_once(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key, max_active=1, poll_interval=0.01)
+    async with a, b:
+        first = object()
+        await a.active.acquire(first)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(b.active.acquire, object())
+            await _until(lambda: _waiters(redis_url, key, "interactive") == 1)
+            tg.cancel_scope.cancel()
+        assert b.active.waiting == 0
+        await b.flush()
+        # Gone from Redis, not left to lapse: background work is not held up by it.
+        assert _waiters(redis_url, key, "interactive") == 0
+        a.active.release(first)
+        await a.active.acquire(object(), "background")
+
+
+@pytest.mark.anyio
+async def test_a_failed_entry_leaves_nothing_running(redis_url: str, key: str) -> None:
+    with redis.Redis.from_url(redis_url) as r:
+        r.hset(RedisKeys(key).state, "limit", "many")  # unreadable: refresh() fails
+    limits = RedisLimits(redis_url, key=key)
+    with pytest.raises(ValueError, match="many"):
+        await limits.__aenter__()
+    with redis.Redis.from_url(redis_url) as r:
+        r.hset(RedisKeys(key).state, "limit", "2")
+    async with limits:  # closed cleanly, so it can be entered again
+        assert limits.active.limit == 2
+
+
+def _redis_time(r: redis.Redis) -> float:
+    seconds, micros = r.time()
+    return float(seconds) + float(micros) / 1e6
+
+
+@pytest.mark.anyio
+async def test_a_background_request_leaves_the_window_to_interactive_waiters(
+    redis_url: str, key: str
+) -> None:
+    web, batch = _pair(redis_url, key)
+    waiters = RedisKeys(key).pace_waiters("create")
+    async with web, batch:
+        web.create.learn_window(1, 0.2)
+        await web.flush()
+        with redis.Redis.from_url(redis_url) as r:
+            # An interactive caller of a process that died while it waited for the window.
+            lapses = _redis_time(r) + 0.5
+            r.zadd(waiters, {"dead": lapses})
+        sent = await batch.create.acquire("background")
+        assert sent >= lapses  # the window was free, but kept for it until its lease ended
+        # A live one waits for the place the background request took and is served first;
+        # the batch, asking meanwhile, waits for a place past it.
+        order: list[str] = []
+
+        async def send(limits: RedisLimits, priority: Priority) -> None:
+            await limits.create.acquire(priority)
+            order.append(priority)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send, web, "interactive")
+            with redis.Redis.from_url(redis_url) as r:
+                await _until(lambda: r.zcard(waiters) == 1)
+            tg.start_soon(send, batch, "background")
+        assert order == ["interactive", "background"]
+        with redis.Redis.from_url(redis_url) as r:
+            assert r.zcard(waiters) == 0
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_pacer_waiter_is_unregistered(redis_url: str, key: str) -> None:
+    async with RedisLimits(redis_url, key=key) as limits:
+        limits.query.learn_window(1, 60.0)
+        await limits.flush()
+        await limits.query.acquire()
+        with redis.Redis.from_url(redis_url) as r:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(limits.query.acquire)
+                await _until(lambda: r.zcard(RedisKeys(key).pace_waiters("query")) == 1)
+                tg.cancel_scope.cancel()
+            await limits.flush()
+            assert r.zcard(RedisKeys(key).pace_waiters("query")) == 0

@@ -20,7 +20,15 @@ from collections.abc import Callable
 
 import anyio
 
-from ._base import SlotsBase, cap_after_conflict, grown_cap, others_on_key
+from ._base import (
+    COURTESY_SECONDS,
+    COURTESY_SHARE,
+    SlotsBase,
+    cap_after_conflict,
+    grown_cap,
+    kept_free,
+    small_consumer,
+)
 from ._probe import (
     CAP_LONGEST,
     CAP_ROOM_START,
@@ -36,12 +44,7 @@ from ._queue import PrioritySlots
 
 __all__ = ["COURTESY_SECONDS", "COURTESY_SHARE", "ActiveTaskLimiter"]
 
-COURTESY_SECONDS = 120.0
-"""For how long background work leaves room for a small consumer a 409 showed (seconds)."""
 _SEEN_KEPT = 64
-COURTESY_SHARE = 0.2
-"""Another consumer counts as small (a web app's visitors, not another batch) while it holds
-at most this share of the key's cap (and at least one slot)."""
 
 
 class ActiveTaskLimiter(SlotsBase):
@@ -125,20 +128,18 @@ class ActiveTaskLimiter(SlotsBase):
     def keep_free(self, headroom: int) -> int:
         """Slots a background caller asking for ``headroom`` must leave free now.
 
-        The room kept for others is the headroom asked for, or, for `COURTESY_SECONDS` after
-        409s showed a small consumer, the most slots it was seen to hold, whichever is more;
-        the slots our estimate already leaves to others (a 409 saw them held) count toward it.
-        A background caller may always hold one slot. While the cap is still being learned
-        there is nothing to leave room of: the estimate grows only when every slot is held,
-        and the first 409 names the cap.
+        The rule of `kept_free`: the headroom asked for, or, for `COURTESY_SECONDS` after 409s
+        showed a small consumer, the most slots it was seen to hold, whichever is more, less
+        the slots our estimate already leaves to others (a 409 saw them held). A background
+        caller may always hold one slot; while the cap is still being learned, none is kept.
         """
-        if not self.known:
-            return 0
-        reserve = max(headroom, self._courtesy())
-        if not reserve:
-            return 0
-        left_to_others = self.neighbours
-        return max(0, min(reserve - left_to_others, self._limit - 1))
+        return kept_free(
+            headroom,
+            courtesy=self._courtesy(),
+            neighbours=self.neighbours,
+            limit=self._limit,
+            known=self.known,
+        )
 
     @property
     def probed_ago(self) -> float | None:
@@ -312,15 +313,13 @@ class ActiveTaskLimiter(SlotsBase):
         upgraded = stated is not None and named_before is not None and stated > named_before
         # Past the cap a 409 named, told the same cap: the probe (or a fluke's raise) failed.
         past_named = named_before is not None and before > named_before and not upgraded
-        others = max(
-            others_on_key(active, self.active), 0 if stated is None else stated - self.active
-        )
-        if 0 < others <= max(1, COURTESY_SHARE * (stated or self._limit)):
+        others = small_consumer(stated, active, self.active, self._limit)
+        if others:
             # A small consumer (a web app, say) holds slots of the key: background work leaves
             # it room for a while. (A large one, another batch, is left the room it holds.)
             if len(self._others_seen) >= _SEEN_KEPT:
                 self._others_seen.popleft()
-            self._others_seen.append((now, int(others)))
+            self._others_seen.append((now, others))
         cap = cap_after_conflict(self.limit, self.running, stated, active=active, held=self.active)
         if cap is not None:
             self.known = True

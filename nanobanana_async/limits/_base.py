@@ -7,6 +7,9 @@ numbers live (this process, or a Redis that every process of the key shares):
   for latency jitter at a window's edge;
 * `grown_cap` and `cap_after_conflict` are the rules that adapt the active-task cap (the Redis
   scripts apply the same two rules atomically, over the slots of every process);
+* `kept_free` is the room a background caller leaves to others, and `small_consumer` says
+  how many slots a 409 shows a small consumer holding (background work leaves it that many
+  for `COURTESY_SECONDS`);
 * `PacerBase` counts requests and 429s and decides when a refusal means the margin is too
   thin; `SlotsBase` keeps the holder → slot bookkeeping, the running set and the release
   signal; `LimitsBase` seeds from a tier, names the endpoints and takes the snapshot.
@@ -24,6 +27,8 @@ from ._protocols import Endpoint, LimitsSnapshot, Priority
 from ._tiers import TierName, tier_limits
 
 __all__ = [
+    "COURTESY_SECONDS",
+    "COURTESY_SHARE",
     "LimitsBase",
     "PacerBase",
     "SlotsBase",
@@ -32,9 +37,17 @@ __all__ = [
     "cap_after_conflict",
     "check_max_active",
     "grown_cap",
+    "kept_free",
     "others_on_key",
+    "small_consumer",
     "told_window",
 ]
+
+COURTESY_SECONDS = 120.0
+"""For how long background work leaves room for a small consumer a 409 showed (seconds)."""
+COURTESY_SHARE = 0.2
+"""Another consumer counts as small (a web app's visitors, not another batch) while it holds
+at most this share of the key's cap (and at least one slot)."""
 
 
 def base_margin(seconds: float) -> float:
@@ -111,6 +124,48 @@ def others_on_key(active: int | None, held: int | None) -> int:
     if active is None or held is None:
         return 0
     return max(0, active - max(0, held - 1))
+
+
+def small_consumer(stated: int | None, active: int | None, held: int, limit: int) -> int:
+    """The slots a 409 shows a small consumer holding, one these limits do not count; or 0.
+
+    The others' slots are what the key's active tasks it names leave unexplained by ours,
+    or the part of the cap it names above the slots we hold (the refused create's
+    included), whichever is more. They are a small consumer's (a web app's, say) while they
+    are at most `COURTESY_SHARE` of the cap (and at least one slot); a large one (another
+    batch) is not one to leave room for: it is left the room it holds.
+
+    Args:
+        stated: The cap the 409's body names, if it names one.
+        active: The key's active tasks the body names, if it does.
+        held: Our slots held now (every process's, with shared limits).
+        limit: The cap in use.
+    """
+    others = max(others_on_key(active, held), 0 if stated is None else stated - held)
+    return others if 0 < others <= max(1, COURTESY_SHARE * (stated or limit)) else 0
+
+
+def kept_free(headroom: int, *, courtesy: int, neighbours: int, limit: int, known: bool) -> int:
+    """Slots a background caller asking for ``headroom`` must leave free now.
+
+    The room kept for others is the headroom asked for, or ``courtesy`` (the most slots a
+    small consumer was seen to hold in the last `COURTESY_SECONDS`), whichever is more; the
+    slots the estimate already leaves to others (``neighbours``) count toward it. A
+    background caller may always hold one slot. While the cap is still being learned there
+    is nothing to leave room of: the estimate grows only when every slot is held, and the
+    first 409 names the cap.
+
+    Args:
+        headroom: The slots the caller asked to leave free.
+        courtesy: The most slots a small consumer was seen to hold lately (0: none).
+        neighbours: Slots of the key's named cap the estimate leaves to others.
+        limit: The cap in use.
+        known: Whether the cap is known (learned or given) rather than still growing.
+    """
+    reserve = max(headroom, courtesy)
+    if not known or not reserve:
+        return 0
+    return max(0, min(reserve - neighbours, limit - 1))
 
 
 def check_max_active(max_active: int) -> None:
@@ -304,9 +359,7 @@ class SlotsBase(abc.ABC):
         running = holder in self._running
         self._running.discard(holder)
         self._on_release(holder, member, running)
-        if self._released is not None:
-            self._released.set()
-            self._released = None
+        self._signal_release()
 
     def release_all(self) -> None:
         """Free every slot this process holds."""
@@ -346,10 +399,16 @@ class SlotsBase(abc.ABC):
         self._members[holder] = member
 
     def _release_signal(self) -> anyio.Event:
-        """An event set at the next release by this process."""
+        """An event set at the next release by this process (or, shared, by any)."""
         if self._released is None:
             self._released = anyio.Event()
         return self._released
+
+    def _signal_release(self) -> None:
+        """Wake whoever waits on `_release_signal`."""
+        if self._released is not None:
+            self._released.set()
+            self._released = None
 
     @abc.abstractmethod
     def _on_running(self, member: str) -> None:

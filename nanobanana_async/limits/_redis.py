@@ -6,10 +6,16 @@ Redis, so that a 429 learned by one process paces all of them, a 429's ``retryAf
 the endpoint for everyone, and the active-task slots are one pool (see ``_redis_scripts`` for
 how the numbers are kept).
 
-The instance is an async context manager: entering it connects and starts the one background
-task that renews this process's leases and sends what the client's synchronous callbacks
-(a release in a ``finally``, a 409 learned) have queued. Only anyio is used, so it runs on
-asyncio and on trio. ``redis`` (the ``[redis]`` extra) is imported only when you enter it.
+Interactive callers go first across processes too: a caller that waits for a slot (or, when
+interactive, for a place in a create or poll window) is registered in Redis with its class,
+and background work in any process yields to it; a release in any process wakes the waiters
+of every process (pub/sub), so the slot is handed over at once.
+
+The instance is an async context manager: entering it connects and starts two background
+tasks: one renews this process's leases and sends what the client's synchronous callbacks
+(a release in a ``finally``, a 409 learned) have queued, the other listens for releases. Only
+anyio is used, so it runs on asyncio and on trio. ``redis`` (the ``[redis]`` extra) is
+imported only when you enter it.
 """
 
 from __future__ import annotations
@@ -28,7 +34,11 @@ from ._redis_link import Connection, RedisLink
 from ._redis_scripts import RedisKeys
 from ._tiers import TierName
 
-__all__ = ["RedisLimits"]
+__all__ = ["WAITER_LEASE", "RedisLimits"]
+
+WAITER_LEASE = 1.0
+"""Seconds a waiter stays registered after its last try (at most the ``lease``, at least four
+times the ``poll_interval``): how long a process that died while waiting holds others up."""
 
 
 class RedisLimits(LimitsBase[RedisEndpointLimiter, RedisActiveTaskLimiter]):
@@ -59,7 +69,8 @@ class RedisLimits(LimitsBase[RedisEndpointLimiter, RedisActiveTaskLimiter]):
         url: The Redis URL (``redis://``, ``rediss://``, ``unix://``).
         key: The prefix of every Redis key used: one per API key.
         lease: Seconds a slot stays held without renewal, so the slots of a process that
-            died come back within that time. Renewed every third of it while held.
+            died come back within that time. Renewed every third of it while held. A waiter's
+            registration is shorter (`WAITER_LEASE`, at most this), renewed by its tries.
         tier: Seed the numbers from this tier of the provider's table.
         max_active: A known active-task cap (overrides the tier's).
         poll_interval: The longest pause between two tries for a slot held elsewhere.
@@ -89,18 +100,20 @@ class RedisLimits(LimitsBase[RedisEndpointLimiter, RedisActiveTaskLimiter]):
         self.key = key
         self.lease = float(lease)
         self.poll_interval = float(poll_interval)
+        self.waiter_lease = max(min(self.lease, WAITER_LEASE), 4 * self.poll_interval)
         self.holder_id = uuid.uuid4().hex
         self._keys = RedisKeys(key)
         self._link = RedisLink()
         super().__init__(
-            RedisEndpointLimiter(self._link, self._keys, "create"),
-            RedisEndpointLimiter(self._link, self._keys, "query"),
+            RedisEndpointLimiter(self._link, self._keys, "create", waiter_lease=self.waiter_lease),
+            RedisEndpointLimiter(self._link, self._keys, "query", waiter_lease=self.waiter_lease),
             RedisActiveTaskLimiter(
                 self._link,
                 self._keys,
                 lease=self.lease,
                 poll_interval=self.poll_interval,
                 holder_id=self.holder_id,
+                waiter_lease=self.waiter_lease,
             ),
         )
         self._group: anyio.abc.TaskGroup | None = None
@@ -126,9 +139,17 @@ class RedisLimits(LimitsBase[RedisEndpointLimiter, RedisActiveTaskLimiter]):
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
-        group.start_soon(self._background)
-        await self._link.flush()
-        await self.refresh()
+        try:
+            # Listening before any caller waits, so that no release is missed.
+            await group.start(
+                connection.listen, self._keys.released, self.active.on_released_elsewhere
+            )
+            group.start_soon(self._background)
+            await self._link.flush()
+            await self.refresh()
+        except BaseException:
+            await self.aclose()  # its steps are shielded where they must be
+            raise
         return self
 
     async def __aexit__(
@@ -147,7 +168,11 @@ class RedisLimits(LimitsBase[RedisEndpointLimiter, RedisActiveTaskLimiter]):
         # The task group's scope must be the innermost when it exits: stop it first.
         self._group = None
         group.cancel_scope.cancel()
-        await group.__aexit__(None, None, None)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._link.connection().stop_listening()
+        finally:
+            await group.__aexit__(None, None, None)
         self.active.release_all()
         await self._link.close()
 

@@ -10,7 +10,8 @@ from ._base import PacerBase, ToldWindow, base_margin
 from ._probe import REFUSED_PROBE_REQUESTS
 from ._protocols import Endpoint, Priority
 from ._redis_link import Connection, RedisLink
-from ._redis_scripts import PACE, RATE_LIMITED, TIME, RedisKeys
+from ._redis_pacing import PACE, RATE_LIMITED
+from ._redis_scripts import TIME, RedisKeys
 
 __all__ = ["RedisEndpointLimiter"]
 
@@ -24,15 +25,24 @@ class RedisEndpointLimiter(PacerBase):
     window blocks the endpoint for one second. The windows' probes live there too (see
     `PACE`): one process probes, every process paces by the result. Made by `RedisLimits`.
 
+    Interactive callers go first across processes: one that must wait is registered in Redis
+    until its turn (and ``waiter_lease`` more, so a dead process's waiter lapses), and a
+    background request takes no place in a window that an interactive waiter needs.
+
     Args:
         link: The owner's way to Redis.
         keys: The names of the key's Redis keys.
         name: The endpoint.
+        waiter_lease: Seconds an interactive waiter stays registered past its turn.
     """
 
-    def __init__(self, link: RedisLink, keys: RedisKeys, name: Endpoint) -> None:
+    def __init__(
+        self, link: RedisLink, keys: RedisKeys, name: Endpoint, *, waiter_lease: float
+    ) -> None:
         super().__init__(name)
         self._link = link
+        self._waiter_lease = waiter_lease
+        self._waiters_key = keys.pace_waiters(name)
         self._windows_key = keys.windows(name)
         self._blocked_key = keys.blocked(name)
         self._log_prefix = keys.log_prefix(name)
@@ -86,24 +96,39 @@ class RedisEndpointLimiter(PacerBase):
     async def acquire(self, priority: Priority = "interactive") -> float:
         """Wait until a request may go by every process's count, and count it.
 
+        An interactive caller that must wait is known to every process until it goes; a
+        background one waits until the windows have a place for each interactive waiter of
+        the key and for itself.
+
         Returns:
             The Redis time at which the request was let through.
         """
         redis = self._link.connection()
         member = uuid.uuid4().hex
-        while True:
-            # A 429 just learned (queued by on_rate_limited) must be in Redis first.
-            await self._link.flush()
-            wait, now = await redis.script(
-                PACE,
-                [self._windows_key, self._blocked_key, self._probes_key],
-                [self._log_prefix, member, repr(self._widening)],
-            )
-            wait = float(wait)
-            if wait <= 0:
-                self.requests += 1
-                return float(now)
-            await anyio.sleep(wait)
+        keys = [self._windows_key, self._blocked_key, self._probes_key, self._waiters_key]
+        went = False
+        try:
+            while True:
+                # A 429 just learned (queued by on_rate_limited) must be in Redis first.
+                await self._link.flush()
+                args = [
+                    self._log_prefix,
+                    member,
+                    repr(self._widening),
+                    priority,
+                    repr(self._waiter_lease),
+                ]
+                wait, now = await redis.script(PACE, keys, args)
+                wait = float(wait)
+                if wait <= 0:
+                    went = True
+                    self.requests += 1
+                    return float(now)
+                await anyio.sleep(wait)
+        finally:
+            if priority == "interactive" and not went:
+                # Given up (cancelled): no longer a waiter, for anyone.
+                self._link.enqueue(lambda r: r.call("zrem", self._waiters_key, member))
 
     def on_success(self) -> None:
         """An accepted request: give back some of any margin widened by a refusal."""

@@ -3,21 +3,28 @@
 redis-py runs through its asyncio client on asyncio, or its blocking one in worker threads on
 trio. The limiters' synchronous callbacks (a release in a ``finally``, a 409 learned) cannot
 await, so they queue their writes on the `RedisLink`; the owner's background task, or the next
-caller that needs Redis up to date, sends them in order.
+caller that needs Redis up to date, sends them in order. A `Connection` also listens to a
+pub/sub channel (`Connection.listen`), on a connection of its own.
 """
 
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 
 from .._errors import UsageError
 
-__all__ = ["Connection", "RedisLink", "Write", "on_asyncio"]
+__all__ = ["LISTEN_TIMEOUT", "Connection", "RedisLink", "Write", "on_asyncio"]
+
+LISTEN_TIMEOUT = 5.0
+"""On trio, the longest a listener's worker thread waits for a message before it looks again
+(and so the longest closing waits for it, should its wake-up message be lost)."""
 
 
 def on_asyncio() -> bool:
@@ -54,6 +61,7 @@ class Connection:
 
             self._client = redis.asyncio.Redis.from_url(url)  # pyright: ignore[reportUnknownMemberType]
         self._scripts: dict[str, Any] = {}
+        self._wake_channel: str | None = None
 
     async def call(self, command: str, *args: Any, **kwargs: Any) -> Any:
         """Run one Redis command (a redis-py method name) and return its answer."""
@@ -70,6 +78,66 @@ class Connection:
         if self.threaded:
             return await anyio.to_thread.run_sync(lambda: script(keys=keys, args=args))
         return await script(keys=keys, args=args)
+
+    async def listen(
+        self,
+        channel: str,
+        on_message: Callable[[], object],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Call ``on_message`` for every message published on ``channel``, until cancelled.
+
+        Started (for ``TaskGroup.start``) once Redis confirmed the subscription, so nothing
+        published after that is missed. On trio the wait for a message runs in a worker
+        thread, which `stop_listening` wakes so that cancelling the listener is prompt.
+        """
+        pubsub = self._client.pubsub()
+        try:
+            if self.threaded:
+                wake = self._wake_channel = f"{channel}:wake:{uuid.uuid4().hex}"
+                await anyio.to_thread.run_sync(lambda: pubsub.subscribe(channel, wake))
+                await self._subscribed(pubsub, 2)
+                task_status.started()
+                while True:
+                    message = await anyio.to_thread.run_sync(
+                        lambda: pubsub.get_message(True, LISTEN_TIMEOUT)
+                    )
+                    await anyio.lowlevel.checkpoint()  # a cancelled listener stops here
+                    if message is not None and message["channel"] != wake.encode():
+                        on_message()
+            else:
+                await pubsub.subscribe(channel)
+                await self._subscribed(pubsub, 1)
+                task_status.started()
+                while True:
+                    if await pubsub.get_message(True, None) is not None:
+                        on_message()
+        finally:
+            self._wake_channel = None
+            with anyio.CancelScope(shield=True):
+                if self.threaded:
+                    await anyio.to_thread.run_sync(pubsub.close)
+                else:
+                    await pubsub.aclose()
+
+    async def _subscribed(self, pubsub: Any, channels: int) -> None:
+        """Wait for Redis to confirm ``channels`` subscriptions."""
+        confirmed = 0
+        while confirmed < channels:
+            if self.threaded:
+                message = await anyio.to_thread.run_sync(
+                    lambda: pubsub.get_message(False, LISTEN_TIMEOUT)
+                )
+            else:
+                message = await pubsub.get_message(False, LISTEN_TIMEOUT)
+            if message is not None and message["type"] == "subscribe":
+                confirmed += 1
+
+    async def stop_listening(self) -> None:
+        """Wake a listener's worker thread (on trio), so that cancelling it takes no wait."""
+        if self._wake_channel is not None:
+            await self.call("publish", self._wake_channel, "")
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -138,9 +206,9 @@ class RedisLink:
         self._queued = anyio.Event()
 
     async def flush(self) -> None:
-        """Send the queued writes, in order."""
+        """Send the queued writes, in order; returns once they, and any in flight, are sent."""
         connection = self._connection
-        if connection is None or not self._pending:
+        if connection is None or not (self._pending or self._flush_lock.locked()):
             return
         # One flusher at a time, so a caller that flushes also waits for a write in flight;
         # shielded, so a cancelled caller does not drop a popped write (a release, say).

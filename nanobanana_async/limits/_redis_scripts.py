@@ -3,19 +3,35 @@
 Every script reads the time from Redis ``TIME``, never from the hosts' clocks, and runs
 atomically, so that every process sharing the key sees one count:
 
-* `PACE` checks and appends to the sliding-window logs (a sorted set of send times per
-  window) and answers how long to wait; `RATE_LIMITED` stores a 429's window and block;
+* `PACE` and `RATE_LIMITED` pace the endpoints (in ``_redis_pacing``);
 * `TAKE`, `RENEW`, `COUNT` and `UPDATE` keep the active-task slots: leased entries of a sorted
   set (member: the holder, score: the lease's end), expired leases dropped before each take.
   `UPDATE`'s ``created`` and ``conflict`` ops apply the rules of `grown_cap` and
   `cap_after_conflict` (in ``_base``) to the slots of every process, and `TAKE` and `UPDATE`
   keep the cap's probe schedule, the rules of `ProbeSchedule` (in ``_probe``) for every
   process at once.
+
+Priority across processes: a caller that waits for a slot is registered in a sorted set of
+its class, scored by the end of a short lease that each of its tries renews, so a dead
+process's waiters stop counting when their lease ends. `TAKE` refuses a background caller
+while an interactive one waits anywhere on the key. A release, and a served or withdrawn
+waiter that leaves room, are published on the key's ``released`` channel when somebody
+waits, so waiters in every process try again at once. The endpoints' pacers put their
+interactive waiters first the same way (see `PACE`).
 """
 
 from __future__ import annotations
 
-__all__ = ["COUNT", "PACE", "RATE_LIMITED", "RENEW", "TAKE", "TIME", "UPDATE", "RedisKeys"]
+__all__ = [
+    "COUNT",
+    "NOW",
+    "RENEW",
+    "SMALL_CONSUMER",
+    "TAKE",
+    "TIME",
+    "UPDATE",
+    "RedisKeys",
+]
 
 
 class RedisKeys:
@@ -29,6 +45,9 @@ class RedisKeys:
         state: Hash: the learned cap (``limit``), whether it is known (``known``), and its
             probe schedule (see `TAKE`).
         probe: String: the lease of the active-task probe in flight (its holder's member).
+        others: Hash: the slots 409s showed a small consumer holding → when last seen (the
+            courtesy, see `small_consumer`).
+        released: The pub/sub channel on which releases are announced to waiters.
 
     Args:
         prefix: The prefix of every key.
@@ -41,6 +60,12 @@ class RedisKeys:
         self.running = f"{prefix}:active:running"
         self.state = f"{prefix}:active:state"
         self.probe = f"{prefix}:active:probe"
+        self.others = f"{prefix}:active:others"
+        self.released = f"{prefix}:active:released"
+
+    def slot_waiters(self, priority: str) -> str:
+        """Sorted set: the callers of one class waiting for a slot, scored by their lease."""
+        return f"{self.prefix}:active:waiting:{priority}"
 
     def windows(self, endpoint: str) -> str:
         """Hash: an endpoint's known windows, `window_field` → requests allowed."""
@@ -54,6 +79,10 @@ class RedisKeys:
         """Hash: the probe schedules of an endpoint's windows (see `PACE`)."""
         return f"{self.prefix}:{endpoint}:probes"
 
+    def pace_waiters(self, endpoint: str) -> str:
+        """Sorted set: interactive callers waiting to send to an endpoint, by their lease."""
+        return f"{self.prefix}:{endpoint}:waiting"
+
     def log_prefix(self, endpoint: str) -> str:
         """The prefix of an endpoint's send logs, one sorted set per `window_field`."""
         return f"{self.prefix}:{endpoint}:log:"
@@ -64,169 +93,14 @@ class RedisKeys:
         return repr(float(seconds))
 
 
-_NOW = """
+NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
+"""The start of every script: ``now``, Redis's time (seconds)."""
 
-TIME = _NOW + "return tostring(now)\n"
+TIME = NOW + "return tostring(now)\n"
 """Returns Redis's time now (seconds), the clock every script dates by."""
-
-# The probes of an endpoint's windows (`Window`, `EndpointLimiter`), kept in one hash per
-# endpoint for every process, fields ``<window>:<name>``: ``base`` (the limit before the probe
-# in flight), ``at`` (when it began), ``used`` (when more than ``base`` went in one window),
-# ``next``, ``interval``, ``step``, ``probed``, ``owed`` (requests to pass before the next
-# probe). Scripts run atomically, so one probe of a window goes at a time, and it settles by
-# time (accepted a window after it was used, given up when unused), so no process has to live
-# to settle it. Intervals: 2 windows after a tighten, doubled by each refused probe up to
-# max(32, 100 / limit) windows, within 0.01 s and 600 s, and a refused probe's next waits for
-# `REFUSED_PROBE_REQUESTS` requests of any process.
-_WINDOW_PROBE = """
-local function clamp(x) return math.min(600, math.max(0.01, x)) end
-local function pget(f, name)
-  local v = redis.call('HGET', KEYS[3], f .. ':' .. name)
-  if v then return tonumber(v) end
-  return nil
-end
-local function pset(f, name, v) redis.call('HSET', KEYS[3], f .. ':' .. name, v) end
-local function pdel(f, name) redis.call('HDEL', KEYS[3], f .. ':' .. name) end
-"""
-
-# The margin is that of `base_margin`, times the pacer's widening.
-PACE = (
-    _NOW
-    + _WINDOW_PROBE
-    + """
-local widen = tonumber(ARGV[3])
-local wait = 0
-local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
-if blocked > now then wait = blocked - now end
-local windows = redis.call('HGETALL', KEYS[1])
-local counts = {}
-for i = 1, #windows, 2 do
-  local f = windows[i]
-  local seconds = tonumber(f)
-  local limit = tonumber(windows[i + 1])
-  local log = ARGV[1] .. f
-  local margin = math.min(math.max(0.02 * seconds, 0.01), 0.05, 0.25 * seconds) * widen
-  redis.call('ZREMRANGEBYSCORE', log, '-inf', now - seconds - margin)
-  local n = redis.call('ZCARD', log)
-  counts[f] = n
-  local base = pget(f, 'base')
-  if base then
-    local interval = pget(f, 'interval') or clamp(2 * seconds)
-    local used = pget(f, 'used')
-    if used and now >= used + seconds + 2 * margin then
-      -- Used a whole window long and no 429 came: the raise stays, the next comes sooner.
-      pset(f, 'step', math.min((pget(f, 'step') or 1) * 2, 64))
-      pset(f, 'next', now)
-      pdel(f, 'base')
-      pdel(f, 'used')
-      base = nil
-    elseif not used and now - pget(f, 'at') > 2 * seconds + interval then
-      redis.call('HSET', KEYS[1], f, base)
-      limit = base
-      pset(f, 'next', now + interval)
-      pdel(f, 'base')
-      base = nil
-    end
-  end
-  if n >= limit then
-    -- This window holds the request back: the demand that makes a probe worth its cost.
-    local next_at = pget(f, 'next')
-    if not next_at then
-      pset(f, 'next', now + clamp(2 * seconds))
-    elseif not base and now >= next_at and (pget(f, 'owed') or 0) <= 0 then
-      local raised = limit + (pget(f, 'step') or 1) * math.max(1, math.floor(limit / 10))
-      redis.call('HSET', KEYS[1], f, raised)
-      pset(f, 'base', limit)
-      pset(f, 'at', now)
-      pset(f, 'probed', now)
-      limit = raised
-    end
-  end
-  if n >= limit then
-    local oldest = redis.call('ZRANGE', log, n - limit, n - limit, 'WITHSCORES')
-    local w = tonumber(oldest[2]) + seconds + margin - now
-    if w > wait then wait = w end
-  end
-end
-if wait <= 0 then
-  for i = 1, #windows, 2 do
-    local f = windows[i]
-    local seconds = tonumber(f)
-    local log = ARGV[1] .. f
-    redis.call('ZADD', log, now, ARGV[2])
-    redis.call('PEXPIRE', log, math.ceil(seconds * (1.25 + widen) * 1000) + 1000)
-    local base = pget(f, 'base')
-    if base and not pget(f, 'used') and counts[f] + 1 > base then pset(f, 'used', now) end
-    local owed = pget(f, 'owed')
-    if owed and owed > 0 then pset(f, 'owed', owed - 1) end
-  end
-  wait = 0
-end
-return {tostring(wait), tostring(now)}
-"""
-)
-"""KEYS: windows hash, blocked key, probes hash. ARGV: log key prefix, member, margin
-multiplier.
-
-Returns ``{wait, now}``: wait > 0 means nothing was counted; come back in wait seconds. A
-window that holds the request back is probed one step higher when its schedule allows.
-"""
-
-RATE_LIMITED = (
-    _NOW
-    + _WINDOW_PROBE
-    + """
-redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
--- Refused by another window: a probe in flight is not shown to hold yet.
-for _, other in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if other ~= ARGV[3] then pdel(other, 'used') end
-end
-if ARGV[1] ~= '' then
-  local until_ = now + tonumber(ARGV[1])
-  local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if until_ > blocked then
-    redis.call('SET', KEYS[2], tostring(until_), 'PX', math.ceil(tonumber(ARGV[1]) * 1000) + 1000)
-  end
-end
-if ARGV[2] ~= '' then
-  local f = ARGV[3]
-  local seconds = tonumber(f)
-  local told = tonumber(ARGV[2])
-  local before = tonumber(redis.call('HGET', KEYS[1], f) or '0')
-  redis.call('HSET', KEYS[1], f, told)
-  local interval = pget(f, 'interval') or clamp(2 * seconds)
-  local base = pget(f, 'base')
-  pdel(f, 'base')
-  pdel(f, 'used')
-  if base and told <= base then
-    -- The probe met a 429: back off.
-    interval = math.min(clamp(math.max(32, 100 / told) * seconds), interval * 2)
-    pset(f, 'interval', interval)
-    pset(f, 'next', now + interval)
-    pset(f, 'step', 1)
-    pset(f, 'owed', ARGV[5])
-  elseif told ~= before then
-    -- Told a lower limit, or a larger one than was known: the schedule starts again.
-    pset(f, 'interval', clamp(2 * seconds))
-    pset(f, 'next', now + clamp(2 * seconds))
-    pset(f, 'step', 1)
-  elseif told == before then
-    pset(f, 'next', math.max(pget(f, 'next') or now, now + interval))
-  end
-end
-return tostring(now)
-"""
-)
-"""KEYS: windows hash, blocked key, probes hash, stats hash.
-
-ARGV: retry_after or '', limit or '', window field or '', stat field, requests owed after a
-refused probe. Returns the time now.
-A 429 that names a window settles its probe as refused, and a larger limit is taken at once;
-the other windows' probes in flight wait to be used again (that request did not test them).
-"""
 
 # The probe schedule of the active-task cap (`ProbeSchedule`, `ActiveTaskLimiter`), kept in
 # the state hash for every process: ``base`` (the cap before the probe in flight), ``interval``,
@@ -248,24 +122,50 @@ end
 """
 
 TAKE = (
-    _NOW
+    NOW
     + _PROBE
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+local function waiters() return redis.call('ZCARD', KEYS[5]) + redis.call('ZCARD', KEYS[6]) end
 local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or ARGV[3])
 local known = tonumber(redis.call('HGET', KEYS[3], 'known') or '0')
 local held = redis.call('ZCARD', KEYS[1])
 local unit = tonumber(ARGV[4])
+local interactive = ARGV[6] == 'interactive'
+local keep_free = tonumber(ARGV[7])
+local key_cap = hnum(KEYS[3], 'key_cap')
+-- The courtesy: the most slots a small consumer was seen to hold lately, by any process.
+local courtesy = 0
+local seen = redis.call('HGETALL', KEYS[7])
+for i = 1, #seen, 2 do
+  if now - tonumber(seen[i + 1]) < tonumber(ARGV[10]) then
+    courtesy = math.max(courtesy, tonumber(seen[i]))
+  else
+    redis.call('HDEL', KEYS[7], seen[i])
+  end
+end
+-- `keep_free` was worked out (by `kept_free`) from what the caller last read: a background
+-- caller whose numbers are out of date takes nothing, and tries again with these.
+local stale = not interactive and (limit ~= tonumber(ARGV[11])
+  or (key_cap or 0) ~= tonumber(ARGV[12]) or known ~= tonumber(ARGV[13])
+  or courtesy ~= tonumber(ARGV[14]))
 local taken = 0
 local function take()
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   taken = 1
   held = redis.call('ZCARD', KEYS[1])
 end
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or held < limit then take() end
-local key_cap = hnum(KEYS[3], 'key_cap')
-if taken == 0 and known == 1 then
+local function fits(cap)
+  if interactive then return held < cap end
+  -- A slot freed while an interactive caller waits anywhere on the key is its, and
+  -- background work leaves `keep_free` slots to others.
+  return redis.call('ZCARD', KEYS[5]) == 0 and held + keep_free < cap
+end
+if not stale and (redis.call('ZSCORE', KEYS[1], ARGV[1]) or fits(limit)) then take() end
+if taken == 0 and known == 1 and not stale then
   local base = hnum(KEYS[3], 'base')
   if base and redis.call('EXISTS', KEYS[4]) == 0 then
     -- The prober's lease ran out before its probe was settled: give the probe up.
@@ -282,33 +182,56 @@ if taken == 0 and known == 1 then
     next_at = now + probe_start(limit, key_cap, unit)
     redis.call('HSET', KEYS[3], 'next_at', next_at)
   end
-  if not base and now >= next_at and (not ceiling or limit < ceiling)
+  local raised = limit + (hnum(KEYS[3], 'step') or 1)
+  if key_cap and limit < key_cap then raised = math.min(raised, key_cap) end
+  if ceiling then raised = math.min(raised, ceiling) end
+  -- Only a caller that every slot holds back, and that one slot more would let in, probes.
+  if not base and now >= next_at and (not ceiling or limit < ceiling) and held >= limit
+      and fits(raised)
       and redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', math.ceil(tonumber(ARGV[5]) * 1000)) then
-    local raised = limit + (hnum(KEYS[3], 'step') or 1)
-    if key_cap and limit < key_cap then raised = math.min(raised, key_cap) end
-    if ceiling then raised = math.min(raised, ceiling) end
     redis.call('HSET', KEYS[3], 'limit', raised, 'base', limit, 'probed_at', now)
     limit = raised
-    if held < limit then take() end
+    take()
   end
+end
+local mine = KEYS[6]
+if interactive then mine = KEYS[5] end
+if taken == 1 then
+  if redis.call('ZREM', mine, ARGV[1]) == 1 and held < limit and waiters() > 0 then
+    -- A waiter served with room to spare: the others may fit now (background ones, once no
+    -- interactive caller waits).
+    redis.call('PUBLISH', ARGV[9], '')
+  end
+else
+  redis.call('ZADD', mine, now + tonumber(ARGV[8]), ARGV[1])
 end
 local probed_at = hnum(KEYS[3], 'probed_at')
 local ago = -1
 if probed_at then ago = now - probed_at end
-return {taken, limit, known, held, key_cap or 0, tostring(ago)}
+local was_stale = 0
+if stale then was_stale = 1 end
+return {taken, limit, known, held, key_cap or 0, tostring(ago), courtesy, was_stale}
 """
 )
-"""KEYS: slots, running, state, probe lease. ARGV: member, lease, default limit, unit, lease
-of a probe (seconds).
+"""KEYS: slots, running, state, probe lease, interactive waiters, background waiters, others
+seen. ARGV: member, lease, default limit, unit, lease of a probe (seconds), class
+(``interactive`` or ``background``), slots a background caller leaves free (`kept_free`),
+waiter lease, the ``released`` channel, `COURTESY_SECONDS`, and the numbers ``keep_free`` was
+worked out from: the limit, the key's cap (0: none), known (0/1) and the courtesy.
 
-A caller that finds no free slot may start a probe (one slot more, for every process) when the
-schedule allows: the probe lease (``SET NX PX``) makes it one probe at a time, and expires so
-that a process that died mid-probe cannot wedge the others. Returns ``{taken (0/1), limit,
-known (0/1), held, key_cap (0: none), seconds since the last probe (-1: none)}``.
+An interactive caller takes a slot while fewer than the cap are held; a background one only
+while no interactive caller waits anywhere on the key and the slots it leaves free are at
+least ``keep_free``, and only if the numbers it was worked out from are those in Redis now
+(else it is told them, and tries again). A caller refused is registered as a waiter of its
+class (each try renews its lease); one served is unregistered. A caller that every slot holds
+back may start a probe (one slot more, for every process) when the schedule allows: the probe
+lease (``SET NX PX``) makes it one probe at a time, and expires so that a process that died
+mid-probe cannot wedge the others. Returns ``{taken (0/1), limit, known (0/1), held, key_cap
+(0: none), seconds since the last probe (-1: none), courtesy, stale (0/1)}``.
 """
 
 COUNT = (
-    _NOW
+    NOW
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
@@ -317,7 +240,7 @@ return redis.call('ZCARD', KEYS[1])
 """KEYS: slots. Drops the expired leases; returns how many are held."""
 
 RENEW = (
-    _NOW
+    NOW
     + """
 local until_ = now + tonumber(ARGV[1])
 for i = 2, #ARGV do
@@ -329,14 +252,42 @@ return 0
 )
 """KEYS: slots, running. ARGV: lease, members... Extends the leases still held."""
 
+SMALL_CONSUMER = """
+local function small_consumer(stated, active, held, limit, share)
+  local others = 0
+  if active then others = math.max(0, active - math.max(0, held - 1)) end
+  if stated then others = math.max(others, stated - held) end
+  if others > 0 and others <= math.max(1, share * (stated or limit)) then return others end
+  return 0
+end
+"""
+"""`small_consumer` (in ``_base``) in Lua, for `UPDATE`: the rule is tested to agree."""
+
 UPDATE = (
-    _NOW
+    NOW
     + _PROBE
+    + SMALL_CONSUMER
     + """
 local op = ARGV[1]
+local function wake()
+  -- Tell the waiters of every process, if there are any, that a slot may be free.
+  if redis.call('ZCARD', KEYS[6]) + redis.call('ZCARD', KEYS[7]) > 0 then
+    redis.call('PUBLISH', ARGV[7], '')
+  end
+end
 if op == 'release' then
-  redis.call('ZREM', KEYS[1], ARGV[4])
+  if redis.call('ZREM', KEYS[1], ARGV[4]) == 1 then wake() end
   redis.call('ZREM', KEYS[2], ARGV[4])
+  return 0
+end
+if op == 'withdraw' then
+  -- A waiter gave up. Its last try may have leased a slot as its caller was cancelled: that
+  -- slot is nobody's now. Without it (or the interactive waiter), others may fit.
+  local freed = redis.call('ZREM', KEYS[1], ARGV[4])
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  freed = freed + redis.call('ZREM', KEYS[6], ARGV[4])
+  redis.call('ZREM', KEYS[7], ARGV[4])
+  if freed > 0 then wake() end
   return 0
 end
 if op == 'running' then
@@ -356,6 +307,7 @@ if op == 'created' then
   if not known then
     if redis.call('ZCARD', KEYS[1]) >= limit and running >= limit - 1 then
       redis.call('HSET', KEYS[3], 'limit', limit + 1)
+      wake()
     end
   elseif base and running > base then
     -- The probe was accepted: keep the raise, probe again at once with a larger step.
@@ -383,11 +335,21 @@ redis.call('HINCRBY', KEYS[4], 'conflicts', 1)
 local before = limit
 local cap = nil
 local upgraded = ARGV[4] ~= '' and key_cap and tonumber(ARGV[4]) > key_cap
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local held = redis.call('ZCARD', KEYS[1])
+local others = 0
+if ARGV[5] ~= '' then others = math.max(0, tonumber(ARGV[5]) - math.max(0, held - 1)) end
+local stated = nil
+if ARGV[4] ~= '' then stated = tonumber(ARGV[4]) end
+local active = nil
+if ARGV[5] ~= '' then active = tonumber(ARGV[5]) end
+local small = small_consumer(stated, active, held, limit, tonumber(ARGV[8]))
+if small > 0 then
+  -- A small consumer (a web app) holds slots of the key: background work in every process
+  -- leaves it room for a while (`kept_free`).
+  redis.call('HSET', KEYS[8], small, tostring(now))
+end
 if ARGV[4] ~= '' then
-  local others = 0
-  if ARGV[5] ~= '' then
-    others = math.max(0, tonumber(ARGV[5]) - math.max(0, redis.call('ZCARD', KEYS[1]) - 1))
-  end
   cap = math.max(1, tonumber(ARGV[4]) - others)
   key_cap = tonumber(ARGV[4])
   redis.call('HSET', KEYS[3], 'key_cap', key_cap)
@@ -421,10 +383,14 @@ end
 return 0
 """
 )
-"""KEYS: slots, running, state, stats, probe lease. ARGV: op, lease, default limit, arg, the
-key's active tasks named by a 409 (or ''), unit.
+"""KEYS: slots, running, state, stats, probe lease, interactive waiters, background waiters,
+others seen. ARGV: op, lease, default limit, arg, the key's active tasks named by a 409 (or
+''), unit, the ``released`` channel, `COURTESY_SHARE`.
 
-Ops: ``release`` (arg: member), ``running`` (arg: member), ``created`` (grows the cap as
-`grown_cap` does while it is learned; settles a probe in flight as accepted), ``conflict``
-(arg: the stated cap or ''; learns as `cap_after_conflict`, and a probe in flight backs off).
+Ops: ``release`` (arg: member), ``withdraw`` (arg: a waiter's member: it gave up),
+``running`` (arg: member), ``created`` (grows the cap as `grown_cap` does while it is learned;
+settles a probe in flight as accepted), ``conflict`` (arg: the stated cap or ''; learns as
+`cap_after_conflict`, notes a small consumer's slots as `small_consumer` sees them, and a
+probe in flight backs off). A release, a withdrawal that frees room and a grown cap are
+published on the channel when somebody waits.
 """
