@@ -65,7 +65,9 @@ def run_suite(session: nox.Session) -> None:
     """Install the package with every extra and the test groups; run pytest under coverage."""
     session.install("-e", ".[cli,redis,s3,otel]", *group("tests"), *group("examples"))
     session.run("coverage", "erase")
-    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    # A worker per core (pytest-xdist); a worker that runs out of tests takes some of another's.
+    workers = ["-n", "auto", "--dist", "worksteal"]
+    session.run("coverage", "run", "-m", "pytest", *workers, *session.posargs)
     session.run("coverage", "combine", success_codes=[0, 1])
     # The 95 % gate is for the whole suite; a run of chosen tests (``nox -s tests -- FILE``)
     # still shows what it covered, without failing on what it did not run.

@@ -10,6 +10,10 @@ the client as a transport (never patched in globally), with the provider's answe
 `support`) and a factory for clients with tiny retry and poll intervals, so the suite stays
 fast.
 
+Hypothesis runs 100 examples per property by default, and 1000 with
+``--hypothesis-profile=thorough`` (``nox -s tests -- --hypothesis-profile=thorough``), a run for
+before a release rather than for every change.
+
 Every test ends with a garbage collection, so a resource it left open (a file, a socket, an
 SQLite connection) fails that very test with its `ResourceWarning`, rather than a later test,
 or no test at all.
@@ -24,6 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings
 import respx
 from support import RESULT_URL, envelope, quick_polls, record_info
 
@@ -38,6 +43,10 @@ QUERY_URL = f"{DEFAULT_BASE_URL}/api/v1/jobs/recordInfo"
 FAST_RETRY = RetryPolicy(max_retries=3, backoff_base=0.001, backoff_max=0.004, not_found_grace=5.0)
 FAST_POLL = quick_polls(initial=0.001, maximum=0.005, min_interval=0.001)
 
+
+settings.register_profile("default", max_examples=100)
+settings.register_profile("thorough", max_examples=1000)
+settings.load_profile("default")
 
 #: Fixtures that stand for real servers: a test that uses one runs on the real clock.
 REAL_SERVERS = frozenset({"s3_endpoint", "redis_url"})

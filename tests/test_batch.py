@@ -40,6 +40,7 @@ from nanobanana_async import (
     TextToImage,
     UnprocessableEntityError,
     WaitTimeoutError,
+    _batch_input,
 )
 from nanobanana_async._journal import Journal, fingerprint
 from nanobanana_async._wire import request_body
@@ -816,9 +817,14 @@ async def test_resumed_outcomes_are_rebuilt_from_every_kind_of_row(tmp_path: Pat
     assert runner.statistics().resumed == 4
 
 
-async def test_journal_is_read_in_chunks_for_long_batches(tmp_path: Path) -> None:
+async def test_journal_is_read_in_chunks_for_long_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks of 16 rows (512 in use): 120 jobs read the journal in eight chunks, the last
+    # one short, as a long batch does.
+    monkeypatch.setattr(_batch_input, "_JOURNAL_CHUNK", 16)
     path = tmp_path / "batch.sqlite"
-    count = 1200
+    count = 120
     requests = prompts(count, "long")
     journal = await Journal.open(path)
     for index, request in enumerate(requests):

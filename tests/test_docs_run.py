@@ -1,10 +1,10 @@
 """Every Python block of the README and the docs runs as written, unless marked as not run.
 
-A block is a complete program, run in a fresh interpreter with ``NANOBANANA_API_KEY`` and
-``NANOBANANA_BASE_URL`` pointing at a fake provider on loopback (100 times faster than the
-real service), in a folder holding a ``prompts.txt``. A block that is only a fragment (or needs
-a server, Redis, or a key of its own) says so with an HTML comment on the line before its
-fence, which the rendered page hides::
+A block is a complete program, run as ``__main__`` in a namespace of its own with
+``NANOBANANA_API_KEY`` and ``NANOBANANA_BASE_URL`` pointing at a fake provider on loopback (100
+times faster than the real service), in a fresh folder holding a ``prompts.txt``. A block that
+is only a fragment (or needs a server, Redis, or a key of its own) says so with an HTML comment
+on the line before its fence, which the rendered page hides::
 
     <!-- not run: a fragment of the example above -->
 
@@ -14,6 +14,7 @@ fence, which the rendered page hides::
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -78,7 +79,38 @@ def test_a_marker_only_counts_right_before_its_fence(tmp_path: Path) -> None:
     assert [block.run for block in blocks_of(page)] == [True, False]
 
 
+#: Run in each interpreter: every block it is given, one after the other, each in a namespace
+#: and a folder of its own, with the ResourceWarnings it causes; the failures as JSON lines.
+_RUNNER = """
+import contextlib, gc, io, json, os, sys, traceback, warnings
+for folder, name, code in json.loads(sys.stdin.read()):
+    os.chdir(folder)
+    failure = None
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("always", ResourceWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            exec(compile(code, name, "exec"), {"__name__": "__main__"})
+        except BaseException:
+            failure = traceback.format_exc().strip().splitlines()[-2:]
+        gc.collect()
+    left_open = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    if failure or left_open:
+        print(json.dumps([name, failure or left_open]), flush=True)
+"""
+
+#: Interpreters running blocks side by side: each block mostly waits on the fake.
+_INTERPRETERS = 3
+
+
 def test_every_block_that_claims_to_run_runs(tmp_path: Path) -> None:
+    """Each block runs as a program (``__main__``, a namespace of its own, a fresh folder).
+
+    A few interpreters run them all, rather than one interpreter per block, which would spend
+    most of the test importing the library again: a block gets a fresh namespace and folder,
+    not a fresh interpreter, so what it imports is its own business, but a module another
+    block imported is already loaded.
+    """
     blocks = [block for block in all_blocks() if block.run]
     fake = FakeNanoBanana(api_key=KEY, time_scale=0.01)
     with (
@@ -93,35 +125,35 @@ def test_every_block_that_claims_to_run_runs(tmp_path: Path) -> None:
                 [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
             ),
         }
+        work = []
+        for number, block in enumerate(blocks):
+            folder = tmp_path / f"block-{number}"
+            folder.mkdir()
+            (folder / "prompts.txt").write_text("a banana\n\ntwo bananas\nthree bananas\n")
+            work.append((str(folder), str(block), block.code))
+        running = [
+            subprocess.Popen(
+                [sys.executable, "-c", _RUNNER],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(_INTERPRETERS)
+        ]
         failures: list[str] = []
-        # Four at a time: each is a fresh interpreter, mostly waiting on the fake.
-        for start in range(0, len(blocks), 4):
-            running = []
-            for number, block in enumerate(blocks[start : start + 4], start):
-                folder = tmp_path / f"block-{number}"
-                folder.mkdir()
-                (folder / "prompts.txt").write_text("a banana\n\ntwo bananas\nthree bananas\n")
-                process = subprocess.Popen(
-                    # A resource left open is shown on stderr, and fails the block.
-                    [
-                        *(sys.executable, "-W", "error::DeprecationWarning"),
-                        *("-W", "always::ResourceWarning", "-c", block.code),
-                    ],
-                    cwd=folder,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
+        for share, process in enumerate(running):
+            try:
+                stdout, stderr = process.communicate(
+                    json.dumps(work[share::_INTERPRETERS]), timeout=300
                 )
-                running.append((block, process))
-            for block, process in running:
-                try:
-                    _, stderr = process.communicate(timeout=120)
-                except subprocess.TimeoutExpired:  # pragma: no cover - a failure's detail
-                    process.kill()
-                    _, stderr = process.communicate()
-                if process.returncode != 0 or "ResourceWarning" in stderr:
-                    failures.append(f"{block}: {stderr.strip().splitlines()[-2:]}")
+            except subprocess.TimeoutExpired:  # pragma: no cover - a failure's detail
+                process.kill()
+                stdout, stderr = process.communicate()
+            failures += [": ".join(map(str, json.loads(line))) for line in stdout.splitlines()]
+            if process.returncode != 0:  # pragma: no cover - a failure's detail
+                failures.append(f"an interpreter ended with {process.returncode}: {stderr}")
     assert not failures, "\n".join(failures)
 
 

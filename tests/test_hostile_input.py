@@ -81,7 +81,7 @@ def _build(cls: type[Any], fields: dict[str, Any]) -> Any:
     return None
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(
     fields=st.fixed_dictionaries(
         {"prompt": st.text(min_size=1, max_size=50) | anything},
@@ -220,7 +220,7 @@ def _dumps(value: Any) -> bytes:
         return b"{}"
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(
     envelope=st.fixed_dictionaries(
         {},
@@ -306,7 +306,6 @@ internal = st.ip_addresses().filter(
 )  # fmt: skip
 
 
-@settings(max_examples=200)
 @given(address=internal, path=st.sampled_from(["/a.png", "/latest/meta-data/", ""]))
 def test_internal_addresses_in_any_spelling_are_refused_for_a_public_api(
     address: ipaddress.IPv4Address | ipaddress.IPv6Address, path: str
