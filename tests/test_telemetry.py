@@ -32,6 +32,7 @@ from nanobanana_async import (
     ImageToImage,
     InvalidRequestError,
     Limits,
+    PollPolicy,
     TaskFailedError,
     Telemetry,
     TextToImage,
@@ -300,7 +301,10 @@ async def test_the_detection_delay_does_not_bend_to_the_providers_clock(otel: Ot
         return httpx.Response(response.status_code, json=body)
 
     fake = fake_provider(duration=30.0, time_scale=1.0)  # the provider's own speed: virtual
-    async with client_for(fake, an_hour_behind, telemetry=otel.telemetry()) as client:
+    # Polled as by default, for a task of the provider's own length: not every few ms.
+    async with client_for(
+        fake, an_hour_behind, telemetry=otel.telemetry(), poll=PollPolicy()
+    ) as client:
         await client.generate(TextToImage(prompt="a banana"))
     wait = otel.only("nanobanana.wait")
     # Seen 30 s and some after the create, ended 30 s after it by the provider's clock.
