@@ -34,7 +34,7 @@ from nanobanana_async import (
 )
 from nanobanana_async.limits import Priority
 from nanobanana_async.limits._base import COURTESY_SHARE, small_consumer
-from nanobanana_async.limits._probe import REFUSED_PROBE_REQUESTS
+from nanobanana_async.limits._probe import CAP_LONGEST, REFUSED_PROBE_REQUESTS, UPGRADE_LONGEST
 from nanobanana_async.limits._redis_link import Connection
 from nanobanana_async.limits._redis_scripts import SMALL_CONSUMER, TAKE, RedisKeys
 from nanobanana_async.testing import FakeNanoBanana
@@ -497,6 +497,79 @@ async def test_a_refused_probe_backs_off_for_every_process(redis_url: str, key: 
         assert intervals[0] < intervals[1] <= intervals[2]  # doubled, up to a bound
         for h in held:
             a.active.release(h)
+
+
+def _probe_due(url: str, key: str) -> None:
+    """Make the cap's next probe due now, as it will be once its interval has passed."""
+    with redis.Redis.from_url(url) as r:
+        r.hset(f"{key}:active:state", "next_at", 0)
+
+
+async def _full_at_a_named_cap(limits: RedisLimits, cap: int) -> list[object]:
+    """Hold every slot of a cap that a 409 named (all of it ours); return the holders."""
+    limits.active.set_limit(cap)
+    held = [object() for _ in range(cap)]
+    for h in held:
+        await limits.active.acquire(h, "background")
+        limits.active.mark_running(h)
+    limits.active.on_conflict(cap)
+    await limits.flush()
+    return held
+
+
+@pytest.mark.anyio
+async def test_probes_past_the_named_cap_double_up_to_ten_minutes(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key, poll_interval=0.01)
+    async with a, b:
+        held = await _full_at_a_named_cap(a, 4)
+        intervals = []
+        for _ in range(12):
+            _probe_due(redis_url, key)
+            probing = object()
+            await _take_slot(b, probing)  # past the named cap: only an upgrade would fit
+            assert _state(redis_url, key)["limit"] == "5"
+            b.active.mark_running(probing)
+            b.active.on_conflict(4, 4)  # the same cap again: no upgrade
+            b.active.release(probing)
+            await b.flush()
+            state = _state(redis_url, key)
+            assert (state["limit"], state["key_cap"], state["outcome"]) == ("4", "4", "refused")
+            intervals.append(float(state["interval"]))
+        # Doubled by each refusal, past the bound of the neighbours' room, up to ten minutes.
+        assert intervals[1:] == [min(UPGRADE_LONGEST, 2 * i) for i in intervals[:-1]]
+        assert intervals[-1] == UPGRADE_LONGEST
+        for h in held:
+            a.active.release(h)
+
+
+@pytest.mark.anyio
+async def test_a_raise_past_the_named_cap_is_not_taken_for_an_upgrade(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key, poll_interval=0.01)
+    async with a, b:
+        held = await _full_at_a_named_cap(a, 4)
+        _probe_due(redis_url, key)
+        probing = object()
+        await _take_slot(b, probing)
+        b.active.mark_running(probing)
+        b.active.on_created()  # accepted: a fluke (a task that ended unseen), or an upgrade
+        await b.flush()
+        state = _state(redis_url, key)
+        assert (state["limit"], state["outcome"], state["step"]) == ("5", "raised", "1")
+        await a.refresh()
+        assert a.active.key_cap == 4  # the cap a 409 named stands until a 409 names another
+        a.active.on_conflict(4, 4)  # the next create past it: the key's cap is still 4
+        await a.flush()
+        state = _state(redis_url, key)
+        assert (state["limit"], state["key_cap"]) == ("4", "4")
+        assert float(state["interval"]) > CAP_LONGEST * b.active._unit()  # type: ignore[attr-defined]
+        a.active.on_conflict(6)  # a 409 that names more: that is an upgrade
+        await a.flush()
+        state = _state(redis_url, key)
+        assert (state["limit"], state["key_cap"]) == ("6", "6")
+        for h in [*held, probing]:
+            (a if h in held else b).active.release(h)
 
 
 @pytest.mark.anyio

@@ -22,6 +22,15 @@ interactive waiters first the same way (see `PACE`).
 
 from __future__ import annotations
 
+from ._probe import (
+    CAP_LONGEST,
+    CAP_ROOM_START,
+    CAP_UPGRADE_START,
+    MAX_INTERVAL,
+    MIN_INTERVAL,
+    UPGRADE_LONGEST,
+)
+
 __all__ = [
     "COUNT",
     "NOW",
@@ -31,6 +40,7 @@ __all__ = [
     "TIME",
     "UPDATE",
     "RedisKeys",
+    "lua_numbers",
 ]
 
 
@@ -102,24 +112,42 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 TIME = NOW + "return tostring(now)\n"
 """Returns Redis's time now (seconds), the clock every script dates by."""
 
+
+def lua_numbers(**numbers: float) -> str:
+    """Lua locals holding Python's numbers, so that a script cannot drift from the code."""
+    return "".join(f"local {name} = {float(value)!r}\n" for name, value in numbers.items())
+
+
 # The probe schedule of the active-task cap (`ProbeSchedule`, `ActiveTaskLimiter`), kept in
 # the state hash for every process: ``base`` (the cap before the probe in flight), ``interval``,
 # ``next_at``, ``step``, ``probed_at``, ``outcome``, ``key_cap`` (the cap a 409 named) and
 # ``ceiling`` (a user's ``max_active``). ``unit`` is the caller's seconds between two creates
-# at the cap; intervals are 2 units (neighbours' room) or 4 (an upgrade) after a tighten,
-# doubled by each refused probe up to 12, within 0.01 s and 600 s.
-_PROBE = """
-local function clamp(x) return math.min(600, math.max(0.01, x)) end
+# at the cap; intervals are `CAP_ROOM_START` units (neighbours' room) or `CAP_UPGRADE_START`
+# (an upgrade) after a tighten, doubled by each refused probe up to `CAP_LONGEST` units, or,
+# past the cap a 409 named, up to `UPGRADE_LONGEST` seconds; within `MIN_INTERVAL` and
+# `MAX_INTERVAL`. The numbers are Python's (`lua_numbers`).
+_PROBE = (
+    lua_numbers(
+        CAP_ROOM_START=CAP_ROOM_START,
+        CAP_UPGRADE_START=CAP_UPGRADE_START,
+        CAP_LONGEST=CAP_LONGEST,
+        UPGRADE_LONGEST=UPGRADE_LONGEST,
+        MIN_INTERVAL=MIN_INTERVAL,
+        MAX_INTERVAL=MAX_INTERVAL,
+    )
+    + """
+local function clamp(x) return math.min(MAX_INTERVAL, math.max(MIN_INTERVAL, x)) end
 local function hnum(key, field)
   local v = redis.call('HGET', key, field)
   if v then return tonumber(v) end
   return nil
 end
 local function probe_start(limit, key_cap, unit)
-  if key_cap and limit < key_cap then return clamp(2 * unit) end
-  return clamp(4 * unit)
+  if key_cap and limit < key_cap then return clamp(CAP_ROOM_START * unit) end
+  return clamp(CAP_UPGRADE_START * unit)
 end
 """
+)
 
 TAKE = (
     NOW
@@ -313,15 +341,16 @@ if op == 'created' then
     -- The probe was accepted: keep the raise, probe again at once with a larger step.
     -- The interval stays (an acceptance may be a fluke of a task that ended unseen).
     -- The step grows only below the key's named cap (past it, a fluke must not compound).
+    -- The key's cap stays what a 409 named until a 409 names another: an acceptance past
+    -- it proves nothing yet (a fluke, or an upgrade, which the next 409 will name).
     local step = hnum(KEYS[3], 'step') or 1
     if key_cap and base < key_cap then step = math.min(step * 2, 64) end
     local interval = hnum(KEYS[3], 'interval') or probe_start(limit, key_cap, unit)
     local next_at = now
-    if key_cap and limit > key_cap then
-      redis.call('HSET', KEYS[3], 'key_cap', limit)
-    elseif key_cap and base < key_cap and limit == key_cap then
+    if key_cap and base < key_cap and limit == key_cap then
+      -- The neighbours' room is back whole: past it lies only a rare upgrade.
       step = 1
-      interval = clamp(4 * unit)
+      interval = probe_start(limit, key_cap, unit)
       next_at = now + interval
     end
     redis.call('HSET', KEYS[3], 'step', step, 'interval', interval, 'next_at', next_at,
@@ -335,6 +364,8 @@ redis.call('HINCRBY', KEYS[4], 'conflicts', 1)
 local before = limit
 local cap = nil
 local upgraded = ARGV[4] ~= '' and key_cap and tonumber(ARGV[4]) > key_cap
+-- Past the cap a 409 named, told the same cap: the probe (or a fluke's raise) failed.
+local past_named = key_cap and before > key_cap and not upgraded
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = redis.call('ZCARD', KEYS[1])
 local others = 0
@@ -368,13 +399,18 @@ if base then
   redis.call('HDEL', KEYS[3], 'base')
   redis.call('DEL', KEYS[5])
 end
-if upgraded or (not base and cap and cap < before) then
+if past_named then
+  -- Past it lies only an upgrade, which nothing else shows; each refused probe is a 409 the
+  -- key's other users pay for too: the probes double until one in `UPGRADE_LONGEST`.
+  interval = math.min(clamp(UPGRADE_LONGEST), interval * 2)
+  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
+elseif upgraded or (not base and cap and cap < before) then
   -- The cap moved for sure: the schedule starts again.
   interval = probe_start(limit, key_cap, unit)
   redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
 elseif base then
   -- The probe met a 409: back off.
-  interval = math.min(clamp(12 * unit), interval * 2)
+  interval = math.min(clamp(CAP_LONGEST * unit), interval * 2)
   redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
 else
   local next_at = math.max(hnum(KEYS[3], 'next_at') or now, now + interval)
