@@ -655,6 +655,49 @@ async def test_a_429_from_another_window_does_not_accept_a_shared_probe(
         assert probes["1.0:base"] == "2"  # the probe goes on
 
 
+def _window_probes(url: str, key: str) -> dict[str, str]:
+    with redis.Redis.from_url(url, decode_responses=True) as r:
+        return dict(r.hgetall(f"{key}:create:probes"))
+
+
+@pytest.mark.anyio
+async def test_only_a_window_that_binds_the_rate_is_probed_across_processes(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        a.create.learn_window(5, 0.05)  # holds a burst back: 100 a second
+        a.create.learn_window(40, 3.0)  # binds the sustained rate: about 13 a second
+        await a.flush()
+        with redis.Redis.from_url(redis_url) as r:
+            r.hset(f"{key}:create:probes", "0.05:next", 0)  # its probe would be due
+        for _ in range(6):  # the sixth is held back by the burst's window
+            await (a, b)[a.create.requests % 2].create.acquire("background")
+        await a.refresh()
+        assert a.create.windows == {0.05: 5, 3.0: 40}  # never tried higher: it gains nothing
+        assert "0.05:probed" not in _window_probes(redis_url, key)
+
+
+@pytest.mark.anyio
+async def test_refused_window_probes_double_up_to_six_hundred_windows(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        a.create.learn_window(2, 0.05)
+        await a.flush()
+        intervals = []
+        for _ in range(12):
+            with redis.Redis.from_url(redis_url) as r:
+                # A probe in flight (one step past 2), as `PACE` starts one.
+                r.hset(f"{key}:create:probes", mapping={"0.05:base": 2, "0.05:at": 0})
+            b.create.on_rate_limited(0.01, limit=2, window=0.05, sent_at=0.0)  # refused
+            await b.flush()
+            intervals.append(float(_window_probes(redis_url, key)["0.05:interval"]))
+        assert intervals[1:] == [min(600 * 0.05, 2 * i) for i in intervals[:-1]]
+        assert intervals[-1] == 600 * 0.05  # a limit that moved is found within 600 windows
+
+
 # -- who enters a RedisLimits ------------------------------------------------------------------
 
 
