@@ -423,10 +423,16 @@ async def test_clients_in_two_processes_share_one_key(redis_url: str, key: str) 
     assert stats.max_active <= 5
 
 
-async def _take_slot(limits: RedisLimits, holder: object) -> None:
-    """Wait (a few probe intervals at most) for a slot: a probe's, when the cap is full."""
+async def _take_slot(
+    limits: RedisLimits, holder: object, priority: Priority = "interactive"
+) -> None:
+    """Wait (a few probe intervals at most) for a slot: a probe's, when the cap is full.
+
+    Where a 409 left other consumers room, an interactive caller may take one slot past the
+    estimate before any probe is due: a background caller shows the probe.
+    """
     with anyio.fail_after(20):
-        await limits.active.acquire(holder)
+        await limits.active.acquire(holder, priority)
 
 
 def _state(url: str, key: str) -> dict[str, str]:
@@ -452,9 +458,10 @@ async def test_one_process_probes_the_neighbours_room_and_every_process_learns(
         await a.flush()
         await b.refresh()
         assert (b.active.limit, b.active.key_cap, b.active.neighbours) == (5, 10, 5)
-        # The neighbour leaves. b needs a slot: every one is held, so it waits, and probes.
+        # The neighbour leaves. b's batch needs a slot: every one is held, so it waits, and
+        # probes.
         probing = object()
-        await _take_slot(b, probing)
+        await _take_slot(b, probing, "background")
         assert _state(redis_url, key)["limit"] == "6"
         b.active.mark_running(probing)
         b.active.on_created()  # accepted: the room is back
@@ -486,7 +493,7 @@ async def test_a_refused_probe_backs_off_for_every_process(redis_url: str, key: 
         intervals = []
         for _ in range(3):
             probing = object()
-            await _take_slot(b, probing)
+            await _take_slot(b, probing, "background")
             assert _state(redis_url, key)["limit"] == "4"
             b.active.on_conflict(8, 8)  # the neighbour is still there
             b.active.release(probing)
@@ -899,6 +906,130 @@ async def test_a_409_that_shows_a_web_app_makes_every_process_leave_it_room(
         assert b.active.held_anywhere == 8
         for h in held:
             a.active.release(h)
+
+
+async def _beside_a_batch(limits: RedisLimits) -> list[object]:
+    """Our 2 tasks beside a batch's 8 on a key of 10, as a 409 showed; return our holders.
+
+    Slots are taken to be held five minutes, so neither a probe nor an interactive caller's
+    try past the estimate is due for a minute: a test makes them due when it means to.
+    """
+    limits.active.set_limit(10)
+    limits.active._mean_hold = 300.0  # type: ignore[attr-defined]
+    held = [object() for _ in range(2)]
+    for h in held:
+        await limits.active.acquire(h, "background")
+        limits.active.mark_running(h)
+    refused = object()
+    await limits.active.acquire(refused, "background")
+    limits.active.on_conflict(10, 10)  # the key is full: ours and the batch's
+    limits.active.release(refused)
+    await limits.flush()
+    return held
+
+
+def _try_due(url: str, key: str) -> None:
+    """Let an interactive caller try past the estimate, as it may once a while has passed."""
+    with redis.Redis.from_url(url) as r:
+        r.hset(f"{key}:active:state", "reach_after", 0)
+
+
+async def _refused(limits: RedisLimits, holder: object, priority: Priority) -> None:
+    """Show that ``holder`` gets no slot now: its try was refused, and it waits.
+
+    It is left waiting, in the caller's task group.
+    """
+    waiting = _waiters(limits.url, limits.key, priority)
+    await _until(lambda: _waiters(limits.url, limits.key, priority) > waiting)
+    assert not limits.active.holds(holder)
+
+
+@pytest.mark.anyio
+async def test_an_interactive_caller_of_any_process_tries_one_slot_past_the_room_left(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key, poll_interval=0.01)
+    async with a, b:
+        held = await _beside_a_batch(a)
+        await b.refresh()
+        assert (b.active.limit, b.active.neighbours) == (2, 8)
+        _try_due(redis_url, key)
+        async with anyio.create_task_group() as tg:
+            job = object()
+            tg.start_soon(b.active.acquire, job, "background")
+            await _refused(b, job, "background")  # a batch waits for the room it has
+            visitor = object()
+            await _take_slot(b, visitor)  # a person waiting is better served by a try
+            second = object()
+            tg.start_soon(b.active.acquire, second)
+            await _refused(b, second, "interactive")  # one try at a time
+            b.active.mark_running(visitor)
+            b.active.on_created()  # the provider took it: the room is larger than believed
+            await b.flush()
+            await a.refresh()
+            assert (a.active.limit, a.active.neighbours) == (3, 7)  # for every process
+            await _until(lambda: b.active.holds(second))  # the next try, past the new estimate
+            assert not b.active.holds(job)
+            tg.cancel_scope.cancel()
+        for h in held:
+            a.active.release(h)
+        b.active.release_all()
+
+
+@pytest.mark.anyio
+async def test_a_409_closes_the_try_past_the_estimate_for_every_process(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key, poll_interval=0.01)
+    async with a, b:
+        held = await _beside_a_batch(a)
+        b.active._mean_hold = 300.0  # type: ignore[attr-defined]
+        async with anyio.create_task_group() as tg:
+            visitor = object()
+            tg.start_soon(b.active.acquire, visitor)
+            await _refused(b, visitor, "interactive")  # a's 409 closed the try for a while
+            _try_due(redis_url, key)  # the while passes
+            await _until(lambda: b.active.holds(visitor))
+            b.active.on_conflict(10, 10)  # the key was full after all
+            b.active.release(visitor)
+            await b.flush()
+            assert _state(redis_url, key)["limit"] == "2"
+            second = object()
+            tg.start_soon(b.active.acquire, second)
+            await _refused(b, second, "interactive")  # closed again, for every process
+            tg.cancel_scope.cancel()
+        for h in held:
+            a.active.release(h)
+
+
+@pytest.mark.anyio
+async def test_a_users_ceiling_bounds_the_try_across_processes(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key, max_active=3, poll_interval=0.01)
+    async with a, b:
+        a.active._mean_hold = 300.0  # type: ignore[attr-defined]
+        held = [object() for _ in range(3)]
+        for h in held:
+            await a.active.acquire(h)
+        for h in held[:2]:
+            a.active.mark_running(h)
+        a.active.on_conflict(10, 10)  # a key of 10, full: 2 slots are left to us
+        a.active.release(held.pop())
+        await a.flush()
+        _try_due(redis_url, key)
+        visitor = object()
+        await _take_slot(b, visitor)  # one past the estimate, within the ceiling
+        b.active.mark_running(visitor)
+        b.active.on_created()
+        await b.flush()
+        assert _state(redis_url, key)["limit"] == "3"  # the ceiling: the key's 10 or not
+        async with anyio.create_task_group() as tg:
+            second = object()
+            tg.start_soon(b.active.acquire, second)
+            await _refused(b, second, "interactive")  # no try past the user's ceiling
+            tg.cancel_scope.cancel()
+        for h in held:
+            a.active.release(h)
+        b.active.release(visitor)
 
 
 @pytest.mark.anyio

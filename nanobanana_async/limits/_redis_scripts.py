@@ -120,12 +120,14 @@ def lua_numbers(**numbers: float) -> str:
 
 # The probe schedule of the active-task cap (`ProbeSchedule`, `ActiveTaskLimiter`), kept in
 # the state hash for every process: ``base`` (the cap before the probe in flight), ``interval``,
-# ``next_at``, ``step``, ``probed_at``, ``outcome``, ``key_cap`` (the cap a 409 named) and
-# ``ceiling`` (a user's ``max_active``). ``unit`` is the caller's seconds between two creates
-# at the cap; intervals are `CAP_ROOM_START` units (neighbours' room) or `CAP_UPGRADE_START`
-# (an upgrade) after a tighten, doubled by each refused probe up to `CAP_LONGEST` units, or,
-# past the cap a 409 named, up to `UPGRADE_LONGEST` seconds; within `MIN_INTERVAL` and
-# `MAX_INTERVAL`. The numbers are Python's (`lua_numbers`).
+# ``next_at``, ``step``, ``probed_at``, ``outcome``, ``key_cap`` (the cap a 409 named),
+# ``ceiling`` (a user's ``max_active``) and ``reach_after`` (until when no interactive caller
+# may try past the estimate: after a 409, the time of two creates at the cap). ``unit`` is
+# the caller's seconds between two creates at the cap; intervals are `CAP_ROOM_START` units
+# (neighbours' room) or `CAP_UPGRADE_START` (an upgrade) after a tighten, doubled by each
+# refused probe up to `CAP_LONGEST` units, or, past the cap a 409 named, up to
+# `UPGRADE_LONGEST` seconds; within `MIN_INTERVAL` and `MAX_INTERVAL`. The numbers are
+# Python's (`lua_numbers`).
 _PROBE = (
     lua_numbers(
         CAP_ROOM_START=CAP_ROOM_START,
@@ -165,6 +167,16 @@ local unit = tonumber(ARGV[4])
 local interactive = ARGV[6] == 'interactive'
 local keep_free = tonumber(ARGV[7])
 local key_cap = hnum(KEYS[3], 'key_cap')
+local ceiling = hnum(KEYS[3], 'ceiling')
+-- An interactive caller may try one slot past the estimate of the room other consumers leave
+-- (the provider says no with a 409 if the key is full after all; a success raises the
+-- estimate): one try at a time, none for a while after a 409, never past a user's ceiling.
+local reach = 0
+if interactive and key_cap and key_cap > limit
+    and now >= (hnum(KEYS[3], 'reach_after') or 0) then
+  reach = 1
+  if ceiling then reach = math.min(reach, math.max(0, ceiling - limit)) end
+end
 -- The courtesy: the most slots a small consumer was seen to hold lately, by any process.
 local courtesy = 0
 local seen = redis.call('HGETALL', KEYS[7])
@@ -187,7 +199,7 @@ local function take()
   held = redis.call('ZCARD', KEYS[1])
 end
 local function fits(cap)
-  if interactive then return held < cap end
+  if interactive then return held < cap + reach end
   -- A slot freed while an interactive caller waits anywhere on the key is its, and
   -- background work leaves `keep_free` slots to others.
   return redis.call('ZCARD', KEYS[5]) == 0 and held + keep_free < cap
@@ -203,7 +215,6 @@ if taken == 0 and known == 1 and not stale then
     redis.call('HDEL', KEYS[3], 'base')
     base = nil
   end
-  local ceiling = hnum(KEYS[3], 'ceiling')
   local next_at = hnum(KEYS[3], 'next_at')
   if not next_at then
     -- The first demand at a known cap starts the schedule.
@@ -247,7 +258,9 @@ seen. ARGV: member, lease, default limit, unit, lease of a probe (seconds), clas
 waiter lease, the ``released`` channel, `COURTESY_SECONDS`, and the numbers ``keep_free`` was
 worked out from: the limit, the key's cap (0: none), known (0/1) and the courtesy.
 
-An interactive caller takes a slot while fewer than the cap are held; a background one only
+An interactive caller takes a slot while fewer than the cap are held, or one more while the
+key's named cap leaves others room and no 409 came lately (its try past the estimate; see
+``reach_after``); a background one only
 while no interactive caller waits anywhere on the key and the slots it leaves free are at
 least ``keep_free``, and only if the numbers it was worked out from are those in Redis now
 (else it is told them, and tries again). A caller refused is registered as a waiter of its
@@ -357,6 +370,17 @@ if op == 'created' then
       'outcome', 'raised')
     redis.call('HDEL', KEYS[3], 'base')
     redis.call('DEL', KEYS[5])
+  elseif not base and running > limit then
+    -- An interactive caller reached past the estimate, and the provider took it: the room is
+    -- at least what runs now (the estimate had erred on the safe side).
+    local room = running
+    if key_cap then room = math.min(room, key_cap) end
+    local ceiling = hnum(KEYS[3], 'ceiling')
+    if ceiling then room = math.min(room, ceiling) end
+    if room > limit then
+      redis.call('HSET', KEYS[3], 'limit', room)
+      wake()
+    end
   end
   return 0
 end
@@ -366,6 +390,9 @@ local cap = nil
 local upgraded = ARGV[4] ~= '' and key_cap and tonumber(ARGV[4]) > key_cap
 -- Past the cap a 409 named, told the same cap: the probe (or a fluke's raise) failed.
 local past_named = key_cap and before > key_cap and not upgraded
+-- The key is full: no interactive try past the estimate for a little while (the time of two
+-- creates at the cap): each try that fails is a refused create.
+redis.call('HSET', KEYS[3], 'reach_after', now + clamp(CAP_ROOM_START * unit))
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = redis.call('ZCARD', KEYS[1])
 local others = 0
@@ -425,8 +452,10 @@ others seen. ARGV: op, lease, default limit, arg, the key's active tasks named b
 
 Ops: ``release`` (arg: member), ``withdraw`` (arg: a waiter's member: it gave up),
 ``running`` (arg: member), ``created`` (grows the cap as `grown_cap` does while it is learned;
-settles a probe in flight as accepted), ``conflict`` (arg: the stated cap or ''; learns as
-`cap_after_conflict`, notes a small consumer's slots as `small_consumer` sees them, and a
-probe in flight backs off). A release, a withdrawal that frees room and a grown cap are
-published on the channel when somebody waits.
+settles a probe in flight as accepted; raises the estimate to what runs when an interactive
+try past it was taken), ``conflict`` (arg: the stated cap or ''; learns as
+`cap_after_conflict`, notes a small consumer's slots as `small_consumer` sees them, closes the
+interactive try past the estimate for a while, and a probe in flight backs off: up to
+`UPGRADE_LONGEST` past the key's named cap). A release, a withdrawal that frees room and a
+grown cap are published on the channel when somebody waits.
 """
