@@ -33,7 +33,7 @@ from nanobanana_async import (
     UsageError,
 )
 from nanobanana_async.limits import Priority
-from nanobanana_async.limits._base import COURTESY_SHARE, small_consumer
+from nanobanana_async.limits._base import COURTESY_SHARE, ToldWindow, small_consumer
 from nanobanana_async.limits._probe import CAP_LONGEST, REFUSED_PROBE_REQUESTS, UPGRADE_LONGEST
 from nanobanana_async.limits._redis_link import Connection
 from nanobanana_async.limits._redis_scripts import SMALL_CONSUMER, TAKE, RedisKeys
@@ -660,6 +660,33 @@ async def test_a_429_from_another_window_does_not_accept_a_shared_probe(
             probes = r.hgetall(f"{key}:create:probes")
         assert "1.0:used" not in probes  # that request was refused: the raise is not tested
         assert probes["1.0:base"] == "2"  # the probe goes on
+
+
+@pytest.mark.anyio
+async def test_a_429_naming_the_tier_fills_in_the_limits_of_every_process(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        a.create.on_rate_limited(0.5, limit=5, window=1.0, sent_at=None)
+        a.learn_tier("basic", "create", ToldWindow(5, 1.0))
+        await a.flush()
+        await b.refresh()
+        assert b.create.windows == {1.0: 5, 60.0: 180}
+        assert b.query.windows == {}  # polls stay cautious until their own limit is named
+        assert (b.active.limit, b.active.known) == (5, True)
+        with redis.Redis.from_url(redis_url) as r:
+            # The cap's probes backed off as far as they go.
+            r.hset(f"{key}:active:state", mapping={"interval": 600, "next_at": 1e12, "step": 4})
+        a.learn_tier("pro", "create", ToldWindow(20, 1.0))  # the key moved up a tier
+        await a.flush()
+        state = _state(redis_url, key)
+        with redis.Redis.from_url(redis_url) as r:
+            seconds, micros = r.time()
+        interval = float(state["interval"])
+        assert interval < 600  # the schedule starts again, for every process
+        assert float(state["next_at"]) <= seconds + micros / 1e6 + interval
+        assert state["step"] == "1"
 
 
 def _window_probes(url: str, key: str) -> dict[str, str]:

@@ -344,6 +344,13 @@ local running = redis.call('ZCARD', KEYS[2])
 local unit = tonumber(ARGV[6])
 local key_cap = hnum(KEYS[3], 'key_cap')
 local base = hnum(KEYS[3], 'base')
+if op == 'tier' then
+  -- A 429 named another tier than before: the cap may have moved, the schedule starts again
+  -- (a probe in flight goes on).
+  local interval = probe_start(limit, key_cap, unit)
+  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
+  return 0
+end
 if op == 'created' then
   if not known then
     if redis.call('ZCARD', KEYS[1]) >= limit and running >= limit - 1 then
@@ -451,7 +458,8 @@ others seen. ARGV: op, lease, default limit, arg, the key's active tasks named b
 ''), unit, the ``released`` channel, `COURTESY_SHARE`.
 
 Ops: ``release`` (arg: member), ``withdraw`` (arg: a waiter's member: it gave up),
-``running`` (arg: member), ``created`` (grows the cap as `grown_cap` does while it is learned;
+``running`` (arg: member), ``tier`` (a 429 named another tier: the cap's probe schedule starts
+again), ``created`` (grows the cap as `grown_cap` does while it is learned;
 settles a probe in flight as accepted; raises the estimate to what runs when an interactive
 try past it was taken), ``conflict`` (arg: the stated cap or ''; learns as
 `cap_after_conflict`, notes a small consumer's slots as `small_consumer` sees them, closes the
