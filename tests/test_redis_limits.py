@@ -33,8 +33,8 @@ from nanobanana_async import (
     UsageError,
 )
 from nanobanana_async.limits import Priority
-from nanobanana_async.limits._base import COURTESY_SHARE, small_consumer
-from nanobanana_async.limits._probe import REFUSED_PROBE_REQUESTS
+from nanobanana_async.limits._base import COURTESY_SHARE, ToldWindow, small_consumer
+from nanobanana_async.limits._probe import CAP_LONGEST, REFUSED_PROBE_REQUESTS, UPGRADE_LONGEST
 from nanobanana_async.limits._redis_link import Connection
 from nanobanana_async.limits._redis_scripts import SMALL_CONSUMER, TAKE, RedisKeys
 from nanobanana_async.testing import FakeNanoBanana
@@ -423,10 +423,16 @@ async def test_clients_in_two_processes_share_one_key(redis_url: str, key: str) 
     assert stats.max_active <= 5
 
 
-async def _take_slot(limits: RedisLimits, holder: object) -> None:
-    """Wait (a few probe intervals at most) for a slot: a probe's, when the cap is full."""
+async def _take_slot(
+    limits: RedisLimits, holder: object, priority: Priority = "interactive"
+) -> None:
+    """Wait (a few probe intervals at most) for a slot: a probe's, when the cap is full.
+
+    Where a 409 left other consumers room, an interactive caller may take one slot past the
+    estimate before any probe is due: a background caller shows the probe.
+    """
     with anyio.fail_after(20):
-        await limits.active.acquire(holder)
+        await limits.active.acquire(holder, priority)
 
 
 def _state(url: str, key: str) -> dict[str, str]:
@@ -452,9 +458,10 @@ async def test_one_process_probes_the_neighbours_room_and_every_process_learns(
         await a.flush()
         await b.refresh()
         assert (b.active.limit, b.active.key_cap, b.active.neighbours) == (5, 10, 5)
-        # The neighbour leaves. b needs a slot: every one is held, so it waits, and probes.
+        # The neighbour leaves. b's batch needs a slot: every one is held, so it waits, and
+        # probes.
         probing = object()
-        await _take_slot(b, probing)
+        await _take_slot(b, probing, "background")
         assert _state(redis_url, key)["limit"] == "6"
         b.active.mark_running(probing)
         b.active.on_created()  # accepted: the room is back
@@ -486,7 +493,7 @@ async def test_a_refused_probe_backs_off_for_every_process(redis_url: str, key: 
         intervals = []
         for _ in range(3):
             probing = object()
-            await _take_slot(b, probing)
+            await _take_slot(b, probing, "background")
             assert _state(redis_url, key)["limit"] == "4"
             b.active.on_conflict(8, 8)  # the neighbour is still there
             b.active.release(probing)
@@ -497,6 +504,79 @@ async def test_a_refused_probe_backs_off_for_every_process(redis_url: str, key: 
         assert intervals[0] < intervals[1] <= intervals[2]  # doubled, up to a bound
         for h in held:
             a.active.release(h)
+
+
+def _probe_due(url: str, key: str) -> None:
+    """Make the cap's next probe due now, as it will be once its interval has passed."""
+    with redis.Redis.from_url(url) as r:
+        r.hset(f"{key}:active:state", "next_at", 0)
+
+
+async def _full_at_a_named_cap(limits: RedisLimits, cap: int) -> list[object]:
+    """Hold every slot of a cap that a 409 named (all of it ours); return the holders."""
+    limits.active.set_limit(cap)
+    held = [object() for _ in range(cap)]
+    for h in held:
+        await limits.active.acquire(h, "background")
+        limits.active.mark_running(h)
+    limits.active.on_conflict(cap)
+    await limits.flush()
+    return held
+
+
+@pytest.mark.anyio
+async def test_probes_past_the_named_cap_double_up_to_ten_minutes(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key, poll_interval=0.01)
+    async with a, b:
+        held = await _full_at_a_named_cap(a, 4)
+        intervals = []
+        for _ in range(12):
+            _probe_due(redis_url, key)
+            probing = object()
+            await _take_slot(b, probing)  # past the named cap: only an upgrade would fit
+            assert _state(redis_url, key)["limit"] == "5"
+            b.active.mark_running(probing)
+            b.active.on_conflict(4, 4)  # the same cap again: no upgrade
+            b.active.release(probing)
+            await b.flush()
+            state = _state(redis_url, key)
+            assert (state["limit"], state["key_cap"], state["outcome"]) == ("4", "4", "refused")
+            intervals.append(float(state["interval"]))
+        # Doubled by each refusal, past the bound of the neighbours' room, up to ten minutes.
+        assert intervals[1:] == [min(UPGRADE_LONGEST, 2 * i) for i in intervals[:-1]]
+        assert intervals[-1] == UPGRADE_LONGEST
+        for h in held:
+            a.active.release(h)
+
+
+@pytest.mark.anyio
+async def test_a_raise_past_the_named_cap_is_not_taken_for_an_upgrade(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key, poll_interval=0.01)
+    async with a, b:
+        held = await _full_at_a_named_cap(a, 4)
+        _probe_due(redis_url, key)
+        probing = object()
+        await _take_slot(b, probing)
+        b.active.mark_running(probing)
+        b.active.on_created()  # accepted: a fluke (a task that ended unseen), or an upgrade
+        await b.flush()
+        state = _state(redis_url, key)
+        assert (state["limit"], state["outcome"], state["step"]) == ("5", "raised", "1")
+        await a.refresh()
+        assert a.active.key_cap == 4  # the cap a 409 named stands until a 409 names another
+        a.active.on_conflict(4, 4)  # the next create past it: the key's cap is still 4
+        await a.flush()
+        state = _state(redis_url, key)
+        assert (state["limit"], state["key_cap"]) == ("4", "4")
+        assert float(state["interval"]) > CAP_LONGEST * b.active._unit()  # type: ignore[attr-defined]
+        a.active.on_conflict(6)  # a 409 that names more: that is an upgrade
+        await a.flush()
+        state = _state(redis_url, key)
+        assert (state["limit"], state["key_cap"]) == ("6", "6")
+        for h in [*held, probing]:
+            (a if h in held else b).active.release(h)
 
 
 @pytest.mark.anyio
@@ -580,6 +660,76 @@ async def test_a_429_from_another_window_does_not_accept_a_shared_probe(
             probes = r.hgetall(f"{key}:create:probes")
         assert "1.0:used" not in probes  # that request was refused: the raise is not tested
         assert probes["1.0:base"] == "2"  # the probe goes on
+
+
+@pytest.mark.anyio
+async def test_a_429_naming_the_tier_fills_in_the_limits_of_every_process(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        a.create.on_rate_limited(0.5, limit=5, window=1.0, sent_at=None)
+        a.learn_tier("basic", "create", ToldWindow(5, 1.0))
+        await a.flush()
+        await b.refresh()
+        assert b.create.windows == {1.0: 5, 60.0: 180}
+        assert b.query.windows == {}  # polls stay cautious until their own limit is named
+        assert (b.active.limit, b.active.known) == (5, True)
+        with redis.Redis.from_url(redis_url) as r:
+            # The cap's probes backed off as far as they go.
+            r.hset(f"{key}:active:state", mapping={"interval": 600, "next_at": 1e12, "step": 4})
+        a.learn_tier("pro", "create", ToldWindow(20, 1.0))  # the key moved up a tier
+        await a.flush()
+        state = _state(redis_url, key)
+        with redis.Redis.from_url(redis_url) as r:
+            seconds, micros = r.time()
+        interval = float(state["interval"])
+        assert interval < 600  # the schedule starts again, for every process
+        assert float(state["next_at"]) <= seconds + micros / 1e6 + interval
+        assert state["step"] == "1"
+
+
+def _window_probes(url: str, key: str) -> dict[str, str]:
+    with redis.Redis.from_url(url, decode_responses=True) as r:
+        return dict(r.hgetall(f"{key}:create:probes"))
+
+
+@pytest.mark.anyio
+async def test_only_a_window_that_binds_the_rate_is_probed_across_processes(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        a.create.learn_window(5, 0.05)  # holds a burst back: 100 a second
+        a.create.learn_window(40, 3.0)  # binds the sustained rate: about 13 a second
+        await a.flush()
+        with redis.Redis.from_url(redis_url) as r:
+            r.hset(f"{key}:create:probes", "0.05:next", 0)  # its probe would be due
+        for _ in range(6):  # the sixth is held back by the burst's window
+            await (a, b)[a.create.requests % 2].create.acquire("background")
+        await a.refresh()
+        assert a.create.windows == {0.05: 5, 3.0: 40}  # never tried higher: it gains nothing
+        assert "0.05:probed" not in _window_probes(redis_url, key)
+
+
+@pytest.mark.anyio
+async def test_refused_window_probes_double_up_to_six_hundred_windows(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        a.create.learn_window(2, 0.05)
+        await a.flush()
+        intervals = []
+        for _ in range(12):
+            with redis.Redis.from_url(redis_url) as r:
+                # A probe in flight (one step past 2), as `PACE` starts one.
+                r.hset(f"{key}:create:probes", mapping={"0.05:base": 2, "0.05:at": 0})
+            b.create.on_rate_limited(0.01, limit=2, window=0.05, sent_at=0.0)  # refused
+            await b.flush()
+            intervals.append(float(_window_probes(redis_url, key)["0.05:interval"]))
+        assert intervals[1:] == [min(600 * 0.05, 2 * i) for i in intervals[:-1]]
+        assert intervals[-1] == 600 * 0.05  # a limit that moved is found within 600 windows
 
 
 # -- who enters a RedisLimits ------------------------------------------------------------------
@@ -783,6 +933,130 @@ async def test_a_409_that_shows_a_web_app_makes_every_process_leave_it_room(
         assert b.active.held_anywhere == 8
         for h in held:
             a.active.release(h)
+
+
+async def _beside_a_batch(limits: RedisLimits) -> list[object]:
+    """Our 2 tasks beside a batch's 8 on a key of 10, as a 409 showed; return our holders.
+
+    Slots are taken to be held five minutes, so neither a probe nor an interactive caller's
+    try past the estimate is due for a minute: a test makes them due when it means to.
+    """
+    limits.active.set_limit(10)
+    limits.active._mean_hold = 300.0  # type: ignore[attr-defined]
+    held = [object() for _ in range(2)]
+    for h in held:
+        await limits.active.acquire(h, "background")
+        limits.active.mark_running(h)
+    refused = object()
+    await limits.active.acquire(refused, "background")
+    limits.active.on_conflict(10, 10)  # the key is full: ours and the batch's
+    limits.active.release(refused)
+    await limits.flush()
+    return held
+
+
+def _try_due(url: str, key: str) -> None:
+    """Let an interactive caller try past the estimate, as it may once a while has passed."""
+    with redis.Redis.from_url(url) as r:
+        r.hset(f"{key}:active:state", "reach_after", 0)
+
+
+async def _refused(limits: RedisLimits, holder: object, priority: Priority) -> None:
+    """Show that ``holder`` gets no slot now: its try was refused, and it waits.
+
+    It is left waiting, in the caller's task group.
+    """
+    waiting = _waiters(limits.url, limits.key, priority)
+    await _until(lambda: _waiters(limits.url, limits.key, priority) > waiting)
+    assert not limits.active.holds(holder)
+
+
+@pytest.mark.anyio
+async def test_an_interactive_caller_of_any_process_tries_one_slot_past_the_room_left(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key, poll_interval=0.01)
+    async with a, b:
+        held = await _beside_a_batch(a)
+        await b.refresh()
+        assert (b.active.limit, b.active.neighbours) == (2, 8)
+        _try_due(redis_url, key)
+        async with anyio.create_task_group() as tg:
+            job = object()
+            tg.start_soon(b.active.acquire, job, "background")
+            await _refused(b, job, "background")  # a batch waits for the room it has
+            visitor = object()
+            await _take_slot(b, visitor)  # a person waiting is better served by a try
+            second = object()
+            tg.start_soon(b.active.acquire, second)
+            await _refused(b, second, "interactive")  # one try at a time
+            b.active.mark_running(visitor)
+            b.active.on_created()  # the provider took it: the room is larger than believed
+            await b.flush()
+            await a.refresh()
+            assert (a.active.limit, a.active.neighbours) == (3, 7)  # for every process
+            await _until(lambda: b.active.holds(second))  # the next try, past the new estimate
+            assert not b.active.holds(job)
+            tg.cancel_scope.cancel()
+        for h in held:
+            a.active.release(h)
+        b.active.release_all()
+
+
+@pytest.mark.anyio
+async def test_a_409_closes_the_try_past_the_estimate_for_every_process(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key, poll_interval=0.01)
+    async with a, b:
+        held = await _beside_a_batch(a)
+        b.active._mean_hold = 300.0  # type: ignore[attr-defined]
+        async with anyio.create_task_group() as tg:
+            visitor = object()
+            tg.start_soon(b.active.acquire, visitor)
+            await _refused(b, visitor, "interactive")  # a's 409 closed the try for a while
+            _try_due(redis_url, key)  # the while passes
+            await _until(lambda: b.active.holds(visitor))
+            b.active.on_conflict(10, 10)  # the key was full after all
+            b.active.release(visitor)
+            await b.flush()
+            assert _state(redis_url, key)["limit"] == "2"
+            second = object()
+            tg.start_soon(b.active.acquire, second)
+            await _refused(b, second, "interactive")  # closed again, for every process
+            tg.cancel_scope.cancel()
+        for h in held:
+            a.active.release(h)
+
+
+@pytest.mark.anyio
+async def test_a_users_ceiling_bounds_the_try_across_processes(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key, max_active=3, poll_interval=0.01)
+    async with a, b:
+        a.active._mean_hold = 300.0  # type: ignore[attr-defined]
+        held = [object() for _ in range(3)]
+        for h in held:
+            await a.active.acquire(h)
+        for h in held[:2]:
+            a.active.mark_running(h)
+        a.active.on_conflict(10, 10)  # a key of 10, full: 2 slots are left to us
+        a.active.release(held.pop())
+        await a.flush()
+        _try_due(redis_url, key)
+        visitor = object()
+        await _take_slot(b, visitor)  # one past the estimate, within the ceiling
+        b.active.mark_running(visitor)
+        b.active.on_created()
+        await b.flush()
+        assert _state(redis_url, key)["limit"] == "3"  # the ceiling: the key's 10 or not
+        async with anyio.create_task_group() as tg:
+            second = object()
+            tg.start_soon(b.active.acquire, second)
+            await _refused(b, second, "interactive")  # no try past the user's ceiling
+            tg.cancel_scope.cancel()
+        for h in held:
+            a.active.release(h)
+        b.active.release(visitor)
 
 
 @pytest.mark.anyio

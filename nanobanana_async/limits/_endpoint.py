@@ -24,13 +24,9 @@ from ._base import PacerBase, ToldWindow
 from ._probe import REFUSED_PROBE_REQUESTS, ProbeSchedule
 from ._protocols import Priority
 from ._queue import PriorityGate
-from ._window import Window, probe_longest, probe_start
+from ._window import BINDING, Window, probe_longest, probe_start
 
 __all__ = ["EndpointLimiter"]
-
-_BINDING = 1.5
-"""A window binds the endpoint's sustained rate if it allows at most this much more than the
-tightest one."""
 
 
 class EndpointLimiter(PacerBase):
@@ -154,7 +150,7 @@ class EndpointLimiter(PacerBase):
         started = False
         # Only a window that binds the sustained rate is worth a probe: one that only holds a
         # burst back (a second's window under a tight minute's) gains the endpoint nothing.
-        binding = min((w.rate for w in self._windows.values()), default=math.inf) * _BINDING
+        binding = min((w.rate for w in self._windows.values()), default=math.inf) * BINDING
         for window in self._windows.values():
             if window.earliest(now) <= now or window.rate > binding:
                 continue

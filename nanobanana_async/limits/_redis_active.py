@@ -308,8 +308,12 @@ class RedisActiveTaskLimiter(SlotsBase):
         self._link.enqueue(send)
 
     def on_tier_changed(self) -> None:
-        """A 429 named another tier than before: the next probe of the cap is due now."""
-        self._link.enqueue(lambda r: r.call("hset", self._keys.state, "next_at", "0"))
+        """A 429 named another tier than before: the cap may have moved, probe it soon.
+
+        The probe schedule starts again for every process (its first interval, one slot at a
+        time), as `ActiveTaskLimiter` restarts its own.
+        """
+        self._update("tier")
 
     def _learn_conflict(self, stated: int | None, active: int | None) -> None:
         # The cap is learned in Redis, from the slots and tasks of every process.

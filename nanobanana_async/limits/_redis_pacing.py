@@ -12,7 +12,9 @@ the time from Redis ``TIME`` and run atomically:
 
 from __future__ import annotations
 
-from ._redis_scripts import NOW
+from ._probe import MAX_INTERVAL, MIN_INTERVAL
+from ._redis_scripts import NOW, lua_numbers
+from ._window import BINDING, LONGEST_WINDOWS
 
 __all__ = ["PACE", "RATE_LIMITED"]
 
@@ -23,10 +25,19 @@ __all__ = ["PACE", "RATE_LIMITED"]
 # probe). Scripts run atomically, so one probe of a window goes at a time, and it settles by
 # time (accepted a window after it was used, given up when unused), so no process has to live
 # to settle it. Intervals: 2 windows after a tighten, doubled by each refused probe up to
-# max(32, 100 / limit) windows, within 0.01 s and 600 s, and a refused probe's next waits for
-# `REFUSED_PROBE_REQUESTS` requests of any process.
-_WINDOW_PROBE = """
-local function clamp(x) return math.min(600, math.max(0.01, x)) end
+# max(`LONGEST_WINDOWS`, 100 / limit) windows, within `MIN_INTERVAL` and `MAX_INTERVAL` (the
+# rules of `probe_start` and `probe_longest`), and a refused probe's next waits for
+# `REFUSED_PROBE_REQUESTS` requests of any process. Only a window that binds the endpoint's
+# sustained rate (within `BINDING` of the tightest) is probed, as in `EndpointLimiter`.
+_WINDOW_PROBE = (
+    lua_numbers(
+        BINDING=BINDING,
+        LONGEST_WINDOWS=LONGEST_WINDOWS,
+        MIN_INTERVAL=MIN_INTERVAL,
+        MAX_INTERVAL=MAX_INTERVAL,
+    )
+    + """
+local function clamp(x) return math.min(MAX_INTERVAL, math.max(MIN_INTERVAL, x)) end
 local function pget(f, name)
   local v = redis.call('HGET', KEYS[3], f .. ':' .. name)
   if v then return tonumber(v) end
@@ -35,6 +46,7 @@ end
 local function pset(f, name, v) redis.call('HSET', KEYS[3], f .. ':' .. name, v) end
 local function pdel(f, name) redis.call('HDEL', KEYS[3], f .. ':' .. name) end
 """
+)
 
 # The margin is that of `base_margin`, times the pacer's widening. A background request needs
 # a place in each window for itself and for every interactive caller waiting (``need``).
@@ -51,13 +63,25 @@ local wait = 0
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > now then wait = blocked - now end
 local windows = redis.call('HGETALL', KEYS[1])
+local function margin_of(seconds)
+  return math.min(math.max(0.02 * seconds, 0.01), 0.05, 0.25 * seconds) * widen
+end
+-- Only a window that binds the sustained rate is worth a probe: one that only holds a burst
+-- back (a second's window under a tight minute's) gains the endpoint nothing.
+local binding = math.huge
+for i = 1, #windows, 2 do
+  local seconds = tonumber(windows[i])
+  binding = math.min(binding, tonumber(windows[i + 1]) / (seconds + margin_of(seconds)))
+end
+binding = binding * BINDING
 local counts = {}
 for i = 1, #windows, 2 do
   local f = windows[i]
   local seconds = tonumber(f)
   local limit = tonumber(windows[i + 1])
+  local binds = limit / (seconds + margin_of(seconds)) <= binding
   local log = ARGV[1] .. f
-  local margin = math.min(math.max(0.02 * seconds, 0.01), 0.05, 0.25 * seconds) * widen
+  local margin = margin_of(seconds)
   redis.call('ZREMRANGEBYSCORE', log, '-inf', now - seconds - margin)
   local n = redis.call('ZCARD', log)
   counts[f] = n
@@ -80,7 +104,7 @@ for i = 1, #windows, 2 do
       base = nil
     end
   end
-  if n >= limit then
+  if n >= limit and binds then
     -- This window holds the request back: the demand that makes a probe worth its cost.
     local next_at = pget(f, 'next')
     if not next_at then
@@ -132,7 +156,8 @@ member, margin multiplier, class (``interactive`` or ``background``), waiter lea
 Returns ``{wait, now}``: wait > 0 means nothing was counted; come back in wait seconds. An
 interactive caller told to wait is registered until then and a lease more; a background one
 waits until every window has a place for each interactive waiter and for itself. A window
-that holds the request back is probed one step higher when its schedule allows.
+that holds the request back, and binds the endpoint's sustained rate, is probed one step
+higher when its schedule allows.
 """
 
 RATE_LIMITED = (
@@ -163,7 +188,7 @@ if ARGV[2] ~= '' then
   pdel(f, 'used')
   if base and told <= base then
     -- The probe met a 429: back off.
-    interval = math.min(clamp(math.max(32, 100 / told) * seconds), interval * 2)
+    interval = math.min(clamp(math.max(LONGEST_WINDOWS, 100 / told) * seconds), interval * 2)
     pset(f, 'interval', interval)
     pset(f, 'next', now + interval)
     pset(f, 'step', 1)

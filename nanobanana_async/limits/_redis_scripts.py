@@ -22,6 +22,15 @@ interactive waiters first the same way (see `PACE`).
 
 from __future__ import annotations
 
+from ._probe import (
+    CAP_LONGEST,
+    CAP_ROOM_START,
+    CAP_UPGRADE_START,
+    MAX_INTERVAL,
+    MIN_INTERVAL,
+    UPGRADE_LONGEST,
+)
+
 __all__ = [
     "COUNT",
     "NOW",
@@ -31,6 +40,7 @@ __all__ = [
     "TIME",
     "UPDATE",
     "RedisKeys",
+    "lua_numbers",
 ]
 
 
@@ -102,24 +112,44 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 TIME = NOW + "return tostring(now)\n"
 """Returns Redis's time now (seconds), the clock every script dates by."""
 
+
+def lua_numbers(**numbers: float) -> str:
+    """Lua locals holding Python's numbers, so that a script cannot drift from the code."""
+    return "".join(f"local {name} = {float(value)!r}\n" for name, value in numbers.items())
+
+
 # The probe schedule of the active-task cap (`ProbeSchedule`, `ActiveTaskLimiter`), kept in
 # the state hash for every process: ``base`` (the cap before the probe in flight), ``interval``,
-# ``next_at``, ``step``, ``probed_at``, ``outcome``, ``key_cap`` (the cap a 409 named) and
-# ``ceiling`` (a user's ``max_active``). ``unit`` is the caller's seconds between two creates
-# at the cap; intervals are 2 units (neighbours' room) or 4 (an upgrade) after a tighten,
-# doubled by each refused probe up to 12, within 0.01 s and 600 s.
-_PROBE = """
-local function clamp(x) return math.min(600, math.max(0.01, x)) end
+# ``next_at``, ``step``, ``probed_at``, ``outcome``, ``key_cap`` (the cap a 409 named),
+# ``ceiling`` (a user's ``max_active``) and ``reach_after`` (until when no interactive caller
+# may try past the estimate: after a 409, the time of two creates at the cap). ``unit`` is
+# the caller's seconds between two creates at the cap; intervals are `CAP_ROOM_START` units
+# (neighbours' room) or `CAP_UPGRADE_START` (an upgrade) after a tighten, doubled by each
+# refused probe up to `CAP_LONGEST` units, or, past the cap a 409 named, up to
+# `UPGRADE_LONGEST` seconds; within `MIN_INTERVAL` and `MAX_INTERVAL`. The numbers are
+# Python's (`lua_numbers`).
+_PROBE = (
+    lua_numbers(
+        CAP_ROOM_START=CAP_ROOM_START,
+        CAP_UPGRADE_START=CAP_UPGRADE_START,
+        CAP_LONGEST=CAP_LONGEST,
+        UPGRADE_LONGEST=UPGRADE_LONGEST,
+        MIN_INTERVAL=MIN_INTERVAL,
+        MAX_INTERVAL=MAX_INTERVAL,
+    )
+    + """
+local function clamp(x) return math.min(MAX_INTERVAL, math.max(MIN_INTERVAL, x)) end
 local function hnum(key, field)
   local v = redis.call('HGET', key, field)
   if v then return tonumber(v) end
   return nil
 end
 local function probe_start(limit, key_cap, unit)
-  if key_cap and limit < key_cap then return clamp(2 * unit) end
-  return clamp(4 * unit)
+  if key_cap and limit < key_cap then return clamp(CAP_ROOM_START * unit) end
+  return clamp(CAP_UPGRADE_START * unit)
 end
 """
+)
 
 TAKE = (
     NOW
@@ -137,6 +167,16 @@ local unit = tonumber(ARGV[4])
 local interactive = ARGV[6] == 'interactive'
 local keep_free = tonumber(ARGV[7])
 local key_cap = hnum(KEYS[3], 'key_cap')
+local ceiling = hnum(KEYS[3], 'ceiling')
+-- An interactive caller may try one slot past the estimate of the room other consumers leave
+-- (the provider says no with a 409 if the key is full after all; a success raises the
+-- estimate): one try at a time, none for a while after a 409, never past a user's ceiling.
+local reach = 0
+if interactive and key_cap and key_cap > limit
+    and now >= (hnum(KEYS[3], 'reach_after') or 0) then
+  reach = 1
+  if ceiling then reach = math.min(reach, math.max(0, ceiling - limit)) end
+end
 -- The courtesy: the most slots a small consumer was seen to hold lately, by any process.
 local courtesy = 0
 local seen = redis.call('HGETALL', KEYS[7])
@@ -159,7 +199,7 @@ local function take()
   held = redis.call('ZCARD', KEYS[1])
 end
 local function fits(cap)
-  if interactive then return held < cap end
+  if interactive then return held < cap + reach end
   -- A slot freed while an interactive caller waits anywhere on the key is its, and
   -- background work leaves `keep_free` slots to others.
   return redis.call('ZCARD', KEYS[5]) == 0 and held + keep_free < cap
@@ -175,7 +215,6 @@ if taken == 0 and known == 1 and not stale then
     redis.call('HDEL', KEYS[3], 'base')
     base = nil
   end
-  local ceiling = hnum(KEYS[3], 'ceiling')
   local next_at = hnum(KEYS[3], 'next_at')
   if not next_at then
     -- The first demand at a known cap starts the schedule.
@@ -219,7 +258,9 @@ seen. ARGV: member, lease, default limit, unit, lease of a probe (seconds), clas
 waiter lease, the ``released`` channel, `COURTESY_SECONDS`, and the numbers ``keep_free`` was
 worked out from: the limit, the key's cap (0: none), known (0/1) and the courtesy.
 
-An interactive caller takes a slot while fewer than the cap are held; a background one only
+An interactive caller takes a slot while fewer than the cap are held, or one more while the
+key's named cap leaves others room and no 409 came lately (its try past the estimate; see
+``reach_after``); a background one only
 while no interactive caller waits anywhere on the key and the slots it leaves free are at
 least ``keep_free``, and only if the numbers it was worked out from are those in Redis now
 (else it is told them, and tries again). A caller refused is registered as a waiter of its
@@ -303,6 +344,13 @@ local running = redis.call('ZCARD', KEYS[2])
 local unit = tonumber(ARGV[6])
 local key_cap = hnum(KEYS[3], 'key_cap')
 local base = hnum(KEYS[3], 'base')
+if op == 'tier' then
+  -- A 429 named another tier than before: the cap may have moved, the schedule starts again
+  -- (a probe in flight goes on).
+  local interval = probe_start(limit, key_cap, unit)
+  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
+  return 0
+end
 if op == 'created' then
   if not known then
     if redis.call('ZCARD', KEYS[1]) >= limit and running >= limit - 1 then
@@ -313,21 +361,33 @@ if op == 'created' then
     -- The probe was accepted: keep the raise, probe again at once with a larger step.
     -- The interval stays (an acceptance may be a fluke of a task that ended unseen).
     -- The step grows only below the key's named cap (past it, a fluke must not compound).
+    -- The key's cap stays what a 409 named until a 409 names another: an acceptance past
+    -- it proves nothing yet (a fluke, or an upgrade, which the next 409 will name).
     local step = hnum(KEYS[3], 'step') or 1
     if key_cap and base < key_cap then step = math.min(step * 2, 64) end
     local interval = hnum(KEYS[3], 'interval') or probe_start(limit, key_cap, unit)
     local next_at = now
-    if key_cap and limit > key_cap then
-      redis.call('HSET', KEYS[3], 'key_cap', limit)
-    elseif key_cap and base < key_cap and limit == key_cap then
+    if key_cap and base < key_cap and limit == key_cap then
+      -- The neighbours' room is back whole: past it lies only a rare upgrade.
       step = 1
-      interval = clamp(4 * unit)
+      interval = probe_start(limit, key_cap, unit)
       next_at = now + interval
     end
     redis.call('HSET', KEYS[3], 'step', step, 'interval', interval, 'next_at', next_at,
       'outcome', 'raised')
     redis.call('HDEL', KEYS[3], 'base')
     redis.call('DEL', KEYS[5])
+  elseif not base and running > limit then
+    -- An interactive caller reached past the estimate, and the provider took it: the room is
+    -- at least what runs now (the estimate had erred on the safe side).
+    local room = running
+    if key_cap then room = math.min(room, key_cap) end
+    local ceiling = hnum(KEYS[3], 'ceiling')
+    if ceiling then room = math.min(room, ceiling) end
+    if room > limit then
+      redis.call('HSET', KEYS[3], 'limit', room)
+      wake()
+    end
   end
   return 0
 end
@@ -335,6 +395,11 @@ redis.call('HINCRBY', KEYS[4], 'conflicts', 1)
 local before = limit
 local cap = nil
 local upgraded = ARGV[4] ~= '' and key_cap and tonumber(ARGV[4]) > key_cap
+-- Past the cap a 409 named, told the same cap: the probe (or a fluke's raise) failed.
+local past_named = key_cap and before > key_cap and not upgraded
+-- The key is full: no interactive try past the estimate for a little while (the time of two
+-- creates at the cap): each try that fails is a refused create.
+redis.call('HSET', KEYS[3], 'reach_after', now + clamp(CAP_ROOM_START * unit))
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = redis.call('ZCARD', KEYS[1])
 local others = 0
@@ -368,13 +433,18 @@ if base then
   redis.call('HDEL', KEYS[3], 'base')
   redis.call('DEL', KEYS[5])
 end
-if upgraded or (not base and cap and cap < before) then
+if past_named then
+  -- Past it lies only an upgrade, which nothing else shows; each refused probe is a 409 the
+  -- key's other users pay for too: the probes double until one in `UPGRADE_LONGEST`.
+  interval = math.min(clamp(UPGRADE_LONGEST), interval * 2)
+  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
+elseif upgraded or (not base and cap and cap < before) then
   -- The cap moved for sure: the schedule starts again.
   interval = probe_start(limit, key_cap, unit)
   redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
 elseif base then
   -- The probe met a 409: back off.
-  interval = math.min(clamp(12 * unit), interval * 2)
+  interval = math.min(clamp(CAP_LONGEST * unit), interval * 2)
   redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
 else
   local next_at = math.max(hnum(KEYS[3], 'next_at') or now, now + interval)
@@ -388,9 +458,12 @@ others seen. ARGV: op, lease, default limit, arg, the key's active tasks named b
 ''), unit, the ``released`` channel, `COURTESY_SHARE`.
 
 Ops: ``release`` (arg: member), ``withdraw`` (arg: a waiter's member: it gave up),
-``running`` (arg: member), ``created`` (grows the cap as `grown_cap` does while it is learned;
-settles a probe in flight as accepted), ``conflict`` (arg: the stated cap or ''; learns as
-`cap_after_conflict`, notes a small consumer's slots as `small_consumer` sees them, and a
-probe in flight backs off). A release, a withdrawal that frees room and a grown cap are
-published on the channel when somebody waits.
+``running`` (arg: member), ``tier`` (a 429 named another tier: the cap's probe schedule starts
+again), ``created`` (grows the cap as `grown_cap` does while it is learned;
+settles a probe in flight as accepted; raises the estimate to what runs when an interactive
+try past it was taken), ``conflict`` (arg: the stated cap or ''; learns as
+`cap_after_conflict`, notes a small consumer's slots as `small_consumer` sees them, closes the
+interactive try past the estimate for a while, and a probe in flight backs off: up to
+`UPGRADE_LONGEST` past the key's named cap). A release, a withdrawal that frees room and a
+grown cap are published on the channel when somebody waits.
 """

@@ -9,7 +9,14 @@ from collections.abc import Iterable
 from ._base import base_margin
 from ._probe import ProbeSchedule, bounded
 
-__all__ = ["Window", "probe_longest", "probe_start"]
+__all__ = ["BINDING", "LONGEST_WINDOWS", "Window", "probe_longest", "probe_start"]
+
+BINDING = 1.5
+"""A window binds the endpoint's sustained rate if it allows at most this much more than the
+tightest one: only such a window is probed (one that holds a burst back gains nothing)."""
+
+LONGEST_WINDOWS = 600.0
+"""The longest probe interval of a window while its probes are refused, in windows."""
 
 
 def probe_start(seconds: float) -> float:
@@ -23,7 +30,7 @@ def probe_longest(limit: int, seconds: float) -> float:
     Refused probes double the interval up to 600 windows (within `MAX_INTERVAL`): a limit
     that does not move costs a 429 now and then, and one that moved is found in bounded time.
     """
-    return bounded(max(600.0, 100.0 / max(1, limit)) * seconds)
+    return bounded(max(LONGEST_WINDOWS, 100.0 / max(1, limit)) * seconds)
 
 
 class Window:
