@@ -254,7 +254,8 @@ class ActiveTaskLimiter(SlotsBase):
             if self.running > self._limit:
                 # An interactive caller reached past the estimate, and the provider took it:
                 # the room is at least what runs now (the estimate had erred on the safe side).
-                self._resize(min(self.running, self.key_cap or self.running))
+                # Never lowered by it: past the key's named cap, the estimate stays.
+                self._resize(max(self._limit, min(self.running, self.key_cap or self.running)))
             return
         if self.running <= probe.base:
             return
