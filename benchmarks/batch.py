@@ -246,6 +246,8 @@ async def measure(scenario: Scenario, contender: str) -> dict[str, Any]:
         "efficiency": oracle / makespan,
         "requests": requests,
         "wasted": wasted / requests if requests else 0.0,
+        "refused_creates": fs["active_limited"] / max(1, fs["create_requests"]),
+        "rate_limited_share": fs["rate_limited"] / requests if requests else 0.0,
         "conflicts": fs["active_limited"],
         "rate_limited": fs["rate_limited"],
         "polls_per_task": fs["query_requests"] / scenario.jobs,
@@ -261,15 +263,16 @@ async def measure(scenario: Scenario, contender: str) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| scenario | client | makespan (s) | oracle (s) | efficiency | 409+429 share "
-        "| polls/task | duplicates | lost |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | client | makespan (s) | oracle (s) | efficiency | refused creates "
+        "(409s per create) | 429s per request | polls/task | duplicates | lost |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['scenario']} | {row['contender']} | {row['makespan']:.1f} "
-            f"| {row['oracle']:.1f} | {row['efficiency']:.3f} | {row['wasted']:.2%} "
-            f"| {row['polls_per_task']:.1f} | {row['duplicates']} | {row['lost']} |"
+            f"| {row['oracle']:.1f} | {row['efficiency']:.3f} | {row['refused_creates']:.1%} "
+            f"| {row['rate_limited_share']:.2%} | {row['polls_per_task']:.1f} "
+            f"| {row['duplicates']} | {row['lost']} |"
         )
     return "\n".join(lines)
 
@@ -379,7 +382,8 @@ def report(row: dict[str, Any]) -> None:
     print(
         f"{row['scenario']:>16} {row['contender']:>10}: efficiency {row['efficiency']:.3f}"
         f"  makespan {row['makespan']:.1f}s (oracle {row['oracle']:.1f}s)"
-        f"  409+429 {row['wasted']:.2%}  polls/task {row['polls_per_task']:.1f}"
+        f"  409/create {row['refused_creates']:.1%}  429/request {row['rate_limited_share']:.2%}"
+        f"  polls/task {row['polls_per_task']:.1f}"
         f"  dup {row['duplicates']}  lost {row['lost']}"
         + (f"  [{row['learned']}]" if row["learned"] else ""),
         flush=True,
