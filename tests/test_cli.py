@@ -1,10 +1,19 @@
-"""The ``nanobanana`` command line, driven through its real entry point in a subprocess.
+"""The ``nanobanana`` command line, against a fake provider on loopback.
 
-Every command runs as ``python -m nanobanana_async ...`` with ``NANOBANANA_API_KEY`` and
-``NANOBANANA_BASE_URL`` pointing at a `FakeNanoBanana` served on loopback from a background
-thread of this process (a fresh one per test), so the tests can look at what the fake received.
-Independent invocations of one test run side by side, to keep the file fast. The batch-file
-readers are also tested in-process, for the corner cases of CSV and JSONL.
+Commands reach a `FakeNanoBanana` served on loopback from a background thread of this process
+(a fresh one per test) through ``NANOBANANA_API_KEY`` and ``NANOBANANA_BASE_URL``, so the tests
+can look at what the fake received. Most run `main` in this process (`InProcess`: the
+environment and folder patched, stdout and stderr captured, and no file of the folder left
+open); the suite turns a resource left open into an error there, as a subprocess's stderr shows
+it. Importing the command line under coverage costs a second of CPU per process, so only what
+needs a real process runs as ``python -m nanobanana_async ...``:
+
+* ``--help``, one ``generate`` end to end, and the ``demo``: the real entry point
+  (``__main__``, ``sys.argv``), each process ending with no ``ResourceWarning`` on its stderr;
+* Ctrl-C in a batch: a real SIGINT, the journal kept, the rerun paying nothing twice;
+* importing the library imports no command-line dependency: a fresh interpreter's modules.
+
+The batch-file readers are also tested on their own, for the corner cases of CSV and JSONL.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -128,26 +138,41 @@ def nanobanana(*args: str | Path, served: Served | None, cwd: Path, **env: str) 
     return finish(start(args, served, cwd, **env))
 
 
-def side_by_side(
-    *commands: Sequence[str | Path], served: Served | None, cwd: Path, **env: str
-) -> list[Result]:
-    """Run independent commands at the same time; their results in the same order."""
-    return [finish(p) for p in [start(args, served, cwd, **env) for args in commands]]
+@contextlib.contextmanager
+def logging_restored() -> Iterator[None]:
+    """Put back the logging set up by ``--verbose`` (`logging.basicConfig` with ``force``).
+
+    Left in place, the next command in this process would log its requests to its stderr.
+    """
+    root, ours = logging.getLogger(), logging.getLogger("nanobanana_async")
+    handlers, level, our_level = root.handlers[:], root.level, ours.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        ours.setLevel(our_level)
 
 
 @attrs.define
 class InProcess:
-    """Runs `main` in this process (cheaper than a subprocess) for the variants of a command."""
+    """Runs `main` in this process, as `nanobanana` runs it in a subprocess, without the
+    imports a new interpreter pays for: the environment of `env_for` (``NANOBANANA_*``,
+    ``COLUMNS`` and ``env``) and the folder patched, stdout and stderr captured, the logging
+    of ``--verbose`` undone."""
 
     monkeypatch: pytest.MonkeyPatch
     capsys: pytest.CaptureFixture[str]
 
     def __call__(self, *args: str | Path, served: Served | None, cwd: Path, **env: str) -> Result:
-        with self.monkeypatch.context() as patch:
+        with self.monkeypatch.context() as patch, logging_restored():
             for name in [name for name in os.environ if name.startswith("NANOBANANA_")]:
                 patch.delenv(name)
             for name, value in env_for(served, **env).items():
-                if name.startswith("NANOBANANA_") or name == "COLUMNS":
+                if name.startswith("NANOBANANA_") or name == "COLUMNS" or name in env:
                     patch.setenv(name, value)
             patch.chdir(cwd)
             code = main([str(arg) for arg in args])
@@ -207,14 +232,11 @@ def test_importing_the_library_imports_no_cli_dependency(tmp_path: Path) -> None
     assert result.stdout.strip() == "[]"
 
 
-def test_without_the_cli_extra_main_says_what_to_install(tmp_path: Path) -> None:
-    code = (
-        "import sys; sys.modules['typer'] = None; "
-        "from nanobanana_async.cli import main; raise SystemExit(main(['demo']))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=tmp_path
-    )
+def test_without_the_cli_extra_main_says_what_to_install(
+    tmp_path: Path, in_process: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "typer", None)  # `import typer` raises ImportError
+    result = in_process("demo", served=None, cwd=tmp_path)
     assert result.returncode == 1
     assert "pip install 'nanobanana-async[cli]'" in one_error_line(result)
 
@@ -235,15 +257,20 @@ def test_help_version_and_usage_errors(tmp_path: Path, in_process: InProcess) ->
 # -- generate, edit, status, download ---------------------------------------------------------
 
 
-def test_generate_and_edit_save_the_images_asked_for(served: Served, tmp_path: Path) -> None:
+def test_generate_and_edit_save_the_images_asked_for(
+    served: Served, tmp_path: Path, in_process: InProcess
+) -> None:
     urls = ["https://example.com/a.png", "https://example.com/b.png"]
-    plain, wide, edited = side_by_side(
-        ["generate", "a banana", "--out", "images"],
-        ["generate", "a wide banana", "--size", "16:9", "--format", "jpeg", "--no-nsfw-checker"],
-        ["edit", "make it gold", "--image", urls[0], "-i", urls[1], "-o", "edits"],
-        served=served,
-        cwd=tmp_path,
-    )
+    # The one command run end to end in a process of its own: the real entry point.
+    plain = nanobanana("generate", "a banana", "--out", "images", served=served, cwd=tmp_path)
+    wide = in_process(
+        "generate", "a wide banana", "--size", "16:9", "--format", "jpeg", "--no-nsfw-checker",
+        served=served, cwd=tmp_path,
+    )  # fmt: skip
+    edited = in_process(
+        "edit", "make it gold", "--image", urls[0], "-i", urls[1], "-o", "edits",
+        served=served, cwd=tmp_path,
+    )  # fmt: skip
     for result in (plain, wide, edited):
         assert result.returncode == 0, result.stderr
         assert "succeeded" in result.stderr
@@ -292,11 +319,7 @@ def test_invalid_requests_are_one_line_exit_2_and_send_nothing(
 ) -> None:
     (tmp_path / "notes.png").write_text("not a picture")
     (tmp_path / "photo.png").write_bytes(png_bytes((1, 2, 3)))
-    (args, message), *variants = INVALID
-    result = nanobanana(*args, served=served, cwd=tmp_path)
-    assert result.returncode == 2
-    assert message in one_error_line(result)
-    for args, message in variants:
+    for args, message in INVALID:
         result = in_process(*args, served=served, cwd=tmp_path)
         assert result.returncode == 2, args
         assert message in one_error_line(result)
@@ -307,16 +330,15 @@ def test_key_and_connection_errors_are_one_line(
     served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
     wrong = "sk-WRONG-0xDEADBEEF"
-    processes = [
-        start(["--api-key", wrong, "generate", "a banana"], served, tmp_path),
-        start(["generate", "a banana"], None, tmp_path),
-    ]
+    bad_generate = in_process(
+        "--api-key", wrong, "generate", "a banana", served=served, cwd=tmp_path
+    )
+    missing = in_process("generate", "a banana", served=None, cwd=tmp_path)
     unreachable = in_process(
         "--api-key", KEY, "--base-url", "http://127.0.0.1:9", "status", "task_1",
         served=None, cwd=tmp_path,
     )  # fmt: skip
     bad_status = in_process("--api-key", wrong, "status", "task_1", served=served, cwd=tmp_path)
-    bad_generate, missing = map(finish, processes)
     assert missing.returncode == 3
     line = one_error_line(missing)
     assert "no API key" in line
@@ -334,12 +356,8 @@ def test_key_and_connection_errors_are_one_line(
 def test_unknown_tasks_are_exit_1_and_verbose_never_logs_the_key(
     served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
-    status, verbose = side_by_side(
-        ["status", "task_does_not_exist"],
-        ["--verbose", "status", "task_nope"],
-        served=served,
-        cwd=tmp_path,
-    )
+    status = in_process("status", "task_does_not_exist", served=served, cwd=tmp_path)
+    verbose = in_process("--verbose", "status", "task_nope", served=served, cwd=tmp_path)
     download = in_process("download", "task_does_not_exist", served=served, cwd=tmp_path)
     for result in (status, download):
         assert result.returncode == 1
@@ -353,17 +371,13 @@ def test_unknown_tasks_are_exit_1_and_verbose_never_logs_the_key(
 def test_no_wait_then_download_and_status(
     served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
-    created = nanobanana("generate", "a banana later", "--no-wait", served=served, cwd=tmp_path)
+    created = in_process("generate", "a banana later", "--no-wait", served=served, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     task_id = created.stdout.strip()
     assert task_id in served.portal.call(lambda: list(served.fake.tasks))
 
-    waited, status = side_by_side(
-        ["download", task_id, "--wait", "--out", "dl"],
-        ["status", task_id],
-        served=served,
-        cwd=tmp_path,
-    )
+    waited = in_process("download", task_id, "--wait", "--out", "dl", served=served, cwd=tmp_path)
+    status = in_process("status", task_id, served=served, cwd=tmp_path)
     assert waited.returncode == 0, waited.stderr
     path = tmp_path / waited.stdout.strip()
     assert path == tmp_path / "dl" / f"{task_id}.png"
@@ -408,16 +422,12 @@ CSV = (
 
 
 def test_batch_files_name_bad_rows_by_line_and_never_send_them(
-    served: Served, tmp_path: Path
+    served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
     (tmp_path / "requests.jsonl").write_text(JSONL, encoding="utf-8")
     (tmp_path / "requests.csv").write_text(CSV, encoding="utf-8")
-    jsonl, csv = side_by_side(
-        ["batch", "requests.jsonl", "--out", "out"],
-        ["batch", "requests.csv", "--out", "out-csv"],
-        served=served,
-        cwd=tmp_path,
-    )
+    jsonl = in_process("batch", "requests.jsonl", "--out", "out", served=served, cwd=tmp_path)
+    csv = in_process("batch", "requests.csv", "--out", "out-csv", served=served, cwd=tmp_path)
     assert jsonl.returncode == 2, jsonl.stderr
     assert "line 4  invalid: is not valid JSON" in jsonl.stderr
     assert "line 5  invalid: image_size: must be one of" in jsonl.stderr
@@ -493,7 +503,7 @@ def test_batch_saves_and_journals_by_default_and_the_same_command_resumes(
     served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
     (tmp_path / "r.jsonl").write_text('{"prompt": "one"}\n{"prompt": "two"}\n', encoding="utf-8")
-    first = nanobanana("batch", "r.jsonl", served=served, cwd=tmp_path)
+    first = in_process("batch", "r.jsonl", served=served, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     out = tmp_path / "r-out"
     assert [path.name for path in images_in(out)] == ["line-0001.png", "line-0002.png"]
@@ -521,7 +531,7 @@ def test_batch_saves_and_journals_by_default_and_the_same_command_resumes(
 def test_batch_input_errors_are_one_line_and_send_nothing(
     served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
-    missing = nanobanana("batch", "missing.jsonl", served=served, cwd=tmp_path)
+    missing = in_process("batch", "missing.jsonl", served=served, cwd=tmp_path)
     assert missing.returncode == 2
     assert "cannot read missing.jsonl: No such file or directory" in one_error_line(missing)
 
@@ -557,7 +567,7 @@ def test_batch_with_a_journal_resumes_without_creating_again(
     first = in_process(*args, served=served, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     (tmp_path / "out" / "line-0003.png").unlink()
-    second = nanobanana(*args, served=served, cwd=tmp_path)
+    second = in_process(*args, served=served, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert served.stats().create_requests == 6
     assert second.stderr.count("(from the journal)") == 6
@@ -566,7 +576,7 @@ def test_batch_with_a_journal_resumes_without_creating_again(
 
 
 def test_local_images_go_through_the_image_host(
-    served: Served, tmp_path: Path, s3_endpoint: str
+    served: Served, tmp_path: Path, s3_endpoint: str, in_process: InProcess
 ) -> None:
     aws = {
         "AWS_ENDPOINT_URL": s3_endpoint,
@@ -581,14 +591,12 @@ def test_local_images_go_through_the_image_host(
     (rows / "pics" / "cat.jpg").write_bytes(jpeg_bytes((10, 200, 30)))
     lines = [{"prompt": f"cat {i}", "image_urls": ["pics/cat.jpg"]} for i in range(2)]
     (rows / "r.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    edited, batch = side_by_side(
-        ["edit", "gold", "--image", "./photo.png", "--image-host", "s3://pictures/cli"],
-        ["batch", "rows/r.jsonl", "--out", "out"],
-        served=served,
-        cwd=tmp_path,
-        NANOBANANA_IMAGE_HOST="s3://pictures/cli-batch",
-        **aws,
-    )
+    env = {"NANOBANANA_IMAGE_HOST": "s3://pictures/cli-batch", **aws}
+    edited = in_process(
+        "edit", "gold", "--image", "./photo.png", "--image-host", "s3://pictures/cli",
+        served=served, cwd=tmp_path, **env,
+    )  # fmt: skip
+    batch = in_process("batch", "rows/r.jsonl", "--out", "out", served=served, cwd=tmp_path, **env)
     assert edited.returncode == 0, edited.stderr
     assert batch.returncode == 0, batch.stderr
     assert_image(tmp_path / edited.stdout.strip())
@@ -613,7 +621,7 @@ def journal_task_ids(path: Path) -> dict[int, str]:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is a POSIX signal")
 def test_ctrl_c_keeps_the_journal_and_the_rerun_pays_nothing_twice(
-    portal: BlockingPortal, tmp_path: Path
+    portal: BlockingPortal, tmp_path: Path, in_process: InProcess
 ) -> None:
     with serve(portal, FakeNanoBanana(api_key=KEY, time_scale=0.1, seed=3)) as slow:
         lines = "".join(json.dumps({"prompt": f"slow banana {i}"}) + "\n" for i in range(10))
@@ -636,7 +644,7 @@ def test_ctrl_c_keeps_the_journal_and_the_rerun_pays_nothing_twice(
         assert kept
         assert slow.stats().tasks_created < 10
 
-        resumed = nanobanana(*args, served=slow, cwd=tmp_path)
+        resumed = in_process(*args, served=slow, cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr
         stats = slow.stats()
         assert stats.tasks_created == 10

@@ -3,6 +3,9 @@
 a progress line that adds up at 80 columns.
 
 The fixtures and helpers are those of ``test_cli`` (a fake provider on loopback per test).
+Commands run in this process (``test_cli.InProcess``), except ``fake-server``'s: it is stopped
+by a real SIGINT, and must close its sockets before its process ends (no ``ResourceWarning`` on
+its stderr). ``test_cli`` runs the demo and a ``generate`` as real processes too.
 """
 
 from __future__ import annotations
@@ -18,15 +21,7 @@ import httpx
 import pytest
 import test_cli
 from rich.console import Console
-from test_cli import (
-    PYTHON,
-    InProcess,
-    Served,
-    env_for,
-    images_in,
-    nanobanana,
-    one_error_line,
-)
+from test_cli import KEY, PYTHON, InProcess, Served, env_for, images_in, one_error_line
 
 from nanobanana_async import BatchStatistics
 from nanobanana_async.cli._args import hoist_global_options
@@ -42,8 +37,10 @@ in_process = test_cli.in_process
 # -- the demo's gallery ----------------------------------------------------------------------
 
 
-def test_the_demo_prints_its_gallery_which_shows_every_request(tmp_path: Path) -> None:
-    result = nanobanana("demo", "--count", "12", served=None, cwd=tmp_path)
+def test_the_demo_prints_its_gallery_which_shows_every_request(
+    tmp_path: Path, in_process: InProcess
+) -> None:
+    result = in_process("demo", "--count", "12", served=None, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     gallery = tmp_path / "nanobanana-demo" / "index.html"
     assert str(gallery.relative_to(tmp_path)) in result.stdout
@@ -144,10 +141,10 @@ def test_batch_check_names_the_bad_row_and_sends_nothing(
 
 
 def test_a_text_file_is_one_prompt_per_line_and_name_templates_name_the_files(
-    served: Served, tmp_path: Path
+    served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
     (tmp_path / "prompts").write_text("A banana, surfing!\n\nan apple pie\n", encoding="utf-8")
-    result = nanobanana(
+    result = in_process(
         "batch", "prompts", "--name", "{index:02d}-{slug}", served=served, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
@@ -162,26 +159,12 @@ def test_a_text_file_is_one_prompt_per_line_and_name_templates_name_the_files(
 def test_generate_takes_a_name_and_global_options_after_the_command(
     served: Served, tmp_path: Path, in_process: InProcess
 ) -> None:
-    env = {k: v for k, v in env_for(served).items() if k != "NANOBANANA_BASE_URL"}
-    result = subprocess.run(
-        [
-            *PYTHON,
-            "generate",
-            "a red fox",
-            "--name",
-            "{slug}-{task_id}",
-            "--base-url",
-            served.base_url,
-            "-v",
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # The key from the environment, the base URL only from the option after the command.
+    result = in_process(
+        "generate", "a red fox", "--name", "{slug}-{task_id}", "--base-url", served.base_url, "-v",
+        served=None, cwd=tmp_path, NANOBANANA_API_KEY=KEY,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "ResourceWarning" not in result.stderr
     [task_id] = served.portal.call(lambda: list(served.fake.tasks))
     assert result.stdout.strip() == str(Path(f"red-fox-{task_id}.png"))
     assert "POST /api/v1/jobs/createTask" in result.stderr  # --verbose, after the command

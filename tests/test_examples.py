@@ -2,7 +2,13 @@
 
 The app reaches a `FakeNanoBanana` (the 'basic' tier: at most 5 active tasks) served on
 loopback from another thread, through ``NANOBANANA_BASE_URL``: the same code a user runs, the
-same HTTP on both sides.
+same HTTP on both sides. One app (`stack`) serves the tests of this module that need no image
+host, as one app serves its users: each test counts what it sent by the difference of the
+fake's statistics (`Stack.sent`).
+
+Only the traced test runs a process of its own (``python -m uvicorn``): OpenTelemetry's global
+providers, set from ``OTEL_*`` variables, can be set once per process. The guides' scripts run
+in this process; ``test_docs_run`` runs them in fresh interpreters too.
 """
 
 from __future__ import annotations
@@ -60,6 +66,16 @@ class Stack:
         result: FakeStats = self._stats()
         return result
 
+    @contextlib.contextmanager
+    def sent(self) -> Iterator[dict[str, int]]:
+        """What the fake received within the block: tasks created, create requests."""
+        before = self.stats()
+        counts: dict[str, int] = {}
+        yield counts
+        after = self.stats()
+        counts["tasks_created"] = after.tasks_created - before.tasks_created
+        counts["create_requests"] = after.create_requests - before.create_requests
+
 
 @contextlib.contextmanager
 def serve_stack(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Stack]:
@@ -92,9 +108,10 @@ def serve_stack(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Stack]:
     assert not thread.is_alive()
 
 
-@pytest.fixture
-def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    with serve_stack(monkeypatch) as served:
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    """The app without an image host, shared by the tests of this module."""
+    with pytest.MonkeyPatch.context() as monkeypatch, serve_stack(monkeypatch) as served:
         yield served
 
 
@@ -128,31 +145,32 @@ def test_concurrent_images_share_the_keys_limits(stack: Stack) -> None:
             for i in range(10):
                 group.start_soon(post, client, i)
 
-    anyio.run(main)
+    with stack.sent() as sent:
+        anyio.run(main)
     assert [answer.status_code for answer in answers] == [200] * 10
     task_ids = {answer.json()["task_id"] for answer in answers}
     assert len(task_ids) == 10
     for answer in answers:
         [url] = answer.json()["urls"]
         assert url.startswith(stack.fake.result_base_url or "http://127.0.0.1:")
+    assert sent["tasks_created"] == 10
     stats = stack.stats()
-    assert stats.tasks_created == 10
     assert stats.duplicates == 0
     assert stats.max_active <= 5  # the 'basic' tier's limit, shared by the ten requests
 
 
 def test_an_idempotency_key_returns_the_task_already_made(stack: Stack) -> None:
-    with httpx.Client(base_url=stack.app_url, timeout=30) as client:
+    with stack.sent() as sent, httpx.Client(base_url=stack.app_url, timeout=30) as client:
         headers = {"Idempotency-Key": "order-42"}
         first = client.post("/images", json={"prompt": "a banana"}, headers=headers)
         again = client.post("/images", json={"prompt": "a banana"}, headers=headers)
     assert first.status_code == again.status_code == 200
     assert first.json()["task_id"] == again.json()["task_id"]
-    assert stack.stats().tasks_created == 1
+    assert sent["tasks_created"] == 1
 
 
 def test_an_idempotency_key_reused_for_another_image_is_409_at_once(stack: Stack) -> None:
-    with httpx.Client(base_url=stack.app_url, timeout=30) as client:
+    with stack.sent() as sent, httpx.Client(base_url=stack.app_url, timeout=30) as client:
         headers = {"Idempotency-Key": "order-43"}
         first = client.post("/images", json={"prompt": "a banana"}, headers=headers)
         started = time.monotonic()
@@ -162,11 +180,11 @@ def test_an_idempotency_key_reused_for_another_image_is_409_at_once(stack: Stack
     assert other.status_code == 409
     assert "already used" in other.json()["detail"]
     assert took < 20  # an error at once, not a wait for an active-task slot
-    assert stack.stats().tasks_created == 1
+    assert sent["tasks_created"] == 1
 
 
 def test_invalid_requests_are_422_and_send_nothing(stack: Stack) -> None:
-    with httpx.Client(base_url=stack.app_url, timeout=30) as client:
+    with stack.sent() as sent, httpx.Client(base_url=stack.app_url, timeout=30) as client:
         http_url = client.post(
             "/images", json={"prompt": "gold", "image_urls": ["http://example.com/a.png"]}
         )
@@ -181,13 +199,13 @@ def test_invalid_requests_are_422_and_send_nothing(stack: Stack) -> None:
     assert bad_batch.status_code == 422
     assert bad_batch.json()["field"] == "prompt"
     assert missing.status_code == 404
-    assert stack.stats().create_requests == 0
+    assert sent["create_requests"] == 0
 
 
 def test_a_batch_runs_in_the_background_and_reports_progress(stack: Stack) -> None:
     requests = [{"prompt": f"banana {i}"} for i in range(7)]
     requests.append({"prompt": "edit", "image_urls": ["https://example.com/a.png"]})
-    with httpx.Client(base_url=stack.app_url, timeout=30) as client:
+    with stack.sent() as sent, httpx.Client(base_url=stack.app_url, timeout=30) as client:
         started = client.post("/batches", json={"requests": requests})
         assert started.status_code == 202
         batch_id = started.json()["batch_id"]
@@ -211,7 +229,7 @@ def test_a_batch_runs_in_the_background_and_reports_progress(stack: Stack) -> No
     statistics = report["statistics"]
     assert statistics["succeeded"] == statistics["created"] == statistics["done"] == 8
     assert statistics["max_active"] >= 1
-    assert stack.stats().tasks_created == 8
+    assert sent["tasks_created"] == 8
 
 
 def test_an_uploaded_image_is_edited_through_the_image_host(stack_with_host: Stack) -> None:
@@ -255,12 +273,12 @@ def test_an_uploaded_image_is_edited_through_the_image_host(stack_with_host: Sta
 
 def test_without_an_image_host_an_upload_is_422_and_sends_nothing(stack: Stack) -> None:
     pytest.importorskip("multipart")
-    with httpx.Client(base_url=stack.app_url, timeout=30) as client:
+    with stack.sent() as sent, httpx.Client(base_url=stack.app_url, timeout=30) as client:
         files = {"image": ("photo.png", png_bytes((1, 2, 3)), "image/png")}
         answer = client.post("/edits", data={"prompt": "gold"}, files=files)
     assert answer.status_code == 422
     assert "image_host" in answer.json()["detail"]
-    assert stack.stats().create_requests == 0
+    assert sent["create_requests"] == 0
 
 
 # -- the scripts of the how-to guides ---------------------------------------------------------
@@ -275,41 +293,33 @@ def scripts_of(page: str) -> list[str]:
     return [block for block in blocks if "anyio.run(" in block]
 
 
-def test_the_batch_and_resume_guides_run_as_written(tmp_path: Path) -> None:
+def test_the_batch_and_resume_guides_run_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_all, stream = scripts_of("batches.md")
     [resume] = scripts_of("resume.md")
     fake = FakeNanoBanana(api_key=KEY, time_scale=0.01)
+
+    def run(script: str, name: str) -> str:
+        """Run ``script`` as ``python -c`` would, in a folder of its own; what it printed."""
+        folder = tmp_path / name
+        folder.mkdir(exist_ok=True)
+        (folder / "prompts.txt").write_text("a banana\n\ntwo bananas\nthree bananas\n")
+        with monkeypatch.context() as patch:
+            patch.chdir(folder)
+            exec(compile(script, f"<{name}>", "exec"), {"__name__": "__main__"})
+        return capsys.readouterr().out
+
     with (
         start_blocking_portal() as portal,
         portal.wrap_async_context_manager(fake.serve()) as base_url,
     ):
-        env = {**os.environ, "NANOBANANA_API_KEY": KEY, "NANOBANANA_BASE_URL": base_url}
-
-        def start(script: str, name: str) -> subprocess.Popen[str]:
-            folder = tmp_path / name
-            folder.mkdir(exist_ok=True)
-            (folder / "prompts.txt").write_text("a banana\n\ntwo bananas\nthree bananas\n")
-            return subprocess.Popen(
-                [sys.executable, "-W", "always::ResourceWarning", "-c", script],
-                cwd=folder,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-
-        def finish(process: subprocess.Popen[str]) -> str:
-            stdout, stderr = process.communicate(timeout=60)
-            assert process.returncode == 0, stderr
-            assert "ResourceWarning" not in stderr, stderr
-            return stdout
-
-        outputs = [
-            finish(process)
-            for process in [start(run_all, "run"), start(stream, "stream"), start(resume, "resume")]
-        ]
-        printed_run, printed_stream, first = outputs
-        second = finish(start(resume, "resume"))
+        monkeypatch.setenv("NANOBANANA_API_KEY", KEY)
+        monkeypatch.setenv("NANOBANANA_BASE_URL", base_url)
+        printed_run = run(run_all, "run")
+        printed_stream = run(stream, "stream")
+        first = run(resume, "resume")
+        second = run(resume, "resume")
         stats = portal.call(lambda: fake.stats)
 
     assert [line.split()[0] for line in printed_run.splitlines()] == ["0", "1", "2", "3"]
