@@ -51,7 +51,7 @@ from ._wire import (
     structure_task,
     structure_task_id,
 )
-from .limits import ConnectedLimits, LimitsBackend, Priority
+from .limits import ConnectedLimits, EndpointPacer, LimitsBackend, Priority
 
 __all__ = ["Caller", "CreatedTasks", "Endpoint", "OnResponse", "StopCheck"]
 
@@ -74,6 +74,10 @@ _WAITS = {
     "slot": "waiting up to %.2f s for an active-task slot",
     "not_visible": "not visible yet; asking again in %.2f s",
 }
+
+
+_Pairs = tuple[tuple[str, str], ...]
+"""Request headers as name-value pairs."""
 
 
 class _Answer(NamedTuple):
@@ -148,24 +152,30 @@ class Caller:
         telemetry: Recorder = NO_RECORDER,
     ) -> None:
         prefix = base_url.path.rstrip("/")
-        self._create_url = base_url.copy_with(path=prefix + CREATE_PATH, query=None)
-        self._query_url = base_url.copy_with(path=prefix + QUERY_PATH, query=None)
+        create_url = base_url.copy_with(path=prefix + CREATE_PATH, query=None)
+        query_url = base_url.copy_with(path=prefix + QUERY_PATH, query=None)
+        # Each endpoint's method, URL and path (for the log), made once.
+        self._routes: dict[Endpoint, tuple[str, httpx.URL, str]] = {
+            "create": ("POST", create_url, create_url.path),
+            "query": ("GET", query_url, query_url.path),
+        }
         self._http = http
         self._secret = secret
-        # Without Authorization: `_send` sets it on each request from the secret, so no header
-        # object of the client's (nor a local of the loop's frames) holds the key.
-        self._headers = httpx.Headers(
-            {
-                "User-Agent": user_agent,
-                "Accept": "application/json",
-                "Accept-Encoding": ACCEPT_ENCODING,
-            }
+        # Without Authorization: `_send` adds it to each request from the secret, so no header
+        # object of the client's (nor a local of the loop's frames) holds the key. Pairs, not
+        # an `httpx.Headers`: httpx merges either into the request's own headers, and a
+        # `Headers` copied and set item by item on every call costs more than the merge.
+        self._headers: _Pairs = (
+            ("User-Agent", user_agent),
+            ("Accept", "application/json"),
+            ("Accept-Encoding", ACCEPT_ENCODING),
         )
+        self._json_headers: _Pairs = (*self._headers, ("Content-Type", "application/json"))
+        self._request_timeout = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
         self._limits = limits
         # Known once: isinstance of a runtime protocol is slow, and `call` asks every time.
         self._connected = limits if isinstance(limits, ConnectedLimits) else None
         self._retry = retry
-        self._timeout = timeout
         self._exchange_timeout = exchange_timeout
         self._max_bytes = max_response_bytes
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
@@ -291,13 +301,9 @@ class Caller:
         self.check_usable()
         create = endpoint == "create"
         pacer = self._limits.endpoint(endpoint)
-        headers = self._headers
-        if content is not None or request_id is not None:
-            headers = headers.copy()
-            if content is not None:
-                headers["Content-Type"] = "application/json"
-            if request_id is not None:
-                headers["X-Request-ID"] = request_id
+        headers = self._headers if content is None else self._json_headers
+        if request_id is not None:
+            headers = (*headers, ("X-Request-ID", request_id))
         attempt = slot_waits = 0
         maybe_created = False
         rate_waited = 0.0  # seconds spent waiting because of 429s, pacing included
@@ -329,6 +335,7 @@ class Caller:
                 with self.telemetry.exchange(endpoint) as exchange:
                     data = await self._exchange(
                         endpoint,
+                        pacer,
                         headers,
                         content,
                         params,
@@ -405,7 +412,8 @@ class Caller:
     async def _exchange(
         self,
         endpoint: Endpoint,
-        headers: httpx.Headers,
+        pacer: EndpointPacer,
+        headers: _Pairs,
         content: bytes | None,
         params: dict[str, str] | None,
         deadline: float,
@@ -429,7 +437,7 @@ class Caller:
         with anyio.CancelScope(deadline=min(deadline, entered + self._exchange_timeout)) as scope:
             pacing = sent.at is None
             if pacing:
-                sent.at = await self._limits.endpoint(endpoint).acquire(priority)
+                sent.at = await pacer.acquire(priority)
             if stop is not None and (refusal := stop()) is not None:
                 raise refusal
             now = anyio.current_time()
@@ -444,13 +452,11 @@ class Caller:
                 scope.deadline = min(deadline, now + self._exchange_timeout)
             sending = True
             exchange.sending(now - entered)
-            create = endpoint == "create"
-            method = "POST" if create else "GET"
-            url = self._create_url if create else self._query_url
+            method, url, path = self._routes[endpoint]
             answer = await self._send(
                 method, url, endpoint, headers, content, params, request_id, exchange
             )
-            logger.debug("%s %s -> %s", method, url.path, answer.status)
+            logger.debug("%s %s -> %s", method, path, answer.status)
             return self._answer(answer, request_id, on_response)
         # Only the scope's own deadline gets here (everything else returned or raised).
         if not sending:
@@ -469,7 +475,7 @@ class Caller:
         method: str,
         url: httpx.URL,
         endpoint: Endpoint,
-        headers: httpx.Headers,
+        headers: _Pairs,
         content: bytes | None,
         params: dict[str, str] | None,
         request_id: str | None,
@@ -480,16 +486,17 @@ class Caller:
         Nothing unredacted outlives this frame: the answer is interpreted (and its errors
         raised) from what it returns, so no frame of an error holds the raw answer.
         """
+        secret = self._secret
+        # The Authorization pair is made in the call's arguments, not kept in a local: only
+        # the request (whose repr shows no header) holds it.
         request = self._http.build_request(
             method,
             url,
             content=content,
             params=params,
-            headers=headers,
-            timeout=self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            headers=[*headers, ("Authorization", secret.authorization())],
+            timeout=self._request_timeout,
         )
-        secret = self._secret
-        request.headers["Authorization"] = secret.authorization()
         if content is not None:
             request.stream = RequestBody(content)
 

@@ -109,9 +109,10 @@ class Engine:
         """
         self.caller.check_usable()  # before an image is published
         deadline = anyio.current_time() + seconds
-        body = await self.publish(
-            body, deadline=deadline, needed_for=DEFAULT_WAIT_TIMEOUT, request_id=request_id
-        )
+        if body.images:
+            body = await self.publish(
+                body, deadline=deadline, needed_for=DEFAULT_WAIT_TIMEOUT, request_id=request_id
+            )
         return await self.caller.create(
             body, request_id, deadline, on_response=on_response, priority=priority
         )
