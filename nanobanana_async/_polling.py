@@ -223,12 +223,14 @@ class DurationModel:
 
 
 def slots_wanted(active: ActiveSlots) -> bool:
-    """Whether the slots bind: callers wait for one, and every slot held has a task running.
+    """Whether a task's end is worth seeing soon: no slot held waits for the create pacer.
 
     When creates wait for the pacer in slots they hold (the create rate binds), a slot that
-    frees would not make the next create go any sooner.
+    frees would not make the next create go any sooner. Otherwise it would: a caller waits for
+    it, or nobody does because the work is running out, and then each end seen late is a
+    batch that ends late.
     """
-    return active.waiting > 0 and active.running >= active.active
+    return active.running >= active.active
 
 
 class _Share:
