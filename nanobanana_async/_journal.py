@@ -110,6 +110,29 @@ def fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+#: Waits (seconds) before each new try to switch a journal to write-ahead logging.
+_WAL_RETRIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+def _write_ahead(db: sqlite3.Connection) -> None:
+    """Switch ``db`` to write-ahead logging, waiting while another opener holds the file.
+
+    SQLite answers "database is locked" at once, without its busy timeout, when the switch
+    meets another connection switching the same new file: two batches (or processes) opening
+    one journal at the same moment. Tried again a few times over about four seconds.
+    """
+    for delay in _WAL_RETRIES:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(delay)  # in the worker thread that opens the journal
+        else:
+            return
+    db.execute("PRAGMA journal_mode=WAL")
+
+
 @attrs.frozen(kw_only=True)
 class JournalRow:
     """What the journal knows of one job."""
@@ -168,7 +191,7 @@ class Journal:
         try:
             # Read before anything is written: a file that is not ours is left as it was.
             _check_tables(db, path)
-            db.execute("PRAGMA journal_mode=WAL")
+            _write_ahead(db)
             db.execute("PRAGMA synchronous=NORMAL")
             # IMMEDIATE: two processes opening one new file agree on a single batch id.
             db.execute("BEGIN IMMEDIATE")

@@ -12,7 +12,7 @@ import anyio
 import pytest
 from support import files_open_in, wait_until, write_locked
 
-from nanobanana_async import JournalError
+from nanobanana_async import JournalError, _journal
 from nanobanana_async._journal import Journal, JournalRow, fingerprint
 
 pytestmark = pytest.mark.anyio
@@ -418,3 +418,36 @@ async def test_a_close_cancelled_by_asyncio_still_writes_and_closes(
         await closing
     assert files_open_in(tmp_path) == []
     assert [row.task_id for row in await reopen_rows(path)] == ["t"]
+
+
+class _Switch:
+    """A connection whose switch to write-ahead logging fails with ``errors``, then works."""
+
+    def __init__(self, *errors: str) -> None:
+        self.errors = list(errors)
+        self.tries = 0
+
+    def execute(self, sql: str) -> None:
+        assert sql == "PRAGMA journal_mode=WAL"
+        self.tries += 1
+        if self.errors:
+            raise sqlite3.OperationalError(self.errors.pop(0))
+
+
+def test_a_journal_locked_by_another_opener_is_switched_to_wal_on_a_later_try(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_journal, "_WAL_RETRIES", (0.0, 0.0, 0.0))
+    db = _Switch("database is locked", "database is locked")
+    _journal._write_ahead(db)  # type: ignore[arg-type]
+    assert db.tries == 3
+    # Locked on every try: the last one's error is the caller's.
+    db = _Switch(*["database is locked"] * 4)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _journal._write_ahead(db)  # type: ignore[arg-type]
+    assert db.tries == 4
+    # Anything else is not waited for.
+    db = _Switch("disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        _journal._write_ahead(db)  # type: ignore[arg-type]
+    assert db.tries == 1

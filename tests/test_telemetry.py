@@ -301,10 +301,9 @@ async def test_the_detection_delay_does_not_bend_to_the_providers_clock(otel: Ot
         return httpx.Response(response.status_code, json=body)
 
     fake = fake_provider(duration=30.0, time_scale=1.0)  # the provider's own speed: virtual
-    # Polled as by default, for a task of the provider's own length: not every few ms.
-    async with client_for(
-        fake, an_hour_behind, telemetry=otel.telemetry(), poll=PollPolicy()
-    ) as client:
+    # Polled every second or two, for a task of the provider's own length: not every few ms.
+    poll = PollPolicy(initial=1.0, maximum=2.0)
+    async with client_for(fake, an_hour_behind, telemetry=otel.telemetry(), poll=poll) as client:
         await client.generate(TextToImage(prompt="a banana"))
     wait = otel.only("nanobanana.wait")
     # Seen 30 s and some after the create, ended 30 s after it by the provider's clock.
