@@ -28,8 +28,8 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import settings
 import respx
+from hypothesis import settings
 from support import RESULT_URL, envelope, quick_polls, record_info
 
 from nanobanana_async import DEFAULT_BASE_URL, AsyncNanoBanana, RetryPolicy
