@@ -29,6 +29,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -608,6 +609,33 @@ def test_local_images_go_through_the_image_host(
     assert served.stats().images_refused == 0
 
 
+class Throttle:
+    """A monotonic clock running at ``speed`` times real time; the speed may change."""
+
+    def __init__(self, speed: float) -> None:
+        self._speed = speed
+        self._lock = threading.Lock()
+        self._at = time.monotonic()
+        self._value = 0.0
+
+    def __call__(self) -> float:
+        with self._lock:
+            now = time.monotonic()
+            self._value += (now - self._at) * self._speed
+            self._at = now
+            return self._value
+
+    @property
+    def speed(self) -> float:
+        return self._speed
+
+    @speed.setter
+    def speed(self, speed: float) -> None:
+        self()  # the time so far at the old speed
+        with self._lock:
+            self._speed = speed
+
+
 def journal_task_ids(path: Path) -> dict[int, str]:
     if not path.exists():
         return {}
@@ -623,12 +651,16 @@ def journal_task_ids(path: Path) -> dict[int, str]:
 def test_ctrl_c_keeps_the_journal_and_the_rerun_pays_nothing_twice(
     portal: BlockingPortal, tmp_path: Path, in_process: InProcess
 ) -> None:
-    with serve(portal, FakeNanoBanana(api_key=KEY, time_scale=0.1, seed=3)) as slow:
+    # The fake's time stands almost still until Ctrl-C, so no task can end before it, however
+    # slow the machine; then it runs as at time_scale=0.1, for the rerun.
+    clock = Throttle(speed=0.001)
+    fake = FakeNanoBanana(api_key=KEY, time_scale=0.1, seed=3, clock=clock)
+    with serve(portal, fake) as slow:
         lines = "".join(json.dumps({"prompt": f"slow banana {i}"}) + "\n" for i in range(10))
         (tmp_path / "r.jsonl").write_text(lines, encoding="utf-8")
         args = ["batch", "r.jsonl"]  # saved in r-out/, journaled there, by default
         process = start(args, slow, tmp_path)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while (
             not journal_task_ids(tmp_path / "r-out" / "journal.sqlite")
             and time.monotonic() < deadline
@@ -644,6 +676,7 @@ def test_ctrl_c_keeps_the_journal_and_the_rerun_pays_nothing_twice(
         assert kept
         assert slow.stats().tasks_created < 10
 
+        clock.speed = 1.0
         resumed = in_process(*args, served=slow, cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr
         stats = slow.stats()
