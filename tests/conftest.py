@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,6 +75,22 @@ def _collect_garbage() -> Iterator[None]:
     yield
     gc.collect()
     gc.freeze()
+
+
+@pytest.fixture
+def interruptible() -> Iterator[None]:
+    """Processes this test starts can be interrupted with SIGINT, as from a terminal.
+
+    A process started in the background by a shell without job control (a CI step, ``cmd &``
+    in a script) ignores SIGINT, and so does every process it starts: Python then leaves
+    SIGINT ignored instead of raising `KeyboardInterrupt`, and a Ctrl-C test would wait for
+    nothing. A handler here makes the children start with SIGINT's default again.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

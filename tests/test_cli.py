@@ -648,6 +648,7 @@ def journal_task_ids(path: Path) -> dict[int, str]:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is a POSIX signal")
+@pytest.mark.usefixtures("interruptible")
 def test_ctrl_c_keeps_the_journal_and_the_rerun_pays_nothing_twice(
     portal: BlockingPortal, tmp_path: Path, in_process: InProcess
 ) -> None:

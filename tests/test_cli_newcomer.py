@@ -59,6 +59,7 @@ def test_the_demo_prints_its_gallery_which_shows_every_request(
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is a POSIX signal")
+@pytest.mark.usefixtures("interruptible")
 def test_fake_server_answers_on_the_printed_url_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [*PYTHON, "fake-server", "--port", "0", "--time-scale", "0.01", "--tier", "free"],
