@@ -139,10 +139,11 @@ class DurationModel:
     """
 
     #: Near a task's likely end, polls come this share of the typical duration apart while
-    #: its end is awaited (a caller waits for its slot, or for its result)...
+    #: its end is awaited (a caller waits for its result, or its slot would be used at once)...
     RESOLUTION = 0.035
-    #: ... and this share when nobody does (the create rate binds, not the slots): a
-    #: batch's task is then seen done a little later, which costs it nothing.
+    #: ... and this share while it is not (slots held wait for the create pacer: the create
+    #: rate binds, not the slots): a batch's task is then seen done a little later, which
+    #: costs it nothing.
     RELAXED_RESOLUTION = 0.35
 
     def __init__(self, size: int = 512, min_samples: int = 1) -> None:
@@ -284,8 +285,8 @@ class PollPlanner:
         """Seconds until the next poll of a task: its likely end, within the query budget.
 
         An interactive caller waits for the result, and a background task's end is awaited
-        while callers wait for a slot (its own will do): polls then come closer together. A
-        background task nobody waits on (the create rate binds, not the slots) is polled less.
+        unless slots held wait for the create pacer (`slots_wanted`): polls then come closer
+        together. While the create rate binds, not the slots, a background task is polled less.
         """
         awaited = priority == "interactive" or self._slots_wanted()
         delay = self.durations.next_delay(age, polls, self.policy, self.rng, awaited=awaited)
