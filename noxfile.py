@@ -18,6 +18,10 @@ import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
+# uv makes the sessions' virtualenvs and installs into them when it is there (``pip install
+# 'nox[uv]'``, as the README says): the tests session's ~150 packages in seconds instead of
+# a minute and a half of pip. Without uv, virtualenv and pip do the same, only slower.
+nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
