@@ -21,7 +21,7 @@ import collections
 import logging
 import random
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 import httpx
@@ -37,27 +37,20 @@ from ._errors import (
     ServerError,
     UsageError,
 )
-from ._http import ACCEPT_ENCODING, RequestBody, read_body, redacted_headers, transport_error
+from ._http import read_body, redacted_headers, transport_error
 from ._models import Task
 from ._refusals import MIN_SLOT_WAIT, learn, wait_for_slot
+from ._requests import RequestBuilder
 from ._retry import RetryPolicy, retry_decision
 from ._secret import Secret
 from ._telemetry import NO_RECORDER, Recorder, Scope
-from ._wire import (
-    CREATE_PATH,
-    QUERY_PATH,
-    CreateBody,
-    answer_data,
-    structure_task,
-    structure_task_id,
-)
-from .limits import ConnectedLimits, EndpointPacer, LimitsBackend, Priority
+from ._wire import CreateBody, answer_data, structure_task, structure_task_id
+from .limits import ConnectedLimits, Endpoint, EndpointPacer, LimitsBackend, Priority
 
 __all__ = ["Caller", "CreatedTasks", "Endpoint", "OnResponse", "StopCheck"]
 
 logger = logging.getLogger("nanobanana_async")
 
-Endpoint = Literal["create", "query"]
 StopCheck = Callable[[], "NanoBananaError | None"]
 """Asked right before a create is sent: an error to raise instead, or None to send it."""
 
@@ -74,10 +67,6 @@ _WAITS = {
     "slot": "waiting up to %.2f s for an active-task slot",
     "not_visible": "not visible yet; asking again in %.2f s",
 }
-
-
-_Pairs = tuple[tuple[str, str], ...]
-"""Request headers as name-value pairs."""
 
 
 class _Answer(NamedTuple):
@@ -151,27 +140,9 @@ class Caller:
         max_response_bytes: int,
         telemetry: Recorder = NO_RECORDER,
     ) -> None:
-        prefix = base_url.path.rstrip("/")
-        create_url = base_url.copy_with(path=prefix + CREATE_PATH, query=None)
-        query_url = base_url.copy_with(path=prefix + QUERY_PATH, query=None)
-        # Each endpoint's method, URL and path (for the log), made once.
-        self._routes: dict[Endpoint, tuple[str, httpx.URL, str]] = {
-            "create": ("POST", create_url, create_url.path),
-            "query": ("GET", query_url, query_url.path),
-        }
         self._http = http
         self._secret = secret
-        # Without Authorization: `_send` adds it to each request from the secret, so no header
-        # object of the client's (nor a local of the loop's frames) holds the key. Pairs, not
-        # an `httpx.Headers`: httpx merges either into the request's own headers, and a
-        # `Headers` copied and set item by item on every call costs more than the merge.
-        self._headers: _Pairs = (
-            ("User-Agent", user_agent),
-            ("Accept", "application/json"),
-            ("Accept-Encoding", ACCEPT_ENCODING),
-        )
-        self._json_headers: _Pairs = (*self._headers, ("Content-Type", "application/json"))
-        self._request_timeout = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
+        self._requests = RequestBuilder(http, base_url, user_agent=user_agent, timeout=timeout)
         self._limits = limits
         # Known once: isinstance of a runtime protocol is slow, and `call` asks every time.
         self._connected = limits if isinstance(limits, ConnectedLimits) else None
@@ -301,9 +272,6 @@ class Caller:
         self.check_usable()
         create = endpoint == "create"
         pacer = self._limits.endpoint(endpoint)
-        headers = self._headers if content is None else self._json_headers
-        if request_id is not None:
-            headers = (*headers, ("X-Request-ID", request_id))
         attempt = slot_waits = 0
         maybe_created = False
         rate_waited = 0.0  # seconds spent waiting because of 429s, pacing included
@@ -336,7 +304,6 @@ class Caller:
                     data = await self._exchange(
                         endpoint,
                         pacer,
-                        headers,
                         content,
                         params,
                         deadline,
@@ -413,7 +380,6 @@ class Caller:
         self,
         endpoint: Endpoint,
         pacer: EndpointPacer,
-        headers: _Pairs,
         content: bytes | None,
         params: dict[str, str] | None,
         deadline: float,
@@ -452,11 +418,7 @@ class Caller:
                 scope.deadline = min(deadline, now + self._exchange_timeout)
             sending = True
             exchange.sending(now - entered)
-            method, url, path = self._routes[endpoint]
-            answer = await self._send(
-                method, url, endpoint, headers, content, params, request_id, exchange
-            )
-            logger.debug("%s %s -> %s", method, path, answer.status)
+            answer = await self._send(endpoint, content, params, request_id, exchange)
             return self._answer(answer, request_id, on_response)
         # Only the scope's own deadline gets here (everything else returned or raised).
         if not sending:
@@ -472,10 +434,7 @@ class Caller:
 
     async def _send(
         self,
-        method: str,
-        url: httpx.URL,
         endpoint: Endpoint,
-        headers: _Pairs,
         content: bytes | None,
         params: dict[str, str] | None,
         request_id: str | None,
@@ -487,18 +446,9 @@ class Caller:
         raised) from what it returns, so no frame of an error holds the raw answer.
         """
         secret = self._secret
-        # The Authorization pair is made in the call's arguments, not kept in a local: only
-        # the request (whose repr shows no header) holds it.
-        request = self._http.build_request(
-            method,
-            url,
-            content=content,
-            params=params,
-            headers=[*headers, ("Authorization", secret.authorization())],
-            timeout=self._request_timeout,
+        request = self._requests.build(
+            endpoint, secret, content=content, params=params, request_id=request_id
         )
-        if content is not None:
-            request.stream = RequestBody(content)
 
         def too_large(_declared: int | None) -> ResponseTooLargeError:
             return ResponseTooLargeError(
@@ -523,6 +473,7 @@ class Caller:
                 raise UsageError("this client was closed during the call") from exc
             raise
         status = response.status_code
+        logger.debug("%s %s -> %s", request.method, self._requests.routes[endpoint].path, status)
         # The reason phrase only words an error that has no message of its own.
         reason = (
             ""

@@ -185,17 +185,19 @@ def transport_error(
     return APIConnectionError(f"{what} failed: {type(exc).__name__}: {exc}", request_id=request_id)
 
 
-class RequestBody(httpx.AsyncByteStream):
+class RequestBody(httpx.ByteStream):
     """A request body sent without an async generator.
 
     httpx iterates its own request bodies through an async generator; a request cancelled
     while its body is being sent leaves that generator to the garbage collector, and trio
-    warns of it (encode/httpx#3686). This one has nothing to finalize.
+    warns of it (encode/httpx#3686). This one has nothing to finalize. A ``ByteStream``
+    still, so ``request.read()`` keeps it as the request's stream.
     """
 
     __slots__ = ("_data",)
 
     def __init__(self, data: bytes) -> None:
+        super().__init__(data)
         self._data = data
 
     def __aiter__(self) -> AsyncIterator[bytes]:
