@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,11 @@ from nanobanana_async import (
     AsyncNanoBanana,
     ImageToImage,
     LocalImage,
+    PollPolicy,
+    RetryPolicy,
     TextToImage,
 )
-from nanobanana_async.cli import _app, _batch, main
+from nanobanana_async.cli import _app, _batch, _commands, main
 from nanobanana_async.cli._exit import CliError, leaf, redact
 from nanobanana_async.cli._progress import limits_line
 from nanobanana_async.cli._rows import (
@@ -163,13 +166,25 @@ class InProcess:
     """Runs `main` in this process, as `nanobanana` runs it in a subprocess, without the
     imports a new interpreter pays for: the environment of `env_for` (``NANOBANANA_*``,
     ``COLUMNS`` and ``env``) and the folder patched, stdout and stderr captured, the logging
-    of ``--verbose`` undone."""
+    of ``--verbose`` undone.
+
+    The command's client polls and backs off on the fake's time scale (a hundredth of the
+    provider's without a fake), as the demo's does: with the default policies the first poll
+    waits a real second for tasks the fake ends in a hundredth of that, and a refused
+    connection is tried again seconds later. The commands run in processes keep the defaults."""
 
     monkeypatch: pytest.MonkeyPatch
     capsys: pytest.CaptureFixture[str]
 
     def __call__(self, *args: str | Path, served: Served | None, cwd: Path, **env: str) -> Result:
         with self.monkeypatch.context() as patch, logging_restored():
+            scale = 0.01 if served is None else served.fake.time_scale
+            client = partial(
+                AsyncNanoBanana,
+                poll=PollPolicy().scaled(scale),
+                retry=RetryPolicy().scaled(scale),
+            )
+            patch.setattr(_commands, "AsyncNanoBanana", client)
             for name in [name for name in os.environ if name.startswith("NANOBANANA_")]:
                 patch.delenv(name)
             for name, value in env_for(served, **env).items():
