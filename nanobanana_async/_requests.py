@@ -18,6 +18,7 @@ builds the request.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import NamedTuple
 
 import httpx
@@ -28,6 +29,9 @@ from ._wire import CREATE_PATH, QUERY_PATH
 from .limits import Endpoint
 
 __all__ = ["RequestBuilder", "Route"]
+
+_URL_CACHE_SIZE = 1024
+"""How many URLs with a query (one per task polled) `RequestBuilder` keeps made."""
 
 _Pairs = tuple[tuple[bytes, bytes], ...]
 """Request headers as name-value pairs, encoded as httpx encodes them (ASCII)."""
@@ -89,6 +93,11 @@ class RequestBuilder:
         # set of the library's headers (None: httpx merges them itself).
         self._seen: list[tuple[bytes, bytes]] | None = None
         self._kept: dict[tuple[bool, bool], _Pairs | None] = {}
+        # A task is polled several times: its URL (parsed and encoded by httpx, as costly as
+        # the rest of the request) is made once, and kept while it is among the last polled.
+        self._urls: OrderedDict[tuple[Endpoint, tuple[tuple[str, str], ...]], httpx.URL] = (
+            OrderedDict()
+        )
 
     def build(
         self,
@@ -123,8 +132,7 @@ class RequestBuilder:
         # ours, then Content-Length; the body as a stream read already (`request.content`).
         request = httpx.Request(
             route.method,
-            route.url,
-            params=params,
+            route.url if not params else self._url(endpoint, route.url, params),
             headers=[
                 (b"Host", route.host),
                 *kept,
@@ -138,6 +146,22 @@ class RequestBuilder:
         )
         request.read()
         return request
+
+    def _url(self, endpoint: Endpoint, url: httpx.URL, params: dict[str, str]) -> httpx.URL:
+        """``url`` with the query ``params``, as httpx makes it, made once per query.
+
+        At most `_URL_CACHE_SIZE` are kept, the least recently used given up first.
+        """
+        key = (endpoint, tuple(params.items()))
+        urls = self._urls
+        made = urls.get(key)
+        if made is not None:
+            urls.move_to_end(key)
+            return made
+        made = urls[key] = url.copy_merge_params(params)
+        if len(urls) > _URL_CACHE_SIZE:
+            urls.popitem(last=False)
+        return made
 
     def _kept_headers(self, json: bool, request_id: bool) -> _Pairs | None:
         """The HTTP client's default headers that ours leave in place, or None.

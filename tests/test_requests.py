@@ -178,3 +178,35 @@ async def test_the_builder_keeps_nothing_of_the_key() -> None:
         builder.build("create", SECRET, content=BODY, request_id="r1")
         builder.build("query", SECRET, params={"taskId": "task_1"})
         assert KEY not in repr(vars(builder))
+
+
+async def test_a_task_s_url_is_made_once_and_the_urls_kept_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("nanobanana_async._requests._URL_CACHE_SIZE", 2)
+    made: list[dict[str, str]] = []
+    merge = httpx.URL.copy_merge_params
+
+    def counted(url: httpx.URL, params: dict[str, str]) -> httpx.URL:
+        made.append(params)
+        return merge(url, params)
+
+    monkeypatch.setattr(httpx.URL, "copy_merge_params", counted)
+    query = "https://gw.example.com:8443/nano/api/v1/jobs/recordInfo"
+    async with httpx.AsyncClient() as http:
+        builder = RequestBuilder(http, BASE, user_agent=USER_AGENT, timeout=None)
+
+        def poll(task_id: str) -> None:
+            ours = builder.build("query", SECRET, params={"taskId": task_id})
+            assert ours.url == f"{query}?taskId={task_id}"
+
+        poll("task_1")
+        poll("task_1")  # the same task polled again: its URL made once
+        poll("task_2")
+        poll("task_1")  # used last, so kept when a third comes
+        poll("task_3")
+        poll("task_1")
+        assert [params["taskId"] for params in made] == ["task_1", "task_2", "task_3"]
+        poll("task_2")  # used least recently, so it was given up: made again
+        assert [params["taskId"] for params in made][-1] == "task_2"
+        assert len(made) == 4
