@@ -560,3 +560,24 @@ async def test_many_generate_calls_probe_too() -> None:
                 rounds += 1
     assert fake.stats.tasks_created == 150 * rounds
     assert fake.stats.duplicates == 0
+
+
+async def test_no_probe_past_the_cap_while_the_create_rate_binds() -> None:
+    clock = Clock()
+    limiter = ActiveTaskLimiter(clock=clock)
+    limiter.set_limit(5)
+    limiter.create_rate = lambda: 1.0  # one create a second, tasks of a second: 1 slot's worth
+    holders = await _hold(limiter, 5)
+    _creates_accepted(limiter)
+    async with anyio.create_task_group() as group:
+        waiter = Waiter(limiter)
+        group.start_soon(waiter.run)
+        await anyio.wait_all_tasks_blocked()
+        clock.now += MAX_INTERVAL
+        assert not limiter.probe_now()  # one slot more would gain nothing: no refused create
+        limiter.create_rate = lambda: 100.0  # a rate that could fill many more
+        assert limiter.probe_now()
+        await waiter.got.wait()
+    holders.append(waiter.holder)
+    for holder in holders:
+        limiter.release(holder)

@@ -59,3 +59,11 @@ def test_a_cap_that_is_another_tiers_names_a_move_only_for_a_key_that_follows_th
     assert tier_named_by_cap("standard", 10, 15) is None  # the key did not follow its row
     assert tier_named_by_cap(None, 5, 15) is None  # the tier was never named
     assert tier_named_by_cap("basic", None, 15) is None  # no cap was named before
+
+
+def test_the_cap_binds_only_where_the_create_rate_could_fill_more_slots() -> None:
+    from nanobanana_async.limits._base import cap_binds
+
+    assert cap_binds(3.0, 4.0, 5)  # basic, tasks of 4 s: 12 slots' worth of creates
+    assert not cap_binds(20.0, 1.0, 30)  # pro, tasks of 1 s: the create rate binds
+    assert cap_binds(None, 1.0, 30)  # no create limit known: it may

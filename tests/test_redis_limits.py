@@ -575,6 +575,28 @@ async def test_probes_past_the_named_cap_wait_for_creates_of_every_process(
 
 
 @pytest.mark.anyio
+async def test_no_process_probes_past_the_cap_while_the_create_rate_binds(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key, poll_interval=0.01)
+    async with a, b:
+        held = await _full_at_a_named_cap(a, 4)
+        b.active.create_rate = lambda: 1.0  # tasks of a second: one slot's worth of creates
+        _probe_due(redis_url, key)
+        with anyio.move_on_after(0.2):
+            await b.active.acquire(object(), "background")
+            pytest.fail("a probe went where one slot more gains nothing")
+        assert _state(redis_url, key)["limit"] == "4"
+        b.active.create_rate = lambda: 100.0
+        probing = object()
+        await _take_slot(b, probing)
+        assert _state(redis_url, key)["limit"] == "5"
+        b.active.release(probing)
+        for h in held:
+            a.active.release(h)
+
+
+@pytest.mark.anyio
 async def test_a_raise_past_the_named_cap_is_not_taken_for_an_upgrade(
     redis_url: str, key: str
 ) -> None:

@@ -235,6 +235,11 @@ class ActiveTaskLimiter(SlotsBase):
         capacity = self._capacity()
         if not probe.due(now) or capacity.borrowed < self._limit:
             return False
+        room = self.key_cap is not None and self._limit < self.key_cap
+        if not room and probe.last_outcome != "raised" and not self.cap_binds():
+            # From the key's own cap, no demand: the create rate fills fewer slots than the
+            # cap, so no upgrade would help (a climb under way goes on: it may move the rates).
+            return False
         raised = self._limit + 1
         if self.key_cap is not None and self._limit < self.key_cap:
             raised = min(raised, self.key_cap)

@@ -18,11 +18,14 @@ numbers live (this process, or a Redis that every process of the key shares):
 from __future__ import annotations
 
 import abc
+import math
+from collections.abc import Callable
 from typing import Generic, NamedTuple, TypeVar
 
 import anyio
 
 from .._errors import ConfigurationError
+from ._probe import DEFAULT_HOLD, HOLD_WEIGHT
 from ._protocols import Endpoint, LimitsSnapshot, Priority
 from ._tiers import TIERS, TierName, tier_limits
 
@@ -35,6 +38,7 @@ __all__ = [
     "ToldWindow",
     "base_margin",
     "cap_after_conflict",
+    "cap_binds",
     "check_max_active",
     "grown_cap",
     "kept_free",
@@ -186,6 +190,17 @@ def tier_named_by_cap(tier: str | None, named: int | None, stated: int | None) -
     return matches[0] if len(matches) == 1 else None
 
 
+def cap_binds(create_rate: float | None, mean_hold: float, limit: int) -> bool:
+    """Whether the create rate could keep more than ``limit`` slots busy (Little's law).
+
+    A slot is held ``mean_hold`` seconds on average, so creates at ``create_rate`` keep
+    ``create_rate * mean_hold`` slots busy. Where that is no more than the cap, the create rate
+    binds, not the cap: a larger cap (an upgrade) would gain nothing, and a probe past the
+    key's cap would only cost a refused create, and its place in the create window.
+    """
+    return create_rate is None or create_rate * mean_hold > limit
+
+
 def check_max_active(max_active: int) -> None:
     """Refuse an active-task cap below one.
 
@@ -314,6 +329,11 @@ class SlotsBase(abc.ABC):
         """A cap the user gave (``max_active=``): never exceeded, whatever probes find."""
         self.key_cap: int | None = None
         """The key's cap as a 409's body last named it (ours and other consumers' tasks)."""
+        self.create_rate: Callable[[], float | None] = lambda: None
+        """The sustained creates per second allowed (the owner's create pacer's), or None."""
+        self.mean_run = DEFAULT_HOLD
+        """Seconds a task of ours runs on average (accepted to released), as this process saw."""
+        self._run_since: dict[object, float] = {}
         self._members: dict[object, str] = {}
         self._running: set[object] = set()
         self._released: anyio.Event | None = None
@@ -348,6 +368,21 @@ class SlotsBase(abc.ABC):
     def probed_ago(self) -> float | None:
         """Seconds since the cap was last probed upward, or None if it never was."""
 
+    def _clock_now(self) -> float:
+        """The time now, by the event loop's clock (-inf outside one)."""
+        try:
+            return anyio.current_time()
+        except RuntimeError:
+            return -math.inf
+
+    def cap_binds(self) -> bool:
+        """Whether the create rate could keep more slots busy than the cap (see `cap_binds`).
+
+        By the time our tasks run (accepted to released), not the time a slot is held: that
+        includes waiting for the create pacer, which is long exactly where the rate binds.
+        """
+        return cap_binds(self.create_rate(), self.mean_run, self._limit)
+
     def holds(self, holder: object) -> bool:
         """Whether ``holder`` holds a slot now."""
         return holder in self._members
@@ -373,6 +408,7 @@ class SlotsBase(abc.ABC):
         member = self._members.get(holder)
         if member is not None:
             self._running.add(holder)
+            self._run_since[holder] = self._clock_now()
             self._on_running(member)
 
     def release(self, holder: object) -> None:
@@ -385,6 +421,10 @@ class SlotsBase(abc.ABC):
             return
         running = holder in self._running
         self._running.discard(holder)
+        since = self._run_since.pop(holder, None)
+        if since is not None:
+            ran = max(0.0, self._clock_now() - since)
+            self.mean_run += HOLD_WEIGHT * (ran - self.mean_run)
         self._on_release(holder, member, running)
         self._signal_release()
 
@@ -480,6 +520,7 @@ class LimitsBase(Generic[P, S]):
         self.create = create
         self.query = query
         self.active = active
+        active.create_rate = lambda: self.create.rate  # probes past the cap ask if it binds
         self.tier: str | None = None
         """The key's tier as the last 429 named it, if one did."""
 

@@ -154,6 +154,7 @@ class RedisActiveTaskLimiter(SlotsBase):
             self._keys.released,
             repr(COURTESY_SECONDS),
             *read,
+            "1" if self.cap_binds() else "0",
         ]
         answer = await redis.script(TAKE, keys, args)
         taken, limit, known, held, key_cap, ago, courtesy, stale = answer

@@ -232,9 +232,13 @@ if taken == 0 and known == 1 and not stale then
   local raised = limit + (hnum(KEYS[3], 'step') or 1)
   if key_cap and limit < key_cap then raised = math.min(raised, key_cap) end
   if ceiling then raised = math.min(raised, ceiling) end
-  -- Only a caller that every slot holds back, and that one slot more would let in, probes.
+  -- Only a caller that every slot holds back, and that one slot more would let in, probes;
+  -- from the key's own cap, only while the create rate could fill more slots (`cap_binds`,
+  -- ARGV[15]), unless a climb past it is under way.
+  local demand = ARGV[15] == '1' or (key_cap and limit < key_cap)
+    or redis.call('HGET', KEYS[3], 'outcome') == 'raised'
   if not base and now >= next_at and owed <= 0 and (not ceiling or limit < ceiling)
-      and held >= limit
+      and demand and held >= limit
       and fits(raised)
       and redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', math.ceil(tonumber(ARGV[5]) * 1000)) then
     redis.call('HSET', KEYS[3], 'limit', raised, 'base', limit, 'probed_at', now)
@@ -264,8 +268,9 @@ return {taken, limit, known, held, key_cap or 0, tostring(ago), courtesy, was_st
 """KEYS: slots, running, state, probe lease, interactive waiters, background waiters, others
 seen. ARGV: member, lease, default limit, unit, lease of a probe (seconds), class
 (``interactive`` or ``background``), slots a background caller leaves free (`kept_free`),
-waiter lease, the ``released`` channel, `COURTESY_SECONDS`, and the numbers ``keep_free`` was
-worked out from: the limit, the key's cap (0: none), known (0/1) and the courtesy.
+waiter lease, the ``released`` channel, `COURTESY_SECONDS`, the numbers ``keep_free`` was
+worked out from: the limit, the key's cap (0: none), known (0/1) and the courtesy, and whether
+the create rate could fill more slots than the cap (``1``/``0``, `SlotsBase.cap_binds`).
 
 An interactive caller takes a slot while fewer than the cap are held, or one more while the
 key's named cap leaves others room and no 409 came lately (its try past the estimate; see
