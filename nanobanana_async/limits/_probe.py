@@ -69,9 +69,9 @@ key's other users pay for too. Counting creates, not seconds, bounds that cost p
 whatever the tier and the tasks' lengths: at most one refused create in this many, 5.6 %
 (creates are the cap's time unit: at the cap, one goes per unit). An upgrade is then found
 within this many units, about half of it on average. A trade-off, measured in
-docs/benchmarks.md ("what the round traded"): 12 finds an upgrade sooner at 6.8 % of a
-steady batch's creates refused, 24 costs 3.5 % and is found later. Neighbours' room (below
-the named cap) is probed by time alone, as it is soon back."""
+docs/benchmarks.md ("the round after"): 12 finds an upgrade sooner at 6.8 % of a steady
+batch's creates refused, 24 costs 3.3 % and finds it later; 18 keeps within 5 %. The
+neighbours' room (below the named cap) is probed by time alone, as it is soon back."""
 
 REFUSED_PROBE_REQUESTS = 100
 """Requests a rate window lets through after a refused probe before the next: at most 1 %."""
