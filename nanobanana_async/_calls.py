@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 import anyio
+import attrs
 import httpx
 
 from ._errors import (
@@ -147,6 +148,7 @@ class Caller:
         # Known once: isinstance of a runtime protocol is slow, and `call` asks every time.
         self._connected = limits if isinstance(limits, ConnectedLimits) else None
         self._retry = retry
+        self._no_backoff = attrs.evolve(retry, max_retries=0)
         self._exchange_timeout = exchange_timeout
         self._max_bytes = max_response_bytes
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
@@ -234,8 +236,15 @@ class Caller:
         *,
         on_response: OnResponse | None = None,
         priority: Priority = "interactive",
+        backoff: bool = True,
     ) -> Task:
-        """Read a task once (``recordInfo``), with retries, until ``deadline``."""
+        """Read a task once (``recordInfo``), with retries, until ``deadline``.
+
+        Without ``backoff``, a failure that would be retried after a backoff (a 5xx, a
+        dropped connection) is raised at once: a poll loop's next poll is its retry, timed
+        by what the loop knows of the task's end rather than by a backoff meant for a
+        server in trouble. 429s and a new task's grace period are waited out either way.
+        """
         return await self.call(
             "query",
             lambda data: structure_task(data, task_id=task_id),
@@ -244,6 +253,7 @@ class Caller:
             task_id=task_id,
             on_response=on_response,
             priority=priority,
+            backoff=backoff,
         )
 
     async def call(
@@ -261,13 +271,15 @@ class Caller:
         on_response: OnResponse | None = None,
         priority: Priority = "interactive",
         headroom: int = 0,
+        backoff: bool = True,
     ) -> T:
         """Run one logical request to its end; returns what ``read`` makes of ``data``.
 
         ``on_response`` is told of each answer's status and headers (the key redacted), so
         the last call it gets is the answer the result came from. ``priority`` orders the
         caller in the endpoint's pacer and in slot waits; ``headroom`` is what a background
-        caller leaves free when it queues for a slot again.
+        caller leaves free when it queues for a slot again. Without ``backoff``, an error
+        that would be retried after a backoff is raised instead (see `query`).
         """
         self.check_usable()
         create = endpoint == "create"
@@ -282,6 +294,18 @@ class Caller:
             if rate_limited is None:
                 sent.at = None  # paced within the exchange's own cancel scope, below
             else:
+                # The cap fell under this create (the tier its 429 named set it): our own
+                # tasks fill the key, so sending it is a sure 409. It queues again for a slot
+                # first, as after one.
+                requeue = create and holder is not None and not maybe_created
+                if (
+                    requeue
+                    and self._over_cap()
+                    and not await wait_for_slot(
+                        self._limits.active, holder, 0.0, deadline, priority, headroom
+                    )
+                ):
+                    raise rate_limited
                 # Waiting out a 429: the pacer holds the endpoint (for every caller of the
                 # key) until the provider's window frees; that wait spends the 429 budget.
                 waited_from = anyio.current_time()
@@ -338,7 +362,7 @@ class Caller:
                 error,
                 create=create,
                 attempt=attempt,
-                policy=self._retry,
+                policy=self._retry if backoff else self._no_backoff,
                 rng=self._rng,
                 in_grace=created_at is not None and now - created_at < self._retry.not_found_grace,
                 grace_elapsed=now - started,
@@ -375,6 +399,11 @@ class Caller:
                     raise error
             elif decision.kind != "rate_limit":
                 await anyio.sleep(delay)
+
+    def _over_cap(self) -> bool:
+        """Whether our own running tasks fill the key's known cap (a create would meet 409)."""
+        active = self._limits.active
+        return active.known and active.running >= active.limit
 
     async def _exchange(
         self,

@@ -172,8 +172,9 @@ class AsyncNanoBanana(ResultFiles):
         planner = PollPlanner(
             self._poll,
             DurationModel(),
-            lambda: limits.query.rate,
+            lambda: limits.query.spendable_rate,
             lambda: slots_wanted(limits.active),
+            lambda: limits.documented_rate("query"),
         )
         publisher = None if image_host is None else ImagePublisher(image_host)
         self._engine = Engine(caller, planner, publisher)

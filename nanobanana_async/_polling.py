@@ -251,12 +251,15 @@ class PollPlanner:
     limit is unknown (no 429 has named it and no tier was given), the budget is
     `PollPolicy.budget_per_task` for each task followed (at least `PollPolicy.budget_floor`),
     so that a move to a lower tier or another consumer of the key does not find the query
-    window already spent.
+    window already spent; never more, though, than the key's tier documents (once a 429 named
+    the tier): many tasks followed at once would otherwise overrun it.
 
     Args:
         policy: The fallback schedule and the interval bounds.
         durations: The task durations seen so far.
-        query_rate: The sustained polls per second the key allows now, or None.
+        query_rate: The polls per second the key allows now (evenly, from now on), or None.
+        slots_wanted: Whether callers wait for active-task slots (tasks' ends are awaited).
+        documented_rate: The polls per second the key's tier documents, or None.
     """
 
     def __init__(
@@ -265,11 +268,13 @@ class PollPlanner:
         durations: DurationModel,
         query_rate: Callable[[], float | None],
         slots_wanted: Callable[[], bool] = lambda: True,
+        documented_rate: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.policy = policy
         self.durations = durations
         self._query_rate = query_rate
         self._slots_wanted = slots_wanted
+        self._documented_rate = documented_rate
         self._weights = 0.0
         self._followed = 0
         self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
@@ -314,7 +319,11 @@ class PollPlanner:
         typical = self.durations.quantile(0.5)
         if typical:
             per_task = max(per_task, _POLLS_PER_TYPICAL_TASK / typical)
-        return max(self.policy.budget_floor, per_task * self._followed)
+        budget = max(self.policy.budget_floor, per_task * self._followed)
+        documented = self._documented_rate()
+        if documented:
+            budget = min(budget, documented)
+        return budget
 
     def leave(self, share: _Share) -> None:
         """A task is no longer polled: give its share back."""
@@ -377,7 +386,7 @@ async def follow(
                     await anyio.sleep(planner.next_delay(age, polls, share, priority))
                 polls += 1
                 try:
-                    task = await caller.query(task_id, deadline, priority=priority)
+                    task = await caller.query(task_id, deadline, priority=priority, backoff=False)
                 except DecodeError as exc:
                     # An answer we cannot read will most likely read the same next time.
                     unreadable += 1
@@ -387,7 +396,8 @@ async def follow(
                     failure = exc
                     continue
                 except (APIConnectionError, ServerError, RateLimitError) as exc:
-                    # The task runs on regardless: poll again on schedule; the deadline decides.
+                    # The task runs on regardless: poll again on schedule (the retry of a
+                    # failed poll, timed by the task's likely end); the deadline decides.
                     logger.info("polling task %s failed, will poll again: %s", task_id, exc)
                     waiting.polled(error=exc)
                     failure = exc

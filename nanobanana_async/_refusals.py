@@ -40,7 +40,7 @@ def learn(
             limits.learn_tier(hints.tier, endpoint, told)
     elif isinstance(error, ActiveTaskLimitError) and endpoint == "create":
         hints = limit_hints(error)
-        limits.active.on_conflict(hints.limit, hints.active)
+        limits.on_conflict(hints.limit, hints.active)
 
 
 async def wait_for_slot(

@@ -140,7 +140,8 @@ def shared_engine(
     planner = PollPlanner(
         derived.poll_policy,
         original.durations,
-        lambda: limits.query.rate,
+        lambda: limits.query.spendable_rate,
         lambda: slots_wanted(limits.active),
+        lambda: limits.documented_rate("query"),
     )
     return Engine(caller, planner, publisher)

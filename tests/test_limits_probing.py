@@ -28,6 +28,7 @@ from nanobanana_async.limits._probe import (
     MAX_INTERVAL,
     MIN_INTERVAL,
     REFUSED_PROBE_REQUESTS,
+    UPGRADE_CREATES,
     ProbeSchedule,
     bounded,
 )
@@ -265,6 +266,12 @@ async def test_no_probe_without_demand_or_before_it_is_due() -> None:
         limiter.release(holder)
 
 
+def _creates_accepted(limiter: ActiveTaskLimiter, count: int = UPGRADE_CREATES) -> None:
+    """``count`` creates accepted with no probe in flight (slots freed and taken again)."""
+    for _ in range(count):
+        limiter.on_created()
+
+
 async def test_an_upgrade_past_a_tier_seed_is_found_one_slot_at_a_time() -> None:
     clock = Clock()
     limits = Limits(tier="basic")
@@ -273,6 +280,7 @@ async def test_an_upgrade_past_a_tier_seed_is_found_one_slot_at_a_time() -> None
     limiter = ActiveTaskLimiter(clock=clock)
     limiter.set_limit(limits.active.limit)
     holders = await _hold(limiter, 5)
+    _creates_accepted(limiter)  # past the key's cap, a probe waits for creates too
     async with anyio.create_task_group() as group:
         for expected in (6, 7, 8):
             holder = await _probed_slot(limiter, clock, group)
@@ -296,6 +304,7 @@ async def test_a_users_max_active_is_a_ceiling() -> None:
     limiter.on_conflict(2, 2)  # the key holds 2 of ours (the third was refused): the cap is 2
     assert limiter.limit == 2
     limiter.release(holders.pop())
+    _creates_accepted(limiter)
     async with anyio.create_task_group() as group:
         for _ in range(2):
             waiter = Waiter(limiter)
@@ -322,6 +331,7 @@ async def test_a_probe_nobody_uses_is_given_up() -> None:
     clock = Clock()
     limiter = ActiveTaskLimiter(2, clock=clock)
     holders = await _hold(limiter, 2)
+    _creates_accepted(limiter)
     async with anyio.create_task_group() as group:
         waiter = Waiter(limiter)
         group.start_soon(waiter.run)
@@ -550,3 +560,24 @@ async def test_many_generate_calls_probe_too() -> None:
                 rounds += 1
     assert fake.stats.tasks_created == 150 * rounds
     assert fake.stats.duplicates == 0
+
+
+async def test_no_probe_past_the_cap_while_the_create_rate_binds() -> None:
+    clock = Clock()
+    limiter = ActiveTaskLimiter(clock=clock)
+    limiter.set_limit(5)
+    limiter.create_rate = lambda: 1.0  # one create a second, tasks of a second: 1 slot's worth
+    holders = await _hold(limiter, 5)
+    _creates_accepted(limiter)
+    async with anyio.create_task_group() as group:
+        waiter = Waiter(limiter)
+        group.start_soon(waiter.run)
+        await anyio.wait_all_tasks_blocked()
+        clock.now += MAX_INTERVAL
+        assert not limiter.probe_now()  # one slot more would gain nothing: no refused create
+        limiter.create_rate = lambda: 100.0  # a rate that could fill many more
+        assert limiter.probe_now()
+        await waiter.got.wait()
+    holders.append(waiter.holder)
+    for holder in holders:
+        limiter.release(holder)

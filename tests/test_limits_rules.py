@@ -47,3 +47,23 @@ def test_a_large_consumer_is_not_one_to_leave_room_for() -> None:
     assert small_consumer(20, None, 20 - share - 1, 20) == 0  # another batch, say
     assert small_consumer(3, None, 2, 3) == 1  # one slot is always small
     assert small_consumer(None, 12, 10, 10) == 0  # 3 of a cap of 10 (the one in use)
+
+
+def test_a_cap_that_is_another_tiers_names_a_move_only_for_a_key_that_follows_the_table() -> None:
+    from nanobanana_async.limits._base import tier_named_by_cap
+
+    assert tier_named_by_cap("basic", 5, 15) == "standard"  # an upgrade
+    assert tier_named_by_cap("standard", 15, 5) == "basic"  # a downgrade
+    assert tier_named_by_cap("basic", 5, 5) is None  # nothing moved
+    assert tier_named_by_cap("basic", 5, 12) is None  # no tier's cap: says nothing of rates
+    assert tier_named_by_cap("standard", 10, 15) is None  # the key did not follow its row
+    assert tier_named_by_cap(None, 5, 15) is None  # the tier was never named
+    assert tier_named_by_cap("basic", None, 15) is None  # no cap was named before
+
+
+def test_the_cap_binds_only_where_the_create_rate_could_fill_more_slots() -> None:
+    from nanobanana_async.limits._base import cap_binds
+
+    assert cap_binds(3.0, 4.0, 5)  # basic, tasks of 4 s: 12 slots' worth of creates
+    assert not cap_binds(20.0, 1.0, 30)  # pro, tasks of 1 s: the create rate binds
+    assert cap_binds(None, 1.0, 30)  # no create limit known: it may

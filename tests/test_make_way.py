@@ -17,11 +17,15 @@ from nanobanana_async import (
     BatchRunner,
     ConfigurationError,
     InvalidRequestError,
+    PollPolicy,
+    ServerError,
     TextToImage,
 )
+from nanobanana_async._polling import DurationModel, PollPlanner
 from nanobanana_async.limits import ActiveTaskLimiter, EndpointLimiter, Limits
 from nanobanana_async.limits._active import COURTESY_SECONDS
 from nanobanana_async.limits._base import ToldWindow
+from nanobanana_async.limits._probe import CAP_LONGEST, DEFAULT_HOLD, UPGRADE_CREATES
 from nanobanana_async.limits._queue import PriorityGate, PrioritySlots
 from nanobanana_async.testing import FakeNanoBanana
 
@@ -345,7 +349,7 @@ async def test_a_users_ceiling_bounds_the_try_too() -> None:
 # -- spending less --------------------------------------------------------------------------------
 
 
-async def test_a_raise_past_the_named_cap_that_meets_a_409_naming_it_backs_off() -> None:
+async def test_a_raise_past_the_named_cap_that_meets_a_409_naming_it_waits_for_creates() -> None:
     limiter = ActiveTaskLimiter(5)
     holders = [object() for _ in range(5)]
     for holder in holders:
@@ -353,20 +357,23 @@ async def test_a_raise_past_the_named_cap_that_meets_a_409_naming_it_backs_off()
         limiter.mark_running(holder)
     probe = limiter._schedule()  # type: ignore[attr-defined]
     limiter.key_cap = 5  # as a 409 named it
-    intervals = []
-    for _ in range(4):
-        await anyio.sleep(probe.next_at - anyio.current_time())
+    for _ in range(3):
+        assert probe.owed == UPGRADE_CREATES  # an upgrade is rare, each refused probe a 409
+        await anyio.sleep(max(0.0, probe.next_at - anyio.current_time()))
         extra = object()
         async with anyio.create_task_group() as group:
             group.start_soon(limiter.acquire, extra, "background")
             await anyio.wait_all_tasks_blocked()
+            assert not limiter.probe_now()  # due by time, not by the creates accepted
+            for _ in range(UPGRADE_CREATES):
+                limiter.on_created()  # creates of ours accepted (slots freed and taken)
             assert limiter.probe_now() or limiter.holds(extra)
         limiter.on_conflict(5, 5)  # the provider names the same cap: no upgrade
         limiter.release(extra)
         assert (limiter.limit, limiter.key_cap) == (5, 5)
-        intervals.append(probe.interval)
-    # Doubling each time: an upgrade is rare, and each refused probe is a 409.
-    assert intervals == [intervals[0] * 2**i for i in range(4)]
+        # The interval stays within the bound of the neighbours' room (a slot's hold is at
+        # most the second assumed before any was seen): the creates space the probes.
+        assert probe.interval <= CAP_LONGEST * DEFAULT_HOLD
     for holder in holders:
         limiter.release(holder)
 
@@ -409,3 +416,98 @@ async def test_polls_relax_while_the_create_rate_binds() -> None:
     assert all(outcome.ok for outcome in outcomes)
     assert fake.stats.query_requests / 300 < 4
     assert fake.stats.duplicates == 0
+
+
+async def test_a_409_naming_another_tiers_cap_moves_the_windows_with_the_key() -> None:
+    limits = Limits()
+    limits.learn_tier("basic", "create", ToldWindow(5, 1.0))  # a 429 named the tier
+    limits.on_conflict(5, 5)  # the key's cap is basic's
+    assert limits.create.windows == {1.0: 5, 60.0: 180}
+    limits.on_conflict(15, 15)  # a probe past it met standard's cap: the key moved up
+    assert limits.tier == "standard"
+    assert limits.create.windows == {1.0: 10, 60.0: 600}  # found at once, not by probes
+    assert limits.query.windows == {}  # unknown stays unknown on a move up (polls cautious)
+    limits.on_conflict(5, 14)  # and down again: unknown windows start from the lower row
+    assert limits.tier == "basic"
+    assert limits.create.windows == {1.0: 5, 60.0: 180}
+    assert limits.query.windows == {1.0: 20, 60.0: 1000}
+
+
+async def test_a_window_not_from_the_table_stays_when_the_tier_moves() -> None:
+    limits = Limits()
+    limits.create.learn_window(40, 60.0)  # an override of the provider's, as a 429 named it
+    limits.learn_tier("basic", "create", ToldWindow(5, 1.0))
+    limits.on_conflict(5, 5)
+    limits.on_conflict(15, 15)
+    assert limits.create.windows == {1.0: 10, 60.0: 40}
+    limits.on_conflict(12, 12)  # no tier's cap: the rates are not told
+    assert limits.tier == "standard"
+
+
+async def test_a_429_naming_another_tier_moves_a_cap_that_followed_the_old_one() -> None:
+    limits = Limits()
+    limits.learn_tier("basic", "create", ToldWindow(5, 1.0))
+    limits.on_conflict(5)  # the key's cap is basic's
+    limits.learn_tier("pro", "query", ToldWindow(100, 1.0))  # the key moved up two tiers
+    assert (limits.active.limit, limits.active.key_cap) == (30, 30)
+    assert limits.create.windows == {1.0: 20, 60.0: 1200}
+    other = Limits()
+    other.learn_tier("standard", "create", ToldWindow(10, 1.0))
+    other.on_conflict(10)  # this key's cap is its own (no tier's row)
+    other.learn_tier("pro", "create", ToldWindow(20, 1.0))
+    assert (other.active.limit, other.active.key_cap) == (10, 10)  # only probed again soon
+
+
+async def test_a_create_whose_429_lowered_the_cap_under_it_queues_instead_of_a_sure_409() -> None:
+    # Told nothing, the runner grows its cap past basic's 5 in the first burst; the 429 that
+    # names the tier sets the cap to 5 under a create already holding a sixth slot.
+    fake = FakeNanoBanana(tier="basic", duration=(2.0, 6.0), seed=1)
+    async with fake.client() as client:
+        outcomes = await BatchRunner(client).run(prompts(12, "learning"))
+    assert all(outcome.ok for outcome in outcomes)
+    assert fake.stats.rate_limited >= 1  # the 429 that named the tier
+    assert fake.stats.active_limited == 0  # and no create went out to meet a sure 409
+
+
+async def test_a_window_learned_late_counts_every_request_of_its_length() -> None:
+    now = [0.0]
+    pacer = EndpointLimiter("query", clock=lambda: now[0])
+    for _ in range(900):  # 900 polls in the first 30 s, more than the last-requests log holds
+        await pacer.acquire()
+        now[0] += 30.0 / 900
+    pacer.learn_window(1000, 60.0)  # a move to a lower tier names its minute window now
+    window = pacer._windows[60.0]  # type: ignore[attr-defined]
+    assert window.sent_within(now[0]) == 900
+    # Spread evenly, what is left lasts until the first of them age out; the rate would not.
+    spendable = pacer.spendable_rate
+    assert spendable is not None
+    assert spendable < 101 / 30 * 1.05
+    assert pacer.rate is not None
+    assert pacer.rate > 16
+
+
+async def test_polls_spend_no_more_than_the_named_tier_documents() -> None:
+    planner = PollPlanner(PollPolicy(), DurationModel(), lambda: None, lambda: True, lambda: 5.0)
+    shares = [planner.join() for _ in range(100)]  # many tasks followed at once
+    assert planner.polls_per_second() == 5.0
+    for share in shares:
+        planner.leave(share)
+    unnamed = PollPlanner(PollPolicy(), DurationModel(), lambda: None)
+    for _ in range(100):
+        unnamed.join()
+    assert unnamed.polls_per_second() > 5.0
+
+
+async def test_a_failed_poll_of_a_followed_task_is_retried_by_the_next_poll() -> None:
+    fake = FakeNanoBanana(tier="basic", duration=(2.0, 2.0), seed=2)
+    async with fake.client() as client:
+        task_id = await client.create_task(TextToImage(prompt="a banana"))
+        fake.script("query", ["500"])
+        caller = client.engine.caller
+        before = fake.stats.query_requests
+        with pytest.raises(ServerError):
+            await caller.query(task_id, anyio.current_time() + 60, backoff=False)
+        assert fake.stats.query_requests == before + 1  # no backoff and retry within
+        fake.script("query", ["500"])
+        result = await client.wait_for_result(task_id, timeout=60)  # the loop polls again
+    assert result.urls

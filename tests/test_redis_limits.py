@@ -34,7 +34,12 @@ from nanobanana_async import (
 )
 from nanobanana_async.limits import Priority
 from nanobanana_async.limits._base import COURTESY_SHARE, ToldWindow, small_consumer
-from nanobanana_async.limits._probe import CAP_LONGEST, REFUSED_PROBE_REQUESTS, UPGRADE_LONGEST
+from nanobanana_async.limits._probe import (
+    CAP_LONGEST,
+    DEFAULT_HOLD,
+    REFUSED_PROBE_REQUESTS,
+    UPGRADE_CREATES,
+)
 from nanobanana_async.limits._redis_link import Connection
 from nanobanana_async.limits._redis_scripts import SMALL_CONSUMER, TAKE, RedisKeys
 from nanobanana_async.testing import FakeNanoBanana
@@ -506,10 +511,15 @@ async def test_a_refused_probe_backs_off_for_every_process(redis_url: str, key: 
             a.active.release(h)
 
 
-def _probe_due(url: str, key: str) -> None:
-    """Make the cap's next probe due now, as it will be once its interval has passed."""
+def _probe_due(url: str, key: str, *, creates: bool = True) -> None:
+    """Make the cap's next probe due now, as it will be once its interval has passed.
+
+    With ``creates``, as if the creates a probe past the key's cap waits for went too.
+    """
     with redis.Redis.from_url(url) as r:
         r.hset(f"{key}:active:state", "next_at", 0)
+        if creates:
+            r.hset(f"{key}:active:state", "owed", 0)
 
 
 async def _full_at_a_named_cap(limits: RedisLimits, cap: int) -> list[object]:
@@ -524,14 +534,31 @@ async def _full_at_a_named_cap(limits: RedisLimits, cap: int) -> list[object]:
     return held
 
 
+def _creates_accepted(limits: RedisLimits, count: int) -> None:
+    """``count`` creates of this process accepted (no probe in flight): each counts down."""
+    for _ in range(count):
+        limits.active.on_created()
+
+
 @pytest.mark.anyio
-async def test_probes_past_the_named_cap_double_up_to_ten_minutes(redis_url: str, key: str) -> None:
+async def test_probes_past_the_named_cap_wait_for_creates_of_every_process(
+    redis_url: str, key: str
+) -> None:
     a, b = _pair(redis_url, key, poll_interval=0.01)
     async with a, b:
         held = await _full_at_a_named_cap(a, 4)
-        intervals = []
-        for _ in range(12):
-            _probe_due(redis_url, key)
+        assert _state(redis_url, key)["owed"] == str(UPGRADE_CREATES)
+        for _ in range(3):
+            _probe_due(redis_url, key, creates=False)
+            # Due by time, yet nobody probes until enough creates (of any process) went.
+            _creates_accepted(a, UPGRADE_CREATES - 1)
+            await a.flush()
+            with anyio.move_on_after(0.2):
+                await b.active.acquire(object(), "background")
+                pytest.fail("a probe went before its creates")
+            _creates_accepted(a, 1)
+            await a.flush()
+            assert _state(redis_url, key)["owed"] == "0"
             probing = object()
             await _take_slot(b, probing)  # past the named cap: only an upgrade would fit
             assert _state(redis_url, key)["limit"] == "5"
@@ -541,10 +568,30 @@ async def test_probes_past_the_named_cap_double_up_to_ten_minutes(redis_url: str
             await b.flush()
             state = _state(redis_url, key)
             assert (state["limit"], state["key_cap"], state["outcome"]) == ("4", "4", "refused")
-            intervals.append(float(state["interval"]))
-        # Doubled by each refusal, past the bound of the neighbours' room, up to ten minutes.
-        assert intervals[1:] == [min(UPGRADE_LONGEST, 2 * i) for i in intervals[:-1]]
-        assert intervals[-1] == UPGRADE_LONGEST
+            assert state["owed"] == str(UPGRADE_CREATES)  # the next waits as long again
+            assert float(state["interval"]) <= CAP_LONGEST * DEFAULT_HOLD  # not ten minutes
+        for h in held:
+            a.active.release(h)
+
+
+@pytest.mark.anyio
+async def test_no_process_probes_past_the_cap_while_the_create_rate_binds(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key, poll_interval=0.01)
+    async with a, b:
+        held = await _full_at_a_named_cap(a, 4)
+        b.active.create_rate = lambda: 1.0  # tasks of a second: one slot's worth of creates
+        _probe_due(redis_url, key)
+        with anyio.move_on_after(0.2):
+            await b.active.acquire(object(), "background")
+            pytest.fail("a probe went where one slot more gains nothing")
+        assert _state(redis_url, key)["limit"] == "4"
+        b.active.create_rate = lambda: 100.0
+        probing = object()
+        await _take_slot(b, probing)
+        assert _state(redis_url, key)["limit"] == "5"
+        b.active.release(probing)
         for h in held:
             a.active.release(h)
 
@@ -570,7 +617,7 @@ async def test_a_raise_past_the_named_cap_is_not_taken_for_an_upgrade(
         await a.flush()
         state = _state(redis_url, key)
         assert (state["limit"], state["key_cap"]) == ("4", "4")
-        assert float(state["interval"]) > CAP_LONGEST * b.active._unit()  # type: ignore[attr-defined]
+        assert state["owed"] == str(UPGRADE_CREATES)  # a refused probe past the named cap
         a.active.on_conflict(6)  # a 409 that names more: that is an upgrade
         await a.flush()
         state = _state(redis_url, key)
@@ -589,6 +636,7 @@ async def test_a_dead_processs_probe_cannot_wedge_the_others(redis_url: str, key
             a.active.mark_running(h)
         a.active.set_limit(2)
         await a.flush()
+        _probe_due(redis_url, key)
         await _take_slot(b, object())  # b probes (cap 3) and dies before its create returns
         with redis.Redis.from_url(redis_url) as r:
             ttl = r.pttl(f"{key}:active:probe")
@@ -687,6 +735,30 @@ async def test_a_429_naming_the_tier_fills_in_the_limits_of_every_process(
         assert interval < 600  # the schedule starts again, for every process
         assert float(state["next_at"]) <= seconds + micros / 1e6 + interval
         assert state["step"] == "1"
+
+
+@pytest.mark.anyio
+async def test_a_tier_named_anew_moves_the_cap_and_windows_of_every_process(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        a.learn_tier("basic", "create", ToldWindow(5, 1.0))
+        a.on_conflict(5)  # the key's cap is basic's
+        await a.flush()
+        a.learn_tier("pro", "query", ToldWindow(100, 1.0))  # the key moved up two tiers
+        await a.flush()
+        state = _state(redis_url, key)
+        assert (state["limit"], state["key_cap"], state["owed"]) == ("30", "30", "0")
+        await b.refresh()
+        assert b.create.windows == {1.0: 20, 60.0: 1200}
+        assert (b.active.limit, b.active.key_cap) == (30, 30)
+        await a.refresh()
+        a.on_conflict(15)  # a 409 naming standard's cap: the key moved down to it
+        await a.flush()
+        await b.refresh()
+        assert b.create.windows == {1.0: 10, 60.0: 600}
+        assert b.query.windows == {1.0: 50, 60.0: 3000}  # unknown ones start from it, downward
 
 
 def _window_probes(url: str, key: str) -> dict[str, str]:

@@ -2,9 +2,11 @@
 
 Slots (`PrioritySlots`) whose number is an estimate that moves both ways: grown while it is
 still being learned, cut to what a 409 teaches (the room other consumers leave us, or a lower
-cap), and probed upward in time (`ProbeSchedule`) while callers wait for a slot, so that the
-room a neighbour gives back, or a tier upgrade, is found. A create that met a 409 waits for
-the next slot release, not a blind timer.
+cap), moved with the key's tier when a 429 names another one, and probed upward
+(`ProbeSchedule`) while callers wait for a slot, so that the room a neighbour gives back, or a
+tier upgrade, is found: the neighbours' room in time, past the key's own cap (only an upgrade
+lies there) once every `UPGRADE_CREATES` creates. A create that met a 409 waits for the next
+slot release, not a blind timer.
 
 Interactive callers are served first. Background callers (a batch) leave room for others:
 the headroom they ask for, and, for a while after 409s showed a small consumer on the key (a
@@ -35,7 +37,7 @@ from ._probe import (
     CAP_UPGRADE_START,
     DEFAULT_HOLD,
     HOLD_WEIGHT,
-    UPGRADE_LONGEST,
+    UPGRADE_CREATES,
     ProbeSchedule,
     bounded,
 )
@@ -161,9 +163,15 @@ class ActiveTaskLimiter(SlotsBase):
         room = self.key_cap is not None and self._limit < self.key_cap
         return bounded((CAP_ROOM_START if room else CAP_UPGRADE_START) * self._unit())
 
+    def _owed(self) -> int:
+        """Creates to pass before the next probe: `UPGRADE_CREATES` past the key's cap."""
+        room = self.key_cap is not None and self._limit < self.key_cap
+        return 0 if room else UPGRADE_CREATES
+
     def _schedule(self) -> ProbeSchedule:
         if self._probe is None:
             self._probe = ProbeSchedule(self._start(), self._now())
+            self._probe.owed = self._owed()
         return self._probe
 
     async def acquire(
@@ -227,6 +235,11 @@ class ActiveTaskLimiter(SlotsBase):
         capacity = self._capacity()
         if not probe.due(now) or capacity.borrowed < self._limit:
             return False
+        room = self.key_cap is not None and self._limit < self.key_cap
+        if not room and probe.last_outcome != "raised" and not self.cap_binds():
+            # From the key's own cap, no demand: the create rate fills fewer slots than the
+            # cap, so no upgrade would help (a climb under way goes on: it may move the rates).
+            return False
         raised = self._limit + 1
         if self.key_cap is not None and self._limit < self.key_cap:
             raised = min(raised, self.key_cap)
@@ -250,6 +263,7 @@ class ActiveTaskLimiter(SlotsBase):
                 self._resize(grown)
             return
         probe = self._schedule()
+        probe.passed()
         if probe.base is None:
             if self.running > self._limit:
                 # An interactive caller reached past the estimate, and the provider took it:
@@ -264,11 +278,15 @@ class ActiveTaskLimiter(SlotsBase):
         # Past the key's named cap, one slot at a time: an acceptance there may be a fluke
         # (a task of ours that ended unseen left its slot), and flukes must not compound.
         # The key's cap stays what a 409 named until a 409 names another: an acceptance past
-        # it proves nothing yet (a fluke, or an upgrade, which the next 409 will name).
+        # it proves nothing yet (a fluke, or an upgrade, which the next 409 will name). The
+        # steps go at the pace of creates (the create window binds them), not of releases.
         probe.raised(now, grow=room)
         if room and self._limit == self.key_cap:
             # The neighbours' room is back whole: past it lies only a rare upgrade.
-            probe.restart(now, self._start())
+            probe.restart(now, self._start(), owed=self._owed())
+        elif self.waiting:
+            # The next step goes at once, at the pace of creates rather than of releases.
+            self.probe_now()
 
     async def wait_for_release(self, timeout: float) -> bool:
         """Wait until some slot is released, at most ``timeout`` seconds.
@@ -298,8 +316,19 @@ class ActiveTaskLimiter(SlotsBase):
     def _fix_limit(self, limit: int) -> None:
         self._resize(limit)
 
-    def on_tier_changed(self) -> None:
-        """A 429 named another tier than before: the cap may have moved, probe it soon."""
+    def on_tier_changed(self, old_cap: int, new_cap: int) -> None:
+        """A 429 named another tier than before: move the cap with it, and probe it soon.
+
+        When the cap a 409 named was the old tier's, the key's cap is now the new tier's,
+        less the slots the estimate left to others; a cap the key does not take from the
+        table only has its probes started again.
+        """
+        if self.key_cap == old_cap:
+            cap = max(1, new_cap - self.neighbours)
+            if self.ceiling is not None:
+                cap = min(cap, self.ceiling)
+            self.key_cap = new_cap
+            self._resize(cap)
         self._schedule().restart(self._now(), self._start())
 
     def _learn_conflict(self, stated: int | None, active: int | None) -> None:
@@ -330,10 +359,10 @@ class ActiveTaskLimiter(SlotsBase):
                 cap = min(cap, self.ceiling)
             self._resize(cap)
         if past_named:
-            probe.refused(now, UPGRADE_LONGEST)
+            probe.refused(now, bounded(CAP_LONGEST * self._unit()), owed=UPGRADE_CREATES)
         elif upgraded or (not was_probing and cap is not None and cap < before):
-            probe.restart(now, self._start())
+            probe.restart(now, self._start(), owed=self._owed())
         elif was_probing:
-            probe.refused(now, bounded(CAP_LONGEST * self._unit()))
+            probe.refused(now, bounded(CAP_LONGEST * self._unit()), owed=self._owed())
         else:
             probe.hold_off(now)

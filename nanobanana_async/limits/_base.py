@@ -18,13 +18,16 @@ numbers live (this process, or a Redis that every process of the key shares):
 from __future__ import annotations
 
 import abc
+import math
+from collections.abc import Callable
 from typing import Generic, NamedTuple, TypeVar
 
 import anyio
 
 from .._errors import ConfigurationError
+from ._probe import DEFAULT_HOLD, HOLD_WEIGHT
 from ._protocols import Endpoint, LimitsSnapshot, Priority
-from ._tiers import TierName, tier_limits
+from ._tiers import TIERS, TierName, tier_limits
 
 __all__ = [
     "COURTESY_SECONDS",
@@ -35,11 +38,13 @@ __all__ = [
     "ToldWindow",
     "base_margin",
     "cap_after_conflict",
+    "cap_binds",
     "check_max_active",
     "grown_cap",
     "kept_free",
     "others_on_key",
     "small_consumer",
+    "tier_named_by_cap",
     "told_window",
 ]
 
@@ -168,6 +173,34 @@ def kept_free(headroom: int, *, courtesy: int, neighbours: int, limit: int, know
     return max(0, min(reserve - neighbours, limit - 1))
 
 
+def tier_named_by_cap(tier: str | None, named: int | None, stated: int | None) -> str | None:
+    """The tier a 409 naming the cap ``stated`` says the key moved to, or None.
+
+    Only a key known to follow the provider's table says so: its tier is known (``tier``, as
+    a 429 named it) and the cap a 409 named before (``named``) was that tier's documented
+    cap. A 409 naming another cap that is exactly one other tier's documented cap then says
+    the key moved to that tier (an upgrade or a downgrade); any other cap says nothing of
+    the rates.
+    """
+    if tier is None or named is None or stated is None or stated == named:
+        return None
+    if tier not in TIERS or TIERS[tier].active != named:
+        return None
+    matches = [name for name, row in TIERS.items() if row.active == stated]
+    return matches[0] if len(matches) == 1 else None
+
+
+def cap_binds(create_rate: float | None, mean_hold: float, limit: int) -> bool:
+    """Whether the create rate could keep more than ``limit`` slots busy (Little's law).
+
+    A slot is held ``mean_hold`` seconds on average, so creates at ``create_rate`` keep
+    ``create_rate * mean_hold`` slots busy. Where that is no more than the cap, the create rate
+    binds, not the cap: a larger cap (an upgrade) would gain nothing, and a probe past the
+    key's cap would only cost a refused create, and its place in the create window.
+    """
+    return create_rate is None or create_rate * mean_hold > limit
+
+
 def check_max_active(max_active: int) -> None:
     """Refuse an active-task cap below one.
 
@@ -202,6 +235,15 @@ class PacerBase(abc.ABC):
     @abc.abstractmethod
     def rate(self) -> float | None:
         """The sustained requests per second allowed, or None if unlimited."""
+
+    @property
+    def spendable_rate(self) -> float | None:
+        """The requests per second that may go evenly from now on, or None if unlimited.
+
+        `rate`, unless what the windows already counted leaves less for now (an in-process
+        pacer knows its requests' times; a shared one has only the rate).
+        """
+        return self.rate
 
     @property
     @abc.abstractmethod
@@ -287,6 +329,11 @@ class SlotsBase(abc.ABC):
         """A cap the user gave (``max_active=``): never exceeded, whatever probes find."""
         self.key_cap: int | None = None
         """The key's cap as a 409's body last named it (ours and other consumers' tasks)."""
+        self.create_rate: Callable[[], float | None] = lambda: None
+        """The sustained creates per second allowed (the owner's create pacer's), or None."""
+        self.mean_run = DEFAULT_HOLD
+        """Seconds a task of ours runs on average (accepted to released), as this process saw."""
+        self._run_since: dict[object, float] = {}
         self._members: dict[object, str] = {}
         self._running: set[object] = set()
         self._released: anyio.Event | None = None
@@ -321,6 +368,21 @@ class SlotsBase(abc.ABC):
     def probed_ago(self) -> float | None:
         """Seconds since the cap was last probed upward, or None if it never was."""
 
+    def _clock_now(self) -> float:
+        """The time now, by the event loop's clock (-inf outside one)."""
+        try:
+            return anyio.current_time()
+        except RuntimeError:
+            return -math.inf
+
+    def cap_binds(self) -> bool:
+        """Whether the create rate could keep more slots busy than the cap (see `cap_binds`).
+
+        By the time our tasks run (accepted to released), not the time a slot is held: that
+        includes waiting for the create pacer, which is long exactly where the rate binds.
+        """
+        return cap_binds(self.create_rate(), self.mean_run, self._limit)
+
     def holds(self, holder: object) -> bool:
         """Whether ``holder`` holds a slot now."""
         return holder in self._members
@@ -346,6 +408,7 @@ class SlotsBase(abc.ABC):
         member = self._members.get(holder)
         if member is not None:
             self._running.add(holder)
+            self._run_since[holder] = self._clock_now()
             self._on_running(member)
 
     def release(self, holder: object) -> None:
@@ -358,6 +421,10 @@ class SlotsBase(abc.ABC):
             return
         running = holder in self._running
         self._running.discard(holder)
+        since = self._run_since.pop(holder, None)
+        if since is not None:
+            ran = max(0.0, self._clock_now() - since)
+            self.mean_run += HOLD_WEIGHT * (ran - self.mean_run)
         self._on_release(holder, member, running)
         self._signal_release()
 
@@ -427,8 +494,13 @@ class SlotsBase(abc.ABC):
         """Adapt the cap to a 409 (the cap and the key's active tasks its body names)."""
 
     @abc.abstractmethod
-    def on_tier_changed(self) -> None:
-        """A 429 named another tier than before: the cap may have moved, probe it soon."""
+    def on_tier_changed(self, old_cap: int, new_cap: int) -> None:
+        """A 429 named another tier than before, whose documented caps are given.
+
+        When the cap a 409 named was the old tier's (the key follows the provider's table),
+        the key's cap is now the new tier's, less what the estimate left to others; the probes
+        start again either way.
+        """
 
 
 P = TypeVar("P", bound=PacerBase)
@@ -448,6 +520,7 @@ class LimitsBase(Generic[P, S]):
         self.create = create
         self.query = query
         self.active = active
+        active.create_rate = lambda: self.create.rate  # probes past the cap ask if it binds
         self.tier: str | None = None
         """The key's tier as the last 429 named it, if one did."""
 
@@ -487,8 +560,8 @@ class LimitsBase(Generic[P, S]):
         numbers are the table's (a fake at a scaled time names other windows).
         """
         if self.tier is not None and tier != self.tier:
-            # The key moved to another tier: its cap has likely moved too.
-            self.active.on_tier_changed()
+            # The key moved to another tier: what followed the old row follows the new one.
+            self._move_tier(self.tier, tier, cap_named=False)
         self.tier = tier
         row = tier_limits(tier)
         per_second, per_minute = row.create if endpoint == "create" else row.query
@@ -501,6 +574,61 @@ class LimitsBase(Generic[P, S]):
                 pacer.learn_window(limit, seconds)
         if not self.active.known:
             self.active.set_limit(row.active)
+
+    def on_conflict(self, limit: int | None = None, active: int | None = None) -> None:
+        """A create met 409: teach the cap; a cap that is another tier's says the key moved.
+
+        The cap a 409 names is the key's: when the key's tier is known (a 429 named it) and
+        the cap named before was that tier's documented one, a 409 naming another tier's
+        documented cap says the key moved to that tier (see `tier_named_by_cap`): its windows
+        that followed the old row follow the new one at once, instead of being met in 429s
+        (a downgrade) or found by probes a window long each (an upgrade).
+
+        Args:
+            limit: The cap from the 409's body, when the server says it.
+            active: The key's active tasks from the 409's body, if said.
+        """
+        named = self.active.key_cap
+        self.active.on_conflict(limit, active)
+        moved = tier_named_by_cap(self.tier, named, limit)
+        if moved is not None and self.tier is not None:
+            self._move_tier(self.tier, moved, cap_named=True)
+            self.tier = moved
+
+    def _move_tier(self, old: str, new: str, *, cap_named: bool) -> None:
+        """The key moved from tier ``old`` to ``new``: what followed the old row follows the new.
+
+        Each known window equal to the old tier's number becomes the new tier's (a window
+        learned otherwise, an override of the provider's, stays). Unknown windows start from
+        the new row on a move down (what was spent at the old tier's rates must not run into
+        the new windows' 429s), and stay unknown on a move up (the cautious budget stays).
+        Unless a 409 named the cap itself (``cap_named``), the cap moves as well when the cap
+        a 409 named was the old tier's (`SlotsBase.on_tier_changed`).
+        """
+        before, after = tier_limits(old), tier_limits(new)
+        lower = after.active < before.active
+        for pacer, was, becomes in (
+            (self.create, before.create, after.create),
+            (self.query, before.query, after.query),
+        ):
+            known = pacer.windows
+            for seconds, old_limit, new_limit in zip((1.0, 60.0), was, becomes, strict=True):
+                if known.get(seconds) == old_limit or (lower and seconds not in known):
+                    pacer.learn_window(new_limit, seconds)
+        if not cap_named:
+            self.active.on_tier_changed(before.active, after.active)
+
+    def documented_rate(self, endpoint: Endpoint) -> float | None:
+        """The sustained requests per second the key's tier documents for ``endpoint``.
+
+        None until a 429 named the tier. An upper bound for spending while the endpoint's own
+        windows are unknown (the tier's table, not what this key was seen to allow).
+        """
+        if self.tier is None:
+            return None
+        row = tier_limits(self.tier)
+        per_second, per_minute = row.create if endpoint == "create" else row.query
+        return float(min(per_second, per_minute / 60.0))
 
     def endpoint(self, name: Endpoint) -> P:
         """The pacer of one endpoint."""

@@ -28,6 +28,11 @@ from ._window import BINDING, Window, probe_longest, probe_start
 
 __all__ = ["EndpointLimiter"]
 
+_HISTORY = 60.0
+"""Seconds of requests remembered for a window learned later (the provider's longest)."""
+_BUCKET = 0.1
+"""Seconds of one count of that memory."""
+
 
 class EndpointLimiter(PacerBase):
     """Paces the requests to one endpoint of one API key, in this process.
@@ -63,6 +68,10 @@ class EndpointLimiter(PacerBase):
         self._last_max = 0.0
         self._last_throttle = 0.0
         self._sent_recent: collections.deque[float] = collections.deque(maxlen=256)
+        # Requests sent in the last `_HISTORY` seconds, counted per `_BUCKET` seconds: what a
+        # window learned now must count beside the last requests `_sent_recent` holds (a
+        # move to a lower tier names a window that more than those filled).
+        self._buckets: collections.deque[list[int]] = collections.deque()
         for limit, seconds in windows:
             self.learn_window(limit, seconds)
 
@@ -75,6 +84,19 @@ class EndpointLimiter(PacerBase):
     def rate(self) -> float | None:
         """The sustained requests per second this limiter allows, or None if unlimited."""
         rates = [w.rate for w in self._windows.values()]
+        if self._rate is not None:
+            rates.append(self._rate)
+        return min(rates) if rates else None
+
+    @property
+    def spendable_rate(self) -> float | None:
+        """The requests per second that may go evenly from now on, or None if unlimited.
+
+        The least of each window's `Window.spendable` (less than `rate` while the requests a
+        window already counted leave it little room) and of the fallback rate.
+        """
+        now = self._clock()
+        rates = [w.spendable(now) for w in self._windows.values()]
         if self._rate is not None:
             rates.append(self._rate)
         return min(rates) if rates else None
@@ -98,10 +120,30 @@ class EndpointLimiter(PacerBase):
         window = self._windows.get(seconds)
         if window is None:
             # The requests already sent in the window count against it too.
-            sent = (t for t in self._sent_recent if t > now - seconds)
-            self._windows[seconds] = Window(limit, seconds, now, sent)
+            self._windows[seconds] = Window(limit, seconds, now, self._sent_since(now - seconds))
         elif window.limit != limit:
             window.resize(limit, now)
+
+    def _sent_since(self, since: float) -> list[float]:
+        """Send times after ``since``, oldest first: exact for the last ones, then by bucket.
+
+        A request older than those `_sent_recent` holds is dated at the end of its bucket (or
+        at the oldest exact time, if sooner): a little later than it went, so it is counted
+        a little too long, never too short.
+        """
+        exact = list(self._sent_recent)
+        older: list[float] = []
+        if len(exact) == self._sent_recent.maxlen:
+            first = exact[0]
+            for index, count in self._buckets:
+                start, end = index * _BUCKET, (index + 1) * _BUCKET
+                if start >= first:
+                    break
+                at = min(end, first)
+                if at <= since:
+                    continue
+                older += [at] * max(0, count - sum(1 for t in exact if start <= t < end))
+        return older + [t for t in exact if t > since]
 
     def _next_slot(self, now: float) -> float:
         at = max(now, self._blocked_until)
@@ -189,6 +231,14 @@ class EndpointLimiter(PacerBase):
             ):
                 probe.used_at = now  # more went than the old limit allowed: now it is tested
         self._sent_recent.append(now)
+        index = math.floor(now / _BUCKET)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == index:
+            buckets[-1][1] += 1
+        else:
+            buckets.append([index, 1])
+        while buckets[0][0] < index - _HISTORY / _BUCKET:
+            buckets.popleft()
         self.requests += 1
         return now
 

@@ -11,7 +11,9 @@ little:
 * a probe that is refused doubles the interval, up to ``longest``: steady limits are tried
   ever more rarely, so the refusals they cost stay a small share of the requests; a rate
   window's next probe also waits for `REFUSED_PROBE_REQUESTS` requests to pass (a window that
-  binds only now and then would otherwise be probed each time it binds);
+  binds only now and then would otherwise be probed each time it binds), and a probe past the
+  active-task cap a 409 named for `UPGRADE_CREATES` creates (only an upgrade lies there: the
+  refusals cost a bounded share of the creates, and an upgrade is found within that many);
 * a probe that is accepted keeps the raise and doubles the next step (1, 2, 4, ... more),
   tried at once, so a limit that grew a lot is found in a few round trips; the interval
   starts again only when a refusal names a larger limit than was known (an upgrade, sure);
@@ -36,7 +38,7 @@ __all__ = [
     "MAX_INTERVAL",
     "MIN_INTERVAL",
     "REFUSED_PROBE_REQUESTS",
-    "UPGRADE_LONGEST",
+    "UPGRADE_CREATES",
     "ProbeOutcome",
     "ProbeSchedule",
     "bounded",
@@ -54,19 +56,22 @@ MAX_INTERVAL = 600.0
 # The active-task cap's probe intervals, in units of the time between two creates at the cap
 # (a slot's mean hold time over the cap): the first after a tighten by neighbours (their room
 # is likely to come back soon) or by the cap itself (an upgrade is rare), and the longest while
-# probes are refused. At the longest, a refused probe costs one 409 per that many creates, and
-# each task also takes its polls: a cap that does not move wastes well under 2 % of requests.
-# The Redis scripts (``_redis_scripts``) use the same numbers.
+# probes are refused. The Redis scripts (``_redis_scripts``) use the same numbers.
 CAP_ROOM_START = 2.0
 CAP_UPGRADE_START = 8.0
 CAP_LONGEST = 12.0
-UPGRADE_LONGEST = 600.0
-"""The longest interval (seconds) between probes past the cap a 409 named, while refused.
+UPGRADE_CREATES = 18
+"""Creates accepted between two probes past the cap a 409 named (the key's own cap).
 
-Past that cap lies only an upgrade of the key's tier, which nothing else shows: a probe is the
-only test, and each refused one is a 409 that the key's other users pay for too. So they double
-until they come once in ten minutes, the bound in which a change is found (the room other
-consumers leave comes back sooner: those probes stay within `CAP_LONGEST` units)."""
+Past that cap lies only an upgrade of the key's tier, which nothing else shows (no 429 comes
+from windows that grew): a probe is the only test, and each refused one is a 409 that the
+key's other users pay for too. Counting creates, not seconds, bounds that cost per create
+whatever the tier and the tasks' lengths: at most one refused create in this many, 5.6 %
+(creates are the cap's time unit: at the cap, one goes per unit). An upgrade is then found
+within this many units, about half of it on average. A trade-off, measured in
+docs/benchmarks.md ("the round after"): 12 finds an upgrade sooner at 6.8 % of a steady
+batch's creates refused, 24 costs 3.3 % and finds it later; 18 keeps within 5 %. The
+neighbours' room (below the named cap) is probed by time alone, as it is soon back."""
 
 REFUSED_PROBE_REQUESTS = 100
 """Requests a rate window lets through after a refused probe before the next: at most 1 %."""
@@ -175,12 +180,18 @@ class ProbeSchedule:
         self.next_at = now + self.interval
         return base
 
-    def restart(self, now: float, start: float) -> None:
+    def restart(self, now: float, start: float, owed: int = 0) -> None:
         """The limit moved for sure: start the schedule again from ``start``.
 
         A refusal lowered it, or named a larger one than was known.
+
+        Args:
+            now: The time now.
+            start: The first interval.
+            owed: Requests that must pass (`passed`) before the next probe, too.
         """
         self.base = None
+        self.owed = owed
         self.step = 1
         self.interval = bounded(start)
         self.next_at = now + self.interval

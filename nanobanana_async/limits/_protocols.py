@@ -80,6 +80,11 @@ class EndpointPacer(Protocol):
         """Sustained requests per second allowed, or None if unlimited."""
         ...
 
+    @property
+    def spendable_rate(self) -> float | None:
+        """The requests per second that may go evenly from now on, or None if unlimited."""
+        ...
+
     async def acquire(self, priority: Priority = "interactive") -> float:
         """Wait until a request may go (interactive callers first); return when it went."""
         ...
@@ -106,6 +111,11 @@ class ActiveSlots(Protocol):
     @property
     def limit(self) -> int:
         """The current cap."""
+        ...
+
+    @property
+    def known(self) -> bool:
+        """Whether the cap was learned (or given) rather than still growing."""
         ...
 
     @property
@@ -181,6 +191,14 @@ class LimitsBackend(Protocol):
 
     def learn_tier(self, tier: str, endpoint: Endpoint, told: ToldWindow) -> None:
         """A 429 named the key's tier: fill in the limits not known yet from the table."""
+        ...
+
+    def on_conflict(self, limit: int | None = None, active: int | None = None) -> None:
+        """A create met 409: teach the cap (and the tier, when the cap names another one)."""
+        ...
+
+    def documented_rate(self, endpoint: Endpoint) -> float | None:
+        """The requests per second the key's tier documents (once a 429 named it), or None."""
         ...
 
     def snapshot(self) -> LimitsSnapshot:

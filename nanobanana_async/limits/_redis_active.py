@@ -154,6 +154,7 @@ class RedisActiveTaskLimiter(SlotsBase):
             self._keys.released,
             repr(COURTESY_SECONDS),
             *read,
+            "1" if self.cap_binds() else "0",
         ]
         answer = await redis.script(TAKE, keys, args)
         taken, limit, known, held, key_cap, ago, courtesy, stale = answer
@@ -307,13 +308,14 @@ class RedisActiveTaskLimiter(SlotsBase):
 
         self._link.enqueue(send)
 
-    def on_tier_changed(self) -> None:
-        """A 429 named another tier than before: the cap may have moved, probe it soon.
+    def on_tier_changed(self, old_cap: int, new_cap: int) -> None:
+        """A 429 named another tier than before: move the cap with it, and probe it soon.
 
-        The probe schedule starts again for every process (its first interval, one slot at a
-        time), as `ActiveTaskLimiter` restarts its own.
+        For every process, as `ActiveTaskLimiter` does: when the cap a 409 named was the old
+        tier's, the key's cap is now the new tier's (less the slots the estimate left to
+        others), and the probe schedule starts again (its first interval, one slot at a time).
         """
-        self._update("tier")
+        self._update("tier", str(int(old_cap)), str(int(new_cap)))
 
     def _learn_conflict(self, stated: int | None, active: int | None) -> None:
         # The cap is learned in Redis, from the slots and tasks of every process.

@@ -28,7 +28,7 @@ from ._probe import (
     CAP_UPGRADE_START,
     MAX_INTERVAL,
     MIN_INTERVAL,
-    UPGRADE_LONGEST,
+    UPGRADE_CREATES,
 )
 
 __all__ = [
@@ -120,20 +120,21 @@ def lua_numbers(**numbers: float) -> str:
 
 # The probe schedule of the active-task cap (`ProbeSchedule`, `ActiveTaskLimiter`), kept in
 # the state hash for every process: ``base`` (the cap before the probe in flight), ``interval``,
-# ``next_at``, ``step``, ``probed_at``, ``outcome``, ``key_cap`` (the cap a 409 named),
-# ``ceiling`` (a user's ``max_active``) and ``reach_after`` (until when no interactive caller
-# may try past the estimate: after a 409, the time of two creates at the cap). ``unit`` is
-# the caller's seconds between two creates at the cap; intervals are `CAP_ROOM_START` units
-# (neighbours' room) or `CAP_UPGRADE_START` (an upgrade) after a tighten, doubled by each
-# refused probe up to `CAP_LONGEST` units, or, past the cap a 409 named, up to
-# `UPGRADE_LONGEST` seconds; within `MIN_INTERVAL` and `MAX_INTERVAL`. The numbers are
-# Python's (`lua_numbers`).
+# ``next_at``, ``step``, ``owed`` (creates still to be accepted before the next probe),
+# ``probed_at``, ``outcome``, ``key_cap`` (the cap a 409 named), ``ceiling`` (a user's
+# ``max_active``) and ``reach_after`` (until when no interactive caller may try past the
+# estimate: after a 409, the time of two creates at the cap). ``unit`` is the caller's seconds
+# between two creates at the cap; intervals are `CAP_ROOM_START` units (neighbours' room) or
+# `CAP_UPGRADE_START` (an upgrade) after a tighten, doubled by each refused probe up to
+# `CAP_LONGEST` units, within `MIN_INTERVAL` and `MAX_INTERVAL`; a probe past the key's named
+# cap also waits for `UPGRADE_CREATES` creates of any process to be accepted (`owed_for`).
+# The numbers are Python's (`lua_numbers`).
 _PROBE = (
     lua_numbers(
         CAP_ROOM_START=CAP_ROOM_START,
         CAP_UPGRADE_START=CAP_UPGRADE_START,
         CAP_LONGEST=CAP_LONGEST,
-        UPGRADE_LONGEST=UPGRADE_LONGEST,
+        UPGRADE_CREATES=UPGRADE_CREATES,
         MIN_INTERVAL=MIN_INTERVAL,
         MAX_INTERVAL=MAX_INTERVAL,
     )
@@ -147,6 +148,12 @@ end
 local function probe_start(limit, key_cap, unit)
   if key_cap and limit < key_cap then return clamp(CAP_ROOM_START * unit) end
   return clamp(CAP_UPGRADE_START * unit)
+end
+-- Creates to be accepted before the next probe: none to win the neighbours' room back, and
+-- `UPGRADE_CREATES` past the key's named cap, where only an upgrade lies.
+local function owed_for(limit, key_cap)
+  if key_cap and limit < key_cap then return 0 end
+  return UPGRADE_CREATES
 end
 """
 )
@@ -219,13 +226,19 @@ if taken == 0 and known == 1 and not stale then
   if not next_at then
     -- The first demand at a known cap starts the schedule.
     next_at = now + probe_start(limit, key_cap, unit)
-    redis.call('HSET', KEYS[3], 'next_at', next_at)
+    redis.call('HSET', KEYS[3], 'next_at', next_at, 'owed', owed_for(limit, key_cap))
   end
+  local owed = hnum(KEYS[3], 'owed') or 0
   local raised = limit + (hnum(KEYS[3], 'step') or 1)
   if key_cap and limit < key_cap then raised = math.min(raised, key_cap) end
   if ceiling then raised = math.min(raised, ceiling) end
-  -- Only a caller that every slot holds back, and that one slot more would let in, probes.
-  if not base and now >= next_at and (not ceiling or limit < ceiling) and held >= limit
+  -- Only a caller that every slot holds back, and that one slot more would let in, probes;
+  -- from the key's own cap, only while the create rate could fill more slots (`cap_binds`,
+  -- ARGV[15]), unless a climb past it is under way.
+  local demand = ARGV[15] == '1' or (key_cap and limit < key_cap)
+    or redis.call('HGET', KEYS[3], 'outcome') == 'raised'
+  if not base and now >= next_at and owed <= 0 and (not ceiling or limit < ceiling)
+      and demand and held >= limit
       and fits(raised)
       and redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', math.ceil(tonumber(ARGV[5]) * 1000)) then
     redis.call('HSET', KEYS[3], 'limit', raised, 'base', limit, 'probed_at', now)
@@ -255,8 +268,9 @@ return {taken, limit, known, held, key_cap or 0, tostring(ago), courtesy, was_st
 """KEYS: slots, running, state, probe lease, interactive waiters, background waiters, others
 seen. ARGV: member, lease, default limit, unit, lease of a probe (seconds), class
 (``interactive`` or ``background``), slots a background caller leaves free (`kept_free`),
-waiter lease, the ``released`` channel, `COURTESY_SECONDS`, and the numbers ``keep_free`` was
-worked out from: the limit, the key's cap (0: none), known (0/1) and the courtesy.
+waiter lease, the ``released`` channel, `COURTESY_SECONDS`, the numbers ``keep_free`` was
+worked out from: the limit, the key's cap (0: none), known (0/1) and the courtesy, and whether
+the create rate could fill more slots than the cap (``1``/``0``, `SlotsBase.cap_binds`).
 
 An interactive caller takes a slot while fewer than the cap are held, or one more while the
 key's named cap leaves others room and no 409 came lately (its try past the estimate; see
@@ -345,13 +359,27 @@ local unit = tonumber(ARGV[6])
 local key_cap = hnum(KEYS[3], 'key_cap')
 local base = hnum(KEYS[3], 'base')
 if op == 'tier' then
-  -- A 429 named another tier than before: the cap may have moved, the schedule starts again
-  -- (a probe in flight goes on).
+  -- A 429 named another tier than before (arg: its documented cap before, and now): when the
+  -- cap a 409 named was the old tier's, it is the new tier's now, less what the estimate
+  -- left to others. The schedule starts again either way (a probe in flight goes on).
+  local old_cap, new_cap = tonumber(ARGV[4]), tonumber(ARGV[5])
+  if key_cap and key_cap == old_cap then
+    local cap = math.max(1, new_cap - math.max(0, key_cap - limit))
+    local ceiling = hnum(KEYS[3], 'ceiling')
+    if ceiling then cap = math.min(cap, ceiling) end
+    key_cap = new_cap
+    redis.call('HSET', KEYS[3], 'key_cap', key_cap, 'limit', cap)
+    if cap > limit then wake() end
+    limit = cap
+  end
   local interval = probe_start(limit, key_cap, unit)
-  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
+  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1,
+    'owed', 0)
   return 0
 end
 if op == 'created' then
+  local owed = hnum(KEYS[3], 'owed')
+  if known and owed and owed > 0 then redis.call('HSET', KEYS[3], 'owed', owed - 1) end
   if not known then
     if redis.call('ZCARD', KEYS[1]) >= limit and running >= limit - 1 then
       redis.call('HSET', KEYS[3], 'limit', limit + 1)
@@ -372,11 +400,14 @@ if op == 'created' then
       step = 1
       interval = probe_start(limit, key_cap, unit)
       next_at = now + interval
+      redis.call('HSET', KEYS[3], 'owed', owed_for(limit, key_cap))
     end
     redis.call('HSET', KEYS[3], 'step', step, 'interval', interval, 'next_at', next_at,
       'outcome', 'raised')
     redis.call('HDEL', KEYS[3], 'base')
     redis.call('DEL', KEYS[5])
+    -- The next step goes at once, at the pace of creates rather than of releases.
+    if next_at <= now then wake() end
   elseif not base and running > limit then
     -- An interactive caller reached past the estimate, and the provider took it: the room is
     -- at least what runs now (the estimate had erred on the safe side).
@@ -435,18 +466,25 @@ if base then
 end
 if past_named then
   -- Past it lies only an upgrade, which nothing else shows; each refused probe is a 409 the
-  -- key's other users pay for too: the probes double until one in `UPGRADE_LONGEST`.
-  interval = math.min(clamp(UPGRADE_LONGEST), interval * 2)
-  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
+  -- key's other users pay for too: the next waits for `UPGRADE_CREATES` creates.
+  interval = math.min(clamp(CAP_LONGEST * unit), interval * 2)
+  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1,
+    'owed', UPGRADE_CREATES)
 elseif upgraded or (not base and cap and cap < before) then
   -- The cap moved for sure: the schedule starts again.
   interval = probe_start(limit, key_cap, unit)
-  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
+  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1,
+    'owed', owed_for(limit, key_cap))
 elseif base then
   -- The probe met a 409: back off.
   interval = math.min(clamp(CAP_LONGEST * unit), interval * 2)
-  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1)
+  redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1,
+    'owed', owed_for(limit, key_cap))
 else
+  if not hnum(KEYS[3], 'next_at') then
+    -- The schedule starts here: past the key's named cap, with the creates to wait for.
+    redis.call('HSET', KEYS[3], 'owed', owed_for(limit, key_cap))
+  end
   local next_at = math.max(hnum(KEYS[3], 'next_at') or now, now + interval)
   redis.call('HSET', KEYS[3], 'next_at', next_at)
 end
@@ -458,12 +496,15 @@ others seen. ARGV: op, lease, default limit, arg, the key's active tasks named b
 ''), unit, the ``released`` channel, `COURTESY_SHARE`.
 
 Ops: ``release`` (arg: member), ``withdraw`` (arg: a waiter's member: it gave up),
-``running`` (arg: member), ``tier`` (a 429 named another tier: the cap's probe schedule starts
-again), ``created`` (grows the cap as `grown_cap` does while it is learned;
-settles a probe in flight as accepted; raises the estimate to what runs when an interactive
-try past it was taken), ``conflict`` (arg: the stated cap or ''; learns as
+``running`` (arg: member), ``tier`` (a 429 named another tier; arg and the active field: the
+old and the new tier's documented caps: the cap moves with them when the cap a 409 named was
+the old one's, and its probe schedule starts again), ``created`` (grows the cap as
+`grown_cap` does while it is learned; counts down the creates a probe waits for; settles a
+probe in flight as accepted, the next step at once; raises the estimate to what runs when an
+interactive try past it was taken), ``conflict`` (arg: the stated cap or ''; learns as
 `cap_after_conflict`, notes a small consumer's slots as `small_consumer` sees them, closes the
-interactive try past the estimate for a while, and a probe in flight backs off: up to
-`UPGRADE_LONGEST` past the key's named cap). A release, a withdrawal that frees room and a
-grown cap are published on the channel when somebody waits.
+interactive try past the estimate for a while, and a probe in flight backs off: past the
+key's named cap, the next also waits for `UPGRADE_CREATES` creates). A release, a withdrawal
+that frees room, a grown cap and an accepted probe are published on the channel when
+somebody waits.
 """

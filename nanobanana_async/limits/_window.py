@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import collections
 import math
 from collections.abc import Iterable
@@ -126,6 +127,31 @@ class Window:
         if self.phase is not None:
             return self.limit / self.seconds
         return self.limit / (self.seconds + self.margin)
+
+    def spendable(self, now: float) -> float:
+        """Requests per second this window can take evenly from ``now`` on, by what it counted.
+
+        `rate` in the long run, but less while the requests already counted leave little
+        room until they age out (a window learned late, after a move to a lower tier, may
+        already be nearly spent): spending at `rate` would run it dry, and then hold every
+        request back until it turns, while spreading what is left keeps them going.
+        """
+        rate = self.rate
+        if self.phase is not None:
+            index = math.floor((now - self.phase) / self.seconds)
+            left = self.limit - self.counts.get(index, 0)
+            until = self.phase + (index + 1) * self.seconds - now
+            return min(rate, max(1, left) / until) if until > 0 else rate
+        times = list(self.sent)
+        first = bisect.bisect_right(times, now - self.seconds)
+        n = len(times) - first
+        # By the time the k-th oldest counted request ages out, k of them have: a steady rate
+        # must fit the room left then. Checked at most 64 times along the log.
+        for k in range(0, n, max(1, n // 64)):
+            horizon = times[first + k] + self.seconds + self.margin - now
+            if horizon > 0:
+                rate = min(rate, (self.limit - n + k + 1) / horizon)
+        return rate
 
     def widen(self) -> None:
         """Paced by this window and still refused: allow for more jitter."""
