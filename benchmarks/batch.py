@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -476,6 +477,9 @@ def run_virtual(names: set[str] | None, contenders: str | None, seeds: int, *, w
                 "sent; 429s are counted per request (creates and polls).",
                 "",
                 text,
+                "",
+                f"The {len(jobs)} runs took {wall:.0f} s of real time on the project's "
+                f"{os.cpu_count()}-core machine, one process per core.",
             ],
         )
 
