@@ -406,6 +406,27 @@ async def test_a_fake_at_another_time_scale_teaches_no_tier() -> None:
     limits.learn_tier("basic", "create", ToldWindow(5, 0.01))
     assert limits.create.windows == {}
     assert not limits.active.known
+    # Nor is the tier taken: its documented rates and moves are real-time numbers.
+    assert limits.tier is None
+    assert limits.documented_rate("query") is None
+    limits.learn_tier("free", "create", ToldWindow(1, 0.01))
+    limits.on_conflict(1, 1)  # a 409 naming free's cap moves no row either
+    assert (limits.tier, limits.create.windows, limits.query.windows) == (None, {}, {})
+
+
+async def test_a_batch_on_a_scaled_fake_polls_at_the_fake_s_pace() -> None:
+    # A basic-tier fake a hundred times faster than the provider: its 429s name "basic" with
+    # windows of 0.01 s and 0.6 s, which must not cap the polls at basic's real 20 a second.
+    fake = FakeNanoBanana(tier="basic", time_scale=0.01, seed=3)
+    async with fake.client() as client:
+        started = anyio.current_time()
+        outcomes = await BatchRunner(client).run(prompts(60, "scaled"))
+        took = anyio.current_time() - started
+    assert all(outcome.ok for outcome in outcomes)
+    assert client.limits.tier is None
+    # 60 tasks of 0.3-0.6 s (scaled) in 5 slots: a few seconds; at basic's real poll rate
+    # for the tasks' ends, several times that.
+    assert took < 1.5, took
 
 
 async def test_polls_relax_while_the_create_rate_binds() -> None:

@@ -522,7 +522,7 @@ class LimitsBase(Generic[P, S]):
         self.active = active
         active.create_rate = lambda: self.create.rate  # probes past the cap ask if it binds
         self.tier: str | None = None
-        """The key's tier as the last 429 named it, if one did."""
+        """The key's tier as the last 429 naming a window of its row named it, if one did."""
 
     def seed(self, *, tier: TierName | None = None, max_active: int | None = None) -> None:
         """Start from known numbers: a tier's table row and/or an active-task cap.
@@ -557,16 +557,18 @@ class LimitsBase(Generic[P, S]):
         endpoint is left alone: its budget stays cautious until its own limit is named (a key
         moved to a lower tier must not find its query window spent). Only on the provider's
         own time scale: a window of exactly 1 or 60 s that is the tier's says the body's
-        numbers are the table's (a fake at a scaled time names other windows).
+        numbers are the table's (a fake at a scaled time names other windows). A tier named
+        otherwise is not taken at all: its row, the documented rates and the moves between
+        rows would be real-time numbers on a scaled clock.
         """
-        if self.tier is not None and tier != self.tier:
-            # The key moved to another tier: what followed the old row follows the new one.
-            self._move_tier(self.tier, tier, cap_named=False)
-        self.tier = tier
         row = tier_limits(tier)
         per_second, per_minute = row.create if endpoint == "create" else row.query
         if (told.limit, told.seconds) not in ((per_second, 1.0), (per_minute, 60.0)):
             return
+        if self.tier is not None and tier != self.tier:
+            # The key moved to another tier: what followed the old row follows the new one.
+            self._move_tier(self.tier, tier, cap_named=False)
+        self.tier = tier
         pacer = self.endpoint(endpoint)
         known = pacer.windows
         for limit, seconds in ((per_second, 1.0), (per_minute, 60.0)):
