@@ -33,6 +33,9 @@ __all__ = ["RequestBuilder", "Route"]
 _URL_CACHE_SIZE = 1024
 """How many URLs with a query (one per task polled) `RequestBuilder` keeps made."""
 
+_CACHED_QUERY_CHARS = 200
+"""The longest query values kept with their URL: a task id the server made huge is not."""
+
 _Pairs = tuple[tuple[bytes, bytes], ...]
 """Request headers as name-value pairs, encoded as httpx encodes them (ASCII)."""
 
@@ -150,8 +153,12 @@ class RequestBuilder:
     def _url(self, endpoint: Endpoint, url: httpx.URL, params: dict[str, str]) -> httpx.URL:
         """``url`` with the query ``params``, as httpx makes it, made once per query.
 
-        At most `_URL_CACHE_SIZE` are kept, the least recently used given up first.
+        At most `_URL_CACHE_SIZE` are kept, the least recently used given up first, and none
+        whose values are longer than `_CACHED_QUERY_CHARS` (a task id is whatever the server
+        said it was: kept URLs stay a few hundred kilobytes whatever it says).
         """
+        if sum(len(value) for value in params.values()) > _CACHED_QUERY_CHARS:
+            return url.copy_merge_params(params)  # an odd task id: not worth its memory
         key = (endpoint, tuple(params.items()))
         urls = self._urls
         made = urls.get(key)

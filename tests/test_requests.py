@@ -210,3 +210,6 @@ async def test_a_task_s_url_is_made_once_and_the_urls_kept_are_bounded(
         poll("task_2")  # used least recently, so it was given up: made again
         assert [params["taskId"] for params in made][-1] == "task_2"
         assert len(made) == 4
+        builder.build("query", SECRET, params={"taskId": "t" * 5000})  # a huge id: not kept
+        assert len(builder._urls) == 2
+        assert len(made) == 5
