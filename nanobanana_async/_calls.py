@@ -319,6 +319,15 @@ class Caller:
                 if paced is None:
                     raise rate_limited
                 sent.at = paced
+                if requeue and self._over_cap():
+                    # Another create of ours took the room while the pacer held this one
+                    # (both held slots when the cap fell under them): queue again, then pace
+                    # again within the exchange.
+                    if not await wait_for_slot(
+                        self._limits.active, holder, 0.0, deadline, priority, headroom
+                    ):
+                        raise rate_limited
+                    sent.at = None
             # A create whose try ended unanswered (a timeout, a 5xx) may exist: its retries,
             # with the same request id, cannot bill twice, and only they can recover its id.
             # Anything else not yet accepted is held back once the batch has stopped.

@@ -282,8 +282,10 @@ class ActiveTaskLimiter(SlotsBase):
         # steps go at the pace of creates (the create window binds them), not of releases.
         probe.raised(now, grow=room)
         if room and self._limit == self.key_cap:
-            # The neighbours' room is back whole: past it lies only a rare upgrade.
+            # The neighbours' room is back whole: past it lies only a rare upgrade, tried
+            # where the cap binds (no climb is under way any more).
             probe.restart(now, self._start(), owed=self._owed())
+            probe.last_outcome = None
         elif self.waiting:
             # The next step goes at once, at the pace of creates rather than of releases.
             self.probe_now()
@@ -366,3 +368,5 @@ class ActiveTaskLimiter(SlotsBase):
             probe.refused(now, bounded(CAP_LONGEST * self._unit()), owed=self._owed())
         else:
             probe.hold_off(now)
+            # A 409 that leaves room below the key's cap: that room is probed by time alone.
+            probe.owed = min(probe.owed, self._owed())

@@ -395,15 +395,18 @@ if op == 'created' then
     if key_cap and base < key_cap then step = math.min(step * 2, 64) end
     local interval = hnum(KEYS[3], 'interval') or probe_start(limit, key_cap, unit)
     local next_at = now
+    local outcome = 'raised'
     if key_cap and base < key_cap and limit == key_cap then
-      -- The neighbours' room is back whole: past it lies only a rare upgrade.
+      -- The neighbours' room is back whole: past it lies only a rare upgrade, tried where the
+      -- cap binds (no climb is under way any more).
       step = 1
       interval = probe_start(limit, key_cap, unit)
       next_at = now + interval
+      outcome = 'restarted'
       redis.call('HSET', KEYS[3], 'owed', owed_for(limit, key_cap))
     end
     redis.call('HSET', KEYS[3], 'step', step, 'interval', interval, 'next_at', next_at,
-      'outcome', 'raised')
+      'outcome', outcome)
     redis.call('HDEL', KEYS[3], 'base')
     redis.call('DEL', KEYS[5])
     -- The next step goes at once, at the pace of creates rather than of releases.
@@ -481,9 +484,12 @@ elseif base then
   redis.call('HSET', KEYS[3], 'interval', interval, 'next_at', now + interval, 'step', 1,
     'owed', owed_for(limit, key_cap))
 else
-  if not hnum(KEYS[3], 'next_at') then
-    -- The schedule starts here: past the key's named cap, with the creates to wait for.
-    redis.call('HSET', KEYS[3], 'owed', owed_for(limit, key_cap))
+  -- The schedule starts here (past the key's named cap, with the creates to wait for), or a
+  -- 409 left room below the key's cap: that room is probed by time alone.
+  local owed = hnum(KEYS[3], 'owed')
+  local owed_now = owed_for(limit, key_cap)
+  if not hnum(KEYS[3], 'next_at') or not owed or owed_now < owed then
+    redis.call('HSET', KEYS[3], 'owed', owed_now)
   end
   local next_at = math.max(hnum(KEYS[3], 'next_at') or now, now + interval)
   redis.call('HSET', KEYS[3], 'next_at', next_at)
