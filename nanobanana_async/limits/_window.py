@@ -142,7 +142,7 @@ class Window:
             left = self.limit - self.counts.get(index, 0)
             until = self.phase + (index + 1) * self.seconds - now
             return min(rate, max(1, left) / until) if until > 0 else rate
-        times = list(self.sent)
+        times = self.sent  # read in place: a copy per poll planned costs O(limit)
         first = bisect.bisect_right(times, now - self.seconds)
         n = len(times) - first
         # By the time the k-th oldest counted request ages out, k of them have: a steady rate
