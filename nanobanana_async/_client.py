@@ -40,7 +40,6 @@ from ._polling import (
     PollPlanner,
     PollPolicy,
     result_of,
-    slots_wanted,
 )
 from ._publish import ImageHost, ImagePublisher
 from ._results import ResultFiles
@@ -169,13 +168,7 @@ class AsyncNanoBanana(ResultFiles):
             telemetry=recorder,
         )
         self._poll = poll or PollPolicy()
-        planner = PollPlanner(
-            self._poll,
-            DurationModel(),
-            lambda: limits.query.spendable_rate,
-            lambda: slots_wanted(limits.active),
-            lambda: limits.documented_rate("query"),
-        )
+        planner = PollPlanner.for_limits(self._poll, DurationModel(), limits)
         publisher = None if image_host is None else ImagePublisher(image_host)
         self._engine = Engine(caller, planner, publisher)
         self._downloader = Downloader(

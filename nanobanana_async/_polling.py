@@ -40,7 +40,7 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._models import Task, TaskResult, TaskState
-from .limits import TIERS, ActiveSlots, Priority
+from .limits import TIERS, ActiveSlots, LimitsBackend, Priority
 
 if TYPE_CHECKING:
     from ._calls import Caller
@@ -278,6 +278,19 @@ class PollPlanner:
         self._weights = 0.0
         self._followed = 0
         self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
+
+    @classmethod
+    def for_limits(
+        cls, policy: PollPolicy, durations: DurationModel, limits: LimitsBackend
+    ) -> PollPlanner:
+        """A planner that reads the key's query budget and slots from ``limits``."""
+        return cls(
+            policy,
+            durations,
+            lambda: limits.query.spendable_rate,
+            lambda: slots_wanted(limits.active),
+            lambda: limits.documented_rate("query"),
+        )
 
     def join(self) -> _Share:
         """A task starts being followed: its share of the budget."""

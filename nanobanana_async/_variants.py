@@ -26,7 +26,7 @@ from ._config import (
 )
 from ._engine import Engine
 from ._models import ImageRequest, Task
-from ._polling import PollPlanner, slots_wanted
+from ._polling import PollPlanner
 from .limits import Priority
 
 if TYPE_CHECKING:
@@ -137,11 +137,5 @@ def shared_engine(
     if same_poll:
         return Engine(caller, original.engine.planner, publisher)
     limits = original.limits
-    planner = PollPlanner(
-        derived.poll_policy,
-        original.durations,
-        lambda: limits.query.spendable_rate,
-        lambda: slots_wanted(limits.active),
-        lambda: limits.documented_rate("query"),
-    )
+    planner = PollPlanner.for_limits(derived.poll_policy, original.durations, limits)
     return Engine(caller, planner, publisher)

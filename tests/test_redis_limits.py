@@ -37,8 +37,8 @@ from nanobanana_async.limits._base import COURTESY_SHARE, ToldWindow, small_cons
 from nanobanana_async.limits._probe import (
     CAP_LONGEST,
     DEFAULT_HOLD,
-    REFUSED_PROBE_REQUESTS,
     UPGRADE_CREATES,
+    WINDOW_PROBE_REQUESTS,
 )
 from nanobanana_async.limits._redis_link import Connection
 from nanobanana_async.limits._redis_scripts import SMALL_CONSUMER, TAKE, RedisKeys
@@ -667,10 +667,19 @@ async def test_a_window_probe_is_shared_and_a_429_backs_it_off(redis_url: str, k
     async with a, b:
         a.create.learn_window(2, 0.05)
         await a.flush()
+        owed = None
         with anyio.fail_after(20):
             while a.create.windows.get(0.05, 2) <= 2:
                 await (a, b)[a.create.requests % 2].create.acquire()
                 await a.refresh()
+                with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+                    if owed is None and (owed := r.hget(f"{key}:create:probes", "0.05:owed")):
+                        # The first probe waits for its requests too (any process's: the one
+                        # held back went since); here they pass at once (this is a test of
+                        # the rest of the schedule).
+                        assert int(float(owed)) == WINDOW_PROBE_REQUESTS - 1
+                        r.hset(f"{key}:create:probes", "0.05:owed", 0)
+        assert owed is not None
         assert a.create.windows[0.05] == 3  # one step more, for both
         await b.refresh()
         assert b.create.windows[0.05] == 3
@@ -682,12 +691,31 @@ async def test_a_window_probe_is_shared_and_a_429_backs_it_off(redis_url: str, k
         with redis.Redis.from_url(redis_url, decode_responses=True) as r:
             probes = r.hgetall(f"{key}:create:probes")
         assert float(probes["0.05:interval"]) == 0.2  # two windows, doubled
-        assert int(probes["0.05:owed"]) == REFUSED_PROBE_REQUESTS  # and requests to pass
+        assert int(probes["0.05:owed"]) == WINDOW_PROBE_REQUESTS  # and requests to pass
         await a.create.acquire()
         with redis.Redis.from_url(redis_url, decode_responses=True) as r:
             assert int(r.hget(f"{key}:create:probes", "0.05:owed") or 0) == (
-                REFUSED_PROBE_REQUESTS - 1
+                WINDOW_PROBE_REQUESTS - 1
             )
+
+
+@pytest.mark.anyio
+async def test_while_one_window_is_known_every_process_sends_a_few_round_trips_apart(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        sent = await a.create.acquire()
+        # A round trip of 0.05 s (by Redis's clock): requests go 0.1 s apart, in a window of
+        # 10 a second whose minute's twin is not known yet.
+        a.create.on_rate_limited(None, limit=10, window=1.0, sent_at=sent - 0.05)
+        await a.flush()
+        await a.create.acquire()
+        before = anyio.current_time()
+        await a.create.acquire()
+        assert anyio.current_time() - before >= 0.05  # held back, not sent in a burst
+        await b.refresh()
+        assert b.create.windows == {1.0: 10}
 
 
 @pytest.mark.anyio

@@ -21,10 +21,10 @@ from collections.abc import Callable
 import anyio
 
 from ._base import PacerBase, ToldWindow
-from ._probe import REFUSED_PROBE_REQUESTS, ProbeSchedule
+from ._probe import WINDOW_PROBE_REQUESTS, ProbeSchedule
 from ._protocols import Priority
 from ._queue import PriorityGate
-from ._window import BINDING, Window, probe_longest, probe_start
+from ._window import BINDING, Window, probe_longest, probe_start, spacing
 
 __all__ = ["EndpointLimiter"]
 
@@ -62,6 +62,7 @@ class EndpointLimiter(PacerBase):
         self._windows: dict[float, Window] = {}
         self._accepted = 0
         self._blocked_until = -math.inf
+        self._round_trip = 0.0  # of the last 429: how long a burst goes unanswered
         self._gate: PriorityGate | None = None
         # CUBIC fallback, used only when a 429 does not say which window it hit.
         self._rate: float | None = None
@@ -146,12 +147,19 @@ class EndpointLimiter(PacerBase):
         return older + [t for t in exact if t > since]
 
     def _next_slot(self, now: float) -> float:
-        at = max(now, self._blocked_until)
+        at = max(now, self._blocked_until, self._spaced())
         for window in self._windows.values():
             at = max(at, window.earliest(at))
         if self._rate is not None and self._sent_recent:
             at = max(at, self._sent_recent[-1] + 1.0 / self._rate)
         return at
+
+    def _spaced(self) -> float:
+        """The earliest the next request may go by `spacing` (-inf: at once)."""
+        if not self._sent_recent:
+            return -math.inf
+        known = ((w.limit, w.seconds) for w in self._windows.values())
+        return self._sent_recent[-1] + spacing(known, self._round_trip)
 
     async def acquire(self, priority: Priority = "interactive") -> float:
         """Wait until a request may go, and count it as sent now.
@@ -197,7 +205,9 @@ class EndpointLimiter(PacerBase):
             if window.earliest(now) <= now or window.rate > binding:
                 continue
             if window.probe is None:
-                window.probe = ProbeSchedule(probe_start(window.seconds), now)
+                window.probe = ProbeSchedule(
+                    probe_start(window.seconds), now, owed=WINDOW_PROBE_REQUESTS
+                )
                 continue
             self._settle(window, now)
             if window.probe.due(now):
@@ -269,6 +279,8 @@ class EndpointLimiter(PacerBase):
         self, retry_after: float | None, told: ToldWindow | None, sent_at: float | None
     ) -> None:
         now = self._clock()
+        if sent_at is not None:
+            self._round_trip = max(0.0, now - sent_at)
         if retry_after is not None:
             self._blocked_until = max(self._blocked_until, now + retry_after)
         for seconds, other in self._windows.items():
@@ -285,16 +297,19 @@ class EndpointLimiter(PacerBase):
             elif probe.base is not None and told.limit <= probe.base:
                 # The probe met a 429 (the told limit replaced the raise): back off.
                 probe.refused(
-                    now, probe_longest(told.limit, told.seconds), owed=REFUSED_PROBE_REQUESTS
+                    now, probe_longest(told.limit, told.seconds), owed=WINDOW_PROBE_REQUESTS
                 )
             elif before is not None and told.limit != before:
                 # Told a lower limit, or a larger one than we knew (an upgrade, for sure).
-                probe.restart(now, probe_start(told.seconds))
+                probe.restart(now, probe_start(told.seconds), owed=WINDOW_PROBE_REQUESTS)
             else:
                 probe.hold_off(now)
             if retry_after is not None and not float(retry_after).is_integer():
-                # A precise wait tells where the provider's fixed window ends.
-                self._windows[told.seconds].align(now + retry_after)
+                # A precise wait tells where the provider's fixed window ends, counted from
+                # the request's arrival: in the frame of send times (what `Window` counts),
+                # that is the send time plus the wait (the answer's way back is no part of it).
+                start = now if sent_at is None else sent_at
+                self._windows[told.seconds].align(start + retry_after)
             return
         measured = self._measured_rate()
         if self._rate is None and not measured and retry_after is not None:

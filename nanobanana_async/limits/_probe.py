@@ -9,11 +9,12 @@ little:
 * after a tighten (a refusal that lowered the estimate) the first probe comes ``start``
   seconds later;
 * a probe that is refused doubles the interval, up to ``longest``: steady limits are tried
-  ever more rarely, so the refusals they cost stay a small share of the requests; a rate
-  window's next probe also waits for `REFUSED_PROBE_REQUESTS` requests to pass (a window that
-  binds only now and then would otherwise be probed each time it binds), and a probe past the
-  active-task cap a 409 named for `UPGRADE_CREATES` creates (only an upgrade lies there: the
-  refusals cost a bounded share of the creates, and an upgrade is found within that many);
+  ever more rarely, so the refusals they cost stay a small share of the requests; each probe
+  of a rate window (the first too) also waits for `WINDOW_PROBE_REQUESTS` requests to pass (a
+  window that binds only now and then would otherwise be probed each time it binds), and a
+  probe past the active-task cap a 409 named for `UPGRADE_CREATES` creates (only an upgrade
+  lies there: the refusals cost a bounded share of the creates, and an upgrade is found
+  within that many);
 * a probe that is accepted keeps the raise and doubles the next step (1, 2, 4, ... more),
   tried at once, so a limit that grew a lot is found in a few round trips; the interval
   starts again only when a refusal names a larger limit than was known (an upgrade, sure);
@@ -37,7 +38,7 @@ __all__ = [
     "HOLD_WEIGHT",
     "MAX_INTERVAL",
     "MIN_INTERVAL",
-    "REFUSED_PROBE_REQUESTS",
+    "WINDOW_PROBE_REQUESTS",
     "UPGRADE_CREATES",
     "ProbeOutcome",
     "ProbeSchedule",
@@ -73,8 +74,13 @@ docs/benchmarks.md ("the round after"): 12 finds an upgrade sooner at 6.8 % of a
 batch's creates refused, 24 costs 3.3 % and finds it later; 18 keeps within 5 %. The
 neighbours' room (below the named cap) is probed by time alone, as it is soon back."""
 
-REFUSED_PROBE_REQUESTS = 100
-"""Requests a rate window lets through after a refused probe before the next: at most 1 %."""
+WINDOW_PROBE_REQUESTS = 200
+"""Requests a rate window lets through before each of its probes: at most 0.5 % are refused.
+
+Counted from when the window first holds a request back, from each refused probe and from
+each move of its limit that a 429 told. Time alone (two windows) would probe a second's
+window every few seconds while it binds, and a window learned a moment ago is the one least
+likely to have moved."""
 
 DEFAULT_HOLD = 1.0
 """Seconds a slot is assumed held before any was released (the probes' time unit)."""
@@ -94,6 +100,7 @@ class ProbeSchedule:
     Args:
         start: The first interval (seconds) after a tighten or a seed.
         now: The time now (the owner's clock); -inf before the first request.
+        owed: Requests that must pass (`passed`) before the first probe, too.
     """
 
     __slots__ = (
@@ -108,7 +115,7 @@ class ProbeSchedule:
         "used_at",
     )
 
-    def __init__(self, start: float, now: float = -math.inf) -> None:
+    def __init__(self, start: float, now: float = -math.inf, owed: int = 0) -> None:
         self.interval = bounded(start)
         self.next_at = now + self.interval
         self.step = 1
@@ -119,7 +126,7 @@ class ProbeSchedule:
         self.probed_at: float | None = None
         """When the last probe was made (the owner's clock), or None if none was."""
         self.last_outcome: ProbeOutcome | None = None
-        self.owed = 0
+        self.owed = owed
         """Requests still to pass before the next probe (see `refused`)."""
 
     @property

@@ -12,9 +12,9 @@ the time from Redis ``TIME`` and run atomically:
 
 from __future__ import annotations
 
-from ._probe import MAX_INTERVAL, MIN_INTERVAL
+from ._probe import MAX_INTERVAL, MIN_INTERVAL, WINDOW_PROBE_REQUESTS
 from ._redis_scripts import NOW, lua_numbers
-from ._window import BINDING, LONGEST_WINDOWS
+from ._window import BINDING, LONGEST_WINDOWS, ROUND_TRIPS_APART, WINDOWS_PER_ENDPOINT
 
 __all__ = ["PACE", "RATE_LIMITED"]
 
@@ -26,8 +26,9 @@ __all__ = ["PACE", "RATE_LIMITED"]
 # time (accepted a window after it was used, given up when unused), so no process has to live
 # to settle it. Intervals: 2 windows after a tighten, doubled by each refused probe up to
 # max(`LONGEST_WINDOWS`, 100 / limit) windows, within `MIN_INTERVAL` and `MAX_INTERVAL` (the
-# rules of `probe_start` and `probe_longest`), and a refused probe's next waits for
-# `REFUSED_PROBE_REQUESTS` requests of any process. Only a window that binds the endpoint's
+# rules of `probe_start` and `probe_longest`), and each probe (the first, the one after a
+# refused probe or after a 429 told a new limit) waits for `WINDOW_PROBE_REQUESTS` requests
+# of any process. Only a window that binds the endpoint's
 # sustained rate (within `BINDING` of the tightest) is probed, as in `EndpointLimiter`.
 _WINDOW_PROBE = (
     lua_numbers(
@@ -35,6 +36,9 @@ _WINDOW_PROBE = (
         LONGEST_WINDOWS=LONGEST_WINDOWS,
         MIN_INTERVAL=MIN_INTERVAL,
         MAX_INTERVAL=MAX_INTERVAL,
+        WINDOW_PROBE_REQUESTS=WINDOW_PROBE_REQUESTS,
+        WINDOWS_PER_ENDPOINT=WINDOWS_PER_ENDPOINT,
+        ROUND_TRIPS_APART=ROUND_TRIPS_APART,
     )
     + """
 local function clamp(x) return math.min(MAX_INTERVAL, math.max(MIN_INTERVAL, x)) end
@@ -109,6 +113,7 @@ for i = 1, #windows, 2 do
     local next_at = pget(f, 'next')
     if not next_at then
       pset(f, 'next', now + clamp(2 * seconds))
+      pset(f, 'owed', WINDOW_PROBE_REQUESTS)
     elseif not base and now >= next_at and (pget(f, 'owed') or 0) <= 0 then
       local raised = limit + (pget(f, 'step') or 1) * math.max(1, math.floor(limit / 10))
       redis.call('HSET', KEYS[1], f, raised)
@@ -129,6 +134,21 @@ for i = 1, #windows, 2 do
     end
     if w > wait then wait = w end
   end
+end
+-- Fewer windows known than the provider counts: the other may be filling unseen, so requests
+-- go a few round trips apart (the last 429's), within the tightest known window's average
+-- rate (`spacing`).
+local round_trip = tonumber(ARGV[6])
+if round_trip > 0 and #windows > 0 and #windows < 2 * WINDOWS_PER_ENDPOINT then
+  local gap = ROUND_TRIPS_APART * round_trip
+  local newest = -math.huge
+  for i = 1, #windows, 2 do
+    local seconds = tonumber(windows[i])
+    gap = math.min(gap, seconds / tonumber(windows[i + 1]))
+    local last = redis.call('ZRANGE', ARGV[1] .. windows[i], -1, -1, 'WITHSCORES')
+    if last[2] then newest = math.max(newest, tonumber(last[2])) end
+  end
+  if newest + gap - now > wait then wait = newest + gap - now end
 end
 if wait > 0 then
   if interactive then redis.call('ZADD', KEYS[4], now + wait + tonumber(ARGV[5]), ARGV[2]) end
@@ -151,7 +171,8 @@ return {tostring(wait), tostring(now)}
 """
 )
 """KEYS: windows hash, blocked key, probes hash, interactive waiters. ARGV: log key prefix,
-member, margin multiplier, class (``interactive`` or ``background``), waiter lease.
+member, margin multiplier, class (``interactive`` or ``background``), waiter lease, the
+calling process's last measured round trip (seconds; 0: none, see `spacing`).
 
 Returns ``{wait, now}``: wait > 0 means nothing was counted; come back in wait seconds. An
 interactive caller told to wait is registered until then and a lease more; a background one
@@ -198,6 +219,7 @@ if ARGV[2] ~= '' then
     pset(f, 'interval', clamp(2 * seconds))
     pset(f, 'next', now + clamp(2 * seconds))
     pset(f, 'step', 1)
+    pset(f, 'owed', ARGV[5])
   elseif told == before then
     pset(f, 'next', math.max(pget(f, 'next') or now, now + interval))
   end
@@ -207,8 +229,8 @@ return tostring(now)
 )
 """KEYS: windows hash, blocked key, probes hash, stats hash.
 
-ARGV: retry_after or '', limit or '', window field or '', stat field, requests owed after a
-refused probe. Returns the time now.
+ARGV: retry_after or '', limit or '', window field or '', stat field, requests owed before
+the next probe (after a refused probe, or a new limit told). Returns the time now.
 A 429 that names a window settles its probe as refused, and a larger limit is taken at once;
 the other windows' probes in flight wait to be used again (that request did not test them).
 """

@@ -10,7 +10,16 @@ from collections.abc import Iterable
 from ._base import base_margin
 from ._probe import ProbeSchedule, bounded
 
-__all__ = ["BINDING", "LONGEST_WINDOWS", "Window", "probe_longest", "probe_start"]
+__all__ = [
+    "BINDING",
+    "LONGEST_WINDOWS",
+    "ROUND_TRIPS_APART",
+    "WINDOWS_PER_ENDPOINT",
+    "Window",
+    "probe_longest",
+    "probe_start",
+    "spacing",
+]
 
 BINDING = 1.5
 """A window binds the endpoint's sustained rate if it allows at most this much more than the
@@ -18,6 +27,34 @@ tightest one: only such a window is probed (one that holds a burst back gains no
 
 LONGEST_WINDOWS = 600.0
 """The longest probe interval of a window while its probes are refused, in windows."""
+
+WINDOWS_PER_ENDPOINT = 2
+"""The provider counts each endpoint in two windows: a second's and a minute's.
+
+While an endpoint knows fewer, the other may be filling unseen. Its requests then go a little
+apart (`spacing`), not in a burst at the start of the window it knows: when the unseen one
+fills, one request meets the 429 that tells of it, not every request of a burst sent before
+the first answer came back.
+"""
+
+ROUND_TRIPS_APART = 2.0
+"""While a window may be unseen, requests go this many round trips apart (one, doubled for the
+round trip's jitter), within the known windows' average rate."""
+
+
+def spacing(windows: Iterable[tuple[int, float]], round_trip: float) -> float:
+    """Seconds between two requests while an endpoint knows fewer than both its windows.
+
+    `ROUND_TRIPS_APART` round trips (measured by the last 429), but never more than the
+    tightest known window allows on average (``seconds / limit``): spreading a burst does not
+    slow the endpoint's sustained rate. 0 once both windows are known, or before a round trip
+    was measured.
+    """
+    known = list(windows)
+    if not known or len(known) >= WINDOWS_PER_ENDPOINT or round_trip <= 0:
+        return 0.0
+    tightest = min(seconds / limit for limit, seconds in known)
+    return min(ROUND_TRIPS_APART * round_trip, tightest)
 
 
 def probe_start(seconds: float) -> float:
