@@ -27,15 +27,20 @@ from _common import (
     run_gather_baseline,
 )
 
-from nanobanana_async import RetryPolicy
+from nanobanana_async import PollPolicy, RetryPolicy
 from nanobanana_async.testing import virtual_time
 
 BASE_URL = "https://api.fake-nanobanana.test"
 Job = TypeVar("Job")
 
 
-async def measure(scenario: Scenario, contender: str, seed: int) -> dict[str, Any]:
-    """One run of ``contender`` on ``scenario`` with ``seed``, in virtual provider seconds."""
+async def measure(
+    scenario: Scenario, contender: str, seed: int, poll: PollPolicy | None = None
+) -> dict[str, Any]:
+    """One run of ``contender`` on ``scenario`` with ``seed``, in virtual provider seconds.
+
+    ``poll`` is the client's `PollPolicy` (runner and webapp; default: the fake's own).
+    """
     from batch import run_runner, run_webapp  # batch imports this module: a late import
 
     scenario = dataclasses.replace(scenario, time_scale=1.0)  # the provider's own speed
@@ -44,7 +49,8 @@ async def measure(scenario: Scenario, contender: str, seed: int) -> dict[str, An
     scenario.start_changes(fake)
     if contender in ("runner", "webapp"):
         retry = attrs.evolve(RetryPolicy(), max_rate_limit_wait=300.0)
-        async with fake.client(retry=retry) as client:
+        policies = {"retry": retry} if poll is None else {"retry": retry, "poll": poll}
+        async with fake.client(**policies) as client:
             if contender == "runner":
                 result, _ = await run_runner(client, scenario)
             else:

@@ -90,6 +90,15 @@ class PollPolicy:
         budget_floor: The polls per second spent in all, however few tasks are followed,
             while the query limit is unknown: by default the least that a paid tier allows
             (basic: 1000 a minute).
+        resolution: Once durations are known, how late a task's end may be seen while it is
+            awaited (a caller waits for its result, or its slot would be used at once), as a
+            share of a typical task's length: near the likely end, polls come this share
+            apart. The trade of polls for makespan: on a key whose active-task slots bind, a
+            task seen late holds its slot idle. For tasks of 2-6 s, the default (0.035) polls
+            about 11 times per task and keeps a batch at about 0.95 of a client that knows
+            when each task ends; 0.15 polls about 4.5 times at about 0.91. No schedule of
+            fewer polls does much better (docs/benchmarks.md, "Polls against efficiency").
+            A task whose end is not awaited is polled at least 0.35 of it apart.
     """
 
     initial: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
@@ -103,6 +112,9 @@ class PollPolicy:
         default=_LEAST_POLLS_PER_TASK, validator=attrs.validators.gt(0)
     )
     budget_floor: float = attrs.field(default=_LEAST_PAID_POLLS, validator=attrs.validators.gt(0))
+    resolution: float = attrs.field(
+        default=0.035, validator=[attrs.validators.gt(0), attrs.validators.le(1)]
+    )
 
     def scaled(self, scale: float) -> PollPolicy:
         """This policy on a clock where one second lasts ``scale`` seconds.
@@ -138,12 +150,11 @@ class DurationModel:
         min_samples: Durations needed before the learned schedule replaces the policy.
     """
 
-    #: Near a task's likely end, polls come this share of the typical duration apart while
-    #: its end is awaited (a caller waits for its result, or its slot would be used at once)...
-    RESOLUTION = 0.035
-    #: ... and this share while it is not (slots held wait for the create pacer: the create
-    #: rate binds, not the slots): a batch's task is then seen done a little later, which
-    #: costs it nothing.
+    #: Near a task's likely end, polls come `PollPolicy.resolution` of the typical duration
+    #: apart while its end is awaited (a caller waits for its result, or its slot would be
+    #: used at once), and at least this share while it is not (slots held wait for the create
+    #: pacer: the create rate binds, not the slots): a batch's task is then seen done a little
+    #: later, which costs it nothing.
     RELAXED_RESOLUTION = 0.35
 
     def __init__(self, size: int = 512, min_samples: int = 1) -> None:
@@ -215,7 +226,9 @@ class DurationModel:
             return max(policy.min_interval, low - age)
         # Near and past the likely end, poll a small fraction of the typical duration apart;
         # once the task outlives nearly all others, back off towards the policy's maximum.
-        resolution = self.RESOLUTION if awaited else self.RELAXED_RESOLUTION
+        resolution = (
+            policy.resolution if awaited else max(policy.resolution, self.RELAXED_RESOLUTION)
+        )
         step = max(policy.min_interval, typical * resolution)
         if age > high:
             overdue = (age - high) / max(typical, policy.min_interval)
@@ -223,15 +236,26 @@ class DurationModel:
         return policy.spread(min(step, policy.maximum), rng)
 
 
-def slots_wanted(active: ActiveSlots) -> bool:
-    """Whether a task's end is worth seeing soon: no slot held waits for the create pacer.
+def slots_wanted(
+    active: ActiveSlots, create_rate: float | None = None, typical: float | None = None
+) -> bool:
+    """Whether a task's end is worth seeing soon: a slot that frees would be used at once.
 
-    When creates wait for the pacer in slots they hold (the create rate binds), a slot that
-    frees would not make the next create go any sooner. Otherwise it would: a caller waits for
-    it, or nobody does because the work is running out, and then each end seen late is a
-    batch that ends late.
+    Not while creates wait for the pacer in slots they hold: a slot that frees would not make
+    the next create go any sooner. Nor, while callers wait for a slot, where the create rate
+    in the long run keeps fewer slots busy than the cap (Little's law: ``create_rate``, the
+    sustained creates a second the key's windows allow, times ``typical``, a typical task's
+    seconds; a minute's window that lets a burst through and then holds every create until
+    it turns): the slots may fill during a burst, but seeing a task end sooner then only
+    moves a create within a window that is spent either way. Otherwise it would: a caller
+    waits for a slot that binds, or nobody waits because the work is running out, and then
+    each end seen late is a batch that ends late.
     """
-    return active.running >= active.active
+    if active.running < active.active:
+        return False
+    if not active.waiting or create_rate is None or typical is None:
+        return True
+    return create_rate * typical > active.limit
 
 
 class _Share:
@@ -288,7 +312,9 @@ class PollPlanner:
             policy,
             durations,
             lambda: limits.query.spendable_rate,
-            lambda: slots_wanted(limits.active),
+            lambda: slots_wanted(
+                limits.active, limits.endpoint("create").rate, durations.quantile(0.5)
+            ),
             lambda: limits.documented_rate("query"),
         )
 

@@ -295,7 +295,7 @@ def scripts_of(page: str) -> list[str]:
 def test_the_batch_and_resume_guides_run_as_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_all, stream = scripts_of("batches.md")
+    run_all, stream, fewer_polls = scripts_of("batches.md")
     [resume] = scripts_of("resume.md")
     fake = FakeNanoBanana(api_key=KEY, time_scale=0.01)
 
@@ -317,12 +317,14 @@ def test_the_batch_and_resume_guides_run_as_written(
         monkeypatch.setenv("NANOBANANA_BASE_URL", base_url)
         printed_run = run(run_all, "run")
         printed_stream = run(stream, "stream")
+        printed_fewer = run(fewer_polls, "fewer")
         first = run(resume, "resume")
         second = run(resume, "resume")
         stats = portal.call(lambda: fake.stats)
 
     assert [line.split()[0] for line in printed_run.splitlines()] == ["0", "1", "2", "3"]
     assert "3 done (3 ok, 0 failed)" in printed_stream
+    assert printed_fewer.startswith("8 done, ")
     assert sorted(path.name for path in (tmp_path / "stream" / "images").iterdir()) == [
         "00000.png",
         "00001.png",
@@ -330,7 +332,7 @@ def test_the_batch_and_resume_guides_run_as_written(
     ]
     assert first.strip() == "0 outcomes from the journal, 8 tasks created now"
     assert second.strip() == "8 outcomes from the journal, 0 tasks created now"
-    assert stats.tasks_created == 4 + 3 + 8
+    assert stats.tasks_created == 4 + 3 + 8 + 8
     assert stats.duplicates == 0
 
 

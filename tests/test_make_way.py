@@ -9,6 +9,7 @@ here depends on how fast the machine is.
 from __future__ import annotations
 
 import anyio
+import attrs
 import pytest
 from support import prompts
 
@@ -21,7 +22,7 @@ from nanobanana_async import (
     ServerError,
     TextToImage,
 )
-from nanobanana_async._polling import DurationModel, PollPlanner
+from nanobanana_async._polling import DurationModel, PollPlanner, slots_wanted
 from nanobanana_async.limits import ActiveTaskLimiter, EndpointLimiter, Limits
 from nanobanana_async.limits._active import COURTESY_SECONDS
 from nanobanana_async.limits._base import ToldWindow
@@ -437,6 +438,58 @@ async def test_polls_relax_while_the_create_rate_binds() -> None:
     assert all(outcome.ok for outcome in outcomes)
     assert fake.stats.query_requests / 300 < 4
     assert fake.stats.duplicates == 0
+
+
+@attrs.define
+class _Slots:
+    """What `slots_wanted` reads of a key's slots."""
+
+    running: int
+    active: int
+    waiting: int
+    limit: int = 5
+
+
+@pytest.mark.parametrize(
+    ("slots", "rate", "wanted"),
+    [
+        (_Slots(running=4, active=5, waiting=3), 3.0, False),  # one waits for the pacer
+        (_Slots(running=5, active=5, waiting=3), 3.0, True),  # 3 a second keep 12 busy
+        (_Slots(running=5, active=5, waiting=3), 1.0, False),  # 4: a burst, the rate binds
+        (_Slots(running=5, active=5, waiting=0), 1.0, True),  # the work runs out
+        (_Slots(running=5, active=5, waiting=3), None, True),  # no window known
+    ],
+)
+def test_a_tasks_end_is_awaited_where_a_freed_slot_would_be_used(
+    slots: _Slots, rate: float | None, wanted: bool
+) -> None:
+    assert slots_wanted(slots, rate, typical=4.0) is wanted  # type: ignore[arg-type]
+    assert slots_wanted(slots, rate, typical=None) is (slots.running >= slots.active)  # type: ignore[arg-type]
+
+
+async def test_a_minute_window_that_binds_relaxes_polls_in_its_bursts() -> None:
+    # 40 creates a minute and room for 50 tasks of 4-12 s: the slots fill during each
+    # minute's burst, but the minute's window decides when creates go, not the tasks' ends
+    # (6.3 polls per task when every burst's ends are awaited; the same makespan).
+    fake = FakeNanoBanana(
+        tier="basic", duration=(4.0, 12.0), create_per_minute=40, max_active=50, seed=2
+    )
+    async with fake.client() as client:
+        outcomes = await BatchRunner(client).run(prompts(100, "minute"))
+    assert all(outcome.ok for outcome in outcomes)
+    assert fake.stats.query_requests / 100 < 5.6
+    assert fake.stats.duplicates == 0
+
+
+async def test_a_coarser_resolution_spends_fewer_polls_where_the_slots_bind() -> None:
+    polls = []
+    for resolution in (PollPolicy().resolution, 0.15):
+        fake = FakeNanoBanana(tier="basic", duration=(2.0, 6.0), seed=5)
+        async with fake.client(poll=PollPolicy(resolution=resolution)) as client:
+            outcomes = await BatchRunner(client).run(prompts(40, "coarse"))
+        assert all(outcome.ok for outcome in outcomes)
+        polls.append(fake.stats.query_requests / 40)
+    assert polls[1] < 0.6 * polls[0], polls
 
 
 async def test_a_409_naming_another_tiers_cap_moves_the_windows_with_the_key() -> None:

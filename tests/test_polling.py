@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+import attrs
 import httpx
 import pytest
 
@@ -380,7 +381,8 @@ class TestPollPolicy:
     @pytest.mark.parametrize(
         "kwargs",
         [{"initial": 0}, {"factor": 0.5}, {"maximum": 0}, {"jitter": 1.0}, {"jitter": -0.1},
-         {"min_interval": 0}, {"budget_per_task": 0}, {"budget_floor": 0}],
+         {"min_interval": 0}, {"budget_per_task": 0}, {"budget_floor": 0}, {"resolution": 0},
+         {"resolution": 1.5}],
     )  # fmt: skip
     def test_validation(self, kwargs: dict[str, Any]) -> None:
         with pytest.raises(ValueError):  # noqa: PT011
@@ -393,6 +395,7 @@ class TestPollPolicy:
         assert scaled.budget_per_task == 2 * policy.budget_per_task  # a rate grows
         assert scaled.budget_floor == 2 * policy.budget_floor
         assert (scaled.factor, scaled.jitter) == (policy.factor, policy.jitter)
+        assert scaled.resolution == policy.resolution  # a share of a task's length
 
     def test_the_default_budget_is_the_least_a_paid_tier_allows(self) -> None:
         policy = PollPolicy()
@@ -501,8 +504,22 @@ class TestDurationModel:
         model = self.model([20.0, 25.0, 30.0])
         rng = random.Random(0)
         assert model.next_delay(age=24.0, polls=3, policy=self.POLICY, rng=rng) == pytest.approx(
-            25.0 * DurationModel.RESOLUTION
+            25.0 * self.POLICY.resolution
         )
+
+    def test_a_coarser_resolution_polls_further_apart_and_relaxed_polls_never_closer(
+        self,
+    ) -> None:
+        model = self.model([20.0, 25.0, 30.0])
+        rng = random.Random(0)
+        coarse = attrs.evolve(self.POLICY, resolution=0.15)
+        assert model.next_delay(age=24.0, polls=3, policy=coarse, rng=rng) == pytest.approx(3.75)
+        relaxed = model.next_delay(age=24.0, polls=3, policy=coarse, rng=rng, awaited=False)
+        assert relaxed == pytest.approx(25.0 * DurationModel.RELAXED_RESOLUTION)
+        coarsest = attrs.evolve(self.POLICY, resolution=0.5)
+        assert model.next_delay(
+            age=24.0, polls=3, policy=coarsest, rng=rng, awaited=False
+        ) == pytest.approx(10.0)  # the policy's maximum
 
     def test_backs_off_once_overdue(self) -> None:
         model = self.model([20.0, 25.0, 30.0])
