@@ -413,6 +413,7 @@ async def follow(
     """
     started = anyio.current_time()
     polls = unreadable = 0
+    went: float | None = None  # when the last poll that was answered went
     last: Task | None = None
     failure: NanoBananaError | None = None
     share = planner.join()
@@ -422,8 +423,15 @@ async def follow(
             while True:
                 if polls or created_at is not None:
                     age = _age(created_at, started, last)
-                    await anyio.sleep(planner.next_delay(age, polls, share, priority))
+                    delay = planner.next_delay(age, polls, share, priority)
+                    if went is not None:
+                        # From one poll's send to the next: the answer's round trip is part
+                        # of the interval, not added to it (after a failed poll, the whole
+                        # interval is waited again).
+                        delay -= anyio.current_time() - went
+                    await anyio.sleep(max(0.0, delay))
                 polls += 1
+                sending, went = anyio.current_time(), None
                 try:
                     task = await caller.query(task_id, deadline, priority=priority, backoff=False)
                 except DecodeError as exc:
@@ -444,7 +452,7 @@ async def follow(
                 finally:
                     if on_poll is not None:
                         on_poll()
-                unreadable = 0
+                unreadable, went = 0, sending
                 waiting.polled(task)
                 previous, last = last, task
                 if previous is None or task.raw_state != previous.raw_state:
