@@ -84,12 +84,16 @@ class _PacingCut(Exception):  # noqa: N818 - a signal inside the loop, never rai
 
 
 class _SentAt:
-    """When the pacer let a call's current try go (None until it has)."""
+    """When a call's current try was let go and sent (None until it was).
 
-    __slots__ = ("at",)
+    ``at`` is by the pacer's clock (a `RedisLimits` pacer dates by Redis's), ``went`` by anyio's.
+    """
+
+    __slots__ = ("at", "went")
 
     def __init__(self) -> None:
         self.at: float | None = None
+        self.went: float | None = None
 
 
 class CreatedTasks:
@@ -237,6 +241,7 @@ class Caller:
         on_response: OnResponse | None = None,
         priority: Priority = "interactive",
         backoff: bool = True,
+        on_sent: Callable[[float], object] | None = None,
     ) -> Task:
         """Read a task once (``recordInfo``), with retries, until ``deadline``.
 
@@ -244,6 +249,7 @@ class Caller:
         dropped connection) is raised at once: a poll loop's next poll is its retry, timed
         by what the loop knows of the task's end rather than by a backoff meant for a
         server in trouble. 429s and a new task's grace period are waited out either way.
+        ``on_sent`` is told when the answered try was sent (anyio's clock).
         """
         return await self.call(
             "query",
@@ -254,6 +260,7 @@ class Caller:
             on_response=on_response,
             priority=priority,
             backoff=backoff,
+            on_sent=on_sent,
         )
 
     async def call(
@@ -272,6 +279,7 @@ class Caller:
         priority: Priority = "interactive",
         headroom: int = 0,
         backoff: bool = True,
+        on_sent: Callable[[float], object] | None = None,
     ) -> T:
         """Run one logical request to its end; returns what ``read`` makes of ``data``.
 
@@ -279,7 +287,8 @@ class Caller:
         the last call it gets is the answer the result came from. ``priority`` orders the
         caller in the endpoint's pacer and in slot waits; ``headroom`` is what a background
         caller leaves free when it queues for a slot again. Without ``backoff``, an error
-        that would be retried after a backoff is raised instead (see `query`).
+        that would be retried after a backoff is raised instead (see `query`). ``on_sent``
+        is told when the try that was answered was sent (anyio's clock, after any pacing).
         """
         self.check_usable()
         create = endpoint == "create"
@@ -356,6 +365,8 @@ class Caller:
                     exc.request_id = request_id
             else:
                 pacer.on_success()
+                if on_sent is not None and sent.went is not None:
+                    on_sent(sent.went)
                 return value
             learn(self._limits, endpoint, error, sent.at)
             maybe_created = (
@@ -455,6 +466,7 @@ class Caller:
             if now - entered > _HELD:
                 scope.deadline = min(deadline, now + self._exchange_timeout)
             sending = True
+            sent.went = now
             exchange.sending(now - entered)
             answer = await self._send(endpoint, content, params, request_id, exchange)
             return self._answer(answer, request_id, on_response)

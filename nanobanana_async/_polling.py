@@ -413,8 +413,14 @@ async def follow(
     """
     started = anyio.current_time()
     polls = unreadable = 0
-    went: float | None = None  # when the last poll that was answered went
+    went: float | None = None  # when the last poll that was answered was sent
+    sent_at: float | None = None
     last: Task | None = None
+
+    def _sent(at: float) -> None:
+        nonlocal sent_at
+        sent_at = at
+
     failure: NanoBananaError | None = None
     share = planner.join()
     telemetry = caller.telemetry
@@ -426,14 +432,16 @@ async def follow(
                     delay = planner.next_delay(age, polls, share, priority)
                     if went is not None:
                         # From one poll's send to the next: the answer's round trip is part
-                        # of the interval, not added to it (after a failed poll, the whole
-                        # interval is waited again).
+                        # of the interval, not added to it (a wait in the pacer before the
+                        # send is not; after a failed poll, the whole interval is waited).
                         delay -= anyio.current_time() - went
                     await anyio.sleep(max(0.0, delay))
                 polls += 1
-                sending, went = anyio.current_time(), None
+                went = sent_at = None
                 try:
-                    task = await caller.query(task_id, deadline, priority=priority, backoff=False)
+                    task = await caller.query(
+                        task_id, deadline, priority=priority, backoff=False, on_sent=_sent
+                    )
                 except DecodeError as exc:
                     # An answer we cannot read will most likely read the same next time.
                     unreadable += 1
@@ -452,7 +460,7 @@ async def follow(
                 finally:
                     if on_poll is not None:
                         on_poll()
-                unreadable, went = 0, sending
+                unreadable, went = 0, sent_at
                 waiting.polled(task)
                 previous, last = last, task
                 if previous is None or task.raw_state != previous.raw_state:

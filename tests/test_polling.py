@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -31,7 +32,8 @@ from nanobanana_async import (
     UnprocessableEntityError,
     WaitTimeoutError,
 )
-from nanobanana_async._polling import DurationModel, PollPlanner
+from nanobanana_async._polling import DurationModel, PollPlanner, follow
+from nanobanana_async._telemetry import Recorder
 
 if TYPE_CHECKING:
     from conftest import Api
@@ -610,3 +612,58 @@ async def test_generate_never_loses_the_id_of_a_task_it_created(
             await client.generate(REQUEST, timeout=5)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("task_paid" in message for message in warnings)
+
+
+class _FixedPlanner:
+    """A planner that asks for a poll every 3 s."""
+
+    def join(self) -> object:
+        return object()
+
+    def leave(self, share: object) -> None:
+        pass
+
+    def observe(self, task: Task, created_at: float | None) -> None:
+        pass
+
+    def next_delay(self, age: float, polls: int, share: object, priority: str) -> float:
+        return 3.0
+
+
+class _HeldCaller:
+    """Answers after a 0.1 s round trip; the second poll waits 10 s in the pacer first."""
+
+    telemetry = Recorder()
+
+    def __init__(self) -> None:
+        self.sent: list[float] = []
+
+    async def query(
+        self,
+        task_id: str,
+        deadline: float,
+        *,
+        priority: str,
+        backoff: bool,
+        on_sent: Callable[[float], object] | None = None,
+    ) -> Task:
+        if len(self.sent) == 1:
+            await anyio.sleep(10.0)  # held by the pacer (a 429 blocks the endpoint)
+        self.sent.append(anyio.current_time())
+        if on_sent is not None:
+            on_sent(self.sent[-1])
+        await anyio.sleep(0.1)  # the round trip
+        done = len(self.sent) == 4
+        state = TaskState.SUCCESS if done else TaskState.GENERATING
+        return Task(task_id=task_id, state=state, raw_state=state.value, urls=("u",) * done)
+
+
+@pytest.mark.anyio
+async def test_polls_are_spaced_from_send_to_send_and_a_pacer_wait_is_not_a_round_trip() -> None:
+    caller = _HeldCaller()
+    started = anyio.current_time()
+    await follow(caller, _FixedPlanner(), "t", deadline=started + 100, timeout=100)  # type: ignore[arg-type]
+    gaps = [round(b - a, 2) for a, b in zip(caller.sent, caller.sent[1:], strict=False)]
+    # 3 s from one send to the next (the round trip inside it); after the 10 s in the pacer,
+    # the next poll still waits its 3 s from that poll's send, not at once.
+    assert gaps == [13.0, 3.0, 3.0]

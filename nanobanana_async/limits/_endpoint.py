@@ -305,11 +305,11 @@ class EndpointLimiter(PacerBase):
             else:
                 probe.hold_off(now)
             if retry_after is not None and not float(retry_after).is_integer():
-                # A precise wait tells where the provider's fixed window ends, counted from
-                # the request's arrival: in the frame of send times (what `Window` counts),
-                # that is the send time plus the wait (the answer's way back is no part of it).
-                start = now if sent_at is None else sent_at
-                self._windows[told.seconds].align(start + retry_after)
+                # A precise wait tells where the provider's fixed window ends. Dated from the
+                # answer, it errs late by the way back: a request waiting for that boundary
+                # then goes after it, whatever the way there took (dated from the send, it
+                # would err early by the refused request's way there, queueing included).
+                self._windows[told.seconds].align(now + retry_after)
             return
         measured = self._measured_rate()
         if self._rate is None and not measured and retry_after is not None:

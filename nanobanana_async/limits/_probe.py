@@ -76,10 +76,11 @@ out over 5 % in real time, where the 409 that first teaches the cap counts too (
 creates in a 150-job basic batch); 21 keeps such a batch at 7 of 157, 4.5 %."""
 
 WINDOW_PROBE_REQUESTS = 200
-"""Requests a rate window lets through before each of its probes: at most 0.5 % are refused.
+"""Requests a rate window lets through before a probe: at most 0.5 % of them are refused.
 
 Counted from when the window first holds a request back, from each refused probe and from
-each move of its limit that a 429 told. Time alone (two windows) would probe a second's
+each move of its limit that a 429 told (after an accepted probe, the next goes at once).
+Time alone (two windows) would probe a second's
 window every few seconds while it binds, and a window learned a moment ago is the one least
 likely to have moved."""
 

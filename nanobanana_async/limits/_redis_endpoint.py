@@ -53,7 +53,6 @@ class RedisEndpointLimiter(PacerBase):
         self._learned: dict[float, float] = {}
         # Margins of jitter: `base_margin`, times this after refusals.
         self._widening = 1.0
-        self._round_trip = 0.0  # of the last 429 (for `spacing`)
 
     @property
     def windows(self) -> dict[float, int]:
@@ -118,7 +117,6 @@ class RedisEndpointLimiter(PacerBase):
                     repr(self._widening),
                     priority,
                     repr(self._waiter_lease),
-                    repr(self._round_trip),
                 ]
                 wait, now = await redis.script(PACE, keys, args)
                 wait = float(wait)
@@ -157,15 +155,12 @@ class RedisEndpointLimiter(PacerBase):
             "" if told is None else RedisKeys.window_field(told.seconds),
             f"rate_limited_{self.name}",
             str(WINDOW_PROBE_REQUESTS),
+            "" if sent_at is None else repr(sent_at),
         ]
         keys = [self._windows_key, self._blocked_key, self._probes_key, self._stats_key]
 
         async def send(redis: Connection) -> None:
             now = await redis.script(RATE_LIMITED, keys, args)
-            if sent_at is not None:
-                # Both by Redis's clock: the refused request's way there and back, or a little
-                # more (the script ran once the answer was in).
-                self._round_trip = max(0.0, float(now) - sent_at)
             if told is not None:
                 # Dated by Redis, as the send times `acquire` returns are.
                 self._learned[told.seconds] = float(now)

@@ -136,9 +136,9 @@ for i = 1, #windows, 2 do
   end
 end
 -- Fewer windows known than the provider counts: the other may be filling unseen, so requests
--- go a few round trips apart (the last 429's), within the tightest known window's average
--- rate (`spacing`).
-local round_trip = tonumber(ARGV[6])
+-- of every process go a few round trips apart (the last 429's, of any process), within the
+-- tightest known window's average rate (`spacing`).
+local round_trip = tonumber(redis.call('HGET', KEYS[3], 'round_trip') or '0')
 if round_trip > 0 and #windows > 0 and #windows < 2 * WINDOWS_PER_ENDPOINT then
   local gap = ROUND_TRIPS_APART * round_trip
   local newest = -math.huge
@@ -171,8 +171,9 @@ return {tostring(wait), tostring(now)}
 """
 )
 """KEYS: windows hash, blocked key, probes hash, interactive waiters. ARGV: log key prefix,
-member, margin multiplier, class (``interactive`` or ``background``), waiter lease, the
-calling process's last measured round trip (seconds; 0: none, see `spacing`).
+member, margin multiplier, class (``interactive`` or ``background``), waiter lease. The
+last 429's round trip (the probes hash's ``round_trip``, by `RATE_LIMITED`) spaces requests
+while fewer windows are known than the provider counts (`spacing`).
 
 Returns ``{wait, now}``: wait > 0 means nothing was counted; come back in wait seconds. An
 interactive caller told to wait is registered until then and a lease more; a background one
@@ -186,6 +187,11 @@ RATE_LIMITED = (
     + _WINDOW_PROBE
     + """
 redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
+if ARGV[6] ~= '' then
+  -- The refused request's way there and back (or a little more), by Redis's clock: what
+  -- spaces every process's requests while a window may be unseen (see `PACE`).
+  redis.call('HSET', KEYS[3], 'round_trip', tostring(math.max(0, now - tonumber(ARGV[6]))))
+end
 -- Refused by another window: a probe in flight is not shown to hold yet.
 for _, other in ipairs(redis.call('HKEYS', KEYS[1])) do
   if other ~= ARGV[3] then pdel(other, 'used') end
@@ -214,8 +220,9 @@ if ARGV[2] ~= '' then
     pset(f, 'next', now + interval)
     pset(f, 'step', 1)
     pset(f, 'owed', ARGV[5])
-  elseif told ~= before then
-    -- Told a lower limit, or a larger one than was known: the schedule starts again.
+  elseif told ~= before and pget(f, 'next') then
+    -- Told a lower limit, or a larger one than was known: the schedule starts again. (A
+    -- window with no schedule yet starts one when it first holds a request back.)
     pset(f, 'interval', clamp(2 * seconds))
     pset(f, 'next', now + clamp(2 * seconds))
     pset(f, 'step', 1)
@@ -230,7 +237,8 @@ return tostring(now)
 """KEYS: windows hash, blocked key, probes hash, stats hash.
 
 ARGV: retry_after or '', limit or '', window field or '', stat field, requests owed before
-the next probe (after a refused probe, or a new limit told). Returns the time now.
+the next probe (after a refused probe, or a new limit told), the refused request's send time
+(Redis's clock) or ''. Returns the time now.
 A 429 that names a window settles its probe as refused, and a larger limit is taken at once;
 the other windows' probes in flight wait to be used again (that request did not test them).
 """

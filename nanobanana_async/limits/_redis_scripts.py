@@ -86,7 +86,7 @@ class RedisKeys:
         return f"{self.prefix}:{endpoint}:blocked"
 
     def probes(self, endpoint: str) -> str:
-        """Hash: the probe schedules of an endpoint's windows (see `PACE`)."""
+        """Hash: the probe schedules of an endpoint's windows, the last 429's round trip."""
         return f"{self.prefix}:{endpoint}:probes"
 
     def pace_waiters(self, endpoint: str) -> str:

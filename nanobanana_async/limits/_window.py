@@ -47,8 +47,8 @@ def spacing(windows: Iterable[tuple[int, float]], round_trip: float) -> float:
 
     `ROUND_TRIPS_APART` round trips (measured by the last 429), but never more than the
     tightest known window allows on average (``seconds / limit``): spreading a burst does not
-    slow the endpoint's sustained rate. 0 once both windows are known, or before a round trip
-    was measured.
+    slow the endpoint's sustained rate. 0 while no window is known, once both are, or before
+    a round trip was measured.
     """
     known = list(windows)
     if not known or len(known) >= WINDOWS_PER_ENDPOINT or round_trip <= 0:
