@@ -413,8 +413,7 @@ async def follow(
     """
     started = anyio.current_time()
     polls = unreadable = 0
-    went: float | None = None  # when the last poll that was answered was sent
-    sent_at: float | None = None
+    sent_at: float | None = None  # when the last poll went, if it was answered (`on_sent`)
     last: Task | None = None
 
     def _sent(at: float) -> None:
@@ -430,14 +429,14 @@ async def follow(
                 if polls or created_at is not None:
                     age = _age(created_at, started, last)
                     delay = planner.next_delay(age, polls, share, priority)
-                    if went is not None:
+                    if sent_at is not None:
                         # From one poll's send to the next: the answer's round trip is part
                         # of the interval, not added to it (a wait in the pacer before the
                         # send is not; after a failed poll, the whole interval is waited).
-                        delay -= anyio.current_time() - went
+                        delay -= anyio.current_time() - sent_at
                     await anyio.sleep(max(0.0, delay))
                 polls += 1
-                went = sent_at = None
+                sent_at = None  # set again only if this poll is answered
                 try:
                     task = await caller.query(
                         task_id, deadline, priority=priority, backoff=False, on_sent=_sent
@@ -460,7 +459,7 @@ async def follow(
                 finally:
                     if on_poll is not None:
                         on_poll()
-                unreadable, went = 0, sent_at
+                unreadable = 0
                 waiting.polled(task)
                 previous, last = last, task
                 if previous is None or task.raw_state != previous.raw_state:

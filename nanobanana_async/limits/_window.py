@@ -50,8 +50,10 @@ def spacing(windows: Iterable[tuple[int, float]], round_trip: float) -> float:
     slow the endpoint's sustained rate. 0 while no window is known, once both are, or before
     a round trip was measured.
     """
+    if round_trip <= 0:  # first: most endpoints never meet a 429, and this runs per request
+        return 0.0
     known = list(windows)
-    if not known or len(known) >= WINDOWS_PER_ENDPOINT or round_trip <= 0:
+    if not known or len(known) >= WINDOWS_PER_ENDPOINT:
         return 0.0
     tightest = min(seconds / limit for limit, seconds in known)
     return min(ROUND_TRIPS_APART * round_trip, tightest)
