@@ -8,6 +8,8 @@ here depends on how fast the machine is.
 
 from __future__ import annotations
 
+import random
+
 import anyio
 import attrs
 import pytest
@@ -22,7 +24,7 @@ from nanobanana_async import (
     ServerError,
     TextToImage,
 )
-from nanobanana_async._polling import DurationModel, PollPlanner, slots_wanted
+from nanobanana_async._polling import DurationModel, PollPlanner, poll_slack, slots_wanted
 from nanobanana_async.limits import ActiveTaskLimiter, EndpointLimiter, Limits
 from nanobanana_async.limits._active import COURTESY_SECONDS
 from nanobanana_async.limits._base import ToldWindow
@@ -481,6 +483,60 @@ async def test_a_minute_window_that_binds_relaxes_polls_in_its_bursts() -> None:
     assert fake.stats.duplicates == 0
 
 
+@pytest.mark.parametrize(
+    ("rate", "typical", "slack"),
+    [
+        (1.0, 4.0, 1.0),  # 5 slots last 5 s a task at one create a second: 1 s to spare
+        (0.5, 4.0, 6.0),
+        (3.0, 4.0, None),  # 3 a second keep 12 slots busy: the slots bind
+        (1.25, 4.0, None),  # exactly full: nothing to spare
+        (None, 4.0, None),  # no create window known
+        (1.0, None, None),  # no durations yet
+    ],
+)
+def test_the_slack_is_what_the_slots_leave_a_task_at_the_create_rate(
+    rate: float | None, typical: float | None, slack: float | None
+) -> None:
+    slots = _Slots(running=5, active=5, waiting=3)
+    assert poll_slack(slots, rate, typical) == slack  # type: ignore[arg-type]
+
+
+def test_a_task_whose_end_is_not_awaited_is_polled_by_the_slack() -> None:
+    durations = DurationModel()
+    for seconds in (2.0, 3.0, 4.0, 5.0, 6.0):
+        durations.observe(seconds)
+    policy = PollPolicy(jitter=0.0)
+    rng = random.Random(0)
+
+    def delay(*, awaited: bool, slack: float | None) -> float:
+        return durations.next_delay(4.0, 3, policy, rng, awaited=awaited, slack=slack)
+
+    relaxed = delay(awaited=False, slack=None)
+    assert relaxed == pytest.approx(4.0 * DurationModel.RELAXED_RESOLUTION)
+    assert delay(awaited=False, slack=1.0) == relaxed  # a small slack: the relaxed step
+    assert delay(awaited=False, slack=60.0) == pytest.approx(60.0 * DurationModel.SLACK_SHARE)
+    assert delay(awaited=True, slack=60.0) == delay(awaited=True, slack=None)
+
+
+async def test_a_minute_window_far_below_the_cap_spreads_polls_by_the_slack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 40 creates a minute and a known cap of 30 tasks of 2-6 s: each task could be seen 41 s
+    # late before the slots bind in the long run. The same batch, polled with and without it.
+    polls = []
+    for share in (0.0, DurationModel.SLACK_SHARE):
+        monkeypatch.setattr(DurationModel, "SLACK_SHARE", share)
+        fake = FakeNanoBanana(
+            tier="basic", duration=(2.0, 6.0), create_per_minute=40, max_active=50, seed=1
+        )
+        async with fake.client(max_active=30) as client:
+            outcomes = await BatchRunner(client).run(prompts(100, "slack"))
+        assert all(outcome.ok for outcome in outcomes)
+        assert fake.stats.duplicates == 0
+        polls.append(fake.stats.query_requests / 100)
+    assert polls[1] < 0.9 * polls[0], polls
+
+
 async def test_a_coarser_resolution_spends_fewer_polls_where_the_slots_bind() -> None:
     polls = []
     for resolution in (PollPolicy().resolution, 0.15):
@@ -505,6 +561,16 @@ async def test_a_409_naming_another_tiers_cap_moves_the_windows_with_the_key() -
     assert limits.tier == "basic"
     assert limits.create.windows == {1.0: 5, 60.0: 180}
     assert limits.query.windows == {1.0: 20, 60.0: 1000}
+
+
+async def test_a_tier_given_by_the_user_is_the_keys_tier_until_a_409_moves_it() -> None:
+    limits = Limits(tier="basic")
+    assert limits.tier == "basic"
+    assert limits.documented_rate("query") == pytest.approx(1000 / 60)
+    limits.on_conflict(5, 5)  # basic's cap, as the user said
+    limits.on_conflict(15, 15)  # a probe past it met standard's: the key was upgraded
+    assert limits.tier == "standard"
+    assert limits.create.windows == {1.0: 10, 60.0: 600}
 
 
 async def test_a_window_not_from_the_table_stays_when_the_tier_moves() -> None:

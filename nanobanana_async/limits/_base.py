@@ -535,6 +535,9 @@ class LimitsBase(Generic[P, S]):
             check_max_active(max_active)
         preset = None if tier is None else tier_limits(tier)
         if preset is not None:
+            # The key's tier, as a 429 naming it would tell: the documented rates bound the
+            # polls, and a 409 naming another tier's cap moves the windows with the key.
+            self.tier = tier
             for pacer, (per_second, per_minute) in (
                 (self.create, preset.create),
                 (self.query, preset.query),
@@ -623,8 +626,9 @@ class LimitsBase(Generic[P, S]):
     def documented_rate(self, endpoint: Endpoint) -> float | None:
         """The sustained requests per second the key's tier documents for ``endpoint``.
 
-        None until a 429 named the tier. An upper bound for spending while the endpoint's own
-        windows are unknown (the tier's table, not what this key was seen to allow).
+        None until the tier is known (given to `seed`, or named by a 429). An upper bound for
+        spending while the endpoint's own windows are unknown (the tier's table, not what this
+        key was seen to allow).
         """
         if self.tier is None:
             return None

@@ -198,7 +198,7 @@ class LimitsBackend(Protocol):
         ...
 
     def documented_rate(self, endpoint: Endpoint) -> float | None:
-        """The requests per second the key's tier documents (once a 429 named it), or None."""
+        """The requests per second the key's tier documents (once it is known), or None."""
         ...
 
     def snapshot(self) -> LimitsSnapshot:
