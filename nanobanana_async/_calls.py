@@ -83,6 +83,10 @@ class _PacingCut(Exception):  # noqa: N818 - a signal inside the loop, never rai
     """The pacer held a try longer than one exchange's bound, before the call's deadline."""
 
 
+class _CapFell(Exception):  # noqa: N818 - a signal inside the loop, never raised out of it
+    """The pacer let a create go whose slot the cap fell under meanwhile: a sure 409."""
+
+
 class _SentAt:
     """When a call's current try was let go and sent (None until it was).
 
@@ -300,19 +304,17 @@ class Caller:
         started: float | None = None  # when the first try failed (read only on failures)
         sent = _SentAt()
         while True:
+            # Where the cap fell under this create's slot (a 429 named a lower tier, a 409 a
+            # lower cap), our own tasks fill the key and sending it is a sure 409: it queues
+            # again for a slot first, as after one.
+            requeue = create and holder is not None and not maybe_created
             if rate_limited is None:
                 sent.at = None  # paced within the exchange's own cancel scope, below
             else:
-                # The cap fell under this create (the tier its 429 named set it): our own
-                # tasks fill the key, so sending it is a sure 409. It queues again for a slot
-                # first, as after one.
-                requeue = create and holder is not None and not maybe_created
                 if (
                     requeue
                     and self._over_cap()
-                    and not await wait_for_slot(
-                        self._limits.active, holder, 0.0, deadline, priority, headroom
-                    )
+                    and not await self._queue_again(holder, deadline, priority, headroom)
                 ):
                     raise rate_limited
                 # Waiting out a 429: the pacer holds the endpoint (for every caller of the
@@ -320,27 +322,28 @@ class Caller:
                 waited_from = anyio.current_time()
                 budget_end = waited_from + self._retry.max_rate_limit_wait - rate_waited
                 paced: float | None = None
-                with anyio.CancelScope(deadline=min(deadline, budget_end)):
+                with anyio.CancelScope(deadline=min(deadline, budget_end)) as scope:
                     paced = await pacer.acquire(priority)
                 waited = anyio.current_time() - waited_from
                 rate_waited += waited
                 self.telemetry.paced(endpoint, priority, waited)
-                if paced is None:
+                if scope.cancelled_caught or paced is None:
                     raise rate_limited
                 sent.at = paced
                 if requeue and self._over_cap():
                     # Another create of ours took the room while the pacer held this one
                     # (both held slots when the cap fell under them): queue again, then pace
                     # again within the exchange.
-                    if not await wait_for_slot(
-                        self._limits.active, holder, 0.0, deadline, priority, headroom
-                    ):
+                    if not await self._queue_again(holder, deadline, priority, headroom):
                         raise rate_limited
                     sent.at = None
             # A create whose try ended unanswered (a timeout, a 5xx) may exist: its retries,
             # with the same request id, cannot bill twice, and only they can recover its id.
             # Anything else not yet accepted is held back once the batch has stopped.
             hold_back = stop if stop is not None and not maybe_created else None
+            # A background create never holds a slot past the cap unless the cap fell under
+            # it while the pacer held it; an interactive one may try one past on purpose.
+            full = self._over_cap if requeue and priority == "background" else None
             try:
                 with self.telemetry.exchange(endpoint) as exchange:
                     data = await self._exchange(
@@ -353,11 +356,20 @@ class Caller:
                         on_response=on_response,
                         sent=sent,
                         stop=hold_back,
+                        full=full,
                         priority=priority,
                         exchange=exchange,
                     )
                     value = read(data)
             except _PacingCut:
+                continue
+            except _CapFell:
+                if not await self._queue_again(holder, deadline, priority, headroom):
+                    raise APITimeoutError(
+                        "create: no active-task slot came free before the deadline after the "
+                        "key's cap fell; nothing was sent",
+                        request_id=request_id,
+                    ) from None
                 continue
             except (APIStatusError, APIConnectionError, DecodeError) as exc:
                 error: NanoBananaError = exc
@@ -420,6 +432,15 @@ class Caller:
             elif decision.kind != "rate_limit":
                 await anyio.sleep(delay)
 
+    async def _queue_again(
+        self, holder: object, deadline: float, priority: Priority, headroom: int
+    ) -> bool:
+        """Give a create's slot back and queue for one again (the cap fell under it)."""
+        with self.telemetry.slot_wait("cap_fell", priority):
+            return await wait_for_slot(
+                self._limits.active, holder, 0.0, deadline, priority, headroom
+            )
+
     def _over_cap(self) -> bool:
         """Whether our own running tasks fill the key's known cap (a create would meet 409)."""
         active = self._limits.active
@@ -437,6 +458,7 @@ class Caller:
         sent: _SentAt,
         on_response: OnResponse | None = None,
         stop: StopCheck | None = None,
+        full: Callable[[], bool] | None = None,
         priority: Priority = "interactive",
         exchange: Scope,
     ) -> Any:
@@ -458,6 +480,8 @@ class Caller:
             now = anyio.current_time()
             if pacing:
                 self.telemetry.paced(endpoint, priority, now - entered)
+                if full is not None and full():
+                    raise _CapFell
             if now >= deadline:
                 raise APITimeoutError(
                     f"{endpoint}: the deadline passed before the request was sent",

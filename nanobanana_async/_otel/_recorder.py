@@ -146,7 +146,7 @@ class OtelRecorder(Recorder):
         }
         self._waits: dict[tuple[str, str], Attributes] = {
             (reason, priority): {"nanobanana.slot.reason": reason, "nanobanana.priority": priority}
-            for reason in ("before_create", "after_conflict")
+            for reason in ("before_create", "after_conflict", "cap_fell")
             for priority in PRIORITIES
         }
 
