@@ -159,8 +159,8 @@ class DurationModel:
     #: And at least this share of the slack the slots leave (`poll_slack`) apart. A small
     #: share, because a minute's window lets its creates through in a burst at its turn,
     #: which needs more slots than the long run does. On 20 seeds of the tight-minute
-    #: scenario: 0.05 changes nothing; 0.075 polls 3.84 times a task instead of 4.03 at the
-    #: same makespan; 0.1 polls 3.64 times and 0.25 3.39, ending 0.3 % and 1.6 % later.
+    #: scenario: 0.05 changes nothing; 0.075 polls 3.88 times a task instead of 4.04 at the
+    #: same makespan; 0.1 polls 3.67 times and 0.25 3.31, ending 0.2 % and 1.4 % later.
     SLACK_SHARE = 0.075
 
     def __init__(self, size: int = 512, min_samples: int = 1) -> None:
