@@ -724,6 +724,28 @@ async def test_while_one_window_is_known_every_process_sends_a_few_round_trips_a
 
 
 @pytest.mark.anyio
+async def test_while_requests_go_apart_a_batch_leaves_each_waiting_visitor_a_gap(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key)
+    async with a, b:
+        sent = await a.create.acquire()
+        a.create.on_rate_limited(None, limit=10, window=1.0, sent_at=sent - 0.05)  # 0.1 s apart
+        await a.flush()
+        newest = await a.create.acquire()
+        with redis.Redis.from_url(redis_url) as r:
+            # A visitor of another process waits for the gap to end (its lease far off).
+            redis_now = float(r.time()[0])
+            r.zadd(f"{key}:create:waiting", {"visitor": redis_now + 600})
+        went = await b.create.acquire("background")
+        # By Redis's clock: the batch's request left the visitor's gap free, then its own.
+        assert went - newest >= 2 * 0.1
+        with redis.Redis.from_url(redis_url) as r:
+            r.zrem(f"{key}:create:waiting", "visitor")  # the visitor went (or gave up)
+            assert r.zcard(f"{key}:create:waiting") == 0  # b's request is no waiter
+
+
+@pytest.mark.anyio
 async def test_a_429_from_another_window_does_not_accept_a_shared_probe(
     redis_url: str, key: str
 ) -> None:

@@ -137,7 +137,8 @@ for i = 1, #windows, 2 do
 end
 -- Fewer windows known than the provider counts: the other may be filling unseen, so requests
 -- of every process go a few round trips apart (the last 429's, of any process), within the
--- tightest known window's average rate (`spacing`).
+-- tightest known window's average rate (`spacing`). A background request leaves a gap for
+-- each interactive caller waiting, as it leaves each a place in the windows.
 local round_trip = tonumber(redis.call('HGET', KEYS[3], 'round_trip') or '0')
 if round_trip > 0 and #windows > 0 and #windows < 2 * WINDOWS_PER_ENDPOINT then
   local gap = ROUND_TRIPS_APART * round_trip
@@ -148,7 +149,7 @@ if round_trip > 0 and #windows > 0 and #windows < 2 * WINDOWS_PER_ENDPOINT then
     local last = redis.call('ZRANGE', ARGV[1] .. windows[i], -1, -1, 'WITHSCORES')
     if last[2] then newest = math.max(newest, tonumber(last[2])) end
   end
-  if newest + gap - now > wait then wait = newest + gap - now end
+  if newest + need * gap - now > wait then wait = newest + need * gap - now end
 end
 if wait > 0 then
   if interactive then redis.call('ZADD', KEYS[4], now + wait + tonumber(ARGV[5]), ARGV[2]) end
@@ -173,7 +174,8 @@ return {tostring(wait), tostring(now)}
 """KEYS: windows hash, blocked key, probes hash, interactive waiters. ARGV: log key prefix,
 member, margin multiplier, class (``interactive`` or ``background``), waiter lease. The
 last 429's round trip (the probes hash's ``round_trip``, by `RATE_LIMITED`) spaces requests
-while fewer windows are known than the provider counts (`spacing`).
+while fewer windows are known than the provider counts (`spacing`); a background request
+waits a gap more for each interactive waiter.
 
 Returns ``{wait, now}``: wait > 0 means nothing was counted; come back in wait seconds. An
 interactive caller told to wait is registered until then and a lease more; a background one
