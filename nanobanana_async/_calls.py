@@ -436,10 +436,15 @@ class Caller:
         self, holder: object, deadline: float, priority: Priority, headroom: int
     ) -> bool:
         """Give a create's slot back and queue for one again (the cap fell under it)."""
+        active = self._limits.active
         with self.telemetry.slot_wait("cap_fell", priority):
-            return await wait_for_slot(
-                self._limits.active, holder, 0.0, deadline, priority, headroom
-            )
+            if not await wait_for_slot(active, holder, 0.0, deadline, priority, headroom):
+                return False
+            if self._over_cap():
+                # Granted, yet our running tasks still fill the cap (in Redis, leases of ours
+                # that lapsed): the next release is the earliest room, not the pacer's turn.
+                await active.wait_for_release(max(0.0, deadline - anyio.current_time()))
+            return True
 
     def _over_cap(self) -> bool:
         """Whether our own running tasks fill the key's known cap (a create would meet 409)."""

@@ -253,16 +253,20 @@ def slots_wanted(
 ) -> bool:
     """Whether a task's end is worth seeing soon: a slot that frees would be used at once.
 
-    Not while creates wait for the pacer in slots they hold: a slot that frees would not make
-    the next create go any sooner. Nor, while callers wait for a slot, where the create rate
-    in the long run keeps fewer slots busy than the cap (Little's law: ``create_rate``, the
-    sustained creates a second the key's windows allow, times ``typical``, a typical task's
-    seconds; a minute's window that lets a burst through and then holds every create until
-    it turns): the slots may fill during a burst, but seeing a task end sooner then only
-    moves a create within a window that is spent either way. Otherwise it would: a caller
-    waits for a slot that binds, or nobody waits because the work is running out, and then
-    each end seen late is a batch that ends late.
+    Always while an interactive caller waits for a slot (of any process sharing the limits):
+    a person waits for the next slot that frees, and then for the pacer, where it goes
+    first. Otherwise, not while creates wait for the pacer in slots they hold: a slot that
+    frees would not make the next create go any sooner. Nor, while callers wait for a slot,
+    where the create rate in the long run keeps fewer slots busy than the cap (Little's law:
+    ``create_rate``, the sustained creates a second the key's windows allow, times
+    ``typical``, a typical task's seconds; a minute's window that lets a burst through and
+    then holds every create until it turns): the slots may fill during a burst, but seeing a
+    task end sooner then only moves a create within a window that is spent either way.
+    Otherwise it would: a caller waits for a slot that binds, or nobody waits because the
+    work is running out, and then each end seen late is a batch that ends late.
     """
+    if active.interactive_waiting:
+        return True  # a person waits for the next slot that frees, whatever binds the batch
     if active.running < active.active:
         return False
     if not active.waiting or create_rate is None or typical is None:

@@ -451,6 +451,7 @@ class _Slots:
     active: int
     waiting: int
     limit: int = 5
+    interactive_waiting: int = 0
 
 
 @pytest.mark.parametrize(
@@ -461,13 +462,18 @@ class _Slots:
         (_Slots(running=5, active=5, waiting=3), 1.0, False),  # 4: a burst, the rate binds
         (_Slots(running=5, active=5, waiting=0), 1.0, True),  # the work runs out
         (_Slots(running=5, active=5, waiting=3), None, True),  # no window known
+        # A visitor waits for a slot: its end is awaited, whatever binds the batch.
+        (_Slots(running=5, active=5, waiting=3, interactive_waiting=1), 1.0, True),
+        (_Slots(running=4, active=5, waiting=3, interactive_waiting=1), 3.0, True),
     ],
 )
 def test_a_tasks_end_is_awaited_where_a_freed_slot_would_be_used(
     slots: _Slots, rate: float | None, wanted: bool
 ) -> None:
     assert slots_wanted(slots, rate, typical=4.0) is wanted  # type: ignore[arg-type]
-    assert slots_wanted(slots, rate, typical=None) is (slots.running >= slots.active)  # type: ignore[arg-type]
+    assert slots_wanted(slots, rate, typical=None) is (  # type: ignore[arg-type]
+        slots.interactive_waiting > 0 or slots.running >= slots.active
+    )
 
 
 async def test_a_minute_window_that_binds_relaxes_polls_in_its_bursts() -> None:
@@ -565,6 +571,7 @@ async def test_a_409_naming_another_tiers_cap_moves_the_windows_with_the_key() -
 
 
 async def test_a_tier_given_by_the_user_is_the_keys_tier_until_a_409_moves_it() -> None:
+    assert Limits(tier="STANDARD").tier == "standard"  # as the table names it
     limits = Limits(tier="basic")
     assert limits.tier == "basic"
     assert limits.documented_rate("query") == pytest.approx(1000 / 60)

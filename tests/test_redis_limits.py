@@ -32,6 +32,7 @@ from nanobanana_async import (
     TextToImage,
     UsageError,
 )
+from nanobanana_async._polling import slots_wanted
 from nanobanana_async.limits import Priority
 from nanobanana_async.limits._base import COURTESY_SHARE, ToldWindow, small_consumer
 from nanobanana_async.limits._probe import (
@@ -1002,6 +1003,30 @@ async def test_a_freed_slot_goes_to_an_interactive_waiter_of_another_process(
         assert (
             _waiters(redis_url, key, "interactive") == _waiters(redis_url, key, "background") == 0
         )
+
+
+@pytest.mark.anyio
+async def test_a_visitor_waiting_in_another_process_is_known_to_the_batchs_polls(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key, max_active=1, poll_interval=0.01)
+    async with a, b:
+        first = object()
+        await a.active.acquire(first, "background")
+        assert a.active.interactive_waiting == 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(b.active.acquire, object(), "interactive")
+            await _until(lambda: _waiters(redis_url, key, "interactive") == 1)
+            assert b.active.interactive_waiting == 1  # its own, at once
+            await a.refresh()
+            assert a.active.interactive_waiting == 1  # another process's, as read
+            # The batch's task's end is awaited (polled closely), whatever binds the batch.
+            assert slots_wanted(a.active, create_rate=0.1, typical=4.0)
+            tg.cancel_scope.cancel()
+        await b.flush()  # the waiter withdrawn
+        await a.refresh()
+        assert a.active.interactive_waiting == 0
+        a.active.release(first)
 
 
 @pytest.mark.anyio

@@ -127,6 +127,11 @@ class ActiveTaskLimiter(SlotsBase):
         """Callers waiting for a slot."""
         return 0 if self._slots is None else self._slots.waiting()
 
+    @property
+    def interactive_waiting(self) -> int:
+        """Interactive callers waiting for a slot."""
+        return 0 if self._slots is None else self._slots.waiting("interactive")
+
     def keep_free(self, headroom: int) -> int:
         """Slots a background caller asking for ``headroom`` must leave free now.
 

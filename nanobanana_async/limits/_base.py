@@ -359,6 +359,11 @@ class SlotsBase(abc.ABC):
         """Callers of this process waiting for a slot."""
 
     @property
+    @abc.abstractmethod
+    def interactive_waiting(self) -> int:
+        """Interactive callers waiting for a slot: of every process the limits are shared by."""
+
+    @property
     def neighbours(self) -> int:
         """Slots of the key's named cap the estimate leaves to other consumers (0: none)."""
         return 0 if self.key_cap is None else max(0, self.key_cap - self._limit)
@@ -522,7 +527,8 @@ class LimitsBase(Generic[P, S]):
         self.active = active
         active.create_rate = lambda: self.create.rate  # probes past the cap ask if it binds
         self.tier: str | None = None
-        """The key's tier as the last 429 naming a window of its row named it, if one did."""
+        """The key's tier (lower case): as given to `seed`, as the last 429 naming a window of
+        its row named it, or as a 409 naming its cap showed the key moved to it; else None."""
 
     def seed(self, *, tier: TierName | None = None, max_active: int | None = None) -> None:
         """Start from known numbers: a tier's table row and/or an active-task cap.
@@ -534,10 +540,10 @@ class LimitsBase(Generic[P, S]):
         if max_active is not None:
             check_max_active(max_active)
         preset = None if tier is None else tier_limits(tier)
-        if preset is not None:
+        if tier is not None and preset is not None:
             # The key's tier, as a 429 naming it would tell: the documented rates bound the
             # polls, and a 409 naming another tier's cap moves the windows with the key.
-            self.tier = tier
+            self.tier = tier.lower()
             for pacer, (per_second, per_minute) in (
                 (self.create, preset.create),
                 (self.query, preset.query),

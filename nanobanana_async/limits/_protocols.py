@@ -129,6 +129,11 @@ class ActiveSlots(Protocol):
         ...
 
     @property
+    def interactive_waiting(self) -> int:
+        """Interactive callers waiting for a slot: of every process the limits are shared by."""
+        ...
+
+    @property
     def active(self) -> int:
         """Slots this process holds now (tasks being created or running)."""
         ...

@@ -87,6 +87,8 @@ class RedisActiveTaskLimiter(SlotsBase):
         self._waiter_lease = waiter_lease
         self._default = self._limit
         self._waiting = 0
+        self._interactive_here = 0
+        self._interactive_anywhere = 0
         self._held_anywhere = 0
         self._mean_hold = DEFAULT_HOLD
         self._since: dict[object, float] = {}
@@ -102,6 +104,11 @@ class RedisActiveTaskLimiter(SlotsBase):
     def waiting(self) -> int:
         """Callers of this process waiting for a slot."""
         return self._waiting
+
+    @property
+    def interactive_waiting(self) -> int:
+        """Interactive callers waiting for a slot, of this process or of all (as last read)."""
+        return max(self._interactive_here, self._interactive_anywhere)
 
     def members(self) -> list[str]:
         """The Redis members of the slots this process holds."""
@@ -183,6 +190,8 @@ class RedisActiveTaskLimiter(SlotsBase):
         member = f"{self._holder_id}:{uuid.uuid4().hex}"
         delay = self._poll_interval / 8
         self._waiting += 1
+        interactive = priority == "interactive"
+        self._interactive_here += interactive
         taken = False
         try:
             while True:
@@ -202,6 +211,7 @@ class RedisActiveTaskLimiter(SlotsBase):
                 delay = min(self._poll_interval, delay * 2)
         finally:
             self._waiting -= 1
+            self._interactive_here -= interactive
             if not taken:
                 # No longer a waiter; and a slot the last try may have leased as the caller
                 # was cancelled (before it was booked here) is nobody's.
@@ -253,6 +263,9 @@ class RedisActiveTaskLimiter(SlotsBase):
         self._held_anywhere = int(await redis.call("zcard", self._keys.slots))
         seen = await redis.call("hgetall", self._keys.others)
         now = float(await redis.script(TIME, [], []))
+        # Waiters are scored by their lease's end: a dead process's lapse and are not counted.
+        waiters = self._keys.slot_waiters("interactive")
+        self._interactive_anywhere = int(await redis.call("zcount", waiters, now, "+inf"))
         if b"probed_at" in state:
             self._seen_probe(max(0.0, now - float(state[b"probed_at"])))
         courtesy = max(
