@@ -619,22 +619,28 @@ async def test_a_create_whose_429_lowered_the_cap_under_it_queues_instead_of_a_s
     assert fake.stats.active_limited == 0
 
 
+async def _cap_falls_to_one(client: AsyncNanoBanana, held: list[int]) -> None:
+    """Half a second in, the cap falls to one task, as another create's 409 would tell.
+
+    ``held`` is told the slots the client held at that moment.
+    """
+    await anyio.sleep(0.5)
+    held.append(client.limits.active.active)
+    client.limits.on_conflict(1, 1)
+
+
 async def test_a_create_the_pacer_holds_queues_again_when_the_cap_falls_under_it() -> None:
     # The key allows one task. The batch believes in more: its second create holds a slot and
-    # waits a second for the pacer, and meanwhile the cap falls to one (as another create's
-    # 409 would tell). Sent when the pacer lets it go, it would meet a sure 409.
+    # waits a second for the pacer (one create a second), and meanwhile the cap falls to one.
+    # Sent when the pacer lets it go, it would meet a sure 409.
     fake = FakeNanoBanana(tier="pro", max_active=1, duration=(3.0, 3.0), seed=1)
+    held: list[int] = []
     async with fake.client() as client:
         client.limits.create.learn_window(1, 1.0)
-
-        async def cap_falls() -> None:
-            await anyio.sleep(0.5)
-            assert client.limits.active.active == 2  # both hold a slot, one is running
-            client.limits.on_conflict(1, 1)
-
         async with anyio.create_task_group() as group:
-            group.start_soon(cap_falls)
+            group.start_soon(_cap_falls_to_one, client, held)
             outcomes = await BatchRunner(client).run(prompts(2, "fell"))
+    assert held == [2]  # both held a slot, one running, when the cap fell
     assert all(outcome.ok for outcome in outcomes)
     assert fake.stats.active_limited == 0
     assert fake.stats.duplicates == 0
@@ -648,13 +654,9 @@ async def test_a_create_queued_again_after_the_cap_fell_ends_by_its_deadline() -
         async def first() -> None:
             await client.generate(TextToImage(prompt="first"), priority="background")
 
-        async def cap_falls() -> None:
-            await anyio.sleep(0.5)
-            client.limits.on_conflict(1, 1)
-
         async with anyio.create_task_group() as group:
             group.start_soon(first)
-            group.start_soon(cap_falls)
+            group.start_soon(_cap_falls_to_one, client, [])
             await anyio.wait_all_tasks_blocked()
             started = anyio.current_time()
             with pytest.raises(APITimeoutError, match="cap fell; nothing was sent"):

@@ -700,18 +700,25 @@ async def test_a_window_probe_is_shared_and_a_429_backs_it_off(redis_url: str, k
             )
 
 
+async def _learn_one_window(limits: RedisLimits) -> float:
+    """A 429 tells ``limits`` one create window and a round trip; returns a send after it.
+
+    A round trip of 0.05 s (by Redis's clock): requests go 0.1 s apart, in a window of 10 a
+    second whose minute's twin is not known yet.
+    """
+    sent = await limits.create.acquire()
+    limits.create.on_rate_limited(None, limit=10, window=1.0, sent_at=sent - 0.05)
+    await limits.flush()
+    return await limits.create.acquire()
+
+
 @pytest.mark.anyio
 async def test_while_one_window_is_known_every_process_sends_a_few_round_trips_apart(
     redis_url: str, key: str
 ) -> None:
     a, b = _pair(redis_url, key)
     async with a, b:
-        sent = await a.create.acquire()
-        # A round trip of 0.05 s (by Redis's clock): requests go 0.1 s apart, in a window of
-        # 10 a second whose minute's twin is not known yet.
-        a.create.on_rate_limited(None, limit=10, window=1.0, sent_at=sent - 0.05)
-        await a.flush()
-        await a.create.acquire()
+        await _learn_one_window(a)
         before = anyio.current_time()
         await a.create.acquire()
         assert anyio.current_time() - before >= 0.05  # held back, not sent in a burst
@@ -730,10 +737,7 @@ async def test_while_requests_go_apart_a_batch_leaves_each_waiting_visitor_a_gap
 ) -> None:
     a, b = _pair(redis_url, key)
     async with a, b:
-        sent = await a.create.acquire()
-        a.create.on_rate_limited(None, limit=10, window=1.0, sent_at=sent - 0.05)  # 0.1 s apart
-        await a.flush()
-        newest = await a.create.acquire()
+        newest = await _learn_one_window(a)  # requests 0.1 s apart
         with redis.Redis.from_url(redis_url) as r:
             # A visitor of another process waits for the gap to end (its lease far off).
             redis_now = float(r.time()[0])
