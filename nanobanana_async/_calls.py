@@ -327,7 +327,7 @@ class Caller:
                 waited = anyio.current_time() - waited_from
                 rate_waited += waited
                 self.telemetry.paced(endpoint, priority, waited)
-                if scope.cancelled_caught or paced is None:
+                if scope.cancelled_caught:
                     raise rate_limited
                 sent.at = paced
                 if requeue and self._over_cap():
