@@ -1034,6 +1034,32 @@ async def test_a_visitor_waiting_in_another_process_is_known_to_the_batchs_polls
 
 
 @pytest.mark.anyio
+async def test_a_waiting_batch_learns_of_a_visitor_by_its_tries_not_a_refresh(
+    redis_url: str, key: str
+) -> None:
+    # Refreshes come every lease / 3: with a lease of an hour, none comes during the test.
+    a, b = _pair(redis_url, key, max_active=1, poll_interval=0.01, lease=3600.0)
+    async with a, b:
+        first = object()
+        await a.active.acquire(first, "background")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.active.acquire, object(), "background")  # the batch's next job
+            await _until(lambda: _waiters(redis_url, key, "background") == 1)
+            assert a.active.interactive_waiting == 0
+            tg.start_soon(b.active.acquire, object(), "interactive")
+            # The batch's waiting job tries again (at least every poll_interval) and reads
+            # the visitor with each try: its tasks' ends are awaited from then on.
+            await _until(lambda: a.active.interactive_waiting == 1)
+            assert slots_wanted(a.active, create_rate=0.1, typical=4.0)
+            a.active.release(first)  # the visitor is served first, the batch waits on
+            await _until(lambda: b.active.active == 1)
+            # The visitor no longer waits, and the batch's next try reads that too.
+            await _until(lambda: a.active.interactive_waiting == 0)
+            assert _waiters(redis_url, key, "background") == 1
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
 async def test_headroom_is_kept_free_across_processes(redis_url: str, key: str) -> None:
     web, batch = _pair(redis_url, key, max_active=3, poll_interval=0.01)
     async with web, batch:

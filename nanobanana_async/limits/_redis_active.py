@@ -107,7 +107,12 @@ class RedisActiveTaskLimiter(SlotsBase):
 
     @property
     def interactive_waiting(self) -> int:
-        """Interactive callers waiting for a slot, of this process or of all (as last read)."""
+        """Interactive callers waiting for a slot, of this process or of all.
+
+        Every process's are as last read from Redis: by this process's last try for a slot
+        (a batch whose callers wait tries at least every ``poll_interval``) or its last
+        refresh, whichever came later.
+        """
         return max(self._interactive_here, self._interactive_anywhere)
 
     def members(self) -> list[str]:
@@ -164,8 +169,9 @@ class RedisActiveTaskLimiter(SlotsBase):
             "1" if self.cap_binds() else "0",
         ]
         answer = await redis.script(TAKE, keys, args)
-        taken, limit, known, held, key_cap, ago, courtesy, stale = answer
+        taken, limit, known, held, key_cap, ago, courtesy, stale, visitors = answer
         self._read = _Read(int(limit), int(key_cap), int(known), int(courtesy))
+        self._interactive_anywhere = int(visitors)
         self._limit = int(limit)
         self.known = bool(int(known)) or self.known
         self._held_anywhere = int(held)

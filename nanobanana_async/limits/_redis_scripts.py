@@ -262,7 +262,10 @@ local ago = -1
 if probed_at then ago = now - probed_at end
 local was_stale = 0
 if stale then was_stale = 1 end
-return {taken, limit, known, held, key_cap or 0, tostring(ago), courtesy, was_stale}
+-- The interactive callers waiting anywhere now (this one served or registered): a batch
+-- whose callers wait learns of a visitor at its next try, not at the next full refresh.
+return {taken, limit, known, held, key_cap or 0, tostring(ago), courtesy, was_stale,
+  redis.call('ZCARD', KEYS[5])}
 """
 )
 """KEYS: slots, running, state, probe lease, interactive waiters, background waiters, others
@@ -282,7 +285,8 @@ class (each try renews its lease); one served is unregistered. A caller that eve
 back may start a probe (one slot more, for every process) when the schedule allows: the probe
 lease (``SET NX PX``) makes it one probe at a time, and expires so that a process that died
 mid-probe cannot wedge the others. Returns ``{taken (0/1), limit, known (0/1), held, key_cap
-(0: none), seconds since the last probe (-1: none), courtesy, stale (0/1)}``.
+(0: none), seconds since the last probe (-1: none), courtesy, stale (0/1), interactive
+waiters}``.
 """
 
 COUNT = (
