@@ -6,6 +6,7 @@
     python benchmarks/batch.py --rss           # peak RSS of a lazy 100 000-job batch
     python benchmarks/batch.py --virtual       # every scenario, 20 seeds, virtual clock
     python benchmarks/batch.py --virtual --seeds 5 --only basic --contenders runner,gather
+    python benchmarks/batch.py --only basic --contenders runner --time-scale 1   # provider's clock
 
 Real time (the default) runs each scenario once against the fake over loopback, served from
 its own process, so the client's CPU costs what it costs. ``--virtual`` runs every scenario
@@ -14,6 +15,9 @@ gives the same numbers, request for request, whatever else the machine is doing.
 
 Each scenario runs the fake provider at a scaled time (``time_scale``), so a minute of
 provider time passes in a few real seconds; every number below is in provider seconds.
+``--time-scale 1`` runs the named scenarios on the provider's own clock instead (two to five
+times longer): a loopback round trip or an event loop's wake-up then counts once against a
+task's seconds, not two to five times.
 
 * runner: ``BatchRunner(client)``, told no limit at all.
 * webapp: hundreds of concurrent ``client.generate()`` calls on one client (a busy web app).
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import os
@@ -197,6 +202,7 @@ async def measure(scenario: Scenario, contender: str) -> dict[str, Any]:
         sys.executable,
         str(Path(__file__).parent / "_fake_server.py"),
         scenario.name,
+        str(scenario.time_scale),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -401,13 +407,23 @@ def main() -> None:
     parser.add_argument("--rss", action="store_true", help="measure the 100 000-job batch too")
     parser.add_argument("--virtual", action="store_true", help="many seeds on a virtual clock")
     parser.add_argument("--seeds", type=int, default=20, help="with --virtual: how many")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        help="real time, with --only: run the fake at this scale instead (1 = the provider's "
+        "own clock, five times slower than most scenarios); nothing is written",
+    )
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         peak_rss_child(args.rss_child)
         return
     names = None if args.only is None else set(args.only.split(","))
-    full = names is None and args.contenders is None
+    full = names is None and args.contenders is None and args.time_scale is None
+    if args.time_scale is not None and (args.virtual or names is None):
+        parser.error("--time-scale is for real-time runs of the scenarios named by --only")
+    if args.time_scale is not None and not args.time_scale > 0:
+        parser.error(f"--time-scale must be more than 0, got {args.time_scale}")
     if args.virtual:
         run_virtual(names, args.contenders, args.seeds, write=full and args.seeds == 20)
         return
@@ -416,6 +432,8 @@ def main() -> None:
     for scenario in SCENARIOS + CHANGING:
         if names is not None and scenario.name not in names:
             continue
+        if args.time_scale is not None:
+            scenario = dataclasses.replace(scenario, time_scale=args.time_scale)
         contenders = scenario.contenders
         if args.contenders is not None:
             contenders = tuple(c for c in args.contenders.split(",") if c in contenders)
