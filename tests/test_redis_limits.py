@@ -821,6 +821,30 @@ async def test_a_tier_named_anew_moves_the_cap_and_windows_of_every_process(
         assert b.query.windows == {1.0: 50, 60.0: 3000}  # unknown ones start from it, downward
 
 
+@pytest.mark.anyio
+async def test_a_process_not_told_the_tier_knows_it_and_moves_with_the_key(
+    redis_url: str, key: str
+) -> None:
+    web = RedisLimits(redis_url, key=key, tier="basic")  # the web app's settings say basic
+    batch = RedisLimits(redis_url, key=key)  # the batch's say nothing
+    async with web, batch:
+        # Entering reads what the web app seeded: the windows, the cap and the tier's name.
+        assert batch.tier == "basic"
+        assert batch.documented_rate("query") == pytest.approx(1000 / 60)
+        batch.on_conflict(5, 5)  # the key's cap is basic's
+        await batch.flush()
+        await batch.refresh()
+        # Later the batch meets the 409 that names standard's cap: the key moved up, and its
+        # windows move with it at once, for every process (not one 429 at a time).
+        batch.on_conflict(15, 15)
+        assert batch.tier == "standard"
+        assert batch.create.windows == {1.0: 10, 60.0: 600}
+        await batch.flush()
+        await web.refresh()
+        assert web.tier == "standard"
+        assert web.create.windows == {1.0: 10, 60.0: 600}
+
+
 def _window_probes(url: str, key: str) -> dict[str, str]:
     with redis.Redis.from_url(url, decode_responses=True) as r:
         return dict(r.hgetall(f"{key}:create:probes"))

@@ -526,9 +526,26 @@ class LimitsBase(Generic[P, S]):
         self.query = query
         self.active = active
         active.create_rate = lambda: self.create.rate  # probes past the cap ask if it binds
-        self.tier: str | None = None
-        """The key's tier (lower case): as given to `seed`, as the last 429 naming a window of
-        its row named it, or as a 409 naming its cap showed the key moved to it; else None."""
+        self._tier: str | None = None
+
+    @property
+    def tier(self) -> str | None:
+        """The key's tier (lower case), or None while it is not known.
+
+        As given to `seed`, as the last 429 naming a window of its row named it, or as a 409
+        naming its cap showed the key moved to it. Limits shared by several processes
+        (`RedisLimits`) share it too: each process reads the last one any of them learned.
+        """
+        return self._tier
+
+    @tier.setter
+    def tier(self, tier: str | None) -> None:
+        self._tier = tier
+        if tier is not None:
+            self._share_tier(tier)
+
+    def _share_tier(self, tier: str) -> None:
+        """The key's tier was learned here: tell the other users of these limits (a hook)."""
 
     def seed(self, *, tier: TierName | None = None, max_active: int | None = None) -> None:
         """Start from known numbers: a tier's table row and/or an active-task cap.

@@ -202,12 +202,22 @@ class RedisLimits(LimitsBase[RedisEndpointLimiter, RedisActiveTaskLimiter]):
         await self.active.renew()
 
     async def refresh(self) -> None:
-        """Read what every process has learned (windows, the cap, the counts) from Redis."""
+        """Read what every process has learned (windows, the cap, the tier, the counts)."""
         await self.create.refresh()
         await self.query.refresh()
         await self.active.refresh()
-        stats = await self._link.connection().call("hgetall", self._keys.stats)
+        redis = self._link.connection()
+        tier = await redis.call("hget", self._keys.state, "tier")
+        if tier is not None:
+            # Another process's word, taken as it is: the windows it moved with it are in
+            # Redis already (read above), so nothing moves here.
+            self._tier = bytes(tier).decode()
+        stats = await redis.call("hgetall", self._keys.stats)
         self._stats = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in stats.items()}
+
+    def _share_tier(self, tier: str) -> None:
+        """Record the key's tier for every process (read by their next `refresh`)."""
+        self._link.enqueue(lambda r: r.call("hset", self._keys.state, "tier", tier))
 
     def shared_counts(self) -> dict[str, int]:
         """The 409s and 429s every process reported, as of the last `refresh`."""
