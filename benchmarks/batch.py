@@ -36,6 +36,7 @@ import asyncio
 import dataclasses
 import gc
 import json
+import math
 import os
 import resource
 import subprocess
@@ -422,8 +423,10 @@ def main() -> None:
     full = names is None and args.contenders is None and args.time_scale is None
     if args.time_scale is not None and (args.virtual or names is None):
         parser.error("--time-scale is for real-time runs of the scenarios named by --only")
-    if args.time_scale is not None and not args.time_scale > 0:
-        parser.error(f"--time-scale must be more than 0, got {args.time_scale}")
+    if args.time_scale is not None and not (math.isfinite(args.time_scale) and args.time_scale > 0):
+        parser.error(f"--time-scale must be a number more than 0, got {args.time_scale}")
+    if args.time_scale is not None and args.pictures:
+        parser.error("--pictures draws the docs' pictures, at each scenario's own scale")
     if args.virtual:
         run_virtual(names, args.contenders, args.seeds, write=full and args.seeds == 20)
         return

@@ -1070,6 +1070,7 @@ async def test_a_waiting_batch_learns_of_a_visitor_by_its_tries_not_a_refresh(
             tg.start_soon(a.active.acquire, object(), "background")  # the batch's next job
             await _until(lambda: _waiters(redis_url, key, "background") == 1)
             assert a.active.interactive_waiting == 0
+            assert not slots_wanted(a.active, create_rate=0.1, typical=4.0)  # relaxed polls
             tg.start_soon(b.active.acquire, object(), "interactive")
             # The batch's waiting job tries again (at least every poll_interval) and reads
             # the visitor with each try: its tasks' ends are awaited from then on.
@@ -1081,6 +1082,44 @@ async def test_a_waiting_batch_learns_of_a_visitor_by_its_tries_not_a_refresh(
             await _until(lambda: a.active.interactive_waiting == 0)
             assert _waiters(redis_url, key, "background") == 1
             tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_visitor_that_gives_up_leaves_no_count_of_itself(redis_url: str, key: str) -> None:
+    a, b = _pair(redis_url, key, max_active=1, poll_interval=0.01, lease=3600.0)
+    async with a, b:
+        held = object()
+        await b.active.acquire(held, "background")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.active.acquire, object(), "interactive")
+            await _until(lambda: _waiters(redis_url, key, "interactive") == 1)
+            assert a.active.interactive_waiting == 1  # its own, while it waits
+            tg.cancel_scope.cancel()  # the visitor left
+        # Its tries never counted itself among every process's waiters: nothing lingers
+        # until a refresh (that would keep the process's batch polling closely).
+        assert a.active.interactive_waiting == 0
+        b.active.release(held)
+
+
+@pytest.mark.anyio
+async def test_every_visitor_waiting_is_counted_once_in_each_process(
+    redis_url: str, key: str
+) -> None:
+    a, b = _pair(redis_url, key, max_active=1, poll_interval=0.01, lease=3600.0)
+    async with a, b:
+        held = object()
+        await b.active.acquire(held, "background")
+        async with anyio.create_task_group() as tg:
+            for process in (a, a, b):
+                tg.start_soon(process.active.acquire, object(), "interactive")
+            await _until(lambda: _waiters(redis_url, key, "interactive") == 3)
+            # Each process's own as they wait, the other's as its own tries read them.
+            await _until(lambda: a.active.interactive_waiting == 3)
+            await _until(lambda: b.active.interactive_waiting == 3)
+            await a.refresh()  # a refresh counts the same
+            assert a.active.interactive_waiting == 3
+            tg.cancel_scope.cancel()
+        b.active.release(held)
 
 
 @pytest.mark.anyio

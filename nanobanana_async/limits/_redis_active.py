@@ -88,7 +88,7 @@ class RedisActiveTaskLimiter(SlotsBase):
         self._default = self._limit
         self._waiting = 0
         self._interactive_here = 0
-        self._interactive_anywhere = 0
+        self._interactive_elsewhere = 0
         self._held_anywhere = 0
         self._mean_hold = DEFAULT_HOLD
         self._since: dict[object, float] = {}
@@ -109,11 +109,11 @@ class RedisActiveTaskLimiter(SlotsBase):
     def interactive_waiting(self) -> int:
         """Interactive callers waiting for a slot, of this process or of all.
 
-        Every process's are as last read from Redis: by this process's last try for a slot
-        (a batch whose callers wait tries at least every ``poll_interval``) or its last
-        refresh, whichever came later.
+        This process's own are counted as they wait; the other processes' as last read from
+        Redis: by this process's last try for a slot (a batch whose callers wait tries at
+        least every ``poll_interval``) or its last refresh, whichever came later.
         """
-        return max(self._interactive_here, self._interactive_anywhere)
+        return self._interactive_here + self._interactive_elsewhere
 
     def members(self) -> list[str]:
         """The Redis members of the slots this process holds."""
@@ -171,7 +171,10 @@ class RedisActiveTaskLimiter(SlotsBase):
         answer = await redis.script(TAKE, keys, args)
         taken, limit, known, held, key_cap, ago, courtesy, stale, visitors = answer
         self._read = _Read(int(limit), int(key_cap), int(known), int(courtesy))
-        self._interactive_anywhere = int(visitors)
+        # The other processes' visitors: Redis counted every waiter but this caller, and this
+        # process's other interactive waiters are counted here already.
+        ours = self._interactive_here - (priority == "interactive")
+        self._interactive_elsewhere = max(0, int(visitors) - ours)
         self._limit = int(limit)
         self.known = bool(int(known)) or self.known
         self._held_anywhere = int(held)
@@ -271,7 +274,8 @@ class RedisActiveTaskLimiter(SlotsBase):
         now = float(await redis.script(TIME, [], []))
         # Waiters are scored by their lease's end: a dead process's lapse and are not counted.
         waiters = self._keys.slot_waiters("interactive")
-        self._interactive_anywhere = int(await redis.call("zcount", waiters, now, "+inf"))
+        live = int(await redis.call("zcount", waiters, now, "+inf"))
+        self._interactive_elsewhere = max(0, live - self._interactive_here)  # the others
         if b"probed_at" in state:
             self._seen_probe(max(0.0, now - float(state[b"probed_at"])))
         courtesy = max(

@@ -262,10 +262,12 @@ local ago = -1
 if probed_at then ago = now - probed_at end
 local was_stale = 0
 if stale then was_stale = 1 end
--- The interactive callers waiting anywhere now (this one served or registered): a batch
--- whose callers wait learns of a visitor at its next try, not at the next full refresh.
-return {taken, limit, known, held, key_cap or 0, tostring(ago), courtesy, was_stale,
-  redis.call('ZCARD', KEYS[5])}
+-- The other interactive callers waiting anywhere now (this one, if it waits, is its process's
+-- to count): a batch whose callers wait learns of a visitor at its next try, not at the next
+-- full refresh, and a visitor that gives up leaves no count of itself behind.
+local visitors = redis.call('ZCARD', KEYS[5])
+if interactive and taken == 0 then visitors = visitors - 1 end
+return {taken, limit, known, held, key_cap or 0, tostring(ago), courtesy, was_stale, visitors}
 """
 )
 """KEYS: slots, running, state, probe lease, interactive waiters, background waiters, others
@@ -286,7 +288,7 @@ back may start a probe (one slot more, for every process) when the schedule allo
 lease (``SET NX PX``) makes it one probe at a time, and expires so that a process that died
 mid-probe cannot wedge the others. Returns ``{taken (0/1), limit, known (0/1), held, key_cap
 (0: none), seconds since the last probe (-1: none), courtesy, stale (0/1), interactive
-waiters}``.
+waiters other than this caller}``.
 """
 
 COUNT = (
