@@ -8,8 +8,7 @@ final answer (a 404 or 422 once the grace period after the create has passed, a 
 ends the wait with that error.
 
 Before the client has seen any task finish, polls follow `PollPolicy`: a short first interval
-that grows geometrically, with jitter; the tasks asleep on it are woken when the first one is
-seen done, to poll where its duration says. Once tasks have finished, their durations (measured by
+that grows geometrically, with jitter. Once tasks have finished, their durations (measured by
 the client from create to the poll that saw the end, and corrected by the provider's own
 timestamps) drive the schedule: the first poll goes out when the fastest tasks tend to end,
 and later polls come closer together where tasks are most likely to finish, so a finished
@@ -337,7 +336,6 @@ class PollPlanner:
         self._slack = slack
         self._weights = 0.0
         self._followed = 0
-        self._learned: anyio.Event | None = None
         self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
 
     @classmethod
@@ -417,21 +415,6 @@ class PollPlanner:
         share.weight = 0.0
         self._followed -= 1
 
-    def until_learned(self) -> anyio.Event | None:
-        """Set once durations are known, or None if they are known already.
-
-        While none are, polls follow the policy's fallback schedule, whose intervals grow
-        with each poll; a task asleep on one is woken when the first task is seen done, to
-        poll where the durations seen say instead. Every task of a batch is created at about
-        the same time, so without it they would all sleep on through the time the first of
-        them end, their ends unseen (and their slots idle) for up to `PollPolicy.maximum`.
-        """
-        if self.durations.quantile(0.5) is not None:
-            return None
-        if self._learned is None:
-            self._learned = anyio.Event()
-        return self._learned
-
     def observe(self, task: Task, created_at: float | None) -> None:
         """Learn a finished task's duration: the provider's times if plausible, else ours."""
         seen = None if created_at is None else anyio.current_time() - created_at
@@ -440,9 +423,6 @@ class PollPlanner:
             self.durations.observe(elapsed)
         elif seen is not None:
             self.durations.observe(seen)
-        if self._learned is not None and self.durations.quantile(0.5) is not None:
-            self._learned.set()  # wake the tasks asleep on the fallback schedule
-            self._learned = None
 
 
 async def follow(
@@ -492,9 +472,14 @@ async def follow(
         with anyio.CancelScope(deadline=deadline), telemetry.waiting(task_id) as waiting:
             while True:
                 if polls or created_at is not None:
-                    await _sleep_until_poll(
-                        planner, share, priority, polls, sent_at, started, created_at, last
-                    )
+                    age = _age(created_at, started, last)
+                    delay = planner.next_delay(age, polls, share, priority)
+                    if sent_at is not None:
+                        # From one poll's send to the next: the answer's round trip is part
+                        # of the interval, not added to it (a wait in the pacer before the
+                        # send is not; after a failed poll, the whole interval is waited).
+                        delay -= anyio.current_time() - sent_at
+                    await anyio.sleep(max(0.0, delay))
                 polls += 1
                 sent_at = None  # set again only if this poll is answered
                 try:
@@ -541,37 +526,6 @@ async def follow(
         telemetry.finished(last, created_at)
         return last
     raise WaitTimeoutError(task_id, timeout, last) from failure
-
-
-async def _sleep_until_poll(
-    planner: PollPlanner,
-    share: _Share,
-    priority: Priority,
-    polls: int,
-    sent_at: float | None,
-    started: float,
-    created_at: float | None,
-    last: Task | None,
-) -> None:
-    """Sleep until a task's next poll; planned again if the first durations come meanwhile.
-
-    The poll is planned as of the last poll's send, when it was answered: the interval runs
-    from send to send, so the answer's round trip is part of it, not added to it (a wait in
-    the pacer before the send is not; after a failed poll, the whole interval is waited from
-    now). A plan made again after a wake-up is made the same way, from what is known now.
-    """
-    while True:
-        learning = planner.until_learned()
-        since = 0.0 if sent_at is None else anyio.current_time() - sent_at
-        age = max(0.0, _age(created_at, started, last) - since)
-        delay = planner.next_delay(age, polls, share, priority) - since
-        if learning is None:
-            await anyio.sleep(max(0.0, delay))
-            return
-        with anyio.move_on_after(max(0.0, delay)) as nap:
-            await learning.wait()
-        if nap.cancelled_caught:
-            return  # slept the fallback's interval out
 
 
 def result_of(task: Task) -> TaskResult:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -630,9 +629,6 @@ class _FixedPlanner:
     def next_delay(self, age: float, polls: int, share: object, priority: str) -> float:
         return 3.0
 
-    def until_learned(self) -> None:
-        return None  # no fallback schedule to wake from
-
 
 class _HeldCaller:
     """Answers after a 0.1 s round trip; the second poll waits 10 s in the pacer first."""
@@ -671,65 +667,3 @@ async def test_polls_are_spaced_from_send_to_send_and_a_pacer_wait_is_not_a_roun
     # 3 s from one send to the next (the round trip inside it); after the 10 s in the pacer,
     # the next poll still waits its 3 s from that poll's send, not at once.
     assert gaps == [13.0, 3.0, 3.0]
-
-
-class _EndsAt:
-    """Answers at once: each task is done from its end on, and says when it ran (UTC)."""
-
-    telemetry = Recorder()
-
-    def __init__(self, runs: dict[str, tuple[float, float]]) -> None:
-        self.runs = runs  # task id: created, ended (anyio's clock)
-        self.polls: dict[str, list[float]] = {task_id: [] for task_id in runs}
-
-    async def query(
-        self,
-        task_id: str,
-        deadline: float,
-        *,
-        priority: str,
-        backoff: bool,
-        on_sent: Callable[[float], object] | None = None,
-    ) -> Task:
-        now = anyio.current_time()
-        self.polls[task_id].append(now)
-        if on_sent is not None:
-            on_sent(now)
-        await anyio.lowlevel.checkpoint()
-        created, ended = self.runs[task_id]
-        if now < ended:
-            return Task(task_id=task_id, state=TaskState.GENERATING, raw_state="generating")
-        epoch = datetime(2026, 1, 1, tzinfo=UTC)
-        return Task(
-            task_id=task_id,
-            state=TaskState.SUCCESS,
-            raw_state="success",
-            urls=("u",),
-            create_time=epoch + timedelta(seconds=created),
-            complete_time=epoch + timedelta(seconds=ended),
-        )
-
-
-@pytest.mark.anyio
-async def test_a_task_asleep_on_the_fallback_schedule_wakes_when_the_first_one_ends() -> None:
-    # No durations known: polls 1 s, 1.5 s, 2.25 s, 3.375 s ... apart (no jitter). Task a runs
-    # from 0 s to 5 s: seen running at 1, 2.5 and 4.75 s, it sleeps on to 8.125 s. Task b,
-    # created at 4 s, ends at 4.5 s and is seen done at 5 s: tasks take half a second, so a
-    # is long overdue; woken, it polls again soon instead of at 8.125 s.
-    start = anyio.current_time()
-    caller = _EndsAt({"a": (start, start + 5.0), "b": (start + 4.0, start + 4.5)})
-    planner = PollPlanner(PollPolicy(jitter=0.0), DurationModel(), lambda: 100.0)
-    deadline = start + 60
-
-    async def follow_b() -> None:
-        await anyio.sleep(4.0)
-        await follow(caller, planner, "b", deadline=deadline, timeout=60, created_at=start + 4.0)  # type: ignore[arg-type]
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(follow_b)
-        await follow(caller, planner, "a", deadline=deadline, timeout=60, created_at=start)  # type: ignore[arg-type]
-    polls = [round(at - start, 3) for at in caller.polls["a"]]
-    # The fallback schedule, then planned again at 5 s from the poll sent at 4.75 s: an
-    # overdue task's step (1.75 s for tasks of half a second, a's age 9.5 times theirs).
-    assert polls == [1.0, 2.5, 4.75, 6.5]
-    assert (planner.durations.quantile(0.0), planner.durations.quantile(1.0)) == (0.5, 5.0)
