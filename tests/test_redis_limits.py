@@ -1057,12 +1057,20 @@ async def test_a_visitor_waiting_in_another_process_is_known_to_the_batchs_polls
         a.active.release(first)
 
 
+def _one_slot_no_refresh(url: str, key: str) -> tuple[RedisLimits, RedisLimits]:
+    """Two processes on a key of one slot, trying for it often, and never refreshed.
+
+    Refreshes come every lease / 3: with a lease of an hour, none comes during a test, so
+    what a process knows of the others' waiters it read in its own tries.
+    """
+    return _pair(url, key, max_active=1, poll_interval=0.01, lease=3600.0)
+
+
 @pytest.mark.anyio
 async def test_a_waiting_batch_learns_of_a_visitor_by_its_tries_not_a_refresh(
     redis_url: str, key: str
 ) -> None:
-    # Refreshes come every lease / 3: with a lease of an hour, none comes during the test.
-    a, b = _pair(redis_url, key, max_active=1, poll_interval=0.01, lease=3600.0)
+    a, b = _one_slot_no_refresh(redis_url, key)
     async with a, b:
         first = object()
         await a.active.acquire(first, "background")
@@ -1086,7 +1094,7 @@ async def test_a_waiting_batch_learns_of_a_visitor_by_its_tries_not_a_refresh(
 
 @pytest.mark.anyio
 async def test_a_visitor_that_gives_up_leaves_no_count_of_itself(redis_url: str, key: str) -> None:
-    a, b = _pair(redis_url, key, max_active=1, poll_interval=0.01, lease=3600.0)
+    a, b = _one_slot_no_refresh(redis_url, key)
     async with a, b:
         held = object()
         await b.active.acquire(held, "background")
@@ -1105,7 +1113,7 @@ async def test_a_visitor_that_gives_up_leaves_no_count_of_itself(redis_url: str,
 async def test_every_visitor_waiting_is_counted_once_in_each_process(
     redis_url: str, key: str
 ) -> None:
-    a, b = _pair(redis_url, key, max_active=1, poll_interval=0.01, lease=3600.0)
+    a, b = _one_slot_no_refresh(redis_url, key)
     async with a, b:
         held = object()
         await b.active.acquire(held, "background")
