@@ -420,13 +420,14 @@ def main() -> None:
         peak_rss_child(args.rss_child)
         return
     names = None if args.only is None else set(args.only.split(","))
-    full = names is None and args.contenders is None and args.time_scale is None
-    if args.time_scale is not None and (args.virtual or names is None):
-        parser.error("--time-scale is for real-time runs of the scenarios named by --only")
-    if args.time_scale is not None and not (math.isfinite(args.time_scale) and args.time_scale > 0):
-        parser.error(f"--time-scale must be a number more than 0, got {args.time_scale}")
-    if args.time_scale is not None and args.pictures:
-        parser.error("--pictures draws the docs' pictures, at each scenario's own scale")
+    full = names is None and args.contenders is None  # --time-scale needs --only
+    if args.time_scale is not None:
+        if args.virtual or names is None:
+            parser.error("--time-scale is for real-time runs of the scenarios named by --only")
+        if not (math.isfinite(args.time_scale) and args.time_scale > 0):
+            parser.error(f"--time-scale must be a number more than 0, got {args.time_scale}")
+        if args.pictures:
+            parser.error("--pictures draws the docs' pictures, at each scenario's own scale")
     if args.virtual:
         run_virtual(names, args.contenders, args.seeds, write=full and args.seeds == 20)
         return
